@@ -1,0 +1,194 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Dolly.Api.Http;
+
+namespace Dolly.Api.Semantics;
+
+/// <summary>
+/// Structural-schema validation and pruning (the subset of OpenAPI v3 that CRDs use): types, required, enum,
+/// bounds, int-or-string, nullable, preserve-unknown-fields. Unknown fields are removed and reported, so the caller
+/// can refuse them (Strict), warn about them (Warn) or drop them silently (Ignore), as kube-apiserver does.
+/// </summary>
+internal static class SchemaValidator
+{
+    public static void Validate(JsonObject obj, JsonObject schema, List<string> unknown, List<FieldCause> errors)
+    {
+        // metadata, apiVersion and kind are checked by the server, not the schema.
+        Walk(obj, schema, "", unknown, errors, root: true);
+    }
+
+    private static string Join(string path, string key) => path.Length == 0 ? key : path + "." + key;
+
+    private static void Walk(JsonNode? node, JsonObject schema, string path, List<string> unknown, List<FieldCause> errors, bool root = false)
+    {
+        if (node is null)
+        {
+            return;
+        }
+
+        bool intOrString = schema["x-kubernetes-int-or-string"]?.GetValue<bool>() == true;
+        bool preserve = schema["x-kubernetes-preserve-unknown-fields"]?.GetValue<bool>() == true;
+        string? type = Json.Str(schema["type"]);
+        if (intOrString)
+        {
+            if (node is not JsonValue v || v.GetValueKind() is not (JsonValueKind.String or JsonValueKind.Number))
+            {
+                errors.Add(FieldCause.Invalid(path, JsonValue.Create(TypeName(node)), path + " in body must be of type integer or string: \"" + TypeName(node) + "\""));
+            }
+
+            return;
+        }
+
+        if (type is not null && !TypeMatches(node, type))
+        {
+            errors.Add(FieldCause.InvalidTyped(path, TypeName(node), path + " in body must be of type " + type + ": \"" + TypeName(node) + "\""));
+            return;
+        }
+
+        if (schema["enum"] is JsonArray allowed && !allowed.Any(a => Json.Same(a, node)))
+        {
+            errors.Add(FieldCause.Unsupported(path, node, allowed.Select(a => Json.Str(a) ?? a?.ToJsonString() ?? "null")));
+        }
+
+        switch (node)
+        {
+            case JsonObject o:
+                WalkObject(o, schema, path, preserve, root, unknown, errors);
+                break;
+            case JsonArray a:
+                WalkArray(a, schema, path, unknown, errors);
+                break;
+            case JsonValue v:
+                CheckScalar(v, schema, path, errors);
+                break;
+        }
+    }
+
+    private static void WalkObject(JsonObject o, JsonObject schema, string path, bool preserve, bool root, List<string> unknown, List<FieldCause> errors)
+    {
+        var props = schema["properties"] as JsonObject;
+        var additional = schema["additionalProperties"];
+        foreach (var key in o.Select(kv => kv.Key).ToList())
+        {
+            if (root && key is "metadata" or "apiVersion" or "kind")
+            {
+                continue;
+            }
+
+            string child = Join(path, key);
+            var value = o[key];
+            if (props?[key] is JsonObject propSchema)
+            {
+                if (value is null && propSchema["nullable"]?.GetValue<bool>() != true)
+                {
+                    // A null for a non-nullable field means "unset", as the apiserver's defaulting treats it.
+                    o.Remove(key);
+                    continue;
+                }
+
+                Walk(value, propSchema, child, unknown, errors);
+            }
+            else if (additional is JsonObject addSchema)
+            {
+                Walk(value, addSchema, child, unknown, errors);
+            }
+            else if (!preserve && !(additional is JsonValue b && b.GetValue<bool>()))
+            {
+                unknown.Add(child);
+                o.Remove(key);
+            }
+        }
+
+        if (schema["required"] is JsonArray required)
+        {
+            foreach (var r in Json.StringList(required))
+            {
+                if (o[r] is null)
+                {
+                    errors.Add(FieldCause.Required(Join(path, r)));
+                }
+            }
+        }
+    }
+
+    private static void WalkArray(JsonArray a, JsonObject schema, string path, List<string> unknown, List<FieldCause> errors)
+    {
+        if (schema["minItems"] is JsonValue min && a.Count < min.GetValue<long>())
+        {
+            errors.Add(FieldCause.Invalid(path, JsonValue.Create(a.Count), "must have at least " + min.ToJsonString() + " items"));
+        }
+
+        if (schema["maxItems"] is JsonValue max && a.Count > max.GetValue<long>())
+        {
+            errors.Add(new FieldCause("FieldValueTooMany", path, "Too many: " + a.Count.ToString(CultureInfo.InvariantCulture) + ": must have at most " + max.ToJsonString() + " items"));
+        }
+
+        if (schema["items"] is JsonObject items)
+        {
+            for (int i = 0; i < a.Count; i++)
+            {
+                Walk(a[i], items, path + "[" + i.ToString(CultureInfo.InvariantCulture) + "]", unknown, errors);
+            }
+        }
+    }
+
+    private static void CheckScalar(JsonValue v, JsonObject schema, string path, List<FieldCause> errors)
+    {
+        if (v.GetValueKind() == JsonValueKind.Number && schema["minimum"] is JsonValue min && v.GetValue<double>() < min.GetValue<double>())
+        {
+            errors.Add(FieldCause.Invalid(path, v, "should be greater than or equal to " + min.ToJsonString()));
+        }
+
+        if (v.GetValueKind() == JsonValueKind.Number && schema["maximum"] is JsonValue max && v.GetValue<double>() > max.GetValue<double>())
+        {
+            errors.Add(FieldCause.Invalid(path, v, "should be less than or equal to " + max.ToJsonString()));
+        }
+
+        if (Json.Str(v) is { } s)
+        {
+            if (schema["minLength"] is JsonValue minLen && s.Length < minLen.GetValue<long>())
+            {
+                errors.Add(FieldCause.Invalid(path, v, "should be at least " + minLen.ToJsonString() + " chars long"));
+            }
+
+            if (schema["maxLength"] is JsonValue maxLen && s.Length > maxLen.GetValue<long>())
+            {
+                errors.Add(new FieldCause("FieldValueTooLong", path, "Too long: may not be longer than " + maxLen.ToJsonString()));
+            }
+
+            if (Json.Str(schema["pattern"]) is { } pattern &&
+                !System.Text.RegularExpressions.Regex.IsMatch(s, pattern, System.Text.RegularExpressions.RegexOptions.None, TimeSpan.FromMilliseconds(100)))
+            {
+                errors.Add(FieldCause.Invalid(path, v, "should match '" + pattern + "'"));
+            }
+        }
+    }
+
+    private static bool TypeMatches(JsonNode node, string type) => type switch
+    {
+        "object" => node is JsonObject,
+        "array" => node is JsonArray,
+        "string" => node is JsonValue v && v.GetValueKind() == JsonValueKind.String,
+        "boolean" => node is JsonValue v && v.GetValueKind() is JsonValueKind.True or JsonValueKind.False,
+        "integer" => node is JsonValue v && v.GetValueKind() == JsonValueKind.Number && IsInteger(v),
+        "number" => node is JsonValue v && v.GetValueKind() == JsonValueKind.Number,
+        _ => true,
+    };
+
+    private static bool IsInteger(JsonValue v) => v.TryGetValue(out long _) || (v.TryGetValue(out double d) && Math.Floor(d) == d);
+
+    private static string TypeName(JsonNode? node) => node switch
+    {
+        JsonObject => "object",
+        JsonArray => "array",
+        JsonValue v => v.GetValueKind() switch
+        {
+            JsonValueKind.String => "string",
+            JsonValueKind.True or JsonValueKind.False => "boolean",
+            JsonValueKind.Number => IsInteger(v) ? "integer" : "number",
+            _ => "null",
+        },
+        _ => "null",
+    };
+}

@@ -1,0 +1,296 @@
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Dolly.Api.Http;
+using Dolly.Api.Resources;
+
+namespace Dolly.Api.Semantics;
+
+/// <summary>Per-kind defaulting and validation, mirroring the kube-apiserver strategies for the kinds served.</summary>
+internal static partial class Strategies
+{
+    public const string CrdCleanupFinalizer = "customresourcecleanup.apiextensions.k8s.io";
+
+    [GeneratedRegex("^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")]
+    private static partial Regex Subdomain();
+
+    [GeneratedRegex("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+    private static partial Regex Label();
+
+    /// <summary>Name checks: DNS-1123 label for namespaces, DNS-1123 subdomain for everything else.</summary>
+    public static IEnumerable<FieldCause> ValidateName(ResourceType type, string name, string field = "metadata.name")
+    {
+        if (type.Plural == "namespaces")
+        {
+            if (name.Length > 63 || !Label().IsMatch(name))
+            {
+                yield return FieldCause.Invalid(field, JsonValue.Create(name),
+                    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')");
+            }
+        }
+        else if (name.Length > 253 || !Subdomain().IsMatch(name))
+        {
+            yield return FieldCause.Invalid(field, JsonValue.Create(name),
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')");
+        }
+    }
+
+    /// <summary>Checks metadata shapes the schema does not cover (labels, annotations, finalizers are string maps/lists).</summary>
+    public static IEnumerable<FieldCause> ValidateMeta(JsonObject meta)
+    {
+        foreach (var field in new[] { "labels", "annotations" })
+        {
+            if (meta[field] is null)
+            {
+                continue;
+            }
+
+            if (meta[field] is not JsonObject map || map.Any(kv => Json.Str(kv.Value) is null))
+            {
+                yield return FieldCause.Invalid("metadata." + field, null, "must be a map of string keys to string values");
+            }
+        }
+
+        if (meta["finalizers"] is not null && (meta["finalizers"] is not JsonArray f || f.Any(x => Json.Str(x) is null)))
+        {
+            yield return FieldCause.Invalid("metadata.finalizers", null, "must be a list of strings");
+        }
+    }
+
+    /// <summary>Fills defaults on create (and the derived parts on every write).</summary>
+    public static void Default(ResourceType type, JsonObject obj, bool create)
+    {
+        var meta = Json.Meta(obj);
+        switch (type.Plural)
+        {
+            case "namespaces" when type.Group.Length == 0:
+                {
+                    var spec = Child(obj, "spec");
+                    if (create && spec["finalizers"] is null)
+                    {
+                        spec["finalizers"] = new JsonArray("kubernetes");
+                    }
+
+                    var labels = Child(meta, "labels");
+                    labels["kubernetes.io/metadata.name"] = Json.Name(obj);
+                    var status = Child(obj, "status");
+                    status["phase"] = meta["deletionTimestamp"] is null ? "Active" : "Terminating";
+                    break;
+                }
+
+            case "persistentvolumeclaims" when type.Group.Length == 0:
+                {
+                    var spec = Child(obj, "spec");
+                    spec["volumeMode"] ??= "Filesystem";
+                    if (create)
+                    {
+                        Child(obj, "status")["phase"] = "Pending";
+                    }
+
+                    break;
+                }
+
+            case "persistentvolumes" when type.Group.Length == 0:
+                {
+                    var spec = Child(obj, "spec");
+                    spec["persistentVolumeReclaimPolicy"] ??= "Retain";
+                    spec["volumeMode"] ??= "Filesystem";
+                    if (create)
+                    {
+                        Child(obj, "status")["phase"] = "Available";
+                    }
+
+                    break;
+                }
+
+            case "storageclasses" when type.Group == "storage.k8s.io":
+                obj["reclaimPolicy"] ??= "Delete";
+                obj["volumeBindingMode"] ??= "Immediate";
+                break;
+            case "csidrivers" when type.Group == "storage.k8s.io":
+                {
+                    var spec = Child(obj, "spec");
+                    spec["attachRequired"] ??= true;
+                    spec["podInfoOnMount"] ??= false;
+                    spec["requiresRepublish"] ??= false;
+                    spec["storageCapacity"] ??= false;
+                    spec["fsGroupPolicy"] ??= "ReadWriteOnceWithFSType";
+                    spec["volumeLifecycleModes"] ??= new JsonArray("Persistent");
+                    break;
+                }
+
+            case "customresourcedefinitions" when type.Group == "apiextensions.k8s.io":
+                DefaultCrd(obj, create);
+                break;
+        }
+    }
+
+    private static JsonObject Child(JsonObject parent, string key)
+    {
+        if (parent[key] is not JsonObject child)
+        {
+            child = new JsonObject();
+            parent[key] = child;
+        }
+
+        return child;
+    }
+
+    private static void DefaultCrd(JsonObject crd, bool create)
+    {
+        var spec = Child(crd, "spec");
+        var names = Child(spec, "names");
+        string kind = Json.Str(names["kind"]) ?? "";
+        names["singular"] ??= kind.ToLowerInvariant();
+        names["listKind"] ??= kind + "List";
+        if (create)
+        {
+            var meta = Json.Meta(crd);
+            var list = meta["finalizers"] as JsonArray ?? [];
+            if (!list.Any(f => Json.Str(f) == CrdCleanupFinalizer))
+            {
+                list.Add(CrdCleanupFinalizer);
+            }
+
+            meta["finalizers"] = list;
+        }
+
+        foreach (var v in spec["versions"] as JsonArray ?? [])
+        {
+            if (v is JsonObject version && version["schema"]?["openAPIV3Schema"] is JsonObject schema && schema["type"] is null)
+            {
+                schema["type"] = "object";
+            }
+        }
+
+        // The naming and establishing controllers run inline: names are accepted and the CRD established at once.
+        var storage = (spec["versions"] as JsonArray ?? []).OfType<JsonObject>()
+            .Where(v => v["storage"]?.GetValue<bool>() == true).Select(v => Json.Str(v["name"])).FirstOrDefault() ?? "";
+        var status = Child(crd, "status");
+        status["acceptedNames"] = names.DeepClone();
+        var stored = Json.StringList(status["storedVersions"]);
+        if (storage.Length > 0 && !stored.Contains(storage))
+        {
+            stored.Add(storage);
+        }
+
+        status["storedVersions"] = new JsonArray([.. stored.Select(s => (JsonNode)s)]);
+        string now = Json.Str(crd["metadata"]?["creationTimestamp"]) ?? "";
+        var conditions = new JsonArray
+        {
+            new JsonObject { ["type"] = "NamesAccepted", ["status"] = "True", ["lastTransitionTime"] = now, ["reason"] = "NoConflicts", ["message"] = "no conflicts found" },
+            new JsonObject { ["type"] = "Established", ["status"] = "True", ["lastTransitionTime"] = now, ["reason"] = "InitialNamesAccepted", ["message"] = "the initial names have been accepted" },
+        };
+        if (crd["metadata"]?["deletionTimestamp"] is not null)
+        {
+            conditions.Add(new JsonObject { ["type"] = "Terminating", ["status"] = "True", ["lastTransitionTime"] = now, ["reason"] = "InstanceDeletionInProgress", ["message"] = "CustomResource deletion is in progress" });
+        }
+
+        status["conditions"] = conditions;
+    }
+
+    /// <summary>Kind-specific validation; <paramref name="old"/> is null on create.</summary>
+    public static List<FieldCause> Validate(ResourceType type, JsonObject obj, JsonObject? old)
+    {
+        var errors = new List<FieldCause>();
+        switch (type.Group, type.Plural)
+        {
+            case ("", "persistentvolumeclaims"):
+                ValidatePvc(obj, old, errors);
+                break;
+            case ("storage.k8s.io", "storageclasses"):
+                if (old is not null)
+                {
+                    foreach (var field in new[] { "provisioner", "parameters", "reclaimPolicy", "volumeBindingMode" })
+                    {
+                        if (!Json.Same(obj[field], old[field]))
+                        {
+                            errors.Add(FieldCause.Forbidden(field, "updates to " + field + " are forbidden."));
+                        }
+                    }
+                }
+
+                break;
+            case ("apiextensions.k8s.io", "customresourcedefinitions"):
+                ValidateCrd(obj, old, errors);
+                break;
+            default:
+                SnapshotValidation.Validate(type, obj, old, errors);
+                break;
+        }
+
+        return errors;
+    }
+
+    private static void ValidatePvc(JsonObject obj, JsonObject? old, List<FieldCause> errors)
+    {
+        var spec = obj["spec"] as JsonObject ?? [];
+        if (spec["accessModes"] is not JsonArray { Count: > 0 })
+        {
+            errors.Add(FieldCause.Required("spec.accessModes"));
+        }
+
+        if (spec["resources"]?["requests"]?["storage"] is null)
+        {
+            errors.Add(FieldCause.Required("spec.resources[storage]"));
+        }
+        else if (!Quantity.TryParse(spec["resources"]!["requests"]!["storage"]!.ToString(), out _))
+        {
+            errors.Add(FieldCause.Invalid("spec.resources.requests[storage]", spec["resources"]!["requests"]!["storage"], "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"));
+        }
+
+        if (old?["spec"] is JsonObject oldSpec)
+        {
+            var a = (JsonObject)spec.DeepClone();
+            var b = (JsonObject)oldSpec.DeepClone();
+            foreach (var s in new[] { a, b })
+            {
+                (s["resources"] as JsonObject)?.Remove("requests");
+                s.Remove("volumeAttributesClassName");
+            }
+
+            // The binder fills volumeName once; that transition is allowed.
+            if (Json.Str(b["volumeName"]) is null or "")
+            {
+                a.Remove("volumeName");
+                b.Remove("volumeName");
+            }
+
+            if (!Json.Same(a, b))
+            {
+                errors.Add(FieldCause.Forbidden("spec", "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"));
+            }
+        }
+    }
+
+    private static void ValidateCrd(JsonObject crd, JsonObject? old, List<FieldCause> errors)
+    {
+        var spec = crd["spec"] as JsonObject ?? [];
+        string group = Json.Str(spec["group"]) ?? "";
+        string plural = Json.Str(spec["names"]?["plural"]) ?? "";
+        if (Json.Name(crd) != plural + "." + group)
+        {
+            errors.Add(FieldCause.Invalid("metadata.name", JsonValue.Create(Json.Name(crd)), "must be spec.names.plural+\".\"+spec.group"));
+        }
+
+        if (!group.Contains('.', StringComparison.Ordinal))
+        {
+            errors.Add(FieldCause.Invalid("spec.group", JsonValue.Create(group), "should be a domain with at least one dot"));
+        }
+
+        var versions = (spec["versions"] as JsonArray ?? []).OfType<JsonObject>().ToList();
+        if (versions.Count(v => v["storage"]?.GetValue<bool>() == true) != 1)
+        {
+            errors.Add(FieldCause.Invalid("spec.versions", null, "must have exactly one version marked as storage version"));
+        }
+
+        if (old is not null && Json.Str(old["spec"]?["group"]) != group)
+        {
+            errors.Add(FieldCause.Invalid("spec.group", JsonValue.Create(group), "field is immutable"));
+        }
+
+        if (old is not null && Json.Str(old["spec"]?["scope"]) != Json.Str(spec["scope"]))
+        {
+            errors.Add(FieldCause.Invalid("spec.scope", spec["scope"], "field is immutable"));
+        }
+    }
+}

@@ -1,0 +1,401 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using Dolly.Storage.Engine;
+
+namespace Dolly.Storage;
+
+// The data path. Every 4 KiB sector carries a checksum in its leaf entry; a read verifies each sector it
+// returns, and a sector that fails is reported, never returned. A write to a block that is committed or
+// shared goes to a new block (redirect-on-write), so committed data is never overwritten and a crash can
+// only lose what no flush acknowledged.
+public sealed partial class Pool
+{
+    private static readonly uint ZeroSectorSum = Layout.Checksum(new byte[Layout.SectorSize]);
+
+    private bool _dataDirty;
+    private byte[] _zeroSums = [];
+
+    internal Result ReadCore(DeviceState d, long offset, Span<byte> destination)
+    {
+        long pos = offset;
+        int done = 0;
+        Span<byte> sums = stackalloc byte[Math.Max(4, _sectorsPerBlock * 4)];
+        while (done < destination.Length)
+        {
+            long lb = pos / _blockSize;
+            int bo = (int)(pos % _blockSize);
+            int n = (int)Math.Min(_blockSize - bo, destination.Length - done);
+            var target = destination.Slice(done, n);
+            uint leaf = FindLeaf(d.Root, d.Depth, _mapGeometry, lb, out int slot);
+            uint p = leaf == 0 ? NoBlock : LeafBlock(leaf, slot);
+            if (p == NoBlock)
+            {
+                target.Clear();
+            }
+            else
+            {
+                LeafSums(leaf, slot).CopyTo(sums);
+                var r = ReadVerified(d, lb, p, bo, target, sums);
+                if (!r.IsOk)
+                {
+                    destination.Clear();
+                    return r;
+                }
+            }
+
+            pos += n;
+            done += n;
+        }
+
+        return Result.Ok;
+    }
+
+    /// <summary>Reads bytes [bo, bo + target.Length) of physical block <paramref name="p"/>, verifying every sector touched.</summary>
+    private Result ReadVerified(DeviceState d, long lb, uint p, int bo, Span<byte> target, ReadOnlySpan<byte> sums)
+    {
+        int s0 = bo / Layout.SectorSize;
+        int s1 = (bo + target.Length + Layout.SectorSize - 1) / Layout.SectorSize;
+        long fileOffset = ((long)p * _blockSize) + ((long)s0 * Layout.SectorSize);
+        bool aligned = bo % Layout.SectorSize == 0 && target.Length % Layout.SectorSize == 0;
+        byte[]? rented = null;
+        try
+        {
+            Span<byte> buffer;
+            if (aligned)
+            {
+                buffer = target;
+            }
+            else
+            {
+                rented = ArrayPool<byte>.Shared.Rent((s1 - s0) * Layout.SectorSize);
+                buffer = rented.AsSpan(0, (s1 - s0) * Layout.SectorSize);
+            }
+
+            try
+            {
+                _data.Read(fileOffset, buffer);
+            }
+            catch (IOException ex)
+            {
+                return Result.Fail(StorageErrorCode.IoError, $"{Describe(d)}: reading block {lb} failed: {ex.Message}");
+            }
+
+            for (int s = s0; s < s1; s++)
+            {
+                var sector = buffer.Slice((s - s0) * Layout.SectorSize, Layout.SectorSize);
+                uint expected = BinaryPrimitives.ReadUInt32LittleEndian(sums[(s * 4)..]);
+                if (Layout.Checksum(sector) != expected)
+                {
+                    long at = (lb * _blockSize) + ((long)s * Layout.SectorSize);
+                    return Result.Fail(
+                        StorageErrorCode.Corrupt,
+                        $"{Describe(d)}: data at byte offset {at} (block {lb}, sector {s}, physical block {p}) failed its checksum; the data is not returned");
+                }
+            }
+
+            if (!aligned)
+            {
+                buffer.Slice(bo - (s0 * Layout.SectorSize), target.Length).CopyTo(target);
+            }
+
+            return Result.Ok;
+        }
+        finally
+        {
+            if (rented is not null)
+            {
+                ArrayPool<byte>.Shared.Return(rented);
+            }
+        }
+    }
+
+    internal Result WriteCore(DeviceState d, long offset, ReadOnlySpan<byte> data)
+    {
+        long pos = offset;
+        int done = 0;
+        while (done < data.Length)
+        {
+            long lb = pos / _blockSize;
+            int bo = (int)(pos % _blockSize);
+            int n = (int)Math.Min(_blockSize - bo, data.Length - done);
+            var r = WriteBlock(d, lb, bo, data.Slice(done, n));
+            if (!r.IsOk)
+            {
+                return r;
+            }
+
+            pos += n;
+            done += n;
+        }
+
+        return Result.Ok;
+    }
+
+    /// <summary>Writes bytes [bo, bo + data.Length) of logical block <paramref name="lb"/>.</summary>
+    private Result WriteBlock(DeviceState d, long lb, int bo, ReadOnlySpan<byte> data)
+    {
+        uint root = d.Root;
+        uint leaf = LeafForWrite(ref root, d.Depth, _mapGeometry, map: true, lb, out int slot);
+        if (root != d.Root)
+        {
+            d.Root = root;
+            MarkDirty(d);
+        }
+
+        _dirty = true;
+        uint old = LeafBlock(leaf, slot);
+        int s0 = bo / Layout.SectorSize;
+        int s1 = (bo + data.Length + Layout.SectorSize - 1) / Layout.SectorSize;
+
+        if (old != NoBlock && _blockRef[old] == 1 && _blockBorn[old] == _txn)
+        {
+            return WriteInPlace(d, lb, leaf, slot, old, bo, data, s0, s1);
+        }
+
+        // Redirect-on-write: assemble the whole new block, then write it once.
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(_blockSize);
+        byte[] sums = ArrayPool<byte>.Shared.Rent(_sectorsPerBlock * 4);
+        try
+        {
+            var block = buffer.AsSpan(0, _blockSize);
+            var newSums = sums.AsSpan(0, _sectorsPerBlock * 4);
+            if (old == NoBlock)
+            {
+                block.Clear();
+                _zeroSums.CopyTo(newSums);
+            }
+            else
+            {
+                LeafSums(leaf, slot).CopyTo(newSums);
+                if (data.Length < _blockSize)
+                {
+                    try
+                    {
+                        _data.Read((long)old * _blockSize, block);
+                    }
+                    catch (IOException ex)
+                    {
+                        return Result.Fail(StorageErrorCode.IoError, $"{Describe(d)}: reading block {lb} failed: {ex.Message}");
+                    }
+
+                    // Sectors only partly overwritten merge old bytes: verify those first, so corruption is
+                    // reported instead of being sealed under a fresh checksum. Untouched sectors keep their
+                    // old checksum and stay detectable.
+                    var bad = VerifyPartialSectors(d, lb, old, block, newSums, bo, data.Length, s0, s1);
+                    if (!bad.IsOk)
+                    {
+                        return bad;
+                    }
+                }
+            }
+
+            data.CopyTo(block[bo..]);
+            for (int s = s0; s < s1; s++)
+            {
+                BinaryPrimitives.WriteUInt32LittleEndian(newSums[(s * 4)..], Layout.Checksum(block.Slice(s * Layout.SectorSize, Layout.SectorSize)));
+            }
+
+            uint p = AllocBlock();
+            try
+            {
+                _data.Write((long)p * _blockSize, block);
+            }
+            catch (IOException ex)
+            {
+                DecBlock(p);
+                return IoFailure(d, lb, ex);
+            }
+
+            SetLeafEntry(leaf, slot, p, newSums);
+            if (old != NoBlock)
+            {
+                DecBlock(old);
+            }
+
+            return Result.Ok;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            ArrayPool<byte>.Shared.Return(sums);
+        }
+    }
+
+    private Result VerifyPartialSectors(DeviceState d, long lb, uint p, ReadOnlySpan<byte> block, ReadOnlySpan<byte> sums, int bo, int length, int s0, int s1)
+    {
+        for (int s = s0; s < s1; s++)
+        {
+            int start = s * Layout.SectorSize;
+            bool covered = bo <= start && bo + length >= start + Layout.SectorSize;
+            if (!covered && Layout.Checksum(block.Slice(start, Layout.SectorSize)) != BinaryPrimitives.ReadUInt32LittleEndian(sums[(s * 4)..]))
+            {
+                return Result.Fail(
+                    StorageErrorCode.Corrupt,
+                    $"{Describe(d)}: data at byte offset {(lb * _blockSize) + start} (block {lb}, sector {s}, physical block {p}) failed its checksum; the write that would merge with it was refused");
+            }
+        }
+
+        return Result.Ok;
+    }
+
+    /// <summary>Overwrites part of a block allocated in this transaction and referenced only here.</summary>
+    private Result WriteInPlace(DeviceState d, long lb, uint leaf, int slot, uint p, int bo, ReadOnlySpan<byte> data, int s0, int s1)
+    {
+        var sums = LeafSums(leaf, slot);
+        long blockOffset = (long)p * _blockSize;
+        int start = s0 * Layout.SectorSize;
+        int length = (s1 - s0) * Layout.SectorSize;
+        bool aligned = bo == start && data.Length == length;
+        byte[]? rented = null;
+        try
+        {
+            ReadOnlySpan<byte> toWrite;
+            if (aligned)
+            {
+                toWrite = data;
+            }
+            else
+            {
+                rented = ArrayPool<byte>.Shared.Rent(length);
+                var buffer = rented.AsSpan(0, length);
+                try
+                {
+                    _data.Read(blockOffset + start, buffer);
+                }
+                catch (IOException ex)
+                {
+                    return Result.Fail(StorageErrorCode.IoError, $"{Describe(d)}: reading block {lb} failed: {ex.Message}");
+                }
+
+                for (int s = s0; s < s1; s++)
+                {
+                    int sectorStart = s * Layout.SectorSize;
+                    bool covered = bo <= sectorStart && bo + data.Length >= sectorStart + Layout.SectorSize;
+                    if (!covered && Layout.Checksum(buffer.Slice(sectorStart - start, Layout.SectorSize)) != BinaryPrimitives.ReadUInt32LittleEndian(sums[(s * 4)..]))
+                    {
+                        return Result.Fail(
+                            StorageErrorCode.Corrupt,
+                            $"{Describe(d)}: data at byte offset {(lb * _blockSize) + sectorStart} (block {lb}, sector {s}, physical block {p}) failed its checksum; the write that would merge with it was refused");
+                    }
+                }
+
+                data.CopyTo(buffer[(bo - start)..]);
+                toWrite = buffer;
+            }
+
+            try
+            {
+                _data.Write(blockOffset + start, toWrite);
+            }
+            catch (IOException ex)
+            {
+                return IoFailure(d, lb, ex);
+            }
+
+            for (int s = s0; s < s1; s++)
+            {
+                var sector = toWrite.Slice((s - s0) * Layout.SectorSize, Layout.SectorSize);
+                BinaryPrimitives.WriteUInt32LittleEndian(sums[(s * 4)..], Layout.Checksum(sector));
+            }
+
+            return Result.Ok;
+        }
+        finally
+        {
+            if (rented is not null)
+            {
+                ArrayPool<byte>.Shared.Return(rented);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Makes [offset, offset + length) read as zeros: whole blocks are unmapped (their space is freed once no
+    /// snapshot holds them), partial blocks get zeros written.
+    /// </summary>
+    internal Result ZeroCore(DeviceState d, long offset, long length)
+    {
+        if (length == 0)
+        {
+            return Result.Ok;
+        }
+
+        long end = offset + length;
+        long firstFull = (offset + _blockSize - 1) / _blockSize;
+        long endFull = end / _blockSize;
+        if (end == d.Size)
+        {
+            endFull = (end + _blockSize - 1) / _blockSize;
+        }
+
+        if (firstFull < endFull)
+        {
+            if (d.Root != 0)
+            {
+                uint root = UnmapRange(d.Root, d.Depth - 1, 0, firstFull, endFull);
+                if (root != d.Root)
+                {
+                    d.Root = root;
+                    MarkDirty(d);
+                }
+
+                _dirty = true;
+            }
+
+            var head = WriteZeroBytes(d, offset, (firstFull * _blockSize) - offset);
+            return head.IsOk ? WriteZeroBytes(d, endFull * _blockSize, Math.Max(0, end - (endFull * _blockSize))) : head;
+        }
+
+        return WriteZeroBytes(d, offset, length);
+    }
+
+    /// <summary>Writes zeros into a range inside mapped blocks; unmapped blocks already read as zeros.</summary>
+    private Result WriteZeroBytes(DeviceState d, long offset, long length)
+    {
+        if (length <= 0)
+        {
+            return Result.Ok;
+        }
+
+        byte[] zeros = ArrayPool<byte>.Shared.Rent(_blockSize);
+        try
+        {
+            Array.Clear(zeros, 0, _blockSize);
+            long pos = offset;
+            long end = offset + length;
+            while (pos < end)
+            {
+                long lb = pos / _blockSize;
+                int bo = (int)(pos % _blockSize);
+                int n = (int)Math.Min(_blockSize - bo, end - pos);
+                uint leaf = FindLeaf(d.Root, d.Depth, _mapGeometry, lb, out int slot);
+                if (leaf != 0 && LeafBlock(leaf, slot) != NoBlock)
+                {
+                    var r = WriteBlock(d, lb, bo, zeros.AsSpan(0, n));
+                    if (!r.IsOk)
+                    {
+                        return r;
+                    }
+                }
+
+                pos += n;
+            }
+
+            return Result.Ok;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(zeros);
+        }
+    }
+
+    private Result IoFailure(DeviceState d, long lb, IOException ex) =>
+        IsNoSpace(ex)
+            ? Result.Fail(StorageErrorCode.NoSpace, $"{Describe(d)}: no space left on the disk under pool '{_directory}' while writing block {lb}; nothing was changed by the failed write")
+            : Result.Fail(StorageErrorCode.IoError, $"{Describe(d)}: writing block {lb} failed: {ex.Message}");
+
+    internal static bool IsNoSpace(IOException ex) =>
+        (ex.HResult & 0xFFFF) == 28 || ex.HResult == unchecked((int)0x80070070) || ex.Message.Contains("No space left", StringComparison.OrdinalIgnoreCase);
+
+    private static string Describe(DeviceState d) => $"{(d.Kind == DeviceKind.Snapshot ? "snapshot" : "volume")} '{d.Name}'";
+}

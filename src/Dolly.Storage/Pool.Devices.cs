@@ -1,0 +1,573 @@
+using Dolly.Storage.Engine;
+
+namespace Dolly.Storage;
+
+// Volume, snapshot and clone management. Every change here commits before returning, so a snapshot that
+// was reported created exists after a crash. Snapshot, clone and revert touch a fixed number of pages
+// whatever the size of the device: they share or swap a map root.
+public sealed partial class Pool
+{
+    /// <summary>All volumes and snapshots, ordered by name.</summary>
+    public IReadOnlyList<DeviceInfo> ListDevices(DeviceKind? kind = null)
+    {
+        _rw.EnterReadLock();
+        try
+        {
+            ThrowIfDisposed();
+            return _byName.Values.Where(d => kind is null || d.Kind == kind).OrderBy(d => d.Name, StringComparer.Ordinal).Select(ToInfo).ToList();
+        }
+        finally
+        {
+            _rw.ExitReadLock();
+        }
+    }
+
+    /// <summary>One volume or snapshot by name.</summary>
+    public Result<DeviceInfo> GetDevice(string name) => Read<DeviceInfo>(() =>
+    {
+        var found = Find(name);
+        return found.IsOk ? ToInfo(found.Value) : found.Error;
+    });
+
+    /// <summary>Creates an empty thin volume; nothing is allocated until written.</summary>
+    public Result<DeviceInfo> CreateVolume(string name, long size) => Change<DeviceInfo>(() =>
+    {
+        if (Names.Validate(name, "volume name") is { } bad)
+        {
+            return bad;
+        }
+
+        if (CheckSize(size, $"volume '{name}'") is { } badSize)
+        {
+            return badSize;
+        }
+
+        if (_byName.ContainsKey(name))
+        {
+            return Exists(name);
+        }
+
+        ulong id = _nextDeviceId++;
+        var d = AddDevice(name, DeviceKind.Volume, size, root: 0, _mapGeometry.DepthFor(BlocksFor(size)), sourceId: 0, lineageId: id, id);
+        return Committed(d);
+    });
+
+    /// <summary>Takes an immutable point-in-time snapshot of a volume.</summary>
+    public Result<DeviceInfo> CreateSnapshot(string volumeName, string snapshotName) => Change<DeviceInfo>(() =>
+    {
+        if (Names.Validate(snapshotName, "snapshot name") is { } bad)
+        {
+            return bad;
+        }
+
+        var src = Find(volumeName);
+        if (!src.IsOk)
+        {
+            return src.Error;
+        }
+
+        var v = src.Value;
+        if (v.Kind != DeviceKind.Volume)
+        {
+            return new StorageError(StorageErrorCode.InvalidArgument, $"'{volumeName}' is a snapshot; snapshots are taken of volumes (clone it first)");
+        }
+
+        if (_byName.ContainsKey(snapshotName))
+        {
+            return Exists(snapshotName);
+        }
+
+        if (v.Root != 0)
+        {
+            _pageRef[v.Root]++;
+        }
+
+        var s = AddDevice(snapshotName, DeviceKind.Snapshot, v.Size, v.Root, v.Depth, v.Id, v.LineageId, _nextDeviceId++);
+        return Committed(s);
+    });
+
+    /// <summary>
+    /// Creates a writable volume whose content is that of a snapshot or volume, sharing every block until
+    /// written. A larger <paramref name="size"/> grows the clone; a smaller one is refused.
+    /// </summary>
+    public Result<DeviceInfo> Clone(string sourceName, string cloneName, long? size = null) => Change<DeviceInfo>(() =>
+    {
+        if (Names.Validate(cloneName, "volume name") is { } bad)
+        {
+            return bad;
+        }
+
+        var src = Find(sourceName);
+        if (!src.IsOk)
+        {
+            return src.Error;
+        }
+
+        var s = src.Value;
+        long newSize = size ?? s.Size;
+        if (CheckSize(newSize, $"clone '{cloneName}'") is { } badSize)
+        {
+            return badSize;
+        }
+
+        if (newSize < s.Size)
+        {
+            return new StorageError(StorageErrorCode.InvalidArgument, $"clone '{cloneName}' cannot be smaller ({newSize} bytes) than its source {Describe(s)} ({s.Size} bytes)");
+        }
+
+        if (_byName.ContainsKey(cloneName))
+        {
+            return Exists(cloneName);
+        }
+
+        if (s.Root != 0)
+        {
+            _pageRef[s.Root]++;
+        }
+
+        var c = AddDevice(cloneName, DeviceKind.Volume, s.Size, s.Root, s.Depth, s.Id, s.LineageId, _nextDeviceId++);
+        GrowTo(c, newSize);
+        return Committed(c);
+    });
+
+    /// <summary>
+    /// Reverts a volume in place to one of its snapshots. The snapshot is kept. A volume that grew since the
+    /// snapshot keeps its size; the added range reads as zeros.
+    /// </summary>
+    public Result<DeviceInfo> Revert(string volumeName, string snapshotName) => Change<DeviceInfo>(() =>
+    {
+        var vr = Find(volumeName);
+        if (!vr.IsOk)
+        {
+            return vr.Error;
+        }
+
+        var sr = Find(snapshotName);
+        if (!sr.IsOk)
+        {
+            return sr.Error;
+        }
+
+        var v = vr.Value;
+        var s = sr.Value;
+        if (v.Kind != DeviceKind.Volume)
+        {
+            return new StorageError(StorageErrorCode.ReadOnly, $"'{volumeName}' is a snapshot and cannot be reverted");
+        }
+
+        if (s.Kind != DeviceKind.Snapshot)
+        {
+            return new StorageError(StorageErrorCode.InvalidArgument, $"'{snapshotName}' is a volume, not a snapshot");
+        }
+
+        if (s.SourceId != v.Id)
+        {
+            return new StorageError(StorageErrorCode.InvalidArgument, $"snapshot '{snapshotName}' was not taken of volume '{volumeName}'; a volume can only be reverted to its own snapshots");
+        }
+
+        if (s.Root != 0)
+        {
+            _pageRef[s.Root]++;
+        }
+
+        if (v.Root != 0)
+        {
+            DecPage(v.Root);
+        }
+
+        long size = Math.Max(v.Size, s.Size);
+        v.Root = s.Root;
+        v.Depth = s.Depth;
+        v.Size = s.Size;
+        GrowTo(v, size);
+        MarkDirty(v);
+        return Committed(v);
+    });
+
+    /// <summary>Grows a volume. Shrinking is refused: it would destroy data.</summary>
+    public Result<DeviceInfo> Resize(string volumeName, long newSize) => Change<DeviceInfo>(() =>
+    {
+        var vr = Find(volumeName);
+        if (!vr.IsOk)
+        {
+            return vr.Error;
+        }
+
+        var v = vr.Value;
+        if (v.Kind != DeviceKind.Volume)
+        {
+            return new StorageError(StorageErrorCode.ReadOnly, $"'{volumeName}' is a snapshot; snapshots cannot be resized");
+        }
+
+        if (CheckSize(newSize, $"volume '{volumeName}'") is { } badSize)
+        {
+            return badSize;
+        }
+
+        if (newSize < v.Size)
+        {
+            return new StorageError(StorageErrorCode.InvalidArgument, $"volume '{volumeName}' is {v.Size} bytes; shrinking it to {newSize} bytes would destroy data and is refused");
+        }
+
+        GrowTo(v, newSize);
+        return Committed(v);
+    });
+
+    /// <summary>Deletes a volume or snapshot; blocks no other device references are freed.</summary>
+    public Result Delete(string name)
+    {
+        var r = Change<DeviceInfo>(() =>
+        {
+            var found = Find(name);
+            if (!found.IsOk)
+            {
+                return found.Error;
+            }
+
+            var d = found.Value;
+            if (d.Root != 0)
+            {
+                DecPage(d.Root);
+            }
+
+            d.Deleted = true;
+            d.Root = 0;
+            _byName.Remove(d.Name);
+            _byId.Remove(d.Id);
+            _freeSlots.Add(d.Slot);
+            MarkDirty(d);
+            return Committed(d);
+        });
+        return r.IsOk ? Result.Ok : Result.Fail(r.Error);
+    }
+
+    /// <summary>Logical, allocated and exclusive bytes of a device.</summary>
+    public Result<SpaceUsage> GetSpace(string name) => Read<SpaceUsage>(() =>
+    {
+        var found = Find(name);
+        if (!found.IsOk)
+        {
+            return found.Error;
+        }
+
+        var d = found.Value;
+        long allocated = 0, exclusive = 0;
+        if (d.Root != 0)
+        {
+            CountSpace(d.Root, d.Depth - 1, shared: false, ref allocated, ref exclusive);
+        }
+
+        return Result<SpaceUsage>.Ok(new SpaceUsage(d.Size, allocated * _blockSize, exclusive * _blockSize));
+    });
+
+    private void CountSpace(uint id, int level, bool shared, ref long allocated, ref long exclusive)
+    {
+        shared |= _pageRef[id] > 1;
+        if (level == 0)
+        {
+            for (int i = 0; i < _mapGeometry.LeafFanout; i++)
+            {
+                uint p = LeafBlock(id, i);
+                if (p != NoBlock)
+                {
+                    allocated++;
+                    if (!shared && _blockRef[p] == 1)
+                    {
+                        exclusive++;
+                    }
+                }
+            }
+
+            return;
+        }
+
+        for (int ci = 0; ci < Layout.InteriorFanout; ci++)
+        {
+            uint child = GetU32(id, ci);
+            if (child != 0)
+            {
+                CountSpace(child, level - 1, shared, ref allocated, ref exclusive);
+            }
+        }
+    }
+
+    /// <summary>The ranges of a device that hold data (everything else reads as zeros), within an optional window.</summary>
+    public Result<IReadOnlyList<ByteRange>> GetAllocatedRanges(string name, long offset = 0, long? length = null) => Read<IReadOnlyList<ByteRange>>(() =>
+    {
+        var found = Find(name);
+        return found.IsOk ? AllocatedRanges(found.Value, offset, length) : found.Error;
+    });
+
+    internal Result<IReadOnlyList<ByteRange>> AllocatedRanges(DeviceState d, long offset, long? length)
+    {
+        long end = length is null ? d.Size : Math.Min(d.Size, offset + length.Value);
+        if (offset < 0 || offset > d.Size || end < offset)
+        {
+            return new StorageError(StorageErrorCode.InvalidArgument, $"range {offset}+{length} is outside {Describe(d)} of {d.Size} bytes");
+        }
+
+        var ranges = new RangeBuilder(offset, end);
+        WalkMapped(d.Root, d.Depth, offset / _blockSize, (end + _blockSize - 1) / _blockSize, (lb, _, _) => ranges.Add(lb * _blockSize, _blockSize));
+        return ranges.Build();
+    }
+
+    /// <summary>
+    /// The ranges whose content may differ between <paramref name="baseName"/> and <paramref name="targetName"/>
+    /// (two snapshots, or a snapshot and a volume, of one lineage): what an incremental backup must copy.
+    /// </summary>
+    public Result<IReadOnlyList<ByteRange>> GetChangedRanges(string baseName, string targetName, long offset = 0, long? length = null) => Read<IReadOnlyList<ByteRange>>(() =>
+    {
+        var a = Find(baseName);
+        if (!a.IsOk)
+        {
+            return a.Error;
+        }
+
+        var b = Find(targetName);
+        return b.IsOk ? ChangedRanges(a.Value, b.Value, offset, length) : b.Error;
+    });
+
+    internal Result<IReadOnlyList<ByteRange>> ChangedRanges(DeviceState a, DeviceState b, long offset, long? length)
+    {
+        if (a.LineageId != b.LineageId)
+        {
+            return new StorageError(StorageErrorCode.InvalidArgument, $"{Describe(a)} and {Describe(b)} are not of one lineage; a changed-block diff needs a common origin");
+        }
+
+        long size = Math.Max(a.Size, b.Size);
+        long end = length is null ? b.Size : Math.Min(b.Size, offset + length.Value);
+        if (offset < 0 || offset > b.Size || end < offset)
+        {
+            return new StorageError(StorageErrorCode.InvalidArgument, $"range {offset}+{length} is outside {Describe(b)} of {b.Size} bytes");
+        }
+
+        var ranges = new RangeBuilder(offset, Math.Min(end, size));
+        WalkChanged(a, b, offset / _blockSize, (end + _blockSize - 1) / _blockSize, lb => ranges.Add(lb * _blockSize, _blockSize));
+        return ranges.Build();
+    }
+
+    /// <summary>Makes every completed write durable.</summary>
+    public Result Flush()
+    {
+        _rw.EnterWriteLock();
+        try
+        {
+            ThrowIfDisposed();
+            return CommitCore();
+        }
+        finally
+        {
+            _rw.ExitWriteLock();
+        }
+    }
+
+    /// <summary>Pool-wide figures.</summary>
+    public PoolInfo GetInfo()
+    {
+        _rw.EnterReadLock();
+        try
+        {
+            ThrowIfDisposed();
+            long used = 0;
+            for (uint p = 0; p < _dataHighWater; p++)
+            {
+                if (_blockRef[p] != 0)
+                {
+                    used++;
+                }
+            }
+
+            long pages = 2;
+            for (uint id = 2; id < _metaHighWater; id++)
+            {
+                if (_pageRef[id] != 0)
+                {
+                    pages++;
+                }
+            }
+
+            return new PoolInfo(
+                _directory,
+                _poolId,
+                _blockSize,
+                _generation,
+                _byName.Values.Count(d => d.Kind == DeviceKind.Volume),
+                _byName.Values.Count(d => d.Kind == DeviceKind.Snapshot),
+                used,
+                _dataHighWater - used,
+                _data.AllocatedBytes,
+                pages,
+                pages * Layout.PageSize,
+                _byName.Values.Sum(d => d.Size));
+        }
+        finally
+        {
+            _rw.ExitReadLock();
+        }
+    }
+
+    /// <summary>Opens a volume (read-write) or snapshot (read-only) for I/O.</summary>
+    public Result<BlockDevice> OpenDevice(string name) => Read<BlockDevice>(() =>
+    {
+        var found = Find(name);
+        return found.IsOk ? Result<BlockDevice>.Ok(new BlockDevice(this, found.Value.Id, found.Value.Name, found.Value.Kind)) : found.Error;
+    });
+
+    private DeviceState AddDevice(string name, DeviceKind kind, long size, uint root, int depth, ulong sourceId, ulong lineageId, ulong id)
+    {
+        int slot;
+        if (_freeSlots.Count > 0)
+        {
+            slot = _freeSlots.Min();
+            _freeSlots.Remove(slot);
+        }
+        else
+        {
+            slot = _slotHighWater++;
+        }
+
+        var d = new DeviceState
+        {
+            Id = id,
+            Name = name,
+            Kind = kind,
+            Slot = slot,
+            CreatedUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
+            SourceId = sourceId,
+            LineageId = lineageId,
+            Size = size,
+            Root = root,
+            Depth = depth,
+        };
+        _byName[name] = d;
+        _byId[id] = d;
+        MarkDirty(d);
+        return d;
+    }
+
+    private void GrowTo(DeviceState d, long size)
+    {
+        if (size == d.Size)
+        {
+            return;
+        }
+
+        uint root = d.Root;
+        int depth = d.Depth;
+        DeepenTo(ref root, ref depth, _mapGeometry, map: true, BlocksFor(size));
+        d.Root = root;
+        d.Depth = depth;
+        d.Size = size;
+        MarkDirty(d);
+    }
+
+    private long BlocksFor(long size) => (size + _blockSize - 1) / _blockSize;
+
+    private static StorageError? CheckSize(long size, string what)
+    {
+        if (size <= 0)
+        {
+            return new StorageError(StorageErrorCode.InvalidArgument, $"{what}: size must be positive, not {size}");
+        }
+
+        if (size % Layout.SectorSize != 0)
+        {
+            return new StorageError(StorageErrorCode.InvalidArgument, $"{what}: size {size} is not a multiple of {Layout.SectorSize} bytes");
+        }
+
+        if (size > ByteSize.MaxVolumeSize)
+        {
+            return new StorageError(StorageErrorCode.InvalidArgument, $"{what}: size {size} exceeds the maximum of 64 TiB");
+        }
+
+        return null;
+    }
+
+    private static StorageError Exists(string name) =>
+        new(StorageErrorCode.AlreadyExists, $"a volume or snapshot named '{name}' already exists");
+
+    private Result<DeviceState> Find(string name)
+    {
+        if (_byName.TryGetValue(name, out var d))
+        {
+            return d;
+        }
+
+        return Names.Validate(name) is { } bad
+            ? bad
+            : new StorageError(StorageErrorCode.NotFound, $"no volume or snapshot named '{name}' in pool '{_directory}'");
+    }
+
+    internal DeviceInfo ToInfo(DeviceState d) => new(
+        d.Id,
+        d.Name,
+        d.Kind,
+        d.Size,
+        DateTimeOffset.FromUnixTimeMilliseconds(d.CreatedUnixMs),
+        d.SourceId,
+        _byId.TryGetValue(d.SourceId, out var s) ? s.Name : null,
+        d.LineageId);
+
+    private Result<DeviceInfo> Committed(DeviceState d)
+    {
+        var r = CommitCore();
+        return r.IsOk ? ToInfo(d) : r.Error;
+    }
+
+    private Result<T> Read<T>(Func<Result<T>> body)
+    {
+        _rw.EnterReadLock();
+        try
+        {
+            ThrowIfDisposed();
+            return body();
+        }
+        finally
+        {
+            _rw.ExitReadLock();
+        }
+    }
+
+    private Result<T> Change<T>(Func<Result<T>> body)
+    {
+        _rw.EnterWriteLock();
+        try
+        {
+            ThrowIfDisposed();
+            return body();
+        }
+        finally
+        {
+            _rw.ExitWriteLock();
+        }
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    /// <summary>Merges block-sized pieces into ranges clipped to a window.</summary>
+    private sealed class RangeBuilder(long from, long to)
+    {
+        private readonly List<ByteRange> _ranges = [];
+
+        public void Add(long offset, long length)
+        {
+            long start = Math.Max(offset, from);
+            long end = Math.Min(offset + length, to);
+            if (end <= start)
+            {
+                return;
+            }
+
+            if (_ranges.Count > 0 && _ranges[^1].End == start)
+            {
+                _ranges[^1] = _ranges[^1] with { Length = end - _ranges[^1].Offset };
+            }
+            else
+            {
+                _ranges.Add(new ByteRange(start, end - start));
+            }
+        }
+
+        public Result<IReadOnlyList<ByteRange>> Build() => _ranges;
+    }
+}

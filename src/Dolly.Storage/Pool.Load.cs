@@ -1,0 +1,265 @@
+using Dolly.Storage.Engine;
+using Dolly.Storage.IO;
+
+namespace Dolly.Storage;
+
+// Opening a pool: pick the newest valid superblock, read the device table, then walk every block map once
+// (shared pages are visited once) to rebuild reference counts and free lists. Problems are collected rather
+// than thrown so that `check` can name all of them; Open refuses a pool with any.
+public sealed partial class Pool
+{
+    private sealed class LoadContext
+    {
+        public List<CheckProblem> Problems { get; } = [];
+
+        public int[] PageRef { get; set; } = [];
+
+        public int[] BlockRef { get; set; } = [];
+    }
+
+    private static Superblock? ReadSuperblock(IStorageFile meta, string directory, List<CheckProblem> problems, out bool foreign)
+    {
+        Superblock? best = null;
+        bool anyMagic = false;
+        var page = new byte[Layout.PageSize];
+        var notes = new List<string>();
+        for (int slot = 0; slot < 2; slot++)
+        {
+            meta.Read((long)slot * Layout.PageSize, page);
+            var sb = Superblock.Parse(page, out var problem, out bool hasMagic);
+            anyMagic |= hasMagic;
+            if (sb is null)
+            {
+                notes.Add($"superblock {slot}: {problem}");
+            }
+            else if (best is null || sb.Generation > best.Generation)
+            {
+                best = sb;
+            }
+        }
+
+        foreign = !anyMagic;
+        if (best is null && anyMagic)
+        {
+            foreach (var n in notes)
+            {
+                problems.Add(new CheckProblem($"pool '{directory}'", n));
+            }
+        }
+
+        return best;
+    }
+
+    /// <summary>Loads the device table and every map reachable from it; problems are collected.</summary>
+    private void LoadTrees(Superblock sb, LoadContext ctx)
+    {
+        _metaHighWater = Math.Max(2u, sb.MetaHighWater);
+        _dataHighWater = sb.DataHighWater;
+        EnsurePageCapacity(_metaHighWater);
+        EnsureBlockCapacity(_dataHighWater);
+        ctx.PageRef = new int[_pages.Length];
+        ctx.BlockRef = new int[_blockRef.Length];
+        _deviceRoot = sb.DeviceRoot;
+        _deviceDepth = Math.Clamp(sb.DeviceDepth, 1, Layout.MaxDepth);
+        _nextDeviceId = sb.NextDeviceId;
+        if (sb.DeviceDepth != _deviceDepth)
+        {
+            ctx.Problems.Add(new CheckProblem("device table", $"invalid depth {sb.DeviceDepth}"));
+        }
+
+        var devices = new List<DeviceState>();
+        if (_deviceRoot != 0)
+        {
+            VisitPage(_deviceRoot, _deviceDepth - 1, map: false, "device table", ctx, leaf =>
+            {
+                long firstSlot = leaf.Start;
+                for (int i = 0; i < Layout.DevicesPerLeaf; i++)
+                {
+                    int slot = (int)(firstSlot + i);
+                    var rec = _pages[leaf.Id].AsSpan(Layout.HeaderSize + (i * Layout.DeviceRecordSize), Layout.DeviceRecordSize);
+                    var d = DeviceState.ReadRecord(rec, slot, out var problem);
+                    if (problem is not null)
+                    {
+                        ctx.Problems.Add(new CheckProblem("device table", problem));
+                    }
+
+                    if (d is not null)
+                    {
+                        devices.Add(d);
+                    }
+                }
+            });
+        }
+
+        foreach (var d in devices)
+        {
+            var subject = $"{(d.Kind == DeviceKind.Snapshot ? "snapshot" : "volume")} '{d.Name}' (id {d.Id})";
+            if (!ValidateDevice(d, subject, ctx))
+            {
+                continue;
+            }
+
+            _byName[d.Name] = d;
+            _byId[d.Id] = d;
+            _slotHighWater = Math.Max(_slotHighWater, d.Slot + 1);
+            if (d.Root != 0)
+            {
+                VisitPage(d.Root, d.Depth - 1, map: true, subject, ctx, leaf =>
+                {
+                    for (int i = 0; i < _mapGeometry.LeafFanout; i++)
+                    {
+                        uint p = LeafBlock(leaf.Id, i);
+                        if (p == NoBlock)
+                        {
+                            continue;
+                        }
+
+                        if (p >= _dataHighWater)
+                        {
+                            ctx.Problems.Add(new CheckProblem(subject, $"block {leaf.Start + i} maps to physical block {p}, beyond the data high-water mark {_dataHighWater}"));
+                            continue;
+                        }
+
+                        ctx.BlockRef[p]++;
+                    }
+                });
+            }
+        }
+
+        if (ctx.Problems.Count == 0)
+        {
+            // Nothing may be mapped past a device's end (the last partial block aside): walk only that range.
+            foreach (var d in _byId.Values)
+            {
+                long sizeBlocks = (d.Size + _blockSize - 1) / _blockSize;
+                long firstBeyond = -1;
+                WalkMapped(d.Root, d.Depth, sizeBlocks, _mapGeometry.Covered(d.Depth - 1), (lb, _, _) => firstBeyond = firstBeyond < 0 ? lb : firstBeyond);
+                if (firstBeyond >= 0)
+                {
+                    ctx.Problems.Add(new CheckProblem($"{Describe(d)} (id {d.Id})", $"block {firstBeyond} is mapped beyond the device size of {d.Size} bytes"));
+                }
+            }
+        }
+
+        for (int slot = 0; slot < _slotHighWater; slot++)
+        {
+            if (!devices.Any(d => d.Slot == slot && _byId.ContainsKey(d.Id)))
+            {
+                _freeSlots.Add(slot);
+            }
+        }
+    }
+
+    private bool ValidateDevice(DeviceState d, string subject, LoadContext ctx)
+    {
+        var problems = ctx.Problems;
+        int before = problems.Count;
+        if (Names.Validate(d.Name) is { } nameError)
+        {
+            problems.Add(new CheckProblem(subject, nameError.Message));
+        }
+
+        if (_byName.ContainsKey(d.Name))
+        {
+            problems.Add(new CheckProblem(subject, "the name is used by another device"));
+        }
+
+        if (_byId.ContainsKey(d.Id) || d.Id >= _nextDeviceId)
+        {
+            problems.Add(new CheckProblem(subject, $"the id is duplicated or not below the next id {_nextDeviceId}"));
+        }
+
+        if (d.Size <= 0 || d.Size > ByteSize.MaxVolumeSize || d.Size % Layout.SectorSize != 0)
+        {
+            problems.Add(new CheckProblem(subject, $"invalid size {d.Size}"));
+        }
+        else if (d.Depth is < 1 or > Layout.MaxDepth || _mapGeometry.Covered(d.Depth - 1) * _blockSize < d.Size)
+        {
+            problems.Add(new CheckProblem(subject, $"map depth {d.Depth} does not cover the size {d.Size}"));
+        }
+
+        if (d.Root >= _metaHighWater || d.Root == 1)
+        {
+            problems.Add(new CheckProblem(subject, $"map root page {d.Root} is out of range"));
+        }
+
+        return problems.Count == before;
+    }
+
+    private readonly record struct LeafRef(uint Id, long Start);
+
+    /// <summary>
+    /// Counts a reference to a page and, on its first visit, loads and verifies it and recurses.
+    /// </summary>
+    private void VisitPage(uint id, int level, bool map, string subject, LoadContext ctx, Action<LeafRef> onLeaf, long start = 0)
+    {
+        if (id < 2 || id >= _metaHighWater)
+        {
+            ctx.Problems.Add(new CheckProblem(subject, $"reference to page {id}, outside the metadata file's pages 2..{_metaHighWater - 1}"));
+            return;
+        }
+
+        var (interior, leafMagic) = Magics(map);
+        uint expected = level == 0 ? leafMagic : interior;
+        if (ctx.PageRef[id]++ > 0)
+        {
+            // Shared: counted once more; its subtree was visited the first time.
+            return;
+        }
+
+        var page = new byte[Layout.PageSize];
+        _meta.Read((long)id * Layout.PageSize, page);
+        if (!Layout.PageChecksumOk(page))
+        {
+            ctx.Problems.Add(new CheckProblem(subject, $"metadata page {id} (level {level}) failed its checksum"));
+            return;
+        }
+
+        if (Layout.Magic(page) != expected || Layout.PageId(page) != id || Layout.Level(page) != level)
+        {
+            ctx.Problems.Add(new CheckProblem(subject, $"metadata page {id} is not the level-{level} {(map ? "map" : "device table")} page expected (magic {Layout.Magic(page):x8}, id {Layout.PageId(page)}, level {Layout.Level(page)})"));
+            return;
+        }
+
+        _pages[id] = page;
+        if (level == 0)
+        {
+            onLeaf(new LeafRef(id, start));
+            return;
+        }
+
+        var geometry = map ? _mapGeometry : _deviceGeometry;
+        long covered = geometry.Covered(level - 1);
+        for (int ci = 0; ci < Layout.InteriorFanout; ci++)
+        {
+            uint child = GetU32(id, ci);
+            if (child != 0)
+            {
+                VisitPage(child, level - 1, map, subject, ctx, onLeaf, start + (ci * covered));
+            }
+        }
+    }
+
+    /// <summary>Adopts the reference counts computed by a load and builds the free lists from them.</summary>
+    private void AdoptCounts(LoadContext ctx)
+    {
+        Array.Copy(ctx.PageRef, _pageRef, Math.Min(ctx.PageRef.Length, _pageRef.Length));
+        Array.Copy(ctx.BlockRef, _blockRef, Math.Min(ctx.BlockRef.Length, _blockRef.Length));
+        for (uint id = _metaHighWater - 1; id >= 2; id--)
+        {
+            if (_pageRef[id] == 0)
+            {
+                _freePages.Push(id);
+            }
+        }
+
+        _freeBlocksBelowHighWater = 0;
+        for (uint p = 0; p < _dataHighWater; p++)
+        {
+            if (_blockRef[p] == 0)
+            {
+                _freeBlocksBelowHighWater++;
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+using System.Buffers.Binary;
+using Dolly.Storage.Engine;
+using Dolly.Storage.IO;
+
+namespace Dolly.Storage;
+
+/// <summary>Options for creating a pool.</summary>
+public sealed record PoolCreateOptions
+{
+    /// <summary>Data block size: a power of two from 4 KiB to 1 MiB. 64 KiB (dm-thin's default) unless set.</summary>
+    public int BlockSize { get; init; } = Layout.DefaultBlockSize;
+}
+
+/// <summary>
+/// A storage pool: a directory holding thin volumes and their copy-on-write snapshots and clones.
+/// Thread-safe: reads run in parallel, changes one at a time. One process opens a pool at a time.
+/// </summary>
+public sealed partial class Pool : IDisposable
+{
+    private readonly string _directory;
+    private readonly IFileSystem _fs;
+    private readonly IDisposable _dirLock;
+    private readonly IStorageFile _meta;
+    private readonly IStorageFile _data;
+    private readonly ReaderWriterLockSlim _rw = new(LockRecursionPolicy.NoRecursion);
+    private readonly Dictionary<string, DeviceState> _byName = new(StringComparer.Ordinal);
+    private readonly Dictionary<ulong, DeviceState> _byId = [];
+    private readonly TimeProvider _time;
+    private int _blockSize;
+    private Guid _poolId;
+    private bool _disposed;
+
+    private Pool(string directory, IFileSystem fs, IDisposable dirLock, IStorageFile meta, IStorageFile data, TimeProvider time)
+    {
+        _directory = directory;
+        _fs = fs;
+        _dirLock = dirLock;
+        _meta = meta;
+        _data = data;
+        _time = time;
+    }
+
+    /// <summary>The pool directory.</summary>
+    public string Directory => _directory;
+
+    /// <summary>The pool's unique id.</summary>
+    public Guid Id => _poolId;
+
+    /// <summary>The data block size in bytes: the unit of copy-on-write sharing.</summary>
+    public int BlockSize => _blockSize;
+
+    /// <summary>Creates a new, empty pool in <paramref name="directory"/> (created if missing; must be empty).</summary>
+    public static Result<Pool> Create(string directory, PoolCreateOptions? options = null, IFileSystem? fileSystem = null, TimeProvider? time = null)
+    {
+        var fs = fileSystem ?? PhysicalFileSystem.Instance;
+        options ??= new PoolCreateOptions();
+        int bs = options.BlockSize;
+        if (bs < Layout.SectorSize || bs > 1 << 20 || (bs & (bs - 1)) != 0)
+        {
+            return Result<Pool>.Fail(StorageErrorCode.InvalidArgument, $"block size {bs} is not a power of two between 4096 and 1048576");
+        }
+
+        try
+        {
+            if (fs.DirectoryExists(directory))
+            {
+                if (fs.FileExists(Path.Combine(directory, Layout.MetaFile)))
+                {
+                    return Result<Pool>.Fail(StorageErrorCode.AlreadyExists, $"a Dolly pool already exists in '{directory}'");
+                }
+
+                var other = fs.ListDirectory(directory).Where(n => n != Layout.LockFile).ToList();
+                if (other.Count > 0)
+                {
+                    return Result<Pool>.Fail(StorageErrorCode.NotAPool, $"directory '{directory}' is not empty (it holds '{other[0]}'); a pool needs an empty directory");
+                }
+            }
+            else
+            {
+                fs.CreateDirectory(directory);
+            }
+
+            var dirLock = fs.TryLock(directory);
+            if (dirLock is null)
+            {
+                return Result<Pool>.Fail(StorageErrorCode.InUse, $"pool '{directory}' is in use by another process");
+            }
+
+            var meta = fs.Open(Path.Combine(directory, Layout.MetaFile), create: true);
+            var data = fs.Open(Path.Combine(directory, Layout.DataFile), create: true);
+            var sb = new Superblock(bs, Guid.NewGuid(), 0, 0, 1, 1, 2, 0);
+            var page = new byte[Layout.PageSize];
+            data.Sync();
+            sb.WriteTo(page);
+            meta.Write(0, page);
+            (sb with { Generation = 1 }).WriteTo(page);
+            meta.Write(Layout.PageSize, page);
+            meta.Sync();
+            fs.SyncDirectory(directory);
+            var pool = new Pool(directory, fs, dirLock, meta, data, time ?? TimeProvider.System);
+            pool.Initialize(sb with { Generation = 1 });
+            return pool;
+        }
+        catch (IOException ex)
+        {
+            return Result<Pool>.Fail(IsNoSpace(ex) ? StorageErrorCode.NoSpace : StorageErrorCode.IoError, $"cannot create pool in '{directory}': {ex.Message}");
+        }
+        catch (UnauthorizedAccessException ex)
+        {
+            return Result<Pool>.Fail(StorageErrorCode.IoError, $"cannot create pool in '{directory}': {ex.Message}");
+        }
+    }
+
+    /// <summary>Opens an existing pool, verifying its metadata.</summary>
+    public static Result<Pool> Open(string directory, IFileSystem? fileSystem = null, TimeProvider? time = null)
+    {
+        var r = OpenCore(directory, fileSystem ?? PhysicalFileSystem.Instance, time ?? TimeProvider.System, lenient: false, out _);
+        return r;
+    }
+
+    private static Result<Pool> OpenCore(string directory, IFileSystem fs, TimeProvider time, bool lenient, out List<CheckProblem> problems)
+    {
+        problems = [];
+        IDisposable? dirLock = null;
+        IStorageFile? meta = null;
+        IStorageFile? data = null;
+        try
+        {
+            if (!fs.DirectoryExists(directory))
+            {
+                return Result<Pool>.Fail(StorageErrorCode.NotFound, $"pool directory '{directory}' does not exist (create a pool with 'dolly pool init')");
+            }
+
+            if (!fs.FileExists(Path.Combine(directory, Layout.MetaFile)))
+            {
+                return Result<Pool>.Fail(StorageErrorCode.NotAPool, $"'{directory}' is not a Dolly pool: it has no {Layout.MetaFile}");
+            }
+
+            dirLock = fs.TryLock(directory);
+            if (dirLock is null)
+            {
+                return Result<Pool>.Fail(StorageErrorCode.InUse, $"pool '{directory}' is in use by another process");
+            }
+
+            meta = fs.Open(Path.Combine(directory, Layout.MetaFile), create: false);
+            if (!fs.FileExists(Path.Combine(directory, Layout.DataFile)))
+            {
+                return Fail(StorageErrorCode.NotAPool, $"pool '{directory}' is damaged: {Layout.DataFile} is missing");
+            }
+
+            data = fs.Open(Path.Combine(directory, Layout.DataFile), create: false);
+            var sb = ReadSuperblock(meta, directory, problems, out bool foreign);
+            if (sb is null)
+            {
+                return foreign
+                    ? Fail(StorageErrorCode.NotAPool, $"'{directory}' is not a Dolly pool: {Layout.MetaFile} has no Dolly superblock")
+                    : Fail(StorageErrorCode.Corrupt, $"pool '{directory}' cannot be opened: {string.Join("; ", problems.Select(p => p.Message))}");
+            }
+
+            var pool = new Pool(directory, fs, dirLock, meta, data, time);
+            var ctx = new LoadContext();
+            pool.Initialize(sb);
+            pool.LoadTrees(sb, ctx);
+            problems.AddRange(ctx.Problems);
+            if (ctx.Problems.Count > 0 && !lenient)
+            {
+                pool.Dispose();
+                return Result<Pool>.Fail(
+                    StorageErrorCode.Corrupt,
+                    $"pool '{directory}' has damaged metadata ({ctx.Problems.Count} problem(s), first: {ctx.Problems[0]}); run 'dolly pool check' for the full list");
+            }
+
+            pool.AdoptCounts(ctx);
+            return pool;
+        }
+        catch (IOException ex)
+        {
+            return Fail(StorageErrorCode.IoError, $"cannot open pool '{directory}': {ex.Message}");
+        }
+        catch (UnauthorizedAccessException ex)
+        {
+            return Fail(StorageErrorCode.IoError, $"cannot open pool '{directory}': {ex.Message}");
+        }
+
+        Result<Pool> Fail(StorageErrorCode code, string message)
+        {
+            data?.Dispose();
+            meta?.Dispose();
+            dirLock?.Dispose();
+            return Result<Pool>.Fail(code, message);
+        }
+    }
+
+    private void Initialize(Superblock sb)
+    {
+        _blockSize = sb.BlockSize;
+        _poolId = sb.PoolId;
+        _generation = sb.Generation;
+        _deviceRoot = sb.DeviceRoot;
+        _deviceDepth = Math.Max(1, sb.DeviceDepth);
+        _nextDeviceId = sb.NextDeviceId;
+        _metaHighWater = Math.Max(2u, sb.MetaHighWater);
+        _dataHighWater = sb.DataHighWater;
+        _sectorsPerBlock = _blockSize / Layout.SectorSize;
+        _entrySize = 4 + (4 * _sectorsPerBlock);
+        _mapGeometry = new TreeGeometry((Layout.PageSize - Layout.HeaderSize) / _entrySize);
+        _zeroSums = new byte[_sectorsPerBlock * 4];
+        for (int s = 0; s < _sectorsPerBlock; s++)
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(_zeroSums.AsSpan(s * 4), ZeroSectorSum);
+        }
+
+        EnsurePageCapacity(_metaHighWater);
+        EnsureBlockCapacity(_dataHighWater);
+    }
+
+    /// <summary>Commits outstanding changes and closes the pool.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _rw.EnterWriteLock();
+        try
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            try
+            {
+                _ = CommitCore();
+            }
+            catch (IOException)
+            {
+                // Closing after an I/O failure: unflushed changes are lost, as they would be in a crash.
+            }
+
+            _data.Dispose();
+            _meta.Dispose();
+            _dirLock.Dispose();
+        }
+        finally
+        {
+            _rw.ExitWriteLock();
+        }
+    }
+
+    /// <summary>
+    /// Closes the pool without committing, as a crash would (tests of crash recovery use this).
+    /// </summary>
+    internal void Abandon()
+    {
+        _rw.EnterWriteLock();
+        try
+        {
+            _disposed = true;
+            _data.Dispose();
+            _meta.Dispose();
+            _dirLock.Dispose();
+        }
+        finally
+        {
+            _rw.ExitWriteLock();
+        }
+    }
+}

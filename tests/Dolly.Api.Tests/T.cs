@@ -1,0 +1,1 @@
+namespace Dolly.Api.Tests; public sealed class T { [Fact] public void A() { } }
