@@ -8,8 +8,9 @@ bash scripts/install-test-deps.sh || { echo "installing test dependencies failed
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-if ! dotnet build Dolly.slnx -c Release 2>&1 | tee "$log" | grep -E "error|Warn|warn|Elapsed" ; then :; fi
-if grep -q "Build FAILED\|error" "$log" && ! grep -q " 0 Error(s)" "$log"; then
+dotnet build Dolly.slnx -c Release -nologo -clp:ErrorsOnly >"$log" 2>&1
+if [ $? -ne 0 ]; then
+  cat "$log"
   echo "build failed"
   echo "0 passed, 1 failed"
   exit 1
