@@ -1,1 +1,3 @@
-return 0;
+using Dolly;
+
+return await Cli.RunAsync(args, CliHost.FromConsole()).ConfigureAwait(false);

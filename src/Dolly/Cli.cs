@@ -1,0 +1,110 @@
+using System.CommandLine;
+using System.CommandLine.Help;
+using System.CommandLine.Invocation;
+using Dolly.Commands;
+
+namespace Dolly;
+
+/// <summary>
+/// The <c>dolly</c> command line. <see cref="RunAsync(string[], CliHost, CancellationToken)"/> is the whole
+/// program: parse, run one command, map every expected failure to <c>error: message</c> on stderr and its
+/// exit code (see <see cref="ExitCodes"/>).
+/// </summary>
+internal static class Cli
+{
+    /// <summary>Runs the CLI with the given writers (stdin empty, stdout binary output discarded).</summary>
+    public static Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr) =>
+        RunAsync(args, CliHost.ForWriters(stdout, stderr));
+
+    /// <summary>Runs the CLI against a host and returns the exit code.</summary>
+    public static async Task<int> RunAsync(string[] args, CliHost host, CancellationToken cancellationToken = default)
+    {
+        var context = new CliContext(host);
+        var root = BuildRoot(context);
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0 && parsed.Action is not HelpAction and not HelpWithExitCodes)
+        {
+            foreach (var e in parsed.Errors)
+            {
+                await host.Error.WriteLineAsync($"error: {e.Message}").ConfigureAwait(false);
+            }
+
+            await host.Error.WriteLineAsync($"Run '{CommandPath(parsed)} --help' for usage.").ConfigureAwait(false);
+            return ExitCodes.Usage;
+        }
+
+        try
+        {
+            var config = new InvocationConfiguration { Output = host.Out, Error = host.Error, EnableDefaultExceptionHandler = false };
+            return await parsed.InvokeAsync(config, cancellationToken).ConfigureAwait(false);
+        }
+        catch (CliFailureException ex)
+        {
+            await host.Error.WriteLineAsync($"error: {ex.Message}").ConfigureAwait(false);
+            return ex.ExitCode;
+        }
+        catch (Dolly.Storage.StorageException ex)
+        {
+            await host.Error.WriteLineAsync($"error: {ex.Message}").ConfigureAwait(false);
+            return ExitCodes.For(ex.Error.Code);
+        }
+        catch (OperationCanceledException)
+        {
+            await host.Error.WriteLineAsync("error: cancelled").ConfigureAwait(false);
+            return 130;
+        }
+    }
+
+    private static string CommandPath(ParseResult parsed)
+    {
+        var names = new List<string>();
+        for (var r = parsed.CommandResult; r is not null; r = r.Parent as System.CommandLine.Parsing.CommandResult)
+        {
+            names.Add(r.Command.Name);
+        }
+
+        names.Reverse();
+        return string.Join(' ', names);
+    }
+
+    private static RootCommand BuildRoot(CliContext context)
+    {
+        var root = new RootCommand(
+            "Dolly: thin block volumes with instant copy-on-write snapshots, clones and revert.\n" +
+            "Start with 'dolly demo'.");
+        root.Options.Add(context.PoolOption);
+        root.Subcommands.Add(PoolCommands.Build(context));
+        root.Subcommands.Add(VolumeCommands.Build(context));
+        root.Subcommands.Add(SnapshotCommands.Build(context));
+        root.Subcommands.Add(BenchCommand.Build(context));
+        root.Subcommands.Add(DemoCommand.Build(context));
+
+        // System.CommandLine 2.0 has no help epilogue: wrap the help action to print the exit codes after it.
+        foreach (var option in root.Options)
+        {
+            if (option is HelpOption help && help.Action is HelpAction inner)
+            {
+                help.Action = new HelpWithExitCodes(inner, context);
+            }
+        }
+
+        return root;
+    }
+
+    /// <summary>The default help, followed (for <c>dolly --help</c> only) by the exit codes and pool defaults.</summary>
+    private sealed class HelpWithExitCodes(HelpAction inner, CliContext context) : SynchronousCommandLineAction
+    {
+        public override bool ClearsParseErrors => true;
+
+        public override int Invoke(ParseResult parseResult)
+        {
+            int code = inner.Invoke(parseResult);
+            if (parseResult.CommandResult.Command is RootCommand)
+            {
+                context.Host.Out.WriteLine(ExitCodes.HelpText);
+            }
+
+            return code;
+        }
+    }
+}
