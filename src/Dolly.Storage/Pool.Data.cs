@@ -19,42 +19,86 @@ public sealed partial class Pool
     {
         long pos = offset;
         int done = 0;
-        Span<byte> sums = stackalloc byte[Math.Max(4, _sectorsPerBlock * 4)];
-        while (done < destination.Length)
+        byte[]? sums = null;
+        try
         {
-            long lb = pos / _blockSize;
-            int bo = (int)(pos % _blockSize);
-            int n = (int)Math.Min(_blockSize - bo, destination.Length - done);
-            var target = destination.Slice(done, n);
-            uint leaf = FindLeaf(d.Root, d.Depth, _mapGeometry, lb, out int slot);
-            uint p = leaf == 0 ? NoBlock : LeafBlock(leaf, slot);
-            if (p == NoBlock)
+            while (done < destination.Length)
             {
-                target.Clear();
-            }
-            else
-            {
+                long lb = pos / _blockSize;
+                int bo = (int)(pos % _blockSize);
+                uint leaf = FindLeaf(d.Root, d.Depth, _mapGeometry, lb, out int slot);
+                uint p = leaf == 0 ? NoBlock : LeafBlock(leaf, slot);
+                if (p == NoBlock)
+                {
+                    int hole = (int)Math.Min(_blockSize - bo, destination.Length - done);
+                    destination.Slice(done, hole).Clear();
+                    pos += hole;
+                    done += hole;
+                    continue;
+                }
+
+                // Extend the run while the next logical block is the next physical block: one read for the
+                // whole run, as sequential writes lay blocks out contiguously.
+                int sumBytes = _sectorsPerBlock * 4;
+                int maxBlocks = (int)(((long)bo + destination.Length - done + _blockSize - 1) / _blockSize);
+                if (sums is null || sums.Length < maxBlocks * sumBytes)
+                {
+                    if (sums is not null)
+                    {
+                        ArrayPool<byte>.Shared.Return(sums);
+                    }
+
+                    sums = ArrayPool<byte>.Shared.Rent(maxBlocks * sumBytes);
+                }
+
                 LeafSums(leaf, slot).CopyTo(sums);
-                var r = ReadVerified(d, lb, p, bo, target, sums);
+                int blocks = 1;
+                long runBytes = _blockSize - bo;
+                while (runBytes < destination.Length - done)
+                {
+                    uint nextLeaf = FindLeaf(d.Root, d.Depth, _mapGeometry, lb + blocks, out int nextSlot);
+                    if (nextLeaf == 0 || LeafBlock(nextLeaf, nextSlot) != p + (uint)blocks)
+                    {
+                        break;
+                    }
+
+                    LeafSums(nextLeaf, nextSlot).CopyTo(sums.AsSpan(blocks * sumBytes));
+                    blocks++;
+                    runBytes += _blockSize;
+                }
+
+                int n = (int)Math.Min(runBytes, destination.Length - done);
+                var r = ReadVerified(d, lb, p, bo, destination.Slice(done, n), sums);
                 if (!r.IsOk)
                 {
                     destination.Clear();
                     return r;
                 }
+
+                pos += n;
+                done += n;
             }
 
-            pos += n;
-            done += n;
+            return Result.Ok;
         }
-
-        return Result.Ok;
+        finally
+        {
+            if (sums is not null)
+            {
+                ArrayPool<byte>.Shared.Return(sums);
+            }
+        }
     }
 
-    /// <summary>Reads bytes [bo, bo + target.Length) of physical block <paramref name="p"/>, verifying every sector touched.</summary>
+    /// <summary>
+    /// Reads bytes [bo, bo + target.Length) of the physically contiguous run starting at block
+    /// <paramref name="p"/>, verifying every sector touched against <paramref name="sums"/> (the run's
+    /// per-sector checksums, block after block).
+    /// </summary>
     private Result ReadVerified(DeviceState d, long lb, uint p, int bo, Span<byte> target, ReadOnlySpan<byte> sums)
     {
         int s0 = bo / Layout.SectorSize;
-        int s1 = (bo + target.Length + Layout.SectorSize - 1) / Layout.SectorSize;
+        int s1 = (int)(((long)bo + target.Length + Layout.SectorSize - 1) / Layout.SectorSize);
         long fileOffset = ((long)p * _blockSize) + ((long)s0 * Layout.SectorSize);
         bool aligned = bo % Layout.SectorSize == 0 && target.Length % Layout.SectorSize == 0;
         byte[]? rented = null;
@@ -86,10 +130,11 @@ public sealed partial class Pool
                 uint expected = BinaryPrimitives.ReadUInt32LittleEndian(sums[(s * 4)..]);
                 if (Layout.Checksum(sector) != expected)
                 {
+                    long block = lb + (s / _sectorsPerBlock);
                     long at = (lb * _blockSize) + ((long)s * Layout.SectorSize);
                     return Result.Fail(
                         StorageErrorCode.Corrupt,
-                        $"{Describe(d)}: data at byte offset {at} (block {lb}, sector {s}, physical block {p}) failed its checksum; the data is not returned");
+                        $"{Describe(d)}: data at byte offset {at} (block {block}, sector {s % _sectorsPerBlock}, physical block {p + (s / _sectorsPerBlock)}) failed its checksum; the data is not returned");
                 }
             }
 
@@ -150,6 +195,11 @@ public sealed partial class Pool
         if (old != NoBlock && _blockRef[old] == 1 && _blockBorn[old] == _txn)
         {
             return WriteInPlace(d, lb, leaf, slot, old, bo, data, s0, s1);
+        }
+
+        if (data.Length == _blockSize)
+        {
+            return WriteWholeBlock(d, lb, leaf, slot, old, data);
         }
 
         // Redirect-on-write: assemble the whole new block, then write it once.
@@ -219,6 +269,35 @@ public sealed partial class Pool
             ArrayPool<byte>.Shared.Return(buffer);
             ArrayPool<byte>.Shared.Return(sums);
         }
+    }
+
+    /// <summary>A write that covers a whole block needs no old data: checksum and write it as it is.</summary>
+    private Result WriteWholeBlock(DeviceState d, long lb, uint leaf, int slot, uint old, ReadOnlySpan<byte> data)
+    {
+        Span<byte> newSums = stackalloc byte[_sectorsPerBlock * 4];
+        for (int s = 0; s < _sectorsPerBlock; s++)
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(newSums[(s * 4)..], Layout.Checksum(data.Slice(s * Layout.SectorSize, Layout.SectorSize)));
+        }
+
+        uint p = AllocBlock();
+        try
+        {
+            _data.Write((long)p * _blockSize, data);
+        }
+        catch (IOException ex)
+        {
+            DecBlock(p);
+            return IoFailure(d, lb, ex);
+        }
+
+        SetLeafEntry(leaf, slot, p, newSums);
+        if (old != NoBlock)
+        {
+            DecBlock(old);
+        }
+
+        return Result.Ok;
     }
 
     private Result VerifyPartialSectors(DeviceState d, long lb, uint p, ReadOnlySpan<byte> block, ReadOnlySpan<byte> sums, int bo, int length, int s0, int s1)
