@@ -84,6 +84,12 @@ public sealed partial class Pool
         return Result.Ok;
     }
 
+    /// <summary>
+    /// Frees the blocks the last commit stopped referencing. Up to a reserve (64 MiB, or an eighth of the data
+    /// in use) they keep their disk space, so that copy-on-write overwrites reuse allocated file space
+    /// instead of making the host file system allocate again; beyond it they are hole-punched and the space
+    /// goes back to the host.
+    /// </summary>
     private void ReleasePendingBlocks()
     {
         if (_pendingBlocks.Count == 0)
@@ -92,6 +98,8 @@ public sealed partial class Pool
         }
 
         _pendingBlocks.Sort();
+        long used = _dataHighWater - _freeBlocksBelowHighWater - _pendingBlocks.Count;
+        long reserve = Math.Max(MinKeptBlocks * 65536L / _blockSize, used / 8);
         int i = 0;
         while (i < _pendingBlocks.Count)
         {
@@ -101,18 +109,27 @@ public sealed partial class Pool
                 j++;
             }
 
+            bool keep = _keptFreeBlocks + (j - i + 1) <= reserve;
             for (int k = i; k <= j; k++)
             {
                 _blockRef[_pendingBlocks[k]] = 0;
+                _blockKept[_pendingBlocks[k]] = keep;
             }
 
-            try
+            if (keep)
             {
-                _data.PunchHole((long)_pendingBlocks[i] * _blockSize, (long)(j - i + 1) * _blockSize);
+                _keptFreeBlocks += j - i + 1;
             }
-            catch (IOException)
+            else
             {
-                // Punching only returns space to the host file system early; the blocks are free either way.
+                try
+                {
+                    _data.PunchHole((long)_pendingBlocks[i] * _blockSize, (long)(j - i + 1) * _blockSize);
+                }
+                catch (IOException)
+                {
+                    // Punching only returns space to the host file system early; the blocks are free either way.
+                }
             }
 
             i = j + 1;

@@ -31,6 +31,11 @@ public sealed partial class Pool
 
     private uint _txn = 1;
 
+    // Free blocks whose disk space was kept for reuse (see ReleasePendingBlocks).
+    private const int MinKeptBlocks = 1024;
+    private bool[] _blockKept = new bool[64];
+    private long _keptFreeBlocks;
+
     private Span<byte> Page(uint id) => _pages[id]!;
 
     private uint GetU32(uint page, int index) => BinaryPrimitives.ReadUInt32LittleEndian(_pages[page]!.AsSpan(Layout.HeaderSize + (index * 4)));
@@ -58,6 +63,7 @@ public sealed partial class Pool
     {
         Grow(ref _blockRef, (long)block + 1);
         Grow(ref _blockBorn, (long)block + 1);
+        Grow(ref _blockKept, (long)block + 1);
     }
 
     /// <summary>A new, zeroed, fresh page with one reference.</summary>
@@ -248,6 +254,12 @@ public sealed partial class Pool
         }
 
         _blockCursor = p + 1;
+        if (_blockKept[p])
+        {
+            _blockKept[p] = false;
+            _keptFreeBlocks--;
+        }
+
         _blockRef[p] = 1;
         _blockBorn[p] = _txn;
         _dataDirty = true;
