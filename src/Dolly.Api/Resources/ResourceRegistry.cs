@@ -2,6 +2,8 @@ using System.Globalization;
 using System.Reflection;
 using System.Text.Json.Nodes;
 
+using Dolly.Api.Semantics;
+
 namespace Dolly.Api.Resources;
 
 /// <summary>A served API group with its versions in preference order.</summary>
@@ -76,7 +78,7 @@ internal sealed class ResourceRegistry
         string plural = names["plural"]!.GetValue<string>();
         foreach (var v in (JsonArray)spec["versions"]!)
         {
-            if (v is not JsonObject version || version["served"]?.GetValue<bool>() != true)
+            if (v is not JsonObject version || Json.Bool(version["served"]) != true)
             {
                 continue;
             }
@@ -122,7 +124,7 @@ internal sealed class ResourceRegistry
             c["type"]?.GetValue<string>() ?? "string",
             c["format"]?.GetValue<string>() ?? "",
             c["description"]?.GetValue<string>() ?? "",
-            c["priority"] is JsonValue p ? p.GetValue<int>() : 0,
+            (int)(Json.Long(c["priority"]) ?? 0),
             c["jsonPath"]?.GetValue<string>() ?? ""))];
     }
 

@@ -48,7 +48,7 @@ internal static class Yaml
         return obj;
     }
 
-    private static JsonNode? ConvertScalar(YamlScalarNode scalar)
+    private static JsonValue? ConvertScalar(YamlScalarNode scalar)
     {
         string value = scalar.Value ?? "";
         if (scalar.Style != ScalarStyle.Plain)

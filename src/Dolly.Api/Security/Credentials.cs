@@ -63,7 +63,7 @@ internal sealed class Credentials : IDisposable
 
     private static bool ServingIsUsable(string path, X509Certificate2 ca, IPAddress address, DateTimeOffset now)
     {
-        using var cert = X509Certificate2.CreateFromPemFile(path);
+        using var cert = X509Certificate2.CreateFromPem(File.ReadAllText(path));
         if (cert.NotAfter.ToUniversalTime() < now.UtcDateTime.AddDays(30) || cert.Issuer != ca.Subject)
         {
             return false;

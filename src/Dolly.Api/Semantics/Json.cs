@@ -36,6 +36,57 @@ internal static class Json
         return node;
     }
 
+    /// <summary>A JSON boolean, or null for anything else.</summary>
+    public static bool? Bool(JsonNode? node) => node is JsonValue v && v.GetValueKind() is JsonValueKind.True or JsonValueKind.False
+        ? v.GetValueKind() == JsonValueKind.True : null;
+
+    /// <summary>An integral number whatever CLR type backs the node (parsed, int, long or integral double).</summary>
+    public static long? Long(JsonNode? node)
+    {
+        if (node is not JsonValue v || v.GetValueKind() != JsonValueKind.Number)
+        {
+            return null;
+        }
+
+        if (v.TryGetValue(out long l))
+        {
+            return l;
+        }
+
+        if (v.TryGetValue(out int i))
+        {
+            return i;
+        }
+
+        return Double(v) is double d && Math.Floor(d) == d && Math.Abs(d) < 9.2e18 ? (long)d : null;
+    }
+
+    /// <summary>A number whatever CLR type backs the node.</summary>
+    public static double? Double(JsonNode? node)
+    {
+        if (node is not JsonValue v || v.GetValueKind() != JsonValueKind.Number)
+        {
+            return null;
+        }
+
+        if (v.TryGetValue(out double d))
+        {
+            return d;
+        }
+
+        if (v.TryGetValue(out long l))
+        {
+            return l;
+        }
+
+        if (v.TryGetValue(out int i))
+        {
+            return i;
+        }
+
+        return v.TryGetValue(out decimal m) ? (double)m : null;
+    }
+
     public static string MetaString(JsonObject obj, string field) => Str(obj["metadata"]?[field]) ?? "";
 
     public static string Name(JsonObject obj) => MetaString(obj, "name");

@@ -27,8 +27,8 @@ internal static class SchemaValidator
             return;
         }
 
-        bool intOrString = schema["x-kubernetes-int-or-string"]?.GetValue<bool>() == true;
-        bool preserve = schema["x-kubernetes-preserve-unknown-fields"]?.GetValue<bool>() == true;
+        bool intOrString = Json.Bool(schema["x-kubernetes-int-or-string"]) == true;
+        bool preserve = Json.Bool(schema["x-kubernetes-preserve-unknown-fields"]) == true;
         string? type = Json.Str(schema["type"]);
         if (intOrString)
         {
@@ -80,7 +80,7 @@ internal static class SchemaValidator
             var value = o[key];
             if (props?[key] is JsonObject propSchema)
             {
-                if (value is null && propSchema["nullable"]?.GetValue<bool>() != true)
+                if (value is null && Json.Bool(propSchema["nullable"]) != true)
                 {
                     // A null for a non-nullable field means "unset", as the apiserver's defaulting treats it.
                     o.Remove(key);
@@ -93,7 +93,7 @@ internal static class SchemaValidator
             {
                 Walk(value, addSchema, child, unknown, errors);
             }
-            else if (!preserve && !(additional is JsonValue b && b.GetValue<bool>()))
+            else if (!preserve && !(Json.Bool(additional) == true))
             {
                 unknown.Add(child);
                 o.Remove(key);
@@ -114,12 +114,12 @@ internal static class SchemaValidator
 
     private static void WalkArray(JsonArray a, JsonObject schema, string path, List<string> unknown, List<FieldCause> errors)
     {
-        if (schema["minItems"] is JsonValue min && a.Count < min.GetValue<long>())
+        if (schema["minItems"] is JsonValue min && a.Count < Json.Long(min))
         {
             errors.Add(FieldCause.Invalid(path, JsonValue.Create(a.Count), "must have at least " + min.ToJsonString() + " items"));
         }
 
-        if (schema["maxItems"] is JsonValue max && a.Count > max.GetValue<long>())
+        if (schema["maxItems"] is JsonValue max && a.Count > Json.Long(max))
         {
             errors.Add(new FieldCause("FieldValueTooMany", path, "Too many: " + a.Count.ToString(CultureInfo.InvariantCulture) + ": must have at most " + max.ToJsonString() + " items"));
         }
@@ -135,24 +135,24 @@ internal static class SchemaValidator
 
     private static void CheckScalar(JsonValue v, JsonObject schema, string path, List<FieldCause> errors)
     {
-        if (v.GetValueKind() == JsonValueKind.Number && schema["minimum"] is JsonValue min && v.GetValue<double>() < min.GetValue<double>())
+        if (v.GetValueKind() == JsonValueKind.Number && schema["minimum"] is JsonValue min && Json.Double(v) < Json.Double(min))
         {
             errors.Add(FieldCause.Invalid(path, v, "should be greater than or equal to " + min.ToJsonString()));
         }
 
-        if (v.GetValueKind() == JsonValueKind.Number && schema["maximum"] is JsonValue max && v.GetValue<double>() > max.GetValue<double>())
+        if (v.GetValueKind() == JsonValueKind.Number && schema["maximum"] is JsonValue max && Json.Double(v) > Json.Double(max))
         {
             errors.Add(FieldCause.Invalid(path, v, "should be less than or equal to " + max.ToJsonString()));
         }
 
         if (Json.Str(v) is { } s)
         {
-            if (schema["minLength"] is JsonValue minLen && s.Length < minLen.GetValue<long>())
+            if (schema["minLength"] is JsonValue minLen && s.Length < Json.Long(minLen))
             {
                 errors.Add(FieldCause.Invalid(path, v, "should be at least " + minLen.ToJsonString() + " chars long"));
             }
 
-            if (schema["maxLength"] is JsonValue maxLen && s.Length > maxLen.GetValue<long>())
+            if (schema["maxLength"] is JsonValue maxLen && s.Length > Json.Long(maxLen))
             {
                 errors.Add(new FieldCause("FieldValueTooLong", path, "Too long: may not be longer than " + maxLen.ToJsonString()));
             }
@@ -176,7 +176,7 @@ internal static class SchemaValidator
         _ => true,
     };
 
-    private static bool IsInteger(JsonValue v) => v.TryGetValue(out long _) || (v.TryGetValue(out double d) && Math.Floor(d) == d);
+    private static bool IsInteger(JsonValue v) => Json.Long(v) is not null;
 
     private static string TypeName(JsonNode? node) => node switch
     {

@@ -65,8 +65,9 @@ internal static partial class Strategies
             case "namespaces" when type.Group.Length == 0:
                 {
                     var spec = Child(obj, "spec");
-                    if (create && spec["finalizers"] is null)
+                    if (create)
                     {
+                        // As kube-apiserver's namespace strategy: every new namespace carries the "kubernetes" finalizer.
                         spec["finalizers"] = new JsonArray("kubernetes");
                     }
 
@@ -164,7 +165,7 @@ internal static partial class Strategies
 
         // The naming and establishing controllers run inline: names are accepted and the CRD established at once.
         var storage = (spec["versions"] as JsonArray ?? []).OfType<JsonObject>()
-            .Where(v => v["storage"]?.GetValue<bool>() == true).Select(v => Json.Str(v["name"])).FirstOrDefault() ?? "";
+            .Where(v => Json.Bool(v["storage"]) == true).Select(v => Json.Str(v["name"])).FirstOrDefault() ?? "";
         var status = Child(crd, "status");
         status["acceptedNames"] = names.DeepClone();
         var stored = Json.StringList(status["storedVersions"]);
@@ -278,7 +279,7 @@ internal static partial class Strategies
         }
 
         var versions = (spec["versions"] as JsonArray ?? []).OfType<JsonObject>().ToList();
-        if (versions.Count(v => v["storage"]?.GetValue<bool>() == true) != 1)
+        if (versions.Count(v => Json.Bool(v["storage"]) == true) != 1)
         {
             errors.Add(FieldCause.Invalid("spec.versions", null, "must have exactly one version marked as storage version"));
         }

@@ -1,0 +1,358 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Dolly.Api.Resources;
+using Dolly.Api.Security;
+using Dolly.Api.Semantics;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+
+namespace Dolly.Api.Http;
+
+/// <summary>One resource request after routing: the type, the namespace and name (may be empty), the subresource.</summary>
+internal sealed record ResourceRequest(ResourceType Type, string Namespace, string Name, string? Subresource, bool NamespaceInPath);
+
+/// <summary>
+/// The single request delegate: authentication, routing of the Kubernetes REST paths, and the mapping of
+/// <see cref="ApiErrorException"/> to Status responses, once, at this boundary.
+/// </summary>
+internal sealed partial class ApiHandler
+{
+    private readonly Credentials _credentials;
+    private readonly ResourceService _service;
+    private readonly ResourceRegistry _registry;
+    private readonly Discovery _discovery;
+    private readonly OpenApi _openApi;
+    private readonly ListWatch _listWatch;
+    private readonly ILogger _logger;
+    private readonly Func<bool> _ready;
+
+    public ApiHandler(Credentials credentials, ResourceService service, ListWatch listWatch, Func<bool> ready, ILogger logger)
+    {
+        _credentials = credentials;
+        _service = service;
+        _registry = service.Registry;
+        _discovery = new Discovery(_registry);
+        _openApi = new OpenApi(_registry);
+        _listWatch = listWatch;
+        _ready = ready;
+        _logger = logger;
+    }
+
+    public async Task HandleAsync(HttpContext context)
+    {
+        var ct = context.RequestAborted;
+        try
+        {
+            await RouteAsync(context, ct).ConfigureAwait(false);
+        }
+        catch (ApiErrorException e) when (!context.Response.HasStarted)
+        {
+            await Wire.WriteStatusAsync(context.Response, e, ct).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // The client went away; nothing to answer.
+        }
+        catch (Exception e) when (e is not OperationCanceledException && !context.Response.HasStarted)
+        {
+            // A bug, not an expected outcome: log it and answer 500 as kube-apiserver does, keeping the server up.
+            ApiServerLog.RequestFailed(_logger, e, context.Request.Method, context.Request.Path.Value ?? "");
+            var error = new ApiErrorException(500, "InternalError", "Internal error occurred: " + e.Message);
+            await Wire.WriteStatusAsync(context.Response, error, ct).ConfigureAwait(false);
+        }
+    }
+
+    private async Task RouteAsync(HttpContext context, CancellationToken ct)
+    {
+        var request = context.Request;
+        string path = request.Path.Value ?? "/";
+        switch (path)
+        {
+            case "/healthz" or "/readyz" or "/livez" or "/healthz/" or "/readyz/" or "/livez/":
+                context.Response.ContentType = "text/plain; charset=utf-8";
+                context.Response.StatusCode = _ready() ? 200 : 500;
+                await context.Response.WriteAsync(_ready() ? "ok" : "not ready", ct).ConfigureAwait(false);
+                return;
+            case "/version" or "/version/":
+                await Wire.WriteJsonAsync(context.Response, 200, Discovery.Version(), ct).ConfigureAwait(false);
+                return;
+        }
+
+        if (!_credentials.IsAuthorized(request.Headers.Authorization))
+        {
+            throw new ApiErrorException(401, "Unauthorized", "Unauthorized");
+        }
+
+        var segments = path.Trim('/').Split('/', StringSplitOptions.RemoveEmptyEntries);
+        if (segments.Length >= 1 && segments[0] == "openapi")
+        {
+            await _openApi.HandleAsync(context, segments, ct).ConfigureAwait(false);
+            return;
+        }
+
+        if (segments.Length == 0 || segments[0] is not ("api" or "apis"))
+        {
+            await NotFoundPlainAsync(context, ct).ConfigureAwait(false);
+            return;
+        }
+
+        bool core = segments[0] == "api";
+        int gvLength = core ? 2 : 3;
+        if (segments.Length < gvLength)
+        {
+            if (request.Method != "GET")
+            {
+                throw Errors.MethodNotAllowed(request.Method, "", "");
+            }
+
+            await _discovery.HandleAsync(context, segments, ct).ConfigureAwait(false);
+            return;
+        }
+
+        string group = core ? "" : segments[1];
+        string version = core ? segments[1] : segments[2];
+        var rest = segments[gvLength..];
+        if (rest.Length == 0)
+        {
+            await _discovery.HandleAsync(context, segments, ct).ConfigureAwait(false);
+            return;
+        }
+
+        var rr = Resolve(group, version, rest);
+        if (rr is null)
+        {
+            await NotFoundPlainAsync(context, ct).ConfigureAwait(false);
+            return;
+        }
+
+        await DispatchAsync(context, rr, ct).ConfigureAwait(false);
+    }
+
+    private static Task NotFoundPlainAsync(HttpContext context, CancellationToken ct)
+    {
+        context.Response.StatusCode = 404;
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        return context.Response.WriteAsync("404 page not found\n", ct);
+    }
+
+    private ResourceRequest? Resolve(string group, string version, string[] rest)
+    {
+        string ns = "";
+        bool nsInPath = false;
+        if (rest[0] == "namespaces" && rest.Length >= 3 && rest[2] is not ("status" or "finalize"))
+        {
+            ns = rest[1];
+            nsInPath = true;
+            rest = rest[2..];
+        }
+
+        var type = _registry.Find(group, version, rest[0]);
+        if (type is null || rest.Length > 3 || (nsInPath && !type.Namespaced))
+        {
+            return null;
+        }
+
+        string? sub = rest.Length == 3 ? rest[2] : null;
+        if (sub is not null && !(sub == "status" && type.HasStatus) && !(sub == "finalize" && type.Plural == "namespaces" && type.Group.Length == 0))
+        {
+            return null;
+        }
+
+        return new ResourceRequest(type, ns, rest.Length >= 2 ? rest[1] : "", sub, nsInPath);
+    }
+
+    private async Task DispatchAsync(HttpContext context, ResourceRequest rr, CancellationToken ct)
+    {
+        var request = context.Request;
+        var type = rr.Type;
+        bool collection = rr.Name.Length == 0;
+        if (type.Namespaced && !rr.NamespaceInPath && !(collection && request.Method == "GET"))
+        {
+            // Namespaced objects are only addressable inside a namespace; the all-namespaces path is list/watch only.
+            throw Errors.MethodNotAllowed(request.Method == "POST" ? "create" : request.Method, type.Group, type.Plural);
+        }
+
+        switch (request.Method, collection)
+        {
+            case ("GET", true):
+                if (IsWatch(request))
+                {
+                    await _listWatch.WatchAsync(context, rr, ct).ConfigureAwait(false);
+                }
+                else
+                {
+                    await _listWatch.ListAsync(context, rr, ct).ConfigureAwait(false);
+                }
+
+                return;
+            case ("GET", false):
+                await _listWatch.GetAsync(context, rr, ct).ConfigureAwait(false);
+                return;
+            case ("POST", true):
+                {
+                    var body = await ReadObjectAsync(request, type, ct).ConfigureAwait(false);
+                    var result = _service.Create(type, rr.Namespace, body, WriteOptionsFrom(request));
+                    await WriteResultAsync(context, result, ct).ConfigureAwait(false);
+                    return;
+                }
+
+            case ("PUT", false):
+                {
+                    var body = await ReadObjectAsync(request, type, ct).ConfigureAwait(false);
+                    var result = _service.Update(type, rr.Namespace, rr.Name, body, rr.Subresource, WriteOptionsFrom(request));
+                    await WriteResultAsync(context, result, ct).ConfigureAwait(false);
+                    return;
+                }
+
+            case ("PATCH", false):
+                {
+                    if (rr.Subresource == "finalize")
+                    {
+                        throw Errors.MethodNotAllowed("patch", type.Group, type.Plural + "/finalize");
+                    }
+
+                    string text = await Wire.ReadBodyAsync(request, ct).ConfigureAwait(false);
+                    var result = _service.Patch(type, rr.Namespace, rr.Name, Wire.MediaType(request.ContentType), text, rr.Subresource, WriteOptionsFrom(request));
+                    await WriteResultAsync(context, result, ct).ConfigureAwait(false);
+                    return;
+                }
+
+            case ("DELETE", false) when rr.Subresource is null:
+                {
+                    var options = await DeleteOptionsFromAsync(request, ct).ConfigureAwait(false);
+                    var result = _service.Delete(type, rr.Namespace, rr.Name, options);
+                    await Wire.WriteJsonAsync(context.Response, result.StatusCode, result.Body, ct).ConfigureAwait(false);
+                    return;
+                }
+
+            case ("DELETE", true) when type.Verbs.Contains("deletecollection"):
+                {
+                    var options = await DeleteOptionsFromAsync(request, ct).ConfigureAwait(false);
+                    await _listWatch.DeleteCollectionAsync(context, rr, options, ct).ConfigureAwait(false);
+                    return;
+                }
+
+            default:
+                throw Errors.MethodNotAllowed(VerbName(request.Method, collection), type.Group, type.Plural);
+        }
+    }
+
+    private static string VerbName(string method, bool collection) => (method, collection) switch
+    {
+        ("POST", false) => "create",
+        ("PUT", true) => "update",
+        ("PATCH", true) => "patch",
+        ("DELETE", true) => "deletecollection",
+        ("DELETE", false) => "delete",
+        _ => method,
+    };
+
+    private static bool IsWatch(HttpRequest request) =>
+        request.Query["watch"].ToString() is "true" or "1" or "True";
+
+    private static async Task WriteResultAsync(HttpContext context, WriteResult result, CancellationToken ct)
+    {
+        foreach (var w in result.Warnings)
+        {
+            context.Response.Headers.Append("Warning", Wire.WarningHeader(w));
+        }
+
+        await Wire.WriteJsonAsync(context.Response, result.StatusCode, result.Object, ct).ConfigureAwait(false);
+    }
+
+    private static async Task<JsonObject> ReadObjectAsync(HttpRequest request, ResourceType type, CancellationToken ct)
+    {
+        string media = Wire.MediaType(request.ContentType);
+        if (media == Protobuf.MediaType && type.Kind == "Namespace" && type.Group.Length == 0)
+        {
+            var bytes = await Wire.ReadBytesAsync(request, ct).ConfigureAwait(false);
+            return Protobuf.DecodeNamespace(bytes) ?? throw Errors.Decode(type.Kind, type.Version, "the protobuf body is not a v1 Namespace");
+        }
+
+        if (media is not ("application/json" or "application/yaml" or "" or "text/plain"))
+        {
+            throw Errors.UnsupportedMediaType(["application/json", "application/yaml"]);
+        }
+
+        string text = await Wire.ReadBodyAsync(request, ct).ConfigureAwait(false);
+        JsonNode? node;
+        try
+        {
+            node = media == "application/yaml" ? Yaml.Parse(text) : JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false });
+        }
+        catch (Exception e) when (e is JsonException or YamlDotNet.Core.YamlException)
+        {
+            throw Errors.Decode(type.Kind, type.Version, "couldn't get version/kind; json parse error: " + e.Message);
+        }
+
+        return node as JsonObject ?? throw Errors.Decode(type.Kind, type.Version, "the request body must be a JSON object");
+    }
+
+    private static WriteOptions WriteOptionsFrom(HttpRequest request)
+    {
+        var q = request.Query;
+        string dryRun = q["dryRun"].ToString();
+        if (dryRun.Length > 0 && dryRun != "All")
+        {
+            throw Errors.InvalidOptions("CreateOptions", FieldCause.Unsupported("dryRun", JsonValue.Create(dryRun), ["All"]));
+        }
+
+        string validation = q["fieldValidation"].ToString();
+        if (validation.Length > 0 && validation is not ("Strict" or "Warn" or "Ignore"))
+        {
+            throw Errors.BadRequest("fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\"");
+        }
+
+        string manager = q["fieldManager"].ToString();
+        if (manager.Length == 0)
+        {
+            // kube-apiserver names the manager after the User-Agent's program when the client gives none.
+            manager = request.Headers.UserAgent.ToString().Split('/')[0];
+        }
+
+        if (manager.Length > 128)
+        {
+            throw Errors.InvalidOptions("PatchOptions", new FieldCause("FieldValueTooLong", "fieldManager", "Too long: may not be longer than 128"));
+        }
+
+        return new WriteOptions(dryRun == "All", manager, validation.Length == 0 ? "Warn" : validation, q["force"].ToString() is "true" or "1");
+    }
+
+    private static async Task<DeleteOptions> DeleteOptionsFromAsync(HttpRequest request, CancellationToken ct)
+    {
+        var q = request.Query;
+        string? policy = q["propagationPolicy"].Count > 0 ? q["propagationPolicy"].ToString() : null;
+        bool dryRun = q["dryRun"].ToString() == "All";
+        string? uid = null, rv = null;
+        string text = await Wire.ReadBodyAsync(request, ct).ConfigureAwait(false);
+        if (text.Trim().Length > 0)
+        {
+            JsonNode? body;
+            try
+            {
+                body = JsonNode.Parse(text);
+            }
+            catch (JsonException e)
+            {
+                throw Errors.BadRequest("error decoding DeleteOptions: " + e.Message);
+            }
+
+            policy = Json.Str(body?["propagationPolicy"]) ?? policy;
+            if (body?["orphanDependents"] is JsonValue orphan)
+            {
+                if (body["propagationPolicy"] is not null)
+                {
+                    throw Errors.InvalidOptions("DeleteOptions", FieldCause.Invalid("propagationPolicy", body["propagationPolicy"], "orphanDependents and deletionPropagation cannot be both set"));
+                }
+
+                policy = Json.Bool(orphan) == true ? "Orphan" : "Background";
+            }
+
+            dryRun |= body?["dryRun"] is JsonArray d && d.Any(x => Json.Str(x) == "All");
+            uid = Json.Str(body?["preconditions"]?["uid"]);
+            rv = Json.Str(body?["preconditions"]?["resourceVersion"]);
+        }
+
+        return new DeleteOptions(dryRun, policy, uid, rv);
+    }
+}

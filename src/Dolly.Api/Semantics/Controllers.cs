@@ -1,0 +1,235 @@
+using System.Text.Json.Nodes;
+using Dolly.Api.Http;
+using Dolly.Api.Storage;
+using Microsoft.Extensions.Logging;
+
+namespace Dolly.Api.Semantics;
+
+/// <summary>
+/// The in-process stand-ins for kube-controller-manager's namespace controller and garbage collector and for the
+/// apiextensions CRD finalizer: they follow the store's event stream, so their work survives restarts (a full pass
+/// runs at start) and stays ordered with the writes that caused it.
+/// </summary>
+internal sealed class Controllers
+{
+    private readonly ResourceService _service;
+    private readonly ObjectStore _store;
+    private readonly ILogger _logger;
+
+    public Controllers(ResourceService service, ILogger logger)
+    {
+        _service = service;
+        _store = service.Store;
+        _logger = logger;
+    }
+
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        using var subscription = _store.Subscribe(_store.Revision, _ => true, capacity: int.MaxValue)
+            ?? throw new InvalidOperationException("the controllers' subscription starts at the current revision");
+        FullPass();
+        var reader = subscription.Reader;
+        var namespaces = new HashSet<string>(StringComparer.Ordinal);
+        var crds = new HashSet<string>(StringComparer.Ordinal);
+        var deletedUids = new List<string>();
+        var owned = new List<StoredObject>();
+        while (await reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            while (reader.TryRead(out var e))
+            {
+                Classify(e, namespaces, crds, deletedUids, owned);
+            }
+
+            try
+            {
+                foreach (var uid in deletedUids)
+                {
+                    CollectDependents(uid);
+                }
+
+                foreach (var obj in owned)
+                {
+                    CollectIfOrphaned(obj);
+                }
+
+                foreach (var ns in namespaces)
+                {
+                    FinalizeNamespace(ns);
+                }
+
+                foreach (var crd in crds)
+                {
+                    CleanupCrd(crd);
+                }
+            }
+            catch (ApiErrorException e)
+            {
+                // A write lost a race or was refused; the next event on the same object brings the work back.
+                ApiServerLog.ControllerRetry(_logger, e.Message);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // A bug in one batch must not stop garbage collection for good: log it and go on with the next.
+                ApiServerLog.ControllersFailed(_logger, e);
+            }
+
+            namespaces.Clear();
+            crds.Clear();
+            deletedUids.Clear();
+            owned.Clear();
+        }
+    }
+
+    private void Classify(StoreEvent e, HashSet<string> namespaces, HashSet<string> crds, List<string> deletedUids, List<StoredObject> owned)
+    {
+        var s = e.Stored;
+        bool deleting = s.Object["metadata"]?["deletionTimestamp"] is not null;
+        if (s.Resource == "/namespaces" && deleting && e.Type != StoreEventType.Deleted)
+        {
+            namespaces.Add(s.Name);
+        }
+        else if (s.Namespace.Length > 0 && e.Type != StoreEventType.Added && IsTerminating(s.Namespace))
+        {
+            namespaces.Add(s.Namespace);
+        }
+
+        if (s.Resource == "apiextensions.k8s.io/customresourcedefinitions" && deleting && e.Type != StoreEventType.Deleted)
+        {
+            crds.Add(s.Name);
+        }
+        else if (e.Type == StoreEventType.Deleted && !_service.Registry.IsBuiltinStorage(s.Resource))
+        {
+            foreach (var crd in _store.List("apiextensions.k8s.io/customresourcedefinitions", null).Items)
+            {
+                if (crd.Object["metadata"]?["deletionTimestamp"] is not null && StorageKeyOf(crd.Object) == s.Resource)
+                {
+                    crds.Add(crd.Name);
+                }
+            }
+        }
+
+        if (e.Type == StoreEventType.Deleted && s.Uid.Length > 0)
+        {
+            deletedUids.Add(s.Uid);
+        }
+        else if (e.Type != StoreEventType.Deleted && s.Object["metadata"]?["ownerReferences"] is JsonArray { Count: > 0 })
+        {
+            owned.Add(s);
+        }
+    }
+
+    private bool IsTerminating(string ns) =>
+        _store.Get("/namespaces", "", ns)?.Object["metadata"]?["deletionTimestamp"] is not null;
+
+    private static string StorageKeyOf(JsonObject crd) =>
+        Json.Str(crd["spec"]?["group"]) + "/" + Json.Str(crd["spec"]?["names"]?["plural"]);
+
+    private void FullPass()
+    {
+        foreach (var obj in _store.All())
+        {
+            bool deleting = obj.Object["metadata"]?["deletionTimestamp"] is not null;
+            if (obj.Resource == "/namespaces" && deleting)
+            {
+                FinalizeNamespace(obj.Name);
+            }
+            else if (obj.Resource == "apiextensions.k8s.io/customresourcedefinitions" && deleting)
+            {
+                CleanupCrd(obj.Name);
+            }
+            else if (obj.Object["metadata"]?["ownerReferences"] is JsonArray { Count: > 0 })
+            {
+                CollectIfOrphaned(obj);
+            }
+        }
+    }
+
+    /// <summary>Deletes every object whose owners are all gone once <paramref name="uid"/> was deleted.</summary>
+    private void CollectDependents(string uid)
+    {
+        foreach (var obj in _store.All())
+        {
+            if (obj.Object["metadata"]?["ownerReferences"] is JsonArray refs && refs.Any(r => Json.Str(r?["uid"]) == uid))
+            {
+                CollectIfOrphaned(obj);
+            }
+        }
+    }
+
+    private void CollectIfOrphaned(StoredObject obj)
+    {
+        if (obj.Object["metadata"]?["ownerReferences"] is not JsonArray refs || refs.Count == 0 ||
+            obj.Object["metadata"]?["deletionTimestamp"] is not null)
+        {
+            return;
+        }
+
+        if (refs.All(r => Json.Str(r?["uid"]) is { } u && _store.GetByUid(u) is null))
+        {
+            ApiServerLog.GarbageCollected(_logger, obj.Resource, obj.Namespace, obj.Name);
+            _service.DeleteInternal(obj);
+        }
+    }
+
+    /// <summary>Deletes a terminating namespace's content; once none is left, drops the "kubernetes" finalizer.</summary>
+    private void FinalizeNamespace(string ns)
+    {
+        var nsObj = _store.Get("/namespaces", "", ns);
+        if (nsObj is null || nsObj.Object["metadata"]?["deletionTimestamp"] is null)
+        {
+            return;
+        }
+
+        int remaining = 0;
+        foreach (var obj in _store.All().Where(o => o.Namespace == ns))
+        {
+            remaining++;
+            if (obj.Object["metadata"]?["deletionTimestamp"] is null)
+            {
+                _service.DeleteInternal(obj);
+            }
+        }
+
+        if (remaining > 0 && _store.All().Any(o => o.Namespace == ns))
+        {
+            return;
+        }
+
+        var type = _service.Registry.Find("", "v1", "namespaces")!;
+        var body = (JsonObject)nsObj.Object.DeepClone();
+        var finalizers = new JsonArray([.. Json.StringList(body["spec"]?["finalizers"]).Where(f => f != "kubernetes").Select(f => (JsonNode)f)]);
+        (body["spec"] as JsonObject ?? [])["finalizers"] = finalizers;
+        _service.Update(type, "", ns, body, "finalize", WriteOptions.Default with { FieldManager = "namespace-controller" });
+    }
+
+    /// <summary>Deletes every instance of a terminating CRD, then removes its cleanup finalizer.</summary>
+    private void CleanupCrd(string name)
+    {
+        var crd = _store.Get("apiextensions.k8s.io/customresourcedefinitions", "", name);
+        if (crd is null || crd.Object["metadata"]?["deletionTimestamp"] is null)
+        {
+            return;
+        }
+
+        string key = StorageKeyOf(crd.Object);
+        var (items, _) = _store.List(key, null);
+        foreach (var item in items)
+        {
+            if (item.Object["metadata"]?["deletionTimestamp"] is null)
+            {
+                _service.DeleteInternal(item);
+            }
+        }
+
+        if (_store.List(key, null).Items.Count > 0)
+        {
+            return;
+        }
+
+        var type = _service.Registry.Find("apiextensions.k8s.io", "v1", "customresourcedefinitions")!;
+        var body = (JsonObject)crd.Object.DeepClone();
+        var meta = Json.Meta(body);
+        meta["finalizers"] = new JsonArray([.. Json.StringList(meta["finalizers"]).Where(f => f != Strategies.CrdCleanupFinalizer).Select(f => (JsonNode)f)]);
+        _service.Update(type, "", name, body, null, WriteOptions.Default with { FieldManager = "apiextensions-controller" });
+    }
+}

@@ -1,1 +1,0 @@
-namespace Dolly.Api.Tests; public sealed class T { [Fact] public void A() { } }
