@@ -85,7 +85,7 @@ public sealed partial class Pool
     }
 
     /// <summary>
-    /// Frees the blocks the last commit stopped referencing. Up to a reserve (64 MiB, or an eighth of the data
+    /// Frees the blocks the last commit stopped referencing. Up to a reserve (256 MiB, or a quarter of the data
     /// in use) they keep their disk space, so that copy-on-write overwrites reuse allocated file space
     /// instead of making the host file system allocate again; beyond it they are hole-punched and the space
     /// goes back to the host.
@@ -99,7 +99,7 @@ public sealed partial class Pool
 
         _pendingBlocks.Sort();
         long used = _dataHighWater - _freeBlocksBelowHighWater - _pendingBlocks.Count;
-        long reserve = Math.Max(MinKeptBlocks * 65536L / _blockSize, used / 8);
+        long reserve = Math.Max(MinKeptBlocks * 65536L / _blockSize, used / 4);
         int i = 0;
         while (i < _pendingBlocks.Count)
         {

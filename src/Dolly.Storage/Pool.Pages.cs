@@ -32,7 +32,7 @@ public sealed partial class Pool
     private uint _txn = 1;
 
     // Free blocks whose disk space was kept for reuse (see ReleasePendingBlocks).
-    private const int MinKeptBlocks = 1024;
+    private const int MinKeptBlocks = 4096;
     private bool[] _blockKept = new bool[64];
     private long _keptFreeBlocks;
 
