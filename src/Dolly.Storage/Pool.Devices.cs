@@ -508,10 +508,19 @@ public sealed partial class Pool
         _byId.TryGetValue(d.SourceId, out var s) ? s.Name : null,
         d.LineageId);
 
+    /// <summary>
+    /// Commits a management change. The change is already in effect in memory; when the commit fails (a full
+    /// disk) it stays pending and the next successful flush makes it durable, which the error says.
+    /// </summary>
     private Result<DeviceInfo> Committed(DeviceState d)
     {
         var r = CommitCore();
-        return r.IsOk ? ToInfo(d) : r.Error;
+        if (r.IsOk)
+        {
+            return ToInfo(d);
+        }
+
+        return new StorageError(r.Error.Code, $"{Describe(d)} was changed but the change is not yet durable: {r.Error.Message}");
     }
 
     private Result<T> Read<T>(Func<Result<T>> body)
