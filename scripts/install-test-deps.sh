@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Installs, only where missing, the real programs the tests run against. Idempotent; needs root (or sudo)
-# and Debian's package mirror.
+# Installs, only where missing, the real programs the tests run against. Idempotent and quick when all is
+# present (no apt-get at all then); needs root (or sudo) and Debian's package mirror otherwise.
 set -euo pipefail
 
 need=()
-have() { command -v "$1" >/dev/null 2>&1; }
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 have kubectl || need+=(kubernetes-client)
+# NBD peers for tests/Dolly.Nbd.Tests: libnbd's nbdinfo/nbdcopy/nbdfuse, qemu-img, FUSE, nbdkit (benchmarks),
+# e2fsprogs for mkfs.ext4/e2fsck on an exported volume, fio for the NBD benchmarks.
+{ have nbdinfo && have nbdcopy && have nbdfuse; } || need+=(libnbd-bin)
+have qemu-img || need+=(qemu-utils)
+have fusermount3 || need+=(fuse3)
+have nbdkit || need+=(nbdkit)
+{ have mkfs.ext4 && have e2fsck; } || need+=(e2fsprogs)
+have fio || need+=(fio)
+have losetup || need+=(mount)
 
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
