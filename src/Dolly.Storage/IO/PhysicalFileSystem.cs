@@ -29,11 +29,26 @@ public sealed class PhysicalFileSystem : IFileSystem
         return new PhysicalFile(handle);
     }
 
+    // EWOULDBLOCK on Linux (IOException.HResult carries errno on Unix), ERROR_SHARING_VIOLATION on Windows.
+    private const int WouldBlock = 11;
+    private const int SharingViolation = unchecked((int)0x80070020);
+
     /// <inheritdoc />
     public IDisposable? TryLock(string directory)
     {
         var path = Path.Combine(directory, "pool.lock");
-        var handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
+        SafeFileHandle handle;
+        try
+        {
+            handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
+        }
+        catch (IOException ex) when (ex.HResult is WouldBlock or SharingViolation)
+        {
+            // .NET itself flocks (shared) every file it opens on Unix, so against a holder's exclusive lock the
+            // open fails before our flock runs: that is "in use", not an I/O error.
+            return null;
+        }
+
         if (OperatingSystem.IsLinux() && NativeMethods.Flock(handle, NativeMethods.LockExclusive | NativeMethods.LockNonBlocking) != 0)
         {
             handle.Dispose();
