@@ -19,7 +19,7 @@ internal static class Cli
     /// <summary>Runs the CLI against a host and returns the exit code.</summary>
     public static async Task<int> RunAsync(string[] args, CliHost host, CancellationToken cancellationToken = default)
     {
-        var context = new CliContext(host);
+        var context = new CliContext(host, args);
         var root = BuildRoot(context);
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0 && parsed.Action is not HelpAction and not HelpWithExitCodes)
@@ -60,7 +60,8 @@ internal static class Cli
         var names = new List<string>();
         for (var r = parsed.CommandResult; r is not null; r = r.Parent as System.CommandLine.Parsing.CommandResult)
         {
-            names.Add(r.Command.Name);
+            // The root's name is the executable's file name, which is not "dolly" under a test host.
+            names.Add(r.Command is RootCommand ? "dolly" : r.Command.Name);
         }
 
         names.Reverse();

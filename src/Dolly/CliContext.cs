@@ -15,9 +15,10 @@ internal sealed class CliContext
     private IAnsiConsole? _out;
     private IAnsiConsole? _error;
 
-    public CliContext(CliHost host)
+    public CliContext(CliHost host, IReadOnlyList<string> args)
     {
         Host = host;
+        Args = args;
         PoolOption = new Option<string?>("--pool")
         {
             Description = "Pool directory. Default: $DOLLY_POOL, else $XDG_DATA_HOME/dolly/pool, else ~/.local/share/dolly/pool (created on first use)",
@@ -27,6 +28,9 @@ internal sealed class CliContext
     }
 
     public CliHost Host { get; }
+
+    /// <summary>The command line as given (for reports that quote the command that made them).</summary>
+    public IReadOnlyList<string> Args { get; }
 
     public Option<string?> PoolOption { get; }
 
@@ -94,7 +98,7 @@ internal sealed class CliContext
         var (dir, isExplicit) = PoolDirectory(parse);
         if (!isExplicit && !File.Exists(Path.Combine(dir, "meta.dolly")) && IsMissingOrEmpty(dir))
         {
-            var created = Pool.Create(dir);
+            var created = Pool.Create(dir, null, Host.FileSystem);
             if (created.IsOk)
             {
                 Host.Error.WriteLine($"created the default pool in '{dir}'");
@@ -104,7 +108,7 @@ internal sealed class CliContext
             throw new CliFailureException(created.Error);
         }
 
-        var opened = Pool.Open(dir);
+        var opened = Pool.Open(dir, Host.FileSystem);
         if (!opened.IsOk && isExplicit && opened.Error.Code == StorageErrorCode.NotFound)
         {
             throw new CliFailureException(ExitCodes.NotAPool, $"pool directory '{dir}' does not exist; create a pool there with 'dolly --pool {dir} pool init'");

@@ -14,6 +14,9 @@ internal sealed record CliHost(
     bool ErrorIsTerminal,
     Func<string, string?> GetEnvironmentVariable)
 {
+    /// <summary>The file system pools are opened through; null for the real one (tests inject failures here).</summary>
+    public Dolly.Storage.IO.IFileSystem? FileSystem { get; init; }
+
     /// <summary>The real console of this process.</summary>
     public static CliHost FromConsole() => new(
         Console.Out,

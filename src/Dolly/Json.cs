@@ -56,7 +56,8 @@ internal sealed record BenchFigureJson(
     string Unit,
     string? Target,
     bool? Pass,
-    string? Note);
+    string? Note,
+    IReadOnlyDictionary<string, double>? Details);
 
 /// <summary><c>bench engine --json FILE</c>.</summary>
 internal sealed record BenchJson(

@@ -7,7 +7,8 @@ namespace Dolly.Commands;
 /// <summary>
 /// <c>volume import</c> and <c>volume export</c>: raw images between a file (or stdin/stdout) and a volume.
 /// Import never writes an all-zero block (the volume stays thin); export reads only allocated ranges and
-/// leaves holes in the output file (or writes zeros to a pipe). Both move data in 4 MiB chunks, and import
+/// leaves holes in the output file (or writes zeros to a pipe). The summary goes to stdout, or to stderr
+/// when stdout carries the image. Both move data in 4 MiB chunks, and import
 /// reads the next chunk while the engine writes the current one.
 /// </summary>
 internal static class ImportExport
@@ -111,7 +112,7 @@ internal static class ImportExport
             throw;
         }
 
-        context.Host.Error.WriteLine(
+        context.Host.Out.WriteLine(
             $"imported {TransferProgress.Rate(stats.Read, TransferProgress.Since(started))} into {(created ? "new " : string.Empty)}volume '{name}' " +
             $"({ByteSize.Format(device.Size)}): {ByteSize.Format(stats.Written)} written, {ByteSize.Format(stats.Read - stats.Written)} of zeros skipped");
         return ExitCodes.Ok;
@@ -303,7 +304,7 @@ internal static class ImportExport
             throw new CliFailureException(full ? ExitCodes.NoSpace : ExitCodes.IoError, $"writing image file '{target}' failed{(full ? " (the disk is full)" : string.Empty)}: {ex.Message}; the partial file was removed");
         }
 
-        context.Host.Error.WriteLine(
+        context.Host.Out.WriteLine(
             $"exported {what} ({ByteSize.Format(info.Size)}) to '{target}': read {TransferProgress.Rate(allocated, TransferProgress.Since(started))}, {ByteSize.Format(moved)} written, the rest left as holes");
         return ExitCodes.Ok;
     }

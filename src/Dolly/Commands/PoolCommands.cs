@@ -48,7 +48,7 @@ internal static class PoolCommands
             options = options with { BlockSize = (int)Math.Clamp(bs, 0, int.MaxValue) };
         }
 
-        using var pool = Pool.Create(dir, options).OrFail();
+        using var pool = Pool.Create(dir, options, context.Host.FileSystem).OrFail();
         context.Host.Out.WriteLine($"created pool '{dir}' (block size {ByteSize.Format(pool.BlockSize)})");
         return ExitCodes.Ok;
     }
@@ -97,7 +97,7 @@ internal static class PoolCommands
         }
 
         var started = System.Diagnostics.Stopwatch.StartNew();
-        var report = Pool.CheckDirectory(dir);
+        var report = Pool.CheckDirectory(dir, context.Host.FileSystem);
         if (json)
         {
             context.WriteJson(
