@@ -11,7 +11,13 @@ internal static class Wire
     /// <summary>kube-apiserver's default request body limit.</summary>
     public const int MaxBodyBytes = 3 * 1024 * 1024;
 
-    public static readonly JsonWriterOptions WriterOptions = new() { Indented = false, SkipValidation = true };
+    public static readonly JsonWriterOptions WriterOptions = new()
+    {
+        Indented = false,
+        SkipValidation = true,
+        // Quotes as \" and no escaping of ', <, > or non-ASCII, as Go's encoder writes them.
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
 
     public static async Task<string> ReadBodyAsync(HttpRequest request, CancellationToken cancellationToken)
     {
