@@ -156,6 +156,41 @@ internal static class Data
         return data;
     }
 
+    /// <summary>
+    /// Writes a sparse image file: per 256 KiB segment random data, explicit zeros or a hole (never written),
+    /// plus one unaligned 1000-byte run. Returns the content.
+    /// </summary>
+    public static byte[] SparseImage(string path, int size, int seed)
+    {
+        var rng = new Random(seed);
+        var content = new byte[size];
+        using var f = new FileStream(path, FileMode.Create, FileAccess.Write);
+        f.SetLength(size);
+        const int Segment = 256 << 10;
+        for (int at = 0; at < size; at += Segment)
+        {
+            int n = Math.Min(Segment, size - at);
+            switch (rng.Next(3))
+            {
+                case 0:
+                    rng.NextBytes(content.AsSpan(at, n));
+                    f.Position = at;
+                    f.Write(content, at, n);
+                    break;
+                case 1:
+                    f.Position = at;
+                    f.Write(new byte[n]);
+                    break;
+            }
+        }
+
+        int odd = rng.Next(size - 1000);
+        rng.NextBytes(content.AsSpan(odd, 1000));
+        f.Position = odd;
+        f.Write(content, odd, 1000);
+        return content;
+    }
+
     public static string Sha256(byte[] data) => Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(data));
 
     public static string Sha256File(string path)
