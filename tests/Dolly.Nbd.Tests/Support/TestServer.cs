@@ -211,10 +211,13 @@ internal static class Data
 /// <summary>Waits for a condition by polling against a deadline (never a fixed sleep).</summary>
 internal static class Poll
 {
-    public static async Task UntilAsync(Func<bool> condition, TimeSpan timeout, string what)
+    public static Task UntilAsync(Func<bool> condition, TimeSpan timeout, string what) =>
+        UntilAsync(() => Task.FromResult(condition()), timeout, what);
+
+    public static async Task UntilAsync(Func<Task<bool>> condition, TimeSpan timeout, string what)
     {
         var deadline = DateTime.UtcNow + timeout;
-        while (!condition())
+        while (!await condition())
         {
             if (DateTime.UtcNow > deadline)
             {
