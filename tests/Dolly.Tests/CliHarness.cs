@@ -45,7 +45,7 @@ public abstract partial class CliTestBase : IDisposable
 
     internal Task<CliRun> Dolly(params string[] args) => Run(args, stdin: null, environment: null, fileSystem: null);
 
-    internal async Task<CliRun> Run(string[] args, byte[]? stdin, IReadOnlyDictionary<string, string?>? environment, IFileSystem? fileSystem)
+    internal async Task<CliRun> Run(string[] args, byte[]? stdin, IReadOnlyDictionary<string, string?>? environment, IFileSystem? fileSystem, bool terminal = false)
     {
         var outText = new StringWriter();
         var errText = new StringWriter();
@@ -56,8 +56,8 @@ public abstract partial class CliTestBase : IDisposable
             errText,
             () => new PipeStream(new MemoryStream(stdin ?? [], writable: false)),
             () => new NonClosingStream(binary),
-            OutIsTerminal: false,
-            ErrorIsTerminal: false,
+            OutIsTerminal: terminal,
+            ErrorIsTerminal: terminal,
             name => env.TryGetValue(name, out var v) ? v : null)
         {
             FileSystem = fileSystem,

@@ -120,6 +120,22 @@ public sealed class ImportExportTests : CliTestBase
     }
 
     [Fact]
+    public async Task Terminal_ImportShowsProgress_ExportRefusesRawBytesOnStdout()
+    {
+        string input = Path.Combine(Root, "in.raw");
+        await File.WriteAllBytesAsync(input, RandomBytes(6 << 20, 12), TestContext.Current.CancellationToken);
+        var imported = await Run(["volume", "import", "v", input], null, null, null, terminal: true);
+        Assert.Equal(0, imported.ExitCode);
+        Assert.Contains("import v", imported.Err, StringComparison.Ordinal);
+        Assert.Contains("100%", imported.Err, StringComparison.Ordinal);
+
+        var exported = await Run(["volume", "export", "v", "-"], null, null, null, terminal: true);
+        Assert.Equal(ExitCodes.InvalidArgument, exported.ExitCode);
+        Assert.Contains("refusing to write the raw image of 'v' to a terminal", exported.Err, StringComparison.Ordinal);
+        Assert.Empty(exported.Binary);
+    }
+
+    [Fact]
     public async Task Export_ToADirectory_IsRefused()
     {
         await Ok("volume", "create", "v", "--size", "1Mi");

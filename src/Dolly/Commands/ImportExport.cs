@@ -24,7 +24,8 @@ internal static class ImportExport
         var import = new Command(
             "import",
             "Copy a raw image into a volume. A new volume is sized to the image; an existing volume must be large enough. " +
-            "All-zero blocks are not written (they stay unallocated).")
+            "All-zero blocks are not written (they stay unallocated). If the import fails, a volume it created is removed; " +
+            "an existing volume keeps what was written before the failure.")
         {
             name, source, size,
         };
@@ -265,6 +266,11 @@ internal static class ImportExport
         long moved;
         if (target == "-")
         {
+            if (context.Host.OutIsTerminal)
+            {
+                throw new CliFailureException(ExitCodes.InvalidArgument, $"refusing to write the raw image of '{name}' to a terminal; redirect stdout to a file or a pipe");
+            }
+
             using var output = context.Host.OpenStandardOutput();
             moved = TransferProgress.Run(context, $"export {name}", info.Size, report => ExportToStream(device, info.Size, ranges, output, report));
             output.Flush();

@@ -7,6 +7,19 @@ namespace Dolly.Commands;
 /// <summary><c>dolly pool init|info|check</c>.</summary>
 internal static class PoolCommands
 {
+    private const string InfoJsonExample = """
+        JSON (-o json), sizes in bytes:
+          { "directory": "/home/me/.local/share/dolly/pool", "id": "0d9f...", "blockSize": 65536, "generation": 12,
+            "volumes": 2, "snapshots": 1, "logicalBytes": 32212254720, "dataBytesUsed": 39845888,
+            "dataBlocksUsed": 608, "dataBlocksFree": 0, "dataFileBytes": 39845888, "metadataBytes": 98304 }
+        """;
+
+    private const string CheckJsonExample = """
+        JSON (-o json):
+          { "directory": "/pools/a", "clean": false, "devices": 3, "metadataPagesVerified": 24, "dataBlocksVerified": 608,
+            "problems": [ { "subject": "volume 'web' (id 1)", "message": "block 0 (physical block 0), sector 0 ... failed its checksum" } ] }
+        """;
+
     public static Command Build(CliContext context)
     {
         var pool = new Command("pool", "Create, describe and verify the pool (a directory holding all volumes)");
@@ -21,7 +34,7 @@ internal static class PoolCommands
         pool.Subcommands.Add(init);
 
         var infoOutput = CliContext.OutputOption();
-        var info = new Command("info", "Show pool-wide figures: devices, data and metadata space") { infoOutput };
+        var info = new Command("info", "Show pool-wide figures: devices, data and metadata space\n" + InfoJsonExample) { infoOutput };
         info.SetAction(parse => Info(context, parse, parse.GetValue(infoOutput) == "json"));
         pool.Subcommands.Add(info);
 
@@ -29,7 +42,7 @@ internal static class PoolCommands
         var check = new Command(
             "check",
             "Verify every invariant: block maps, reference counts, free space and every checksum of data and metadata. " +
-            "Exits 9 when a problem is found, naming each one.")
+            "Exits 9 when a problem is found, naming each one.\n" + CheckJsonExample)
         {
             checkOutput,
         };
