@@ -168,4 +168,42 @@ public sealed class KubectlMutationTests(ServerFixture fx) : IClassFixture<Serve
         var noModes = (await fx.KubectlWithInputAsync(pvc, "apply", "-f", "-")).ShouldFail();
         Assert.Contains("spec.accessModes: Required value", noModes.Stderr, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task ServerSideApply_OwnsFieldsConflictsAndForce()
+    {
+        string ns = await NamespaceAsync("ssa");
+        string v1 = "apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshot\nmetadata: {name: s, namespace: " + ns + ", labels: {a: '1'}}\nspec: {source: {persistentVolumeClaimName: data}}\n";
+        var created = (await fx.KubectlWithInputAsync(v1, "apply", "--server-side", "-f", "-")).ShouldSucceed();
+        Assert.Contains("serverside-applied", created.Stdout, StringComparison.Ordinal);
+        var managers = (await fx.KubectlAsync("get", "vs", "s", "-n", ns, "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[*].manager}/{.metadata.managedFields[*].operation}")).ShouldSucceed();
+        Assert.Equal("kubectl/Apply", managers.Stdout);
+
+        // Leaving a field out of the next apply removes it.
+        string v2 = v1.Replace("a: '1'", "b: '2'", StringComparison.Ordinal);
+        (await fx.KubectlWithInputAsync(v2, "apply", "--server-side", "-f", "-")).ShouldSucceed();
+        var labels = (await fx.KubectlAsync("get", "vs", "s", "-n", ns, "-o", "jsonpath={.metadata.labels}")).ShouldSucceed();
+        Assert.Equal("""{"b":"2"}""", labels.Stdout);
+
+        // Another manager's change is a conflict unless forced.
+        (await fx.KubectlAsync("label", "vs", "s", "-n", ns, "b=3", "--overwrite")).ShouldSucceed();
+        var conflict = (await fx.KubectlWithInputAsync(v2, "apply", "--server-side", "-f", "-")).ShouldFail();
+        Assert.Contains("Apply failed with 1 conflict: conflict with \"kubectl-label\"", conflict.Stderr, StringComparison.Ordinal);
+        Assert.Contains(".metadata.labels.b", conflict.Stderr, StringComparison.Ordinal);
+        (await fx.KubectlWithInputAsync(v2, "apply", "--server-side", "--force-conflicts", "-f", "-")).ShouldSucceed();
+        labels = (await fx.KubectlAsync("get", "vs", "s", "-n", ns, "-o", "jsonpath={.metadata.labels}")).ShouldSucceed();
+        Assert.Equal("""{"b":"2"}""", labels.Stdout);
+    }
+
+    [Fact]
+    public async Task DescribePvcAndNamespace_Work()
+    {
+        string ns = await NamespaceAsync("describe-builtins");
+        (await fx.KubectlWithInputAsync(Pvc(ns, "p"), "apply", "-f", "-")).ShouldSucceed();
+        var pvc = (await fx.KubectlAsync("describe", "pvc", "p", "-n", ns)).ShouldSucceed();
+        Assert.Matches(@"Status:\s+Pending", pvc.Stdout);
+        Assert.Matches(@"Used By:\s+<none>", pvc.Stdout);
+        var nsd = (await fx.KubectlAsync("describe", "ns", ns)).ShouldSucceed();
+        Assert.Matches(@"Status:\s+Active", nsd.Stdout);
+    }
 }

@@ -119,6 +119,11 @@ internal sealed partial class ApiHandler
         }
 
         var rr = Resolve(group, version, rest);
+        if (rr is null && core && version == "v1" && await TryServeAbsentKindAsync(context, rest, ct).ConfigureAwait(false))
+        {
+            return;
+        }
+
         if (rr is null)
         {
             await NotFoundPlainAsync(context, ct).ConfigureAwait(false);
@@ -133,6 +138,42 @@ internal sealed partial class ApiHandler
         context.Response.StatusCode = 404;
         context.Response.ContentType = "text/plain; charset=utf-8";
         return context.Response.WriteAsync("404 page not found\n", ct);
+    }
+
+    /// <summary>
+    /// Kinds kubectl describe looks up beside the served ones (pods for "Used By", quotas and limit ranges for
+    /// namespaces). None can exist here, so lists are empty and objects are not found, as on a cluster without them.
+    /// </summary>
+    private static readonly Dictionary<string, string> AbsentKinds = new(StringComparer.Ordinal)
+    {
+        ["pods"] = "PodList",
+        ["resourcequotas"] = "ResourceQuotaList",
+        ["limitranges"] = "LimitRangeList",
+    };
+
+    private async Task<bool> TryServeAbsentKindAsync(HttpContext context, string[] rest, CancellationToken ct)
+    {
+        bool namespaced = rest.Length >= 3 && rest[0] == "namespaces";
+        var tail = namespaced ? rest[2..] : rest;
+        if (tail.Length == 0 || !AbsentKinds.TryGetValue(tail[0], out var listKind) || context.Request.Method != "GET" || tail.Length > 2)
+        {
+            return false;
+        }
+
+        if (tail.Length == 2)
+        {
+            throw Errors.NotFound("", tail[0], tail[1]);
+        }
+
+        var list = new JsonObject
+        {
+            ["kind"] = listKind,
+            ["apiVersion"] = "v1",
+            ["metadata"] = new JsonObject { ["resourceVersion"] = _service.Store.Revision.ToString(System.Globalization.CultureInfo.InvariantCulture) },
+            ["items"] = new JsonArray(),
+        };
+        await Wire.WriteJsonAsync(context.Response, 200, list, ct).ConfigureAwait(false);
+        return true;
     }
 
     private ResourceRequest? Resolve(string group, string version, string[] rest)

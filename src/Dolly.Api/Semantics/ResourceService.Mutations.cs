@@ -69,8 +69,7 @@ internal sealed partial class ResourceService
                     CheckApplyIdentity(type, applied, name);
                     var meta = Json.Meta(applied);
                     meta["name"] = name;
-                    var created = Create(type, ns, applied, o with { FieldManager = o.FieldManager });
-                    return created;
+                    return Create(type, ns, applied, o with { Apply = true });
                 }
 
                 throw Errors.NotFound(type.Group, type.Plural, name);
@@ -81,7 +80,7 @@ internal sealed partial class ResourceService
                 "application/json-patch+json" => Patches.ApplyJsonPatch(current.Object, patch),
                 "application/merge-patch+json" => Patches.MergePatch(current.Object, patch),
                 "application/strategic-merge-patch+json" => Patches.StrategicMerge(current.Object, patch),
-                _ => ApplyMerge(type, current.Object, patch as JsonObject ?? throw Errors.BadRequest("apply patch must be an object"), name, o),
+                _ => ApplyMerge(type, current.Object, patch as JsonObject ?? throw Errors.BadRequest("apply patch must be an object"), name, o, Now),
             };
             if (patched is not JsonObject next)
             {
@@ -129,64 +128,20 @@ internal sealed partial class ResourceService
         _ = type;
     }
 
-    /// <summary>
-    /// Server-side apply onto a live object: the applied configuration's fields are merged in (maps per key, lists
-    /// atomically), and fields this manager applied last time but has now left out are removed unless another
-    /// manager also set them. Conflicting ownership is not tracked: applies always win, as with force=true.
-    /// </summary>
-    private static JsonObject ApplyMerge(ResourceType type, JsonObject live, JsonObject applied, string name, WriteOptions o)
+    /// <summary>Server-side apply onto a live object, with field ownership and conflicts (see <see cref="ManagedFields"/>).</summary>
+    private static JsonObject ApplyMerge(ResourceType type, JsonObject live, JsonObject applied, string name, WriteOptions o, string now)
     {
         CheckApplyIdentity(type, applied, name);
-        var result = (JsonObject)live.DeepClone();
-        var previous = (live["metadata"]?["managedFields"] as JsonArray ?? []).OfType<JsonObject>()
-            .FirstOrDefault(e => Json.Str(e["manager"]) == o.FieldManager && Json.Str(e["operation"]) == "Apply")?["fieldsV1"] as JsonObject;
-        var appliedSet = ManagedFields.FieldSet(applied);
-        if (previous is not null)
+        if (Json.Str(applied["apiVersion"]) != type.ApiVersion || Json.Str(applied["kind"]) != type.Kind)
         {
-            RemoveDropped(result, previous, appliedSet);
+            throw Errors.BadRequest("the apply patch's apiVersion and kind (" + Json.Str(applied["apiVersion"]) + ", " + Json.Str(applied["kind"]) +
+                ") do not match the resource (" + type.ApiVersion + ", " + type.Kind + ")");
         }
 
-        MergeApplied(result, applied);
-        return result;
-    }
-
-    private static void RemoveDropped(JsonObject target, JsonObject previous, JsonObject now)
-    {
-        foreach (var (key, prevChild) in previous)
-        {
-            if (!key.StartsWith("f:", StringComparison.Ordinal))
-            {
-                continue;
-            }
-
-            string field = key[2..];
-            if (now[key] is not JsonObject nowChild)
-            {
-                if (field is not ("metadata" or "apiVersion" or "kind"))
-                {
-                    target.Remove(field);
-                }
-            }
-            else if (prevChild is JsonObject p && p.Count > 0 && target[field] is JsonObject t)
-            {
-                RemoveDropped(t, p, nowChild);
-            }
-        }
-    }
-
-    private static void MergeApplied(JsonObject target, JsonObject applied)
-    {
-        foreach (var (key, value) in applied)
-        {
-            if (value is JsonObject child && target[key] is JsonObject existing)
-            {
-                MergeApplied(existing, child);
-            }
-            else
-            {
-                target[key] = value?.DeepClone();
-            }
-        }
+        var meta = applied["metadata"] as JsonObject;
+        meta?.Remove("resourceVersion");
+        meta?.Remove("managedFields");
+        return ManagedFields.Apply(live, applied, o.FieldManager, o.Force, type.ApiVersion, now);
     }
 
     public DeleteResult Delete(ResourceType type, string ns, string name, DeleteOptions d)

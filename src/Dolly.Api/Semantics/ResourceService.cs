@@ -203,8 +203,7 @@ internal sealed partial class ResourceService
         }
 
         CheckNamespaceLifecycle(type, ns, name);
-        meta.Remove("managedFields");
-        ManagedFields.Record(body, Manager(o), "Update", null, type.ApiVersion, now);
+        ManagedFields.OnCreate(body, Manager(o), o.Apply ? "Apply" : "Update", type.ApiVersion, now);
         if (o.DryRun)
         {
             if (_store.Get(type.StorageKey, ns, name) is not null)
@@ -341,10 +340,14 @@ internal sealed partial class ResourceService
             }
         }
 
-        meta["managedFields"] = oldMeta["managedFields"]?.DeepClone();
-        if (meta["managedFields"] is null)
+        if (operation != "Apply")
         {
-            meta.Remove("managedFields");
+            // Clients cannot rewrite ownership through a write; an apply has computed it already.
+            meta["managedFields"] = oldMeta["managedFields"]?.DeepClone();
+            if (meta["managedFields"] is null)
+            {
+                meta.Remove("managedFields");
+            }
         }
 
         meta["resourceVersion"] = current.ResourceVersion.ToString(CultureInfo.InvariantCulture);
@@ -383,7 +386,11 @@ internal sealed partial class ResourceService
             return new WriteResult(Output(type, old), 200, warnings);
         }
 
-        ManagedFields.Record(next, Manager(o), operation, subresource, type.ApiVersion, Now);
+        if (operation != "Apply")
+        {
+            ManagedFields.OnUpdate(old, next, Manager(o), subresource, type.ApiVersion, Now);
+        }
+
         if (o.DryRun)
         {
             return new WriteResult(next, 200, warnings);

@@ -5,6 +5,9 @@ namespace Dolly.Api.Semantics;
 /// <summary>Query options common to create, update and patch.</summary>
 internal sealed record WriteOptions(bool DryRun, string FieldManager, string FieldValidation, bool Force)
 {
+    /// <summary>Set for server-side apply, whose create records an Apply entry.</summary>
+    public bool Apply { get; init; }
+
     public static readonly WriteOptions Default = new(false, "", "Ignore", false);
 }
 
