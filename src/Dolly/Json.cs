@@ -65,6 +65,7 @@ internal sealed record BenchJson(
     DateTimeOffset Date,
     string Command,
     bool Quick,
+    int BlockSize,
     BenchMachineJson Machine,
     double DurationSeconds,
     IReadOnlyList<BenchFigureJson> Figures);

@@ -48,11 +48,12 @@ internal static class BenchReport
         return table;
     }
 
-    public static BenchJson Json(IReadOnlyList<BenchFigure> figures, string command, bool quick, BenchMachineJson machine, DateTimeOffset date, TimeSpan duration) => new(
+    public static BenchJson Json(IReadOnlyList<BenchFigure> figures, string command, bool quick, int blockSize, BenchMachineJson machine, DateTimeOffset date, TimeSpan duration) => new(
         "1",
         date,
         command,
         quick,
+        blockSize,
         machine,
         Math.Round(duration.TotalSeconds, 1),
         figures.Select(f => new BenchFigureJson(f.Group, f.Name, Math.Round(f.Value, 4), f.Unit, f.Target, f.Pass, f.Note, f.Details?.ToDictionary(kv => kv.Key, kv => Math.Round(kv.Value, 4)))).ToList());

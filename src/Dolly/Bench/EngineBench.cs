@@ -13,8 +13,11 @@ namespace Dolly.Bench;
 /// adds on top of the file system. Write figures include the final flush (engine Flush, fsync for the file),
 /// so write amplification shows up; the note splits write time from flush time.
 /// </remarks>
-internal sealed class EngineBench(string root, BenchSizes sizes, Action<string> log)
+internal sealed class EngineBench(string root, BenchSizes sizes, int blockSize, IReadOnlySet<string> sections, Action<string> log)
 {
+    /// <summary>The sections of a run, in order; <c>--only</c> picks some of them.</summary>
+    public static readonly IReadOnlyList<string> Sections = ["latency", "stream", "random", "lineage", "delete"];
+
     private const int MiB = 1 << 20;
     private const int Sector = 4096;
     private readonly byte[] _data = MakeData();
@@ -24,11 +27,14 @@ internal sealed class EngineBench(string root, BenchSizes sizes, Action<string> 
     public IReadOnlyList<BenchFigure> Run()
     {
         WarmUp();
-        Latency();
-        Streaming();
-        RandomWrites();
-        Lineage();
-        Deletes();
+        var run = new (string Name, Action Body)[] { ("latency", Latency), ("stream", Streaming), ("random", RandomWrites), ("lineage", Lineage), ("delete", Deletes) };
+        foreach (var (name, body) in run)
+        {
+            if (sections.Contains(name))
+            {
+                body();
+            }
+        }
 
         // One table section per group, in the order groups first appeared.
         return _figures.GroupBy(f => f.Group).SelectMany(g => g).ToList();
@@ -48,7 +54,7 @@ internal sealed class EngineBench(string root, BenchSizes sizes, Action<string> 
         return _data.AsSpan(_dataCursor, length);
     }
 
-    private Pool NewPool(string name) => Pool.Create(Path.Combine(root, name)).OrFail();
+    private Pool NewPool(string name) => Pool.Create(Path.Combine(root, name), new PoolCreateOptions { BlockSize = blockSize }).OrFail();
 
     private static void Drop(Pool pool)
     {

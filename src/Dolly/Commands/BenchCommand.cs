@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
 using Dolly.Bench;
+using Dolly.Storage;
 
 namespace Dolly.Commands;
 
@@ -19,21 +20,45 @@ internal static class BenchCommand
             HelpName = "DIR",
         };
         var strict = new Option<bool>("--strict") { Description = "Exit 13 when any target is missed" };
+        var blockSize = new Option<string>("--block-size")
+        {
+            Description = "Block size of the scratch pools (the pool init default is 64Ki)",
+            DefaultValueFactory = _ => "64Ki",
+            HelpName = "SIZE",
+        };
+        var only = new Option<string[]>("--only")
+        {
+            Description = $"Run only these sections: {string.Join(", ", EngineBench.Sections)}",
+            AllowMultipleArgumentsPerToken = true,
+            HelpName = "SECTION",
+        };
         var engine = new Command(
             "engine",
             "Measure the storage engine in one run: snapshot and clone latency on small and huge volumes, sequential and random I/O " +
             "against a plain file, reads with many snapshots in the lineage, metadata overhead, snapshot delete. " +
             "The full run needs about 14 GiB of free space.")
         {
-            json, quick, dir, strict,
+            json, quick, dir, strict, blockSize, only,
         };
-        engine.SetAction(parse => RunEngine(context, parse.GetValue(json), parse.GetValue(quick), parse.GetValue(dir), parse.GetValue(strict)));
+        engine.SetAction(parse => RunEngine(
+            context,
+            new BenchRequest(parse.GetValue(json), parse.GetValue(quick), parse.GetValue(dir), parse.GetValue(strict), parse.GetValue(blockSize)!, parse.GetValue(only) ?? [])));
         bench.Subcommands.Add(engine);
         return bench;
     }
 
-    private static int RunEngine(CliContext context, string? jsonFile, bool quick, string? dir, bool strict)
+    private sealed record BenchRequest(string? JsonFile, bool Quick, string? Dir, bool Strict, string BlockSize, string[] Only);
+
+    private static int RunEngine(CliContext context, BenchRequest request)
     {
+        var (jsonFile, quick, dir, strict, _, _) = request;
+        int blockSize = (int)Math.Clamp(CliContext.ParseSize(request.BlockSize, "--block-size"), 0, int.MaxValue);
+        var sections = request.Only.Length == 0 ? EngineBench.Sections.ToHashSet() : request.Only.SelectMany(o => o.Split(',')).ToHashSet();
+        if (sections.FirstOrDefault(s => !EngineBench.Sections.Contains(s)) is { } unknown)
+        {
+            throw new CliFailureException(ExitCodes.InvalidArgument, $"--only: unknown section '{unknown}' (sections: {string.Join(", ", EngineBench.Sections)})");
+        }
+
         string parent = Path.GetFullPath(dir ?? "/var/tmp");
         if (!Directory.Exists(parent))
         {
@@ -49,12 +74,16 @@ internal static class BenchCommand
         try
         {
             var sizes = quick ? BenchSizes.Quick : BenchSizes.Full;
-            var bench = new EngineBench(root, sizes, message =>
+            var bench = new EngineBench(root, sizes, blockSize, sections, message =>
             {
                 context.Host.Error.WriteLine($"bench: {message}");
                 context.Host.Error.Flush();
             });
             figures = bench.Run();
+        }
+        catch (CliFailureException ex) when (ex.ExitCode == ExitCodes.InvalidArgument && ex.Message.Contains("block size", StringComparison.Ordinal))
+        {
+            throw new CliFailureException(ExitCodes.InvalidArgument, $"--block-size: {ex.Message}");
         }
         catch (IOException ex)
         {
@@ -78,11 +107,11 @@ internal static class BenchCommand
         int missed = figures.Count(f => f.Pass == false);
         int met = figures.Count(f => f.Pass == true);
         context.Host.Out.WriteLine(
-            $"{met} target(s) met, {missed} missed; {machine.Processors} CPU(s) {machine.Cpu}, {machine.FileSystem}; {duration.TotalSeconds:0} s{(quick ? " (--quick: sizes too small for meaningful figures)" : string.Empty)}");
+            $"{met} target(s) met, {missed} missed; block size {ByteSize.Format(blockSize)}; {machine.Processors} CPU(s) {machine.Cpu}, {machine.FileSystem}; {duration.TotalSeconds:0} s{(quick ? " (--quick: sizes too small for meaningful figures)" : string.Empty)}");
         if (jsonFile is not null)
         {
             string command = "dolly " + string.Join(' ', context.Args);
-            var doc = BenchReport.Json(figures, command, quick, machine, date, duration);
+            var doc = BenchReport.Json(figures, command, quick, blockSize, machine, date, duration);
             try
             {
                 File.WriteAllText(jsonFile, JsonSerializer.Serialize(doc, DollyJson.Default.BenchJson));
