@@ -71,7 +71,7 @@ internal sealed record BenchJson(
     IReadOnlyList<BenchFigureJson> Figures);
 
 /// <summary>The machine a benchmark ran on.</summary>
-internal sealed record BenchMachineJson(int Processors, string Cpu, string FileSystem, string Directory, string Os, string Runtime);
+internal sealed record BenchMachineJson(int Processors, string Cpu, string FileSystem, string Directory, string Os, string Runtime, string LoadAverage);
 
 [JsonSourceGenerationOptions(
     PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,

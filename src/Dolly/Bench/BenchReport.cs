@@ -64,7 +64,21 @@ internal static class BenchReport
         FileSystemOf(directory),
         directory,
         RuntimeInformation.OSDescription,
-        RuntimeInformation.FrameworkDescription);
+        RuntimeInformation.FrameworkDescription,
+        LoadAverage());
+
+    /// <summary>The 1, 5 and 15 minute load averages (Linux): a busy machine explains noisy figures.</summary>
+    public static string LoadAverage()
+    {
+        try
+        {
+            return File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "unknown";
+        }
+        catch (IOException)
+        {
+            return "unknown";
+        }
+    }
 
     private static string CpuModel()
     {

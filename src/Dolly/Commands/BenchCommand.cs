@@ -107,7 +107,7 @@ internal static class BenchCommand
         int missed = figures.Count(f => f.Pass == false);
         int met = figures.Count(f => f.Pass == true);
         context.Host.Out.WriteLine(
-            $"{met} target(s) met, {missed} missed; block size {ByteSize.Format(blockSize)}; {machine.Processors} CPU(s) {machine.Cpu}, {machine.FileSystem}; {duration.TotalSeconds:0} s{(quick ? " (--quick: sizes too small for meaningful figures)" : string.Empty)}");
+            $"{met} target(s) met, {missed} missed; block size {ByteSize.Format(blockSize)}; {machine.Processors} CPU(s) {machine.Cpu}, {machine.FileSystem}; load {machine.LoadAverage} at start, {BenchReport.LoadAverage()} at end; {duration.TotalSeconds:0} s{(quick ? " (--quick: sizes too small for meaningful figures)" : string.Empty)}");
         if (jsonFile is not null)
         {
             string command = "dolly " + string.Join(' ', context.Args);
