@@ -14,7 +14,12 @@ internal sealed partial class NbdConnection
     private readonly SemaphoreSlim _sendLock = new(1, 1);
     private ByteBudget? _budget;
     private SemaphoreSlim? _slots;
-    private int _inFlight;
+    // Requests handed to the thread pool and not yet answered, plus one reference held by the receive loop
+    // until it stops reading: the count can reach zero only once, after the loop has stopped, so _drained
+    // completes exactly when the last outstanding request is answered (NBD_CMD_DISC: "the server MUST handle
+    // all outstanding requests"). Counting from zero instead completed _drained the first time the connection
+    // went idle, and a later DISC closed the socket under requests still in flight.
+    private int _inFlight = 1;
     private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private readonly record struct Request(ushort Flags, ushort Type, ulong Cookie, ulong Offset, uint Length);
@@ -86,7 +91,7 @@ internal sealed partial class NbdConnection
         finally
         {
             // Outstanding requests finish (and are answered if the client still listens) before closing.
-            if (Interlocked.CompareExchange(ref _inFlight, 0, 0) > 0)
+            if (Interlocked.Decrement(ref _inFlight) > 0)
             {
                 await _drained.Task.WaitAsync(TimeSpan.FromSeconds(30), CancellationToken.None).ConfigureAwait(false);
             }
@@ -124,6 +129,13 @@ internal sealed partial class NbdConnection
 
     private async Task HandleAsync(BlockDevice export, Request req, byte[]? payload, CancellationToken ct)
     {
+        if (req.Type is not (Nbd.CmdWrite or Nbd.CmdTrim or Nbd.CmdWriteZeroes))
+        {
+            // proto.md: the server MUST accept NBD_CMD_FLAG_FUA on every command (clients are known to set it
+            // on FLUSH and READ); it only means something where data is written.
+            req = req with { Flags = (ushort)(req.Flags & ~Nbd.CmdFlagFua) };
+        }
+
         bool fua = (req.Flags & Nbd.CmdFlagFua) != 0;
         switch (req.Type)
         {

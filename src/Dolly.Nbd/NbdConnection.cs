@@ -110,7 +110,9 @@ internal sealed partial class NbdConnection : IAsyncDisposable
             // Closing a connection the peer already broke.
         }
 
-        _abort.Dispose();
+        // _abort is deliberately not disposed: NbdServer.DisposeAsync calls Abort on every connection it still
+        // lists while connections end on their own, so Abort can race with this method, and Cancel on a
+        // disposed source throws. A source with no timer holds nothing that needs disposing.
     }
 
     private async Task ReadExactAsync(Memory<byte> buffer, CancellationToken ct) =>
