@@ -60,37 +60,42 @@ public sealed partial class Pool : IDisposable
             return Result<Pool>.Fail(StorageErrorCode.InvalidArgument, $"block size {bs} is not a power of two between 4096 and 1048576");
         }
 
+        IDisposable? dirLock = null;
+        IStorageFile? meta = null;
+        IStorageFile? data = null;
         try
         {
-            if (fs.DirectoryExists(directory))
-            {
-                if (fs.FileExists(Path.Combine(directory, Layout.MetaFile)))
-                {
-                    return Result<Pool>.Fail(StorageErrorCode.AlreadyExists, $"a Dolly pool already exists in '{directory}'");
-                }
-
-                var other = fs.ListDirectory(directory).Where(n => n != Layout.LockFile).ToList();
-                if (other.Count > 0)
-                {
-                    return Result<Pool>.Fail(StorageErrorCode.NotAPool, $"directory '{directory}' is not empty (it holds '{other[0]}'); a pool needs an empty directory");
-                }
-            }
-            else
+            if (!fs.DirectoryExists(directory))
             {
                 fs.CreateDirectory(directory);
             }
 
-            var dirLock = fs.TryLock(directory);
+            dirLock = fs.TryLock(directory);
             if (dirLock is null)
             {
                 return Result<Pool>.Fail(StorageErrorCode.InUse, $"pool '{directory}' is in use by another process");
             }
 
-            var meta = fs.Open(Path.Combine(directory, Layout.MetaFile), create: true);
-            var data = fs.Open(Path.Combine(directory, Layout.DataFile), create: true);
+            var metaPath = Path.Combine(directory, Layout.MetaFile);
+            var dataPath = Path.Combine(directory, Layout.DataFile);
+            var other = fs.ListDirectory(directory).Where(n => n is not (Layout.LockFile or Layout.MetaFile or Layout.DataFile)).ToList();
+            if (other.Count > 0)
+            {
+                return Fail(StorageErrorCode.NotAPool, $"directory '{directory}' is not empty (it holds '{other[0]}'); a pool needs an empty directory");
+            }
+
+            if (fs.FileExists(metaPath) && !IsInterruptedCreate(fs, metaPath, dataPath))
+            {
+                return Fail(StorageErrorCode.AlreadyExists, $"a Dolly pool already exists in '{directory}'");
+            }
+
+            // Data file first, superblocks last: until a superblock is durable the directory is an
+            // interrupted creation, which the next Create recognises and redoes.
+            data = fs.Open(dataPath, create: true);
+            data.Sync();
+            meta = fs.Open(metaPath, create: true);
             var sb = new Superblock(bs, Guid.NewGuid(), 0, 0, 1, 1, 2, 0);
             var page = new byte[Layout.PageSize];
-            data.Sync();
             sb.WriteTo(page);
             meta.Write(0, page);
             (sb with { Generation = 1 }).WriteTo(page);
@@ -103,12 +108,53 @@ public sealed partial class Pool : IDisposable
         }
         catch (IOException ex)
         {
-            return Result<Pool>.Fail(IsNoSpace(ex) ? StorageErrorCode.NoSpace : StorageErrorCode.IoError, $"cannot create pool in '{directory}': {ex.Message}");
+            return Fail(IsNoSpace(ex) ? StorageErrorCode.NoSpace : StorageErrorCode.IoError, $"cannot create pool in '{directory}': {ex.Message}");
         }
         catch (UnauthorizedAccessException ex)
         {
-            return Result<Pool>.Fail(StorageErrorCode.IoError, $"cannot create pool in '{directory}': {ex.Message}");
+            return Fail(StorageErrorCode.IoError, $"cannot create pool in '{directory}': {ex.Message}");
         }
+
+        Result<Pool> Fail(StorageErrorCode code, string message)
+        {
+            data?.Dispose();
+            meta?.Dispose();
+            dirLock?.Dispose();
+            return Result<Pool>.Fail(code, message);
+        }
+    }
+
+    /// <summary>
+    /// True when a directory holds what a <see cref="Create"/> that crashed leaves: a metadata file of at most
+    /// the two superblock pages with no valid superblock, and no data. Such a pool never held anything.
+    /// </summary>
+    private static bool IsInterruptedCreate(IFileSystem fs, string metaPath, string dataPath)
+    {
+        using (var data = fs.FileExists(dataPath) ? fs.Open(dataPath, create: false) : null)
+        {
+            if (data is not null && data.Length > 0)
+            {
+                return false;
+            }
+        }
+
+        using var meta = fs.Open(metaPath, create: false);
+        if (meta.Length > 2 * Layout.PageSize)
+        {
+            return false;
+        }
+
+        var page = new byte[Layout.PageSize];
+        for (int slot = 0; slot < 2; slot++)
+        {
+            meta.Read((long)slot * Layout.PageSize, page);
+            if (Superblock.Parse(page, out _, out _) is not null)
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     /// <summary>Opens an existing pool, verifying its metadata.</summary>
