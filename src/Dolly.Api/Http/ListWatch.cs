@@ -93,11 +93,21 @@ internal sealed class ListWatch
             }
             else if (includeObject == "Metadata")
             {
+                // managedFields are left out: printers never read them and they are most of the metadata's size.
+                var meta = new JsonObject();
+                foreach (var (k, v) in obj["metadata"] as JsonObject ?? [])
+                {
+                    if (k != "managedFields")
+                    {
+                        meta[k] = v?.DeepClone();
+                    }
+                }
+
                 row["object"] = new JsonObject
                 {
                     ["kind"] = "PartialObjectMetadata",
                     ["apiVersion"] = "meta.k8s.io/v1",
-                    ["metadata"] = obj["metadata"]?.DeepClone(),
+                    ["metadata"] = meta,
                 };
             }
 
@@ -204,9 +214,17 @@ internal sealed class ListWatch
         ValidateListOptions(request, watch: false);
         var (labels, fields) = Selectors(request, type);
         var (table, tableVersion) = Negotiate(request);
-        long limit = long.TryParse(request.Query["limit"].ToString(), NumberStyles.None, CultureInfo.InvariantCulture, out long l) && l > 0 ? l : long.MaxValue;
         string cont = request.Query["continue"].ToString();
         var token = cont.Length > 0 ? DecodeContinue(cont) : null;
+        long limit = long.TryParse(request.Query["limit"].ToString(), NumberStyles.None, CultureInfo.InvariantCulture, out long l) && l > 0 ? l : long.MaxValue;
+        if (table && cont.Length == 0)
+        {
+            // Tables are for printing: kubectl asks for 500 rows a page but throttles itself to 5 requests a second
+            // after the first 10, so 10,000 rows would take seconds of client-side waiting. The API lets a server
+            // ignore limit, and one page of rows is cheap to render, so tables come whole.
+            limit = long.MaxValue;
+        }
+
         string? rvParam = request.Query["resourceVersion"].ToString() is { Length: > 0 } s ? s : null;
         if (rvParam is not null && request.Query["resourceVersionMatch"].ToString() == "Exact" &&
             long.Parse(rvParam, CultureInfo.InvariantCulture) < _store.CompactedThrough)
