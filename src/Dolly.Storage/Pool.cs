@@ -93,6 +93,7 @@ public sealed partial class Pool : IDisposable
             // interrupted creation, which the next Create recognises and redoes.
             data = fs.Open(dataPath, create: true);
             data.Sync();
+            fs.SyncDirectory(directory);
             meta = fs.Open(metaPath, create: true);
             var sb = new Superblock(bs, Guid.NewGuid(), 0, 0, 1, 1, 2, 0);
             var page = new byte[Layout.PageSize];
