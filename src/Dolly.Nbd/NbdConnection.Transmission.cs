@@ -136,6 +136,14 @@ internal sealed partial class NbdConnection
             req = req with { Flags = (ushort)(req.Flags & ~Nbd.CmdFlagFua) };
         }
 
+        if (req.Type is Nbd.CmdRead or Nbd.CmdCache or Nbd.CmdBlockStatus && export.Size < 0)
+        {
+            // Checked before the bounds: a deleted device has size -1, and "beyond the end" (EINVAL) would
+            // tell the client its request was wrong rather than that the export is gone.
+            await ErrorAsync(req, Nbd.EIo, $"'{export.Name}' was deleted", ct).ConfigureAwait(false);
+            return;
+        }
+
         bool fua = (req.Flags & Nbd.CmdFlagFua) != 0;
         switch (req.Type)
         {
