@@ -147,12 +147,9 @@ internal sealed class Controllers
     /// <summary>Deletes every object whose owners are all gone once <paramref name="uid"/> was deleted.</summary>
     private void CollectDependents(string uid)
     {
-        foreach (var obj in _store.All())
+        foreach (var obj in _store.DependentsOf(uid))
         {
-            if (obj.Object["metadata"]?["ownerReferences"] is JsonArray refs && refs.Any(r => Json.Str(r?["uid"]) == uid))
-            {
-                CollectIfOrphaned(obj);
-            }
+            CollectIfOrphaned(obj);
         }
     }
 

@@ -277,13 +277,8 @@ internal sealed partial class ResourceService
     /// <summary>Removes ownerReferences to <paramref name="ownerUid"/> from every dependent (propagationPolicy=Orphan).</summary>
     private void OrphanDependents(string ownerUid)
     {
-        foreach (var dep in _store.All())
+        foreach (var dep in _store.DependentsOf(ownerUid))
         {
-            if (dep.Object["metadata"]?["ownerReferences"] is not JsonArray refs || !refs.Any(r => Json.Str(r?["uid"]) == ownerUid))
-            {
-                continue;
-            }
-
             for (int attempt = 0; attempt < MaxRetries; attempt++)
             {
                 var live = _store.Get(dep.Resource, dep.Namespace, dep.Name);

@@ -14,9 +14,23 @@ internal static class SchemaValidator
 {
     public static void Validate(JsonObject obj, JsonObject schema, List<string> unknown, List<FieldCause> errors)
     {
-        // metadata, apiVersion and kind are checked by the server, not the schema.
+        // metadata, apiVersion and kind are checked by the server, not the schema; metadata's own fields are fixed.
         Walk(obj, schema, "", unknown, errors, root: true);
+        if (obj["metadata"] is JsonObject meta)
+        {
+            foreach (var key in meta.Select(kv => kv.Key).Where(k => !ObjectMetaFields.Contains(k)).ToList())
+            {
+                unknown.Add("metadata." + key);
+                meta.Remove(key);
+            }
+        }
     }
+
+    private static readonly HashSet<string> ObjectMetaFields = new(StringComparer.Ordinal)
+    {
+        "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp",
+        "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences", "finalizers", "managedFields",
+    };
 
     private static string Join(string path, string key) => path.Length == 0 ? key : path + "." + key;
 

@@ -45,6 +45,7 @@ internal sealed class ObjectStore : IDisposable
     private readonly SqliteConnection _db;
     private readonly Dictionary<string, SortedDictionary<string, StoredObject>> _byResource = new(StringComparer.Ordinal);
     private readonly Dictionary<string, StoredObject> _byUid = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, HashSet<(string Resource, string Namespace, string Name)>> _byOwner = new(StringComparer.Ordinal);
     private readonly StoreEvent?[] _window;
     private readonly List<WatchSubscription> _subscribers = [];
     private int _windowStart;
@@ -115,10 +116,7 @@ internal sealed class ObjectStore : IDisposable
                 var obj = (JsonObject)JsonNode.Parse(reader.GetString(4))!;
                 var stored = new StoredObject(reader.GetString(0), reader.GetString(1), reader.GetString(2), reader.GetInt64(3), obj);
                 Bucket(stored.Resource)[Key(stored.Namespace, stored.Name)] = stored;
-                if (stored.Uid.Length > 0)
-                {
-                    _byUid[stored.Uid] = stored;
-                }
+                Index(null, stored);
             }
         }
 
@@ -254,14 +252,64 @@ internal sealed class ObjectStore : IDisposable
 
     private void Index(StoredObject? before, StoredObject? after)
     {
-        if (before is not null && before.Uid.Length > 0)
+        if (before is not null)
         {
-            _byUid.Remove(before.Uid);
+            if (before.Uid.Length > 0)
+            {
+                _byUid.Remove(before.Uid);
+            }
+
+            foreach (var owner in OwnerUids(before))
+            {
+                if (_byOwner.TryGetValue(owner, out var set) && set.Remove((before.Resource, before.Namespace, before.Name)) && set.Count == 0)
+                {
+                    _byOwner.Remove(owner);
+                }
+            }
         }
 
-        if (after is not null && after.Uid.Length > 0)
+        if (after is not null)
         {
-            _byUid[after.Uid] = after;
+            if (after.Uid.Length > 0)
+            {
+                _byUid[after.Uid] = after;
+            }
+
+            foreach (var owner in OwnerUids(after))
+            {
+                if (!_byOwner.TryGetValue(owner, out var set))
+                {
+                    set = [];
+                    _byOwner[owner] = set;
+                }
+
+                set.Add((after.Resource, after.Namespace, after.Name));
+            }
+        }
+    }
+
+    private static IEnumerable<string> OwnerUids(StoredObject s) =>
+        (s.Object["metadata"]?["ownerReferences"] as JsonArray ?? []).Select(r => (r as JsonObject)?["uid"]).OfType<JsonValue>()
+            .Select(v => v.TryGetValue(out string? u) ? u : null).OfType<string>();
+
+    /// <summary>The objects whose ownerReferences name <paramref name="ownerUid"/>.</summary>
+    public List<StoredObject> DependentsOf(string ownerUid)
+    {
+        lock (_sync)
+        {
+            var result = new List<StoredObject>();
+            if (_byOwner.TryGetValue(ownerUid, out var keys))
+            {
+                foreach (var (resource, ns, name) in keys)
+                {
+                    if (_byResource.TryGetValue(resource, out var b) && b.TryGetValue(Key(ns, name), out var s))
+                    {
+                        result.Add(s);
+                    }
+                }
+            }
+
+            return result;
         }
     }
 
