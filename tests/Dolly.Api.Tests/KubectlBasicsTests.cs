@@ -141,6 +141,7 @@ public sealed class KubectlBasicsTests(ServerFixture fx) : IClassFixture<ServerF
                         required: [size]
                         properties:
                           size: {type: integer, minimum: 1}
+                          color: {type: string, default: blue}
                       status:
                         type: object
                         properties:
@@ -154,6 +155,8 @@ public sealed class KubectlBasicsTests(ServerFixture fx) : IClassFixture<ServerF
         var get = (await fx.KubectlAsync("get", "wd", "-n", "widgets")).ShouldSucceed();
         Assert.Matches(@"NAME\s+SIZE\s+READY", get.Stdout);
         Assert.Matches(@"w1\s+3", get.Stdout);
+        var color = (await fx.KubectlAsync("get", "wd", "w1", "-n", "widgets", "-o", "jsonpath={.spec.color}")).ShouldSucceed();
+        Assert.Equal("blue", color.Stdout);
 
         const string bad = "apiVersion: example.dolly.io/v1\nkind: Widget\nmetadata: {name: w2, namespace: widgets}\nspec: {size: 0}\n";
         var invalid = (await fx.KubectlWithInputAsync(bad, "apply", "-f", "-")).ShouldFail();

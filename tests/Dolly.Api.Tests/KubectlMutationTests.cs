@@ -134,6 +134,8 @@ public sealed class KubectlMutationTests(ServerFixture fx) : IClassFixture<Serve
         Assert.Contains("unable to create new content in namespace cascade because it is being terminated", refused.Stderr, StringComparison.Ordinal);
         await Poll.UntilAsync(async () => (await fx.KubectlAsync("get", "vs", "-n", ns, "-o", "name")).Stdout,
             o => o == "volumesnapshot.snapshot.storage.k8s.io/held\n", TimeSpan.FromSeconds(10));
+        await Poll.UntilAsync(async () => (await fx.KubectlAsync("get", "ns", ns, "-o", "jsonpath={.status.conditions[?(@.type==\"NamespaceFinalizersRemaining\")].message}")).Stdout,
+            o => o == "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances", TimeSpan.FromSeconds(10));
 
         using var waitDelete = fx.StartKubectl("delete", "ns", ns, "--timeout=20s");
         (await fx.KubectlAsync("patch", "vs", "held", "-n", ns, "--type", "merge", "-p", """{"metadata":{"finalizers":null}}""")).ShouldSucceed();

@@ -177,26 +177,63 @@ internal sealed class Controllers
             return;
         }
 
-        int remaining = 0;
         foreach (var obj in _store.All().Where(o => o.Namespace == ns))
         {
-            remaining++;
             if (obj.Object["metadata"]?["deletionTimestamp"] is null)
             {
                 _service.DeleteInternal(obj);
             }
         }
 
-        if (remaining > 0 && _store.All().Any(o => o.Namespace == ns))
+        var type = _service.Registry.Find("", "v1", "namespaces")!;
+        var left = _store.All().Where(o => o.Namespace == ns).ToList();
+        if (left.Count > 0)
         {
+            ReportRemaining(type, nsObj, left);
             return;
         }
 
-        var type = _service.Registry.Find("", "v1", "namespaces")!;
         var body = (JsonObject)nsObj.Object.DeepClone();
         var finalizers = new JsonArray([.. Json.StringList(body["spec"]?["finalizers"]).Where(f => f != "kubernetes").Select(f => (JsonNode)f)]);
         (body["spec"] as JsonObject ?? [])["finalizers"] = finalizers;
         _service.Update(type, "", ns, body, "finalize", WriteOptions.Default with { FieldManager = "namespace-controller" });
+    }
+
+    /// <summary>Explains on the namespace, as the namespace controller's conditions do, what keeps it Terminating.</summary>
+    private void ReportRemaining(Resources.ResourceType type, StoredObject nsObj, List<StoredObject> left)
+    {
+        static string GroupResource(string storageKey)
+        {
+            int slash = storageKey.IndexOf('/', StringComparison.Ordinal);
+            string group = storageKey[..slash], plural = storageKey[(slash + 1)..];
+            return group.Length == 0 ? plural : plural + "." + group;
+        }
+
+        string content = string.Join(", ", left.GroupBy(o => o.Resource).OrderBy(g => g.Key, StringComparer.Ordinal)
+            .Select(g => GroupResource(g.Key) + " has " + g.Count().ToString(System.Globalization.CultureInfo.InvariantCulture) + " resource instances"));
+        var byFinalizer = left.SelectMany(o => Json.StringList(o.Object["metadata"]?["finalizers"])).GroupBy(f => f).OrderBy(g => g.Key, StringComparer.Ordinal)
+            .Select(g => g.Key + " in " + g.Count().ToString(System.Globalization.CultureInfo.InvariantCulture) + " resource instances").ToList();
+        string now = Json.Str(nsObj.Object["metadata"]?["deletionTimestamp"]) ?? "";
+        var conditions = new JsonArray
+        {
+            new JsonObject { ["type"] = "NamespaceContentRemaining", ["status"] = "True", ["lastTransitionTime"] = now, ["reason"] = "SomeResourcesRemain", ["message"] = "Some resources are remaining: " + content },
+            new JsonObject
+            {
+                ["type"] = "NamespaceFinalizersRemaining",
+                ["status"] = byFinalizer.Count > 0 ? "True" : "False",
+                ["lastTransitionTime"] = now,
+                ["reason"] = byFinalizer.Count > 0 ? "SomeFinalizersRemain" : "ContentHasNoFinalizers",
+                ["message"] = byFinalizer.Count > 0 ? "Some content in the namespace has finalizers remaining: " + string.Join(", ", byFinalizer) : "All content-preserving finalizers finished",
+            },
+        };
+        if (Json.Same(nsObj.Object["status"]?["conditions"], conditions))
+        {
+            return;
+        }
+
+        var body = (JsonObject)nsObj.Object.DeepClone();
+        (body["status"] as JsonObject ?? [])["conditions"] = conditions;
+        _service.Update(type, "", nsObj.Name, body, "status", WriteOptions.Default with { FieldManager = "namespace-controller" });
     }
 
     /// <summary>Deletes every instance of a terminating CRD, then removes its cleanup finalizer.</summary>

@@ -83,6 +83,15 @@ internal static class SchemaValidator
     {
         var props = schema["properties"] as JsonObject;
         var additional = schema["additionalProperties"];
+        foreach (var (key, propSchema) in props ?? [])
+        {
+            // Structural defaulting: a missing field with a schema default gets it, as the apiserver does on decode.
+            if (!o.ContainsKey(key) && propSchema is JsonObject ps && ps.ContainsKey("default") && !(root && key == "metadata"))
+            {
+                o[key] = ps["default"]?.DeepClone();
+            }
+        }
+
         foreach (var key in o.Select(kv => kv.Key).ToList())
         {
             if (root && key is "metadata" or "apiVersion" or "kind")
