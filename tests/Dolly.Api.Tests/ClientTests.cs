@@ -249,4 +249,31 @@ public sealed class ClientTests(ServerFixture fx) : IClassFixture<ServerFixture>
         var patched = (JsonElement)await client.CustomObjects.PatchNamespacedCustomObjectAsync(merge, Group, Version, ns, Plural, "s", cancellationToken: Ct);
         Assert.Equal("b", patched.GetProperty("metadata").GetProperty("labels").GetProperty("a").GetString());
     }
+
+    [Fact]
+    public async Task Watch_WithLabelSelector_ObjectsEnterAndLeaveAsAddedAndDeleted()
+    {
+        using var client = fx.Client();
+        string ns = await NamespaceAsync(client, "c-watch-sel");
+        await client.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(Pvc("p"), ns, cancellationToken: Ct);
+        var list = await client.CoreV1.ListNamespacedPersistentVolumeClaimAsync(ns, cancellationToken: Ct);
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        cts.CancelAfter(TimeSpan.FromSeconds(20));
+        var on = new V1Patch("""{"metadata":{"labels":{"sel":"yes"}}}""", V1Patch.PatchType.MergePatch);
+        var off = new V1Patch("""{"metadata":{"labels":{"sel":"no"}}}""", V1Patch.PatchType.MergePatch);
+        await client.CoreV1.PatchNamespacedPersistentVolumeClaimAsync(on, "p", ns, cancellationToken: Ct);
+        await client.CoreV1.PatchNamespacedPersistentVolumeClaimAsync(off, "p", ns, cancellationToken: Ct);
+        var seen = new List<string>();
+        await foreach (var (type, _) in client.CoreV1.WatchListNamespacedPersistentVolumeClaimAsync(ns, labelSelector: "sel=yes",
+            resourceVersion: list.Metadata.ResourceVersion, cancellationToken: cts.Token))
+        {
+            seen.Add(type.ToString());
+            if (seen.Count == 2)
+            {
+                break;
+            }
+        }
+
+        Assert.Equal(["Added", "Deleted"], seen);
+    }
 }

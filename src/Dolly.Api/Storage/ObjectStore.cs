@@ -19,8 +19,8 @@ internal enum StoreEventType
     Deleted,
 }
 
-/// <summary>One committed change. <see cref="Object"/> is the new state, or the last state for a delete.</summary>
-internal sealed record StoreEvent(StoreEventType Type, StoredObject Stored)
+/// <summary>One committed change: the new state (the last state for a delete) and, for a modification, the state before.</summary>
+internal sealed record StoreEvent(StoreEventType Type, StoredObject Stored, JsonObject? Previous = null)
 {
     public long ResourceVersion => Stored.ResourceVersion;
 }
@@ -219,7 +219,7 @@ internal sealed class ObjectStore : IDisposable
             var stored = Commit(resource, ns, name, obj, delete: false);
             bucket[Key(ns, name)] = stored;
             Index(current, stored);
-            Publish(new StoreEvent(StoreEventType.Modified, stored));
+            Publish(new StoreEvent(StoreEventType.Modified, stored, current.Object));
             return (WriteOutcome.Ok, stored);
         }
     }
