@@ -54,6 +54,7 @@ internal sealed record BenchFigureJson(
     string Name,
     double Value,
     string Unit,
+    string Display,
     string? Target,
     bool? Pass,
     string? Note,

@@ -56,7 +56,7 @@ internal static class BenchReport
         blockSize,
         machine,
         Math.Round(duration.TotalSeconds, 1),
-        figures.Select(f => new BenchFigureJson(f.Group, f.Name, Math.Round(f.Value, 4), f.Unit, f.Target, f.Pass, f.Note, f.Details?.ToDictionary(kv => kv.Key, kv => Math.Round(kv.Value, 4)))).ToList());
+        figures.Select(f => new BenchFigureJson(f.Group, f.Name, Math.Round(f.Value, 4), f.Unit, f.Display, f.Target, f.Pass, f.Note, f.Details?.ToDictionary(kv => kv.Key, kv => Math.Round(kv.Value, 4)))).ToList());
 
     public static BenchMachineJson Machine(string directory) => new(
         Environment.ProcessorCount,
