@@ -49,12 +49,25 @@ public sealed class ApiServer : IAsyncDisposable
     private ObjectStore? _store;
     private Credentials? _credentials;
     private Task? _controllers;
+    private readonly IPAddress _address;
+    private FileStream? _lock;
     private bool _stopped;
 
     /// <summary>Creates a server; nothing happens until <see cref="StartAsync"/>.</summary>
     public ApiServer(ApiServerOptions options, ILoggerFactory? loggerFactory = null, TimeProvider? timeProvider = null)
     {
         ArgumentNullException.ThrowIfNull(options);
+        if (!IPAddress.TryParse(options.ListenAddress, out var address))
+        {
+            throw new ArgumentException("ListenAddress must be an IP address: " + options.ListenAddress, nameof(options));
+        }
+
+        if (options.Port is < 0 or > 65535)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.Port, "Port must be between 0 and 65535");
+        }
+
+        _address = address;
         _options = options;
         _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
         _logger = _loggerFactory.CreateLogger("Dolly.Api");
@@ -82,9 +95,30 @@ public sealed class ApiServer : IAsyncDisposable
 
         string state = Path.GetFullPath(_options.StateDirectory);
         Directory.CreateDirectory(state);
-        if (!IPAddress.TryParse(_options.ListenAddress, out var address))
+        try
         {
-            throw new ArgumentException("ListenAddress must be an IP address: " + _options.ListenAddress, nameof(cancellationToken));
+            await StartCoreAsync(state, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            // Leave nothing half-open (database, lock, controllers) when binding or opening the state fails.
+            _stopped = true;
+            await ReleaseAsync(CancellationToken.None).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private async Task StartCoreAsync(string state, CancellationToken cancellationToken)
+    {
+        var address = _address;
+        try
+        {
+            // One server per state directory: a second would hand out the same resourceVersions.
+            _lock = new FileStream(Path.Combine(state, "api.lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        }
+        catch (IOException e)
+        {
+            throw new InvalidOperationException("the state directory " + state + " is in use by another API server", e);
         }
 
         _credentials = Credentials.LoadOrCreate(state, address, _time);
@@ -115,8 +149,8 @@ public sealed class ApiServer : IAsyncDisposable
         });
         var app = builder.Build();
         app.Run(handler.HandleAsync);
-        await app.StartAsync(cancellationToken).ConfigureAwait(false);
         _app = app;
+        await app.StartAsync(cancellationToken).ConfigureAwait(false);
 
         var bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         int port = new Uri(bound).Port;
@@ -177,12 +211,19 @@ public sealed class ApiServer : IAsyncDisposable
         }
 
         _stopped = true;
+        await ReleaseAsync(cancellationToken).ConfigureAwait(false);
+        ApiServerLog.Stopped(_logger);
+    }
+
+    private async Task ReleaseAsync(CancellationToken cancellationToken)
+    {
         await _stopping.CancelAsync().ConfigureAwait(false);
         if (_app is not null)
         {
             // Watches end on _stopping, so the graceful stop below only waits for short requests in flight.
             await _app.StopAsync(cancellationToken).ConfigureAwait(false);
             await _app.DisposeAsync().ConfigureAwait(false);
+            _app = null;
         }
 
         if (_controllers is not null)
@@ -191,8 +232,14 @@ public sealed class ApiServer : IAsyncDisposable
         }
 
         _store?.Dispose();
+        _store = null;
         _credentials?.Dispose();
-        ApiServerLog.Stopped(_logger);
+        _credentials = null;
+        if (_lock is not null)
+        {
+            await _lock.DisposeAsync().ConfigureAwait(false);
+            _lock = null;
+        }
     }
 
     /// <summary>Stops the server if it is running.</summary>
