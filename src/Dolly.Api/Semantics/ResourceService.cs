@@ -145,8 +145,35 @@ internal sealed partial class ResourceService
 
     private static bool TracksGeneration(ResourceType type) => !type.Builtin || type.Plural == "customresourcedefinitions";
 
+    /// <summary>apiVersion, kind and metadata first, as kube-apiserver serializes objects.</summary>
+    private static JsonObject Ordered(JsonObject obj)
+    {
+        var props = obj.ToList();
+        obj.Clear();
+        var result = new JsonObject();
+        foreach (var key in new[] { "apiVersion", "kind", "metadata" })
+        {
+            var match = props.FirstOrDefault(p => p.Key == key);
+            if (match.Key is not null)
+            {
+                result[key] = match.Value;
+            }
+        }
+
+        foreach (var (key, value) in props)
+        {
+            if (key is not ("apiVersion" or "kind" or "metadata"))
+            {
+                result[key] = value;
+            }
+        }
+
+        return result;
+    }
+
     public WriteResult Create(ResourceType type, string ns, JsonObject body, WriteOptions o)
     {
+        body = Ordered(body);
         CheckTypeMeta(type, body);
         var meta = Json.Meta(body);
         CheckNamespace(type, ns, meta);
@@ -326,6 +353,7 @@ internal sealed partial class ResourceService
 
         next["apiVersion"] = type.ApiVersion;
         next["kind"] = type.Kind;
+        next = Ordered(next);
         var meta = Json.Meta(next);
         var oldMeta = Json.Meta(old);
         foreach (var field in new[] { "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "name", "namespace" })
