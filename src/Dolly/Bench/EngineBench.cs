@@ -127,61 +127,70 @@ internal sealed partial class EngineBench(string root, BenchSizes sizes, int blo
     {
         string small = BenchSizes.Size(sizes.SmallVolume);
         string large = $"{BenchSizes.Size(sizes.LargeVolume)}, {BenchSizes.Size(sizes.LargeWritten)} written";
-        log($"snapshot and clone latency on a {small} volume (written in full)");
-        var pool = NewPool("latency-small");
-        pool.CreateVolume("v", sizes.SmallVolume).OrFail();
-        WriteSequential(pool.OpenDevice("v").OrFail(), 0, sizes.SmallVolume);
-        pool.Flush().OrFail();
-        var (snapSmall, cloneSmall) = MeasureLatency(pool, sizes.SmallVolume);
-        Drop(pool);
+        log($"snapshot and clone latency on a {small} volume (written in full) and a {large} (1 MiB pieces spread evenly), interleaved");
+        var smallPool = NewPool("latency-small");
+        smallPool.CreateVolume("v", sizes.SmallVolume).OrFail();
+        WriteSequential(smallPool.OpenDevice("v").OrFail(), 0, sizes.SmallVolume);
+        smallPool.Flush().OrFail();
 
-        log($"snapshot and clone latency on a {large} (1 MiB pieces spread evenly)");
-        pool = NewPool("latency-large");
-        pool.CreateVolume("v", sizes.LargeVolume).OrFail();
-        var device = pool.OpenDevice("v").OrFail();
+        var largePool = NewPool("latency-large");
+        largePool.CreateVolume("v", sizes.LargeVolume).OrFail();
+        var device = largePool.OpenDevice("v").OrFail();
         long pieces = sizes.LargeWritten / MiB;
-        long stride = sizes.LargeVolume / pieces / pool.BlockSize * pool.BlockSize;
+        long stride = sizes.LargeVolume / pieces / largePool.BlockSize * largePool.BlockSize;
         for (long i = 0; i < pieces; i++)
         {
             device.Write(i * stride, Data(MiB)).OrFail();
         }
 
-        pool.Flush().OrFail();
-        var sparseInfo = pool.GetInfo();
-        var (snapLarge, cloneLarge) = MeasureLatency(pool, sizes.LargeVolume);
-        Drop(pool);
+        largePool.Flush().OrFail();
+        var sparseInfo = largePool.GetInfo();
+        PageCache.Settle();
 
-        AddLatency("snapshot create", small, large, snapSmall, snapLarge);
-        AddLatency("clone create", small, large, cloneSmall, cloneLarge);
+        // The two volumes take turns, so a burst of load on a shared machine (an fsync stall) hits both alike
+        // and the large/small ratio stays about the engine.
+        var small1 = new LatencyProbe(smallPool, sizes.SmallVolume, this);
+        var large1 = new LatencyProbe(largePool, sizes.LargeVolume, this);
+        for (int i = 0; i < sizes.LatencyRounds * 2; i++)
+        {
+            small1.Round(i);
+            large1.Round(i);
+        }
+
+        Drop(smallPool);
+        Drop(largePool);
+        AddLatency("snapshot create", small, large, small1.Snapshots, large1.Snapshots);
+        AddLatency("clone create", small, large, small1.Clones, large1.Clones);
         AddMetadata($"{large} in 1 MiB pieces", sparseInfo);
     }
 
-    private (List<double> Snapshots, List<double> Clones) MeasureLatency(Pool pool, long size)
+    /// <summary>Alternating snapshot and clone rounds on one volume.</summary>
+    private sealed class LatencyProbe(Pool pool, long size, EngineBench bench)
     {
-        var device = pool.OpenDevice("v").OrFail();
-        var rng = new Random(7);
-        long blocks = size / pool.BlockSize;
-        var snapshots = new List<double>();
-        var clones = new List<double>();
-        for (int i = 0; i < sizes.LatencyRounds * 2; i++)
+        private readonly BlockDevice _device = pool.OpenDevice("v").OrFail();
+        private readonly Random _rng = new(7);
+
+        public List<double> Snapshots { get; } = [];
+
+        public List<double> Clones { get; } = [];
+
+        public void Round(int i)
         {
             // Each round changes the volume and makes it durable first, so the timed call commits only itself.
-            device.Write(rng.NextInt64(blocks) * pool.BlockSize, Data(pool.BlockSize)).OrFail();
+            _device.Write(_rng.NextInt64(size / pool.BlockSize) * pool.BlockSize, bench.Data(pool.BlockSize)).OrFail();
             pool.Flush().OrFail();
             long start = Stopwatch.GetTimestamp();
             if (i % 2 == 0)
             {
                 pool.CreateSnapshot("v", $"s{i}").OrFail();
-                snapshots.Add(Ms(start));
+                Snapshots.Add(Ms(start));
             }
             else
             {
                 pool.Clone("v", $"c{i}").OrFail();
-                clones.Add(Ms(start));
+                Clones.Add(Ms(start));
             }
         }
-
-        return (snapshots, clones);
     }
 
     private void AddLatency(string what, string small, string large, List<double> onSmall, List<double> onLarge)
