@@ -135,6 +135,23 @@ public sealed class WireTests(ServerFixture fx) : IClassFixture<ServerFixture>
         Assert.Equal("ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
             (await StatusOf(badRv)).GetProperty("message").GetString());
 
+        using var badOwner = await http.PostAsync(new Uri("/api/v1/namespaces/default/persistentvolumeclaims", UriKind.Relative),
+            new StringContent("""{"apiVersion":"v1","kind":"PersistentVolumeClaim","metadata":{"name":"o","ownerReferences":[{"uid":"u"}]},"spec":{"accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":"1Gi"}}}}""", Encoding.UTF8, "application/json"), Ct);
+        Assert.Equal((HttpStatusCode)422, badOwner.StatusCode);
+        Assert.Contains("metadata.ownerReferences.name: Invalid value: \"\": name must not be empty", (await StatusOf(badOwner)).GetProperty("message").GetString(), StringComparison.Ordinal);
+
+        using var created = await http.PostAsync(new Uri("/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots", UriKind.Relative),
+            new StringContent("""{"metadata":{"name":"wire"},"spec":{"source":{"persistentVolumeClaimName":"a"}}}""", Encoding.UTF8, "application/json"), Ct);
+        Assert.StartsWith("{\"apiVersion\":\"snapshot.storage.k8s.io/v1\",\"kind\":\"VolumeSnapshot\",\"metadata\":", await created.Content.ReadAsStringAsync(Ct), StringComparison.Ordinal);
+        using var badPatch = await http.PatchAsync(new Uri("/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots/wire", UriKind.Relative),
+            new StringContent("""[{"op":"replace","path":"/metadata","value":5}]""", Encoding.UTF8, "application/json-patch+json"), Ct);
+        Assert.Equal(HttpStatusCode.BadRequest, badPatch.StatusCode);
+        using var deleted = await http.DeleteAsync(new Uri("/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots?labelSelector=none", UriKind.Relative), Ct);
+        Assert.Equal(HttpStatusCode.OK, deleted.StatusCode);
+        using var all = await http.DeleteAsync(new Uri("/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots", UriKind.Relative), Ct);
+        using var allDoc = JsonDocument.Parse(await all.Content.ReadAsStringAsync(Ct));
+        Assert.Equal("wire", allDoc.RootElement.GetProperty("items")[0].GetProperty("metadata").GetProperty("name").GetString());
+
         using var notAllowed = await http.PostAsync(new Uri("/api/v1/namespaces/default/persistentvolumeclaims/x", UriKind.Relative),
             new StringContent("{}", Encoding.UTF8, "application/json"), Ct);
         Assert.Equal(HttpStatusCode.MethodNotAllowed, notAllowed.StatusCode);

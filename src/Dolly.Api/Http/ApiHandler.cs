@@ -378,7 +378,17 @@ internal sealed partial class ApiHandler
                 throw Errors.BadRequest("error decoding DeleteOptions: " + e.Message);
             }
 
-            policy = Json.Str(body?["propagationPolicy"]) ?? policy;
+            if (body is not JsonObject)
+            {
+                throw Errors.BadRequest("error decoding DeleteOptions: the body must be a JSON object");
+            }
+
+            if (body["propagationPolicy"] is { } p && Json.Str(p) is null)
+            {
+                throw Errors.BadRequest("error decoding DeleteOptions: propagationPolicy must be a string");
+            }
+
+            policy = Json.Str(body["propagationPolicy"]) ?? policy;
             if (body?["orphanDependents"] is JsonValue orphan)
             {
                 if (body["propagationPolicy"] is not null)

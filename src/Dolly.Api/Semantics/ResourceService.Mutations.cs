@@ -87,6 +87,11 @@ internal sealed partial class ResourceService
                 throw Errors.BadRequest("the patch produced an object that is not a JSON object");
             }
 
+            if (next["metadata"] is not JsonObject)
+            {
+                throw Errors.Decode(type.Kind, type.Version, "the patched object's metadata must be an object");
+            }
+
             string currentRv = current.ResourceVersion.ToString(CultureInfo.InvariantCulture);
             string? resultRv = Json.Str(next["metadata"]?["resourceVersion"]);
             bool explicitRv = patchRv is not null || (contentType == "application/json-patch+json" && resultRv != currentRv);
@@ -115,6 +120,11 @@ internal sealed partial class ResourceService
 
     private static void CheckApplyIdentity(ResourceType type, JsonObject applied, string name)
     {
+        if (applied["metadata"] is not (null or JsonObject))
+        {
+            throw Errors.Decode(type.Kind, type.Version, "json: cannot unmarshal into Go struct field " + type.Kind + ".metadata of type v1.ObjectMeta");
+        }
+
         if (Json.Str(applied["apiVersion"]) is null || Json.Str(applied["kind"]) is null)
         {
             throw Errors.BadRequest("error decoding patch: apiVersion and kind must be set in an apply patch");

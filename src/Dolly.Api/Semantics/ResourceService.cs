@@ -49,6 +49,12 @@ internal sealed partial class ResourceService
 
     private static void CheckTypeMeta(ResourceType type, JsonObject body)
     {
+        if (body["metadata"] is not null and not JsonObject)
+        {
+            throw Errors.Decode(type.Kind, type.Version, "json: cannot unmarshal " + body["metadata"]!.GetValueKind().ToString().ToLowerInvariant() +
+                " into Go struct field " + type.Kind + ".metadata of type v1.ObjectMeta");
+        }
+
         string? apiVersion = Json.Str(body["apiVersion"]);
         string? kind = Json.Str(body["kind"]);
         if (kind is not null && kind != type.Kind)
@@ -173,8 +179,8 @@ internal sealed partial class ResourceService
 
     public WriteResult Create(ResourceType type, string ns, JsonObject body, WriteOptions o)
     {
-        body = Ordered(body);
         CheckTypeMeta(type, body);
+        body = Ordered(body);
         var meta = Json.Meta(body);
         CheckNamespace(type, ns, meta);
         var warnings = new List<string>();

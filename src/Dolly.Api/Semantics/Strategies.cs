@@ -54,6 +54,31 @@ internal static partial class Strategies
         {
             yield return FieldCause.Invalid("metadata.finalizers", null, "must be a list of strings");
         }
+
+        if (meta["generateName"] is not null && Json.Str(meta["generateName"]) is null)
+        {
+            yield return FieldCause.Invalid("metadata.generateName", meta["generateName"], "must be a string");
+        }
+
+        if (meta["ownerReferences"] is not null)
+        {
+            if (meta["ownerReferences"] is not JsonArray refs || refs.Any(r => r is not JsonObject))
+            {
+                yield return FieldCause.Invalid("metadata.ownerReferences", null, "must be a list of owner references");
+                yield break;
+            }
+
+            foreach (var r in refs.OfType<JsonObject>())
+            {
+                foreach (var (field, what) in new[] { ("apiVersion", "version"), ("kind", "kind"), ("name", "name"), ("uid", "uid") })
+                {
+                    if (string.IsNullOrEmpty(Json.Str(r[field])))
+                    {
+                        yield return FieldCause.Invalid("metadata.ownerReferences." + field, JsonValue.Create(""), what + " must not be empty");
+                    }
+                }
+            }
+        }
     }
 
     /// <summary>Fills defaults on create (and the derived parts on every write).</summary>
