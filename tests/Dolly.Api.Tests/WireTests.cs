@@ -152,6 +152,11 @@ public sealed class WireTests(ServerFixture fx) : IClassFixture<ServerFixture>
         using var allDoc = JsonDocument.Parse(await all.Content.ReadAsStringAsync(Ct));
         Assert.Equal("wire", allDoc.RootElement.GetProperty("items")[0].GetProperty("metadata").GetProperty("name").GetString());
 
+        using var badLabel = await http.PostAsync(new Uri("/api/v1/namespaces", UriKind.Relative),
+            new StringContent("""{"metadata":{"name":"labelled","labels":{"ok":"-bad-"}}}""", Encoding.UTF8, "application/json"), Ct);
+        Assert.Equal((HttpStatusCode)422, badLabel.StatusCode);
+        Assert.StartsWith("Namespace \"labelled\" is invalid: metadata.labels: Invalid value: \"-bad-\": a valid label must be", (await StatusOf(badLabel)).GetProperty("message").GetString(), StringComparison.Ordinal);
+
         using var notAllowed = await http.PostAsync(new Uri("/api/v1/namespaces/default/persistentvolumeclaims/x", UriKind.Relative),
             new StringContent("{}", Encoding.UTF8, "application/json"), Ct);
         Assert.Equal(HttpStatusCode.MethodNotAllowed, notAllowed.StatusCode);

@@ -16,6 +16,33 @@ internal static partial class Strategies
     [GeneratedRegex("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
     private static partial Regex Label();
 
+    [GeneratedRegex("^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")]
+    private static partial Regex LabelValue();
+
+    [GeneratedRegex("^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")]
+    private static partial Regex QualifiedName();
+
+    private static IEnumerable<FieldCause> ValidateLabels(JsonObject labels)
+    {
+        foreach (var (key, value) in labels)
+        {
+            string v = Json.Str(value) ?? "";
+            int slash = key.LastIndexOf('/');
+            string prefix = slash < 0 ? "" : key[..slash], name = slash < 0 ? key : key[(slash + 1)..];
+            if (name.Length is 0 or > 63 || !QualifiedName().IsMatch(name) || (slash >= 0 && (prefix.Length > 253 || !Subdomain().IsMatch(prefix))))
+            {
+                yield return FieldCause.Invalid("metadata.labels", JsonValue.Create(key),
+                    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')");
+            }
+
+            if (v.Length > 63 || !LabelValue().IsMatch(v))
+            {
+                yield return FieldCause.Invalid("metadata.labels", JsonValue.Create(v),
+                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')");
+            }
+        }
+    }
+
     /// <summary>Name checks: DNS-1123 label for namespaces, DNS-1123 subdomain for everything else.</summary>
     public static IEnumerable<FieldCause> ValidateName(ResourceType type, string name, string field = "metadata.name")
     {
@@ -47,6 +74,13 @@ internal static partial class Strategies
             if (meta[field] is not JsonObject map || map.Any(kv => Json.Str(kv.Value) is null))
             {
                 yield return FieldCause.Invalid("metadata." + field, null, "must be a map of string keys to string values");
+            }
+            else if (field == "labels")
+            {
+                foreach (var cause in ValidateLabels(map))
+                {
+                    yield return cause;
+                }
             }
         }
 
