@@ -23,7 +23,9 @@ internal sealed partial class EngineBench
     /// <summary>Seconds spent writing, and writing plus the flush that makes it durable.</summary>
     private readonly record struct Timing(double Write, double Total)
     {
-        public override string ToString() => $"{BenchReport.Num(Write)} s + flush {BenchReport.Num(Total - Write)} s";
+        public override string ToString() => Describe("flush");
+
+        public string Describe(string flush) => $"{BenchReport.Num(Write)} s + {flush} {BenchReport.Num(Total - Write)} s";
     }
 
     private static Timing Time(Action write, Action flush)

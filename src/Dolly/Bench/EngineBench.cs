@@ -271,7 +271,7 @@ internal sealed partial class EngineBench(string root, BenchSizes sizes, int blo
         File.Delete(path2);
         pool.Delete("seq-2").OrFail();
         AddThroughput("sequential 1 MiB", "write (+ flush)", size / engineBest.Total, size / fileBest.Total, 0.8, "MiB/s",
-            $"best of 2; engine {engineBest}; file {fileBest}");
+            $"best of 2; engine {engineBest}; file {fileBest.Describe("fsync")}");
         AddMetadata($"{BenchSizes.Size(size)} written sequentially", pool.GetInfo());
 
         var buffer = new byte[MiB];
@@ -433,7 +433,7 @@ internal sealed partial class EngineBench(string root, BenchSizes sizes, int blo
         for (int phase = 0; phase < phases.Length; phase++)
         {
             AddThroughput("random 4 KiB", phases[phase], count / engineBest[phase].Total, count / fileBest[phase].Total, 0.7, "IOPS",
-                $"{count} writes, best of 2; engine {engineBest[phase]}; file {fileBest[phase]}");
+                $"{count} writes, best of 2; engine {engineBest[phase]}; file {fileBest[phase].Describe("fsync")}");
         }
 
         Drop(pool);
