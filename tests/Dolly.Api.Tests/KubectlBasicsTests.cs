@@ -142,6 +142,12 @@ public sealed class KubectlBasicsTests(ServerFixture fx) : IClassFixture<ServerF
                         properties:
                           size: {type: integer, minimum: 1}
                           color: {type: string, default: blue}
+                          shape:
+                            type: string
+                            x-kubernetes-validations:
+                            - {rule: self == oldSelf, message: shape is immutable}
+                        x-kubernetes-validations:
+                        - {rule: "!has(self.shape) || self.shape != 'square' || self.size % 2 == 0", message: squares need an even size}
                       status:
                         type: object
                         properties:
@@ -161,6 +167,13 @@ public sealed class KubectlBasicsTests(ServerFixture fx) : IClassFixture<ServerF
         const string bad = "apiVersion: example.dolly.io/v1\nkind: Widget\nmetadata: {name: w2, namespace: widgets}\nspec: {size: 0}\n";
         var invalid = (await fx.KubectlWithInputAsync(bad, "apply", "-f", "-")).ShouldFail();
         Assert.Contains("spec.size: Invalid value: 0: should be greater than or equal to 1", invalid.Stderr, StringComparison.Ordinal);
+
+        const string square = "apiVersion: example.dolly.io/v1\nkind: Widget\nmetadata: {name: w3, namespace: widgets}\nspec: {size: 3, shape: square}\n";
+        var odd = (await fx.KubectlWithInputAsync(square, "apply", "-f", "-")).ShouldFail();
+        Assert.True(odd.Stderr.Contains("spec: Invalid value: \"object\": squares need an even size", StringComparison.Ordinal), odd.Stderr);
+        (await fx.KubectlWithInputAsync(square.Replace("size: 3", "size: 4", StringComparison.Ordinal), "apply", "-f", "-")).ShouldSucceed();
+        var reshape = (await fx.KubectlAsync("patch", "wd", "w3", "-n", "widgets", "--type", "merge", "-p", """{"spec":{"shape":"round"}}""")).ShouldFail();
+        Assert.Contains("spec.shape: Invalid value: \"string\": shape is immutable", reshape.Stderr, StringComparison.Ordinal);
 
         var explain = (await fx.KubectlAsync("explain", "widget.spec")).ShouldSucceed();
         Assert.Contains("size\t<integer> -required-", explain.Stdout, StringComparison.Ordinal);

@@ -90,7 +90,7 @@ internal sealed partial class ResourceService
     }
 
     /// <summary>Prunes unknown fields and collects schema errors, honouring fieldValidation.</summary>
-    private static void SchemaCheck(ResourceType type, JsonObject body, WriteOptions o, List<string> warnings, List<FieldCause> errors)
+    private static void SchemaCheck(ResourceType type, JsonObject body, WriteOptions o, List<string> warnings, List<FieldCause> errors, JsonObject? old = null)
     {
         if (body["metadata"] is not null and not JsonObject)
         {
@@ -98,7 +98,7 @@ internal sealed partial class ResourceService
         }
 
         var unknown = new List<string>();
-        SchemaValidator.Validate(body, type.Schema, unknown, errors);
+        SchemaValidator.Validate(body, type.Schema, unknown, errors, old);
         if (unknown.Count == 0)
         {
             return;
@@ -331,7 +331,7 @@ internal sealed partial class ResourceService
                     next.Remove("status");
                 }
 
-                SchemaCheck(type, next, o, warnings, errors);
+                SchemaCheck(type, next, o, warnings, errors, old);
                 break;
             case "finalize":
                 next = (JsonObject)old.DeepClone();
@@ -341,7 +341,7 @@ internal sealed partial class ResourceService
                 break;
             default:
                 next = incoming;
-                SchemaCheck(type, next, o, warnings, errors);
+                SchemaCheck(type, next, o, warnings, errors, old);
                 if (type.HasStatus)
                 {
                     if (old["status"] is { } oldStatus)

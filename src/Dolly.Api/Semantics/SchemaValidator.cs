@@ -12,10 +12,11 @@ namespace Dolly.Api.Semantics;
 /// </summary>
 internal static class SchemaValidator
 {
-    public static void Validate(JsonObject obj, JsonObject schema, List<string> unknown, List<FieldCause> errors)
+    /// <summary>Validates and prunes <paramref name="obj"/>; <paramref name="old"/> is the stored object on update (CEL transition rules compare against it).</summary>
+    public static void Validate(JsonObject obj, JsonObject schema, List<string> unknown, List<FieldCause> errors, JsonObject? old = null)
     {
         // metadata, apiVersion and kind are checked by the server, not the schema; metadata's own fields are fixed.
-        Walk(obj, schema, "", unknown, errors, root: true);
+        Walk(obj, old, old is not null, schema, "", unknown, errors, root: true);
         if (obj["metadata"] is JsonObject meta)
         {
             foreach (var key in meta.Select(kv => kv.Key).Where(k => !ObjectMetaFields.Contains(k)).ToList())
@@ -34,7 +35,7 @@ internal static class SchemaValidator
 
     private static string Join(string path, string key) => path.Length == 0 ? key : path + "." + key;
 
-    private static void Walk(JsonNode? node, JsonObject schema, string path, List<string> unknown, List<FieldCause> errors, bool root = false)
+    private static void Walk(JsonNode? node, JsonNode? old, bool hasOld, JsonObject schema, string path, List<string> unknown, List<FieldCause> errors, bool root = false)
     {
         if (node is null)
         {
@@ -68,7 +69,7 @@ internal static class SchemaValidator
         switch (node)
         {
             case JsonObject o:
-                WalkObject(o, schema, path, preserve, root, unknown, errors);
+                WalkObject(o, old, hasOld, schema, path, preserve, root, unknown, errors);
                 break;
             case JsonArray a:
                 WalkArray(a, schema, path, unknown, errors);
@@ -77,10 +78,59 @@ internal static class SchemaValidator
                 CheckScalar(v, schema, path, errors);
                 break;
         }
+
+        if (schema["x-kubernetes-validations"] is JsonArray rules)
+        {
+            CheckRules(node, old, hasOld, rules, path, errors);
+        }
     }
 
-    private static void WalkObject(JsonObject o, JsonObject schema, string path, bool preserve, bool root, List<string> unknown, List<FieldCause> errors)
+    /// <summary>CRD validation rules (CEL) on this node; transition rules only when an old value exists.</summary>
+    private static void CheckRules(JsonNode node, JsonNode? old, bool hasOld, JsonArray rules, string path, List<FieldCause> errors)
     {
+        foreach (var r in rules.OfType<JsonObject>())
+        {
+            if (Json.Str(r["rule"]) is not { } rule || (Cel.IsTransitionRule(rule) && !hasOld))
+            {
+                continue;
+            }
+
+            string field = path;
+            if (Json.Str(r["fieldPath"]) is { Length: > 0 } fieldPath)
+            {
+                field = (path.Length == 0 ? "" : path) + (fieldPath.StartsWith('.') ? fieldPath : "." + fieldPath);
+                field = field.TrimStart('.');
+            }
+
+            field = field.Length == 0 ? "<nil>" : field;
+            string? message;
+            try
+            {
+                message = Cel.Check(rule, node, old) ? null : Json.Str(r["message"]) ?? "failed rule: " + rule;
+            }
+            catch (CelException e)
+            {
+                message = e.Message + " evaluating rule: " + rule;
+            }
+
+            if (message is null)
+            {
+                continue;
+            }
+
+            errors.Add(Json.Str(r["reason"]) switch
+            {
+                "FieldValueForbidden" => FieldCause.Forbidden(field, message),
+                "FieldValueRequired" => FieldCause.Required(field, message),
+                "FieldValueDuplicate" => new FieldCause("FieldValueDuplicate", field, "Duplicate value: \"" + TypeName(node) + "\": " + message),
+                _ => FieldCause.InvalidTyped(field, TypeName(node), message),
+            });
+        }
+    }
+
+    private static void WalkObject(JsonObject o, JsonNode? old, bool hasOld, JsonObject schema, string path, bool preserve, bool root, List<string> unknown, List<FieldCause> errors)
+    {
+        var oldObject = hasOld ? old as JsonObject : null;
         var props = schema["properties"] as JsonObject;
         var additional = schema["additionalProperties"];
         foreach (var (key, propSchema) in props ?? [])
@@ -110,11 +160,11 @@ internal static class SchemaValidator
                     continue;
                 }
 
-                Walk(value, propSchema, child, unknown, errors);
+                Walk(value, oldObject?[key], oldObject?.ContainsKey(key) == true, propSchema, child, unknown, errors);
             }
             else if (additional is JsonObject addSchema)
             {
-                Walk(value, addSchema, child, unknown, errors);
+                Walk(value, oldObject?[key], oldObject?.ContainsKey(key) == true, addSchema, child, unknown, errors);
             }
             else if (!preserve && !(Json.Bool(additional) == true))
             {
@@ -151,7 +201,7 @@ internal static class SchemaValidator
         {
             for (int i = 0; i < a.Count; i++)
             {
-                Walk(a[i], items, path + "[" + i.ToString(CultureInfo.InvariantCulture) + "]", unknown, errors);
+                Walk(a[i], null, false, items, path + "[" + i.ToString(CultureInfo.InvariantCulture) + "]", unknown, errors);
             }
         }
     }
