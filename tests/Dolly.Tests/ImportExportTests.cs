@@ -117,6 +117,29 @@ public sealed class ImportExportTests : CliTestBase
         var piped = await Dolly("volume", "export", "v", "-");
         Assert.Equal(ExitCodes.Corrupt, piped.ExitCode);
         Assert.Empty(piped.Binary);
+
+        // An existing file that the export was overwriting is emptied, not left with a mix of old and new.
+        await File.WriteAllBytesAsync(output, RandomBytes(1 << 20, 3), TestContext.Current.CancellationToken);
+        await Fails(ExitCodes.Corrupt, "failed its checksum", "volume", "export", "v", output);
+        Assert.Equal(0, new FileInfo(output).Length);
+    }
+
+    [Fact]
+    public async Task Export_StdoutOnAFullDisk_FailsNoSpace()
+    {
+        Assert.Equal(0, (await Run(["volume", "import", "v", "-"], RandomBytes(256 * 1024, 9), null, null)).ExitCode);
+        var err = new StringWriter();
+        var host = new CliHost(
+            new StringWriter(),
+            err,
+            () => Stream.Null,
+            () => new FileStream("/dev/full", FileMode.Open, FileAccess.Write, FileShare.ReadWrite, bufferSize: 0),
+            OutIsTerminal: false,
+            ErrorIsTerminal: false,
+            name => name == "DOLLY_POOL" ? PoolDir : null);
+        int code = await Cli.RunAsync(["volume", "export", "v", "-"], host, TestContext.Current.CancellationToken);
+        Assert.Equal(ExitCodes.NoSpace, code);
+        Assert.Contains("error: writing the image to stdout failed: No space left on device", err.ToString(), StringComparison.Ordinal);
     }
 
     [Fact]

@@ -283,6 +283,9 @@ internal static class ImportExport
             throw new CliFailureException(ExitCodes.InvalidArgument, $"'{target}' is a directory; give the path of the image file to write");
         }
 
+        // A failed export must not leave wrong data behind: a file it created is removed, a file it overwrote
+        // is emptied (never deleted: it may be a device node such as /dev/full).
+        bool existed = File.Exists(target);
         try
         {
             using (var file = File.OpenHandle(target, FileMode.Create, FileAccess.ReadWrite, FileShare.None))
@@ -295,19 +298,20 @@ internal static class ImportExport
         }
         catch (CliFailureException)
         {
-            TryDelete(target);
+            RemovePartial(target, existed);
             throw;
         }
         catch (UnauthorizedAccessException)
         {
-            TryDelete(target);
+            RemovePartial(target, existed);
             throw new CliFailureException(ExitCodes.IoError, $"cannot write image file '{target}': permission denied");
         }
         catch (IOException ex)
         {
-            TryDelete(target);
-            bool full = (ex.HResult & 0xFFFF) == 28 || ex.Message.Contains("No space left", StringComparison.OrdinalIgnoreCase);
-            throw new CliFailureException(full ? ExitCodes.NoSpace : ExitCodes.IoError, $"writing image file '{target}' failed{(full ? " (the disk is full)" : string.Empty)}: {ex.Message}; the partial file was removed");
+            RemovePartial(target, existed);
+            throw new CliFailureException(
+                IsNoSpace(ex) ? ExitCodes.NoSpace : ExitCodes.IoError,
+                $"writing image file '{target}' failed{(IsNoSpace(ex) ? " (the disk is full)" : string.Empty)}: {ex.Message}; the partial {(existed ? "file was emptied" : "file was removed")}");
         }
 
         context.Host.Out.WriteLine(
@@ -407,15 +411,26 @@ internal static class ImportExport
         }
         catch (IOException ex)
         {
-            throw new CliFailureException(ExitCodes.IoError, $"writing to stdout failed: {ex.Message}");
+            throw new CliFailureException(IsNoSpace(ex) ? ExitCodes.NoSpace : ExitCodes.IoError, $"writing the image to stdout failed: {ex.Message}");
         }
     }
 
-    private static void TryDelete(string path)
+    private static bool IsNoSpace(IOException ex) =>
+        (ex.HResult & 0xFFFF) == 28 || ex.Message.Contains("No space left", StringComparison.OrdinalIgnoreCase);
+
+    private static void RemovePartial(string path, bool existed)
     {
         try
         {
-            File.Delete(path);
+            if (existed)
+            {
+                using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Write);
+                RandomAccess.SetLength(file, 0);
+            }
+            else
+            {
+                File.Delete(path);
+            }
         }
         catch (IOException)
         {
