@@ -98,6 +98,11 @@ internal sealed class CliContext
     public Pool OpenPool(ParseResult parse)
     {
         var (dir, isExplicit) = PoolDirectory(parse);
+        if (File.Exists(dir))
+        {
+            throw new CliFailureException(ExitCodes.NotAPool, $"'{dir}' is a file, not a pool directory");
+        }
+
         if (!isExplicit && !File.Exists(Path.Combine(dir, "meta.dolly")) && IsMissingOrEmpty(dir))
         {
             var created = Pool.Create(dir, null, Host.FileSystem);

@@ -103,10 +103,10 @@ public sealed class PoolCommandTests : CliTestBase
         // A pool path that is a regular file cannot be read as a directory, whoever runs the test.
         string file = Path.Combine(Root, "file");
         await File.WriteAllTextAsync(file, "x", TestContext.Current.CancellationToken);
-        var r = await Dolly("--pool", file, "volume", "list");
-        Assert.NotEqual(0, r.ExitCode);
-        Assert.StartsWith("error: ", r.Err, StringComparison.Ordinal);
-        Assert.Contains(file, r.Err, StringComparison.Ordinal);
+        await Fails(ExitCodes.NotAPool, $"'{file}' is a file, not a pool directory", "--pool", file, "volume", "list");
+        var r = await Run(["volume", "list"], null, new Dictionary<string, string?> { ["DOLLY_POOL"] = file }, null);
+        Assert.Equal(ExitCodes.NotAPool, r.ExitCode);
+        Assert.Contains($"error: '{file}' is a file, not a pool directory", r.Err, StringComparison.Ordinal);
     }
 
     [Fact]
