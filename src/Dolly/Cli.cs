@@ -19,6 +19,8 @@ internal static class Cli
     /// <summary>Runs the CLI against a host and returns the exit code.</summary>
     public static async Task<int> RunAsync(string[] args, CliHost host, CancellationToken cancellationToken = default)
     {
+        // Bare "dolly" shows the help rather than an error.
+        args = args.Length == 0 ? ["--help"] : args;
         var context = new CliContext(host, args);
         var root = BuildRoot(context);
         var parsed = root.Parse(args);

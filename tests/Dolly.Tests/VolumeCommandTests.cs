@@ -157,6 +157,7 @@ public sealed class VolumeCommandTests : CliTestBase
     [Fact]
     public async Task Help_ListsExitCodesAndJsonShapes()
     {
+        Assert.Contains("Exit codes:", (await Ok()).Out, StringComparison.Ordinal);
         var root = await Ok("--help");
         Assert.Contains("Exit codes:", root.Out, StringComparison.Ordinal);
         Assert.Contains("3  not found", root.Out, StringComparison.Ordinal);

@@ -40,7 +40,7 @@ internal static class ImportExport
         var export = new Command(
             "export",
             "Copy a volume or snapshot to a raw image. Only allocated ranges are read; the file gets holes elsewhere. " +
-            "A block that fails its checksum stops the export and the partial file is removed.")
+            "A block that fails its checksum stops the export: a new output file is removed, an overwritten one emptied.")
         {
             name, target,
         };
