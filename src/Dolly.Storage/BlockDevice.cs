@@ -8,13 +8,17 @@ public sealed class BlockDevice
 {
     private readonly Pool _pool;
 
-    internal BlockDevice(Pool pool, ulong id, string name, DeviceKind kind)
+    internal BlockDevice(Pool pool, Engine.DeviceState state, string name, DeviceKind kind)
     {
         _pool = pool;
-        Id = id;
+        State = state;
+        Id = state.Id;
         Name = name;
         Kind = kind;
     }
+
+    /// <summary>The engine's record of the device: the same object across resize and revert, flagged when deleted.</summary>
+    internal Engine.DeviceState State { get; }
 
     /// <summary>The device id.</summary>
     public ulong Id { get; }

@@ -19,7 +19,8 @@ public sealed partial class Pool
     {
         long pos = offset;
         int done = 0;
-        byte[]? sums = null;
+        byte[]? rented = null;
+        Span<byte> sums = stackalloc byte[1024];
         try
         {
             while (done < destination.Length)
@@ -41,14 +42,15 @@ public sealed partial class Pool
                 // whole run, as sequential writes lay blocks out contiguously.
                 int sumBytes = _sectorsPerBlock * 4;
                 int maxBlocks = (int)(((long)bo + destination.Length - done + _blockSize - 1) / _blockSize);
-                if (sums is null || sums.Length < maxBlocks * sumBytes)
+                if (sums.Length < maxBlocks * sumBytes)
                 {
-                    if (sums is not null)
+                    if (rented is not null)
                     {
-                        ArrayPool<byte>.Shared.Return(sums);
+                        ArrayPool<byte>.Shared.Return(rented);
                     }
 
-                    sums = ArrayPool<byte>.Shared.Rent(maxBlocks * sumBytes);
+                    rented = ArrayPool<byte>.Shared.Rent(maxBlocks * sumBytes);
+                    sums = rented;
                 }
 
                 LeafSums(leaf, slot).CopyTo(sums);
@@ -62,7 +64,7 @@ public sealed partial class Pool
                         break;
                     }
 
-                    LeafSums(nextLeaf, nextSlot).CopyTo(sums.AsSpan(blocks * sumBytes));
+                    LeafSums(nextLeaf, nextSlot).CopyTo(sums[(blocks * sumBytes)..]);
                     blocks++;
                     runBytes += _blockSize;
                 }
@@ -83,9 +85,9 @@ public sealed partial class Pool
         }
         finally
         {
-            if (sums is not null)
+            if (rented is not null)
             {
-                ArrayPool<byte>.Shared.Return(sums);
+                ArrayPool<byte>.Shared.Return(rented);
             }
         }
     }

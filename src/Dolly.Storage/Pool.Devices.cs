@@ -410,7 +410,7 @@ public sealed partial class Pool
     public Result<BlockDevice> OpenDevice(string name) => Read<BlockDevice>(() =>
     {
         var found = Find(name);
-        return found.IsOk ? Result<BlockDevice>.Ok(new BlockDevice(this, found.Value.Id, found.Value.Name, found.Value.Kind)) : found.Error;
+        return found.IsOk ? Result<BlockDevice>.Ok(new BlockDevice(this, found.Value, found.Value.Name, found.Value.Kind)) : found.Error;
     });
 
     private DeviceState AddDevice(string name, DeviceKind kind, long size, uint root, int depth, ulong sourceId, ulong lineageId, ulong id)

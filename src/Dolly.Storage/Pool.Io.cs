@@ -21,7 +21,8 @@ public sealed partial class Pool
     private Result<DeviceState> Resolve(BlockDevice device, long offset, long length, bool write)
     {
         ThrowIfDisposed();
-        if (!_byId.TryGetValue(device.Id, out var d))
+        var d = device.State;
+        if (d.Deleted)
         {
             return new StorageError(StorageErrorCode.NotFound, $"'{device.Name}' was deleted");
         }
