@@ -50,6 +50,18 @@ internal static class Cli
             await host.Error.WriteLineAsync($"error: {ex.Message}").ConfigureAwait(false);
             return ExitCodes.For(ex.Error.Code);
         }
+        catch (IOException ex)
+        {
+            // The environment failed (a directory that cannot be created, a disk error outside the engine):
+            // not a bug, so no stack trace.
+            await host.Error.WriteLineAsync($"error: {ex.Message}").ConfigureAwait(false);
+            return ExitCodes.IoError;
+        }
+        catch (UnauthorizedAccessException ex)
+        {
+            await host.Error.WriteLineAsync($"error: {ex.Message}").ConfigureAwait(false);
+            return ExitCodes.IoError;
+        }
         catch (OperationCanceledException)
         {
             await host.Error.WriteLineAsync("error: cancelled").ConfigureAwait(false);

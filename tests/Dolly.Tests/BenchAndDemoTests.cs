@@ -38,6 +38,8 @@ public sealed class BenchAndDemoTests : CliTestBase
     {
         string missing = Path.Combine(Root, "nope");
         await Fails(ExitCodes.NotFound, $"benchmark directory '{missing}' does not exist", "bench", "engine", "--quick", "--dir", missing);
+        await Fails(ExitCodes.IoError, "cannot create a scratch directory in '/proc'", "bench", "engine", "--quick", "--dir", "/proc");
+        await Fails(ExitCodes.InvalidArgument, "--only: unknown section 'nope'", "bench", "engine", "--quick", "--only", "nope");
     }
 
     [Fact]

@@ -66,7 +66,15 @@ internal static class BenchCommand
         }
 
         string root = Path.Combine(parent, $"dolly-bench-{Guid.NewGuid():N}"[..24]);
-        Directory.CreateDirectory(root);
+        try
+        {
+            Directory.CreateDirectory(root);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new CliFailureException(ExitCodes.IoError, $"cannot create a scratch directory in '{parent}': {ex.Message}");
+        }
+
         var date = DateTimeOffset.UtcNow;
         var started = Stopwatch.GetTimestamp();
         var machine = BenchReport.Machine(parent);
