@@ -49,4 +49,52 @@ public sealed class RestartTests(ServerFixture fx) : IClassFixture<ServerFixture
         var crds = (await fx.KubectlAsync("get", "crd", "-o", "name")).ShouldSucceed();
         Assert.Equal(7, crds.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
     }
+
+    [Fact]
+    public async Task Crash_AcknowledgedWritesSurvive_WhenTheFilesAreTakenAsTheyAreOnDisk()
+    {
+        using var client = fx.Client();
+        await client.CoreV1.CreateNamespaceAsync(new V1Namespace { Metadata = new V1ObjectMeta { Name = "crash" } }, cancellationToken: Ct);
+        for (int i = 0; i < 20; i++)
+        {
+            await client.CreateLeaseAsync("crash", "lease-" + i);
+        }
+
+        var last = await client.CoordinationV1.ReadNamespacedLeaseAsync("lease-19", "crash", cancellationToken: Ct);
+
+        // A process kill leaves exactly what is in the files: copy them while the server still runs, as a crash would
+        // leave them (no checkpoint, no clean close), and open the copy.
+        string crashed = Path.Combine(Path.GetTempPath(), "dolly-api-crash-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(crashed);
+        try
+        {
+            foreach (var file in Directory.GetFiles(fx.StateDirectory).Where(f => !f.EndsWith("api.lock", StringComparison.Ordinal)))
+            {
+                File.Copy(file, Path.Combine(crashed, Path.GetFileName(file)));
+            }
+
+            await using var reopened = new ApiServer(ServerFixture.DefaultOptions(crashed));
+            await reopened.StartAsync(Ct);
+            using var client2 = new Kubernetes(KubernetesClientConfiguration.BuildConfigFromConfigFile(reopened.KubeconfigPath));
+            var leases = await client2.CoordinationV1.ListNamespacedLeaseAsync("crash", cancellationToken: Ct);
+            Assert.Equal(20, leases.Items.Count);
+            var lease = await client2.CoordinationV1.ReadNamespacedLeaseAsync("lease-19", "crash", cancellationToken: Ct);
+            Assert.Equal(last.Metadata.Uid, lease.Metadata.Uid);
+            Assert.Equal(last.Metadata.ResourceVersion, lease.Metadata.ResourceVersion);
+        }
+        finally
+        {
+            Directory.Delete(crashed, recursive: true);
+        }
+    }
+}
+
+internal static class LeaseExtensions
+{
+    public static Task<V1Lease> CreateLeaseAsync(this Kubernetes client, string ns, string name) =>
+        client.CoordinationV1.CreateNamespacedLeaseAsync(new V1Lease
+        {
+            Metadata = new V1ObjectMeta { Name = name },
+            Spec = new V1LeaseSpec { HolderIdentity = "holder", LeaseDurationSeconds = 10 },
+        }, ns);
 }
