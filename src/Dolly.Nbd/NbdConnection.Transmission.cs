@@ -30,6 +30,7 @@ internal sealed partial class NbdConnection
         _slots = new SemaphoreSlim(_options.MaxInFlightRequestsPerConnection, _options.MaxInFlightRequestsPerConnection);
         var header = new byte[28];
         string reason;
+        bool clean = false;
         try
         {
             while (true)
@@ -41,6 +42,7 @@ internal sealed partial class NbdConnection
                 catch (EndOfStreamException)
                 {
                     reason = "client disconnected without NBD_CMD_DISC";
+                    clean = true;
                     break;
                 }
 
@@ -59,6 +61,7 @@ internal sealed partial class NbdConnection
                 if (req.Type == Nbd.CmdDisc)
                 {
                     reason = "client sent NBD_CMD_DISC";
+                    clean = true;
                     break;
                 }
 
@@ -90,14 +93,39 @@ internal sealed partial class NbdConnection
         }
         finally
         {
-            // Outstanding requests finish (and are answered if the client still listens) before closing.
-            if (Interlocked.Decrement(ref _inFlight) > 0)
+            if (!clean)
             {
-                await _drained.Task.WaitAsync(TimeSpan.FromSeconds(30), CancellationToken.None).ConfigureAwait(false);
+                // A broken connection (protocol error, reset, server shutdown): the stream is out of step or
+                // gone, so replies still queued are cancelled rather than waited for. Waiting was a deadlock
+                // with a client that pipelines its requests and reads replies only after sending them all:
+                // its send blocked on the bytes this loop no longer reads, our replies on its full receive
+                // window. Requests already executing still complete; they are only not acknowledged.
+                _abort.Cancel();
+            }
+
+            // Outstanding requests finish (and, after a clean end, are answered) before closing.
+            if (Interlocked.Decrement(ref _inFlight) > 0 && !await DrainedWithinAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false))
+            {
+                // A client that ended cleanly but stopped reading its replies: give up on them.
+                _abort.Cancel();
+                await DrainedWithinAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
             }
         }
 
         return reason;
+    }
+
+    private async Task<bool> DrainedWithinAsync(TimeSpan timeout)
+    {
+        try
+        {
+            await _drained.Task.WaitAsync(timeout, CancellationToken.None).ConfigureAwait(false);
+            return true;
+        }
+        catch (TimeoutException)
+        {
+            return false;
+        }
     }
 
     private async Task ProcessAsync(BlockDevice export, Request req, byte[]? payload, long budgeted, CancellationToken ct)

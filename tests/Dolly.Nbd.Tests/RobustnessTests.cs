@@ -132,6 +132,43 @@ public sealed class RobustnessTests
     }
 
     [Fact]
+    public async Task PipeliningClientThatReadsLate_ProtocolError_ClosedPromptly()
+    {
+        // The client sends reads, then a write larger than the payload limit with 1 MiB of its data, and reads
+        // nothing until it has sent everything. The server stops reading at the bad write; its queued read
+        // replies must be dropped, not waited for (waiting deadlocked: the client's send blocked on the bytes
+        // the server no longer read, the server's replies on the client's full receive window).
+        await using var server = Start(o => o with { MaxPayload = 1 << 20, MaxInFlightBytesPerConnection = 2 << 20 });
+        server.Pool.OpenDevice("vol").Value.Write(2 << 20, Data.Random(1 << 20, 5)).ThrowIfFailed();
+        int baseline = server.Server.ConnectionCount;
+        await using var c = await server.ConnectAsync();
+        await c.GoAsync("vol", structured: true);
+        var frames = new List<byte>();
+        for (int i = 0; i < 2; i++)
+        {
+            // Within the in-flight budget, so the server goes on to read the bad write. Allocated data, so that each reply really is 900 kB (holes would be sent as a few bytes).
+            frames.AddRange(RawNbdClient.RequestFrame(0, Wire.CmdRead, (ulong)i + 1, 2 << 20, 900_000));
+        }
+
+        frames.AddRange(RawNbdClient.RequestFrame(0, Wire.CmdWrite, 9, 0, 2 << 20));
+        frames.AddRange(new byte[4 << 20]);
+        var sw = Stopwatch.StartNew();
+        try
+        {
+            await c.SendAsync(frames.ToArray());
+        }
+        catch (IOException)
+        {
+            // Reset by the server while sending: that is the expected outcome too.
+        }
+
+        Assert.True(await c.DrainUntilClosedAsync(TimeSpan.FromSeconds(10)), "the server must close a broken connection without waiting for its replies to drain");
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(10), $"took {sw.Elapsed}");
+        await Poll.UntilAsync(() => server.Server.ConnectionCount == baseline, RawNbdClient.Timeout, "the connection to be released");
+        await AssertServesAsync(server);
+    }
+
+    [Fact]
     public async Task ClientResetsWithRepliesPending_ServerReleasesTheConnection()
     {
         await using var server = Start();
