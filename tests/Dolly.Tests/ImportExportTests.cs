@@ -34,6 +34,40 @@ public sealed class ImportExportTests : CliTestBase
     }
 
     [Fact]
+    public async Task SparseImageFile_HolesAreSkippedIntoNewVolume_AndTrimmedInExistingOne()
+    {
+        // A 64 MiB image that is a hole except for three pieces, one of them not block-aligned.
+        string input = Path.Combine(Root, "sparse.raw");
+        var pieces = new (long Offset, byte[] Data)[] { (0, RandomBytes(10_000, 1)), (20 << 20, RandomBytes(1 << 20, 2)), ((40 << 20) + 12_288, RandomBytes(70_000, 3)) };
+        using (var file = File.OpenHandle(input, FileMode.Create, FileAccess.Write))
+        {
+            RandomAccess.SetLength(file, 64 << 20);
+            foreach (var (offset, data) in pieces)
+            {
+                RandomAccess.Write(file, data, offset);
+            }
+        }
+
+        Assert.True(IsSparse(input));
+        var expected = new byte[64 << 20];
+        foreach (var (offset, data) in pieces)
+        {
+            data.CopyTo(expected, offset);
+        }
+
+        var imported = await Ok("volume", "import", "new", input);
+        Assert.Contains("into new volume 'new' (64 MiB)", imported.Out, StringComparison.Ordinal);
+        Assert.Equal(expected, (await Ok("volume", "export", "new", "-")).Binary);
+
+        // An existing volume full of data: the image's holes must come out as zeros.
+        Assert.Equal(0, (await Run(["volume", "import", "old", "-"], RandomBytes(64 << 20, 4), null, null)).ExitCode);
+        await Ok("volume", "import", "old", input);
+        Assert.Equal(expected, (await Ok("volume", "export", "old", "-")).Binary);
+        var rows = (await Ok("volume", "list", "-o", "json")).Json();
+        Assert.All(rows.EnumerateArray(), r => Assert.True(r.GetProperty("allocated").GetInt64() <= 4 << 20, r.ToString()));
+    }
+
+    [Fact]
     public async Task StdinStdoutRoundTrip_GrowsVolumeToInput()
     {
         var image = ImageWithHoles((9 << 20) + 100, seed: 4);

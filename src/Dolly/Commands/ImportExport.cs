@@ -6,7 +6,8 @@ namespace Dolly.Commands;
 
 /// <summary>
 /// <c>volume import</c> and <c>volume export</c>: raw images between a file (or stdin/stdout) and a volume.
-/// Import never writes an all-zero block (the volume stays thin); export reads only allocated ranges and
+/// Import never writes an all-zero block (the volume stays thin) and skips a sparse file's holes unread;
+/// export reads only allocated ranges and
 /// leaves holes in the output file (or writes zeros to a pipe). The summary goes to stdout, or to stderr
 /// when stdout carries the image. Both move data in 4 MiB chunks, and import
 /// reads the next chunk while the engine writes the current one.
@@ -24,7 +25,7 @@ internal static class ImportExport
         var import = new Command(
             "import",
             "Copy a raw image into a volume. A new volume is sized to the image; an existing volume must be large enough. " +
-            "All-zero blocks are not written (they stay unallocated). If the import fails, a volume it created is removed; " +
+            "All-zero blocks are not written (they stay unallocated), and holes of a sparse image file are not even read. If the import fails, a volume it created is removed; " +
             "an existing volume keeps what was written before the failure.")
         {
             name, source, size,
@@ -125,35 +126,65 @@ internal static class ImportExport
     {
         var current = new byte[ChunkSize];
         var next = new byte[ChunkSize];
-        long offset = 0, written = 0;
+        long written = 0, end = 0;
         int blockSize = pool.BlockSize;
-        int n = ReadFull(input, current, source);
-        while (n > 0)
-        {
-            // Read ahead while the engine writes this chunk.
-            var buffer = next;
-            var reading = Task.Run(() => ReadFull(input, buffer, source));
-            long end = offset + n;
-            if (end > device.Size)
-            {
-                if (!growable)
-                {
-                    _ = reading.GetAwaiter().GetResult();
-                    throw new CliFailureException(ExitCodes.InvalidArgument, $"'{source}' holds more than the {ByteSize.Format(device.Size)} of volume '{device.Name}'; stopped at byte {offset}");
-                }
 
-                pool.Resize(device.Name, RoundUp(end)).OrFail();
+        // A sparse image file is read only where it holds data; its holes are zeros without reading them.
+        var extents = input is FileStream file ? SparseFile.DataExtents(file.SafeFileHandle, file.Length) : null;
+        long total = input.CanSeek ? input.Length : long.MaxValue;
+        foreach (var (start, length) in extents ?? [(0, total)])
+        {
+            if (!fresh && start > end)
+            {
+                device.Trim(end, start - end).OrFail();
             }
 
-            written += WriteSkippingZeros(device, offset, current.AsSpan(0, n), blockSize, fresh);
-            offset = end;
-            report(offset);
-            n = reading.GetAwaiter().GetResult();
-            (current, next) = (next, current);
+            if (input.CanSeek)
+            {
+                input.Position = start;
+            }
+
+            long offset = start, stop = start + length;
+            int n = ReadFull(input, current, Limit(stop - offset), source);
+            while (n > 0)
+            {
+                // Read ahead while the engine writes this chunk.
+                var buffer = next;
+                int want = Limit(stop - offset - n);
+                var reading = Task.Run(() => ReadFull(input, buffer, want, source));
+                long chunkEnd = offset + n;
+                if (chunkEnd > device.Size)
+                {
+                    if (!growable)
+                    {
+                        _ = reading.GetAwaiter().GetResult();
+                        throw new CliFailureException(ExitCodes.InvalidArgument, $"'{source}' holds more than the {ByteSize.Format(device.Size)} of volume '{device.Name}'; stopped at byte {offset}");
+                    }
+
+                    pool.Resize(device.Name, RoundUp(chunkEnd)).OrFail();
+                }
+
+                written += WriteSkippingZeros(device, offset, current.AsSpan(0, n), blockSize, fresh);
+                offset = chunkEnd;
+                report(offset);
+                n = reading.GetAwaiter().GetResult();
+                (current, next) = (next, current);
+            }
+
+            end = offset;
         }
 
-        return new ImportStats(offset, written);
+        long size = input.CanSeek ? input.Length : end;
+        if (!fresh && size > end)
+        {
+            device.Trim(end, size - end).OrFail();
+        }
+
+        report(size);
+        return new ImportStats(size, written);
     }
+
+    private static int Limit(long remaining) => (int)Math.Clamp(remaining, 0, ChunkSize);
 
     /// <summary>
     /// Writes the non-zero runs of <paramref name="data"/> (at block granularity). Zero runs are skipped on a
@@ -194,14 +225,14 @@ internal static class ImportExport
     /// <summary>True when every byte is zero (vectorized: compares 32 or 64 bytes per instruction).</summary>
     internal static bool IsZero(ReadOnlySpan<byte> data) => !data.ContainsAnyExcept((byte)0);
 
-    private static int ReadFull(Stream input, byte[] buffer, string source)
+    private static int ReadFull(Stream input, byte[] buffer, int count, string source)
     {
         int done = 0;
         try
         {
-            while (done < buffer.Length)
+            while (done < count)
             {
-                int n = input.Read(buffer, done, buffer.Length - done);
+                int n = input.Read(buffer, done, count - done);
                 if (n == 0)
                 {
                     break;
