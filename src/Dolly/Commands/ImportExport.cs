@@ -7,10 +7,9 @@ namespace Dolly.Commands;
 /// <summary>
 /// <c>volume import</c> and <c>volume export</c>: raw images between a file (or stdin/stdout) and a volume.
 /// Import never writes an all-zero block (the volume stays thin) and skips a sparse file's holes unread;
-/// export reads only allocated ranges and
-/// leaves holes in the output file (or writes zeros to a pipe). The summary goes to stdout, or to stderr
-/// when stdout carries the image. Both move data in 4 MiB chunks, and import
-/// reads the next chunk while the engine writes the current one.
+/// export reads only allocated ranges and leaves holes in the output file (or writes zeros to a pipe). The
+/// summary goes to stdout, or to stderr when stdout carries the image. Both move data in 4 MiB chunks, and
+/// import reads the next chunk while the engine writes the current one.
 /// </summary>
 internal static class ImportExport
 {
