@@ -276,13 +276,83 @@ internal sealed partial class ListWatch
 
         if (table)
         {
-            var t = TableOf(type, page, tableVersion, listRv.ToString(CultureInfo.InvariantCulture), includeColumns: true, IncludeObject(request));
-            t["metadata"] = meta;
-            await Wire.WriteJsonAsync(context.Response, 200, t, ct).ConfigureAwait(false);
+            await WriteTableAsync(context.Response, type, page, tableVersion, meta, IncludeObject(request), ct).ConfigureAwait(false);
             return;
         }
 
         await WriteListAsync(context.Response, type, page, meta, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Streams a list Table row by row from the stored objects (no copies), so kubectl starts decoding while the
+    /// server is still writing; the same shape as <see cref="TableOf"/>.
+    /// </summary>
+    private async Task WriteTableAsync(HttpResponse response, ResourceType type, List<JsonObject> items, string tableVersion, JsonObject meta, string includeObject, CancellationToken ct)
+    {
+        var now = _time.GetUtcNow();
+        response.StatusCode = 200;
+        response.ContentType = "application/json";
+        var writer = new Utf8JsonWriter(response.BodyWriter, Wire.WriterOptions);
+        await using (writer.ConfigureAwait(false))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("kind", "Table");
+            writer.WriteString("apiVersion", tableVersion);
+            writer.WritePropertyName("metadata");
+            meta.WriteTo(writer);
+            writer.WritePropertyName("columnDefinitions");
+            Tables.ColumnDefinitions(type).WriteTo(writer);
+            writer.WriteStartArray("rows");
+            foreach (var obj in items)
+            {
+                writer.WriteStartObject();
+                writer.WritePropertyName("cells");
+                Tables.Cells(type, obj, now).WriteTo(writer);
+                if (includeObject == "Object")
+                {
+                    writer.WritePropertyName("object");
+                    ResourceService.Output(type, obj).WriteTo(writer);
+                }
+                else if (includeObject == "Metadata")
+                {
+                    writer.WriteStartObject("object");
+                    writer.WriteString("kind", "PartialObjectMetadata");
+                    writer.WriteString("apiVersion", "meta.k8s.io/v1");
+                    writer.WriteStartObject("metadata");
+                    foreach (var (k, v) in obj["metadata"] as JsonObject ?? [])
+                    {
+                        // managedFields are left out: printers never read them and they are most of the metadata.
+                        if (k == "managedFields")
+                        {
+                            continue;
+                        }
+
+                        writer.WritePropertyName(k);
+                        if (v is null)
+                        {
+                            writer.WriteNullValue();
+                        }
+                        else
+                        {
+                            v.WriteTo(writer);
+                        }
+                    }
+
+                    writer.WriteEndObject();
+                    writer.WriteEndObject();
+                }
+
+                writer.WriteEndObject();
+                if (writer.BytesPending > 64 * 1024)
+                {
+                    await writer.FlushAsync(ct).ConfigureAwait(false);
+                }
+            }
+
+            writer.WriteEndArray();
+            writer.WriteEndObject();
+            await writer.FlushAsync(ct).ConfigureAwait(false);
+        }
     }
 
     private static string Key(JsonObject obj) => Json.Namespace(obj) + "\0" + Json.Name(obj);
