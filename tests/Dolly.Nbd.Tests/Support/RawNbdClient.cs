@@ -44,8 +44,8 @@ internal sealed class RawNbdClient : IAsyncDisposable
 {
     public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(15);
 
-    private readonly Socket _socket;
-    private readonly NetworkStream _stream;
+    private readonly Socket? _socket;
+    private readonly Stream _stream;
     private ulong _nextCookie = 1;
 
     private RawNbdClient(Socket socket)
@@ -54,11 +54,16 @@ internal sealed class RawNbdClient : IAsyncDisposable
         _stream = new NetworkStream(socket, ownsSocket: true);
     }
 
+    private RawNbdClient(Stream stream) => _stream = stream;
+
+    /// <summary>A client speaking over an existing stream (a TLS session after STARTTLS).</summary>
+    public static RawNbdClient Over(Stream stream) => new(stream);
+
     public bool Structured { get; set; }
 
     public Stream Stream => _stream;
 
-    public Socket Socket => _socket;
+    public Socket Socket => _socket ?? throw new InvalidOperationException("this client runs over a stream, not a socket");
 
     public static async Task<RawNbdClient> ConnectUnixAsync(string path)
     {
