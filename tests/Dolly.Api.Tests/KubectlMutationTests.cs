@@ -208,4 +208,24 @@ public sealed class KubectlMutationTests(ServerFixture fx) : IClassFixture<Serve
         var nsd = (await fx.KubectlAsync("describe", "ns", ns)).ShouldSucceed();
         Assert.Matches(@"Status:\s+Active", nsd.Stdout);
     }
+
+    [Fact]
+    public async Task DeleteCascadeForeground_OwnerWaitsForItsDependents()
+    {
+        string ns = await NamespaceAsync("foreground");
+        (await fx.KubectlWithInputAsync(Pvc(ns, "owner"), "apply", "-f", "-")).ShouldSucceed();
+        string uid = (await fx.KubectlAsync("get", "pvc", "owner", "-n", ns, "-o", "jsonpath={.metadata.uid}")).ShouldSucceed().Stdout;
+        string owned = ", finalizers: [example.com/hold], ownerReferences: [{apiVersion: v1, kind: PersistentVolumeClaim, name: owner, uid: " + uid + "}]";
+        (await fx.KubectlWithInputAsync(Snapshot(ns, "dep", extraMeta: owned), "apply", "-f", "-")).ShouldSucceed();
+
+        (await fx.KubectlAsync("delete", "pvc", "owner", "-n", ns, "--cascade=foreground", "--wait=false")).ShouldSucceed();
+        var finalizers = (await fx.KubectlAsync("get", "pvc", "owner", "-n", ns, "-o", "jsonpath={.metadata.finalizers}")).ShouldSucceed();
+        Assert.Contains("foregroundDeletion", finalizers.Stdout, StringComparison.Ordinal);
+        await Poll.UntilAsync(async () => (await fx.KubectlAsync("get", "vs", "dep", "-n", ns, "-o", "jsonpath={.metadata.deletionTimestamp}")).Stdout,
+            ts => ts.Length > 0, TimeSpan.FromSeconds(10));
+        (await fx.KubectlAsync("get", "pvc", "owner", "-n", ns)).ShouldSucceed();
+
+        (await fx.KubectlAsync("patch", "vs", "dep", "-n", ns, "--type", "merge", "-p", """{"metadata":{"finalizers":null}}""")).ShouldSucceed();
+        (await fx.KubectlAsync("wait", "--for=delete", "pvc/owner", "-n", ns, "--timeout=20s")).ShouldSucceed();
+    }
 }

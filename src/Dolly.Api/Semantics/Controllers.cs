@@ -33,11 +33,13 @@ internal sealed class Controllers
         var crds = new HashSet<string>(StringComparer.Ordinal);
         var deletedUids = new List<string>();
         var owned = new List<StoredObject>();
+        var foreground = new HashSet<string>(StringComparer.Ordinal);
         while (await reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
         {
             while (reader.TryRead(out var e))
             {
                 Classify(e, namespaces, crds, deletedUids, owned);
+                ClassifyForeground(e, foreground);
             }
 
             try
@@ -61,6 +63,14 @@ internal sealed class Controllers
                 {
                     CleanupCrd(crd);
                 }
+
+                foreach (var uid in foreground)
+                {
+                    if (_store.GetByUid(uid) is { } owner)
+                    {
+                        ProcessForeground(owner);
+                    }
+                }
             }
             catch (ApiErrorException e)
             {
@@ -75,6 +85,7 @@ internal sealed class Controllers
 
             namespaces.Clear();
             crds.Clear();
+            foreground.Clear();
             deletedUids.Clear();
             owned.Clear();
         }
@@ -118,6 +129,51 @@ internal sealed class Controllers
         }
     }
 
+    private static bool InForegroundDeletion(JsonObject obj) =>
+        obj["metadata"]?["deletionTimestamp"] is not null &&
+        Json.StringList(obj["metadata"]?["finalizers"]).Contains(ResourceService.ForegroundFinalizer);
+
+    /// <summary>Owners in foreground deletion to look at: the owner itself when marked, its owners when a dependent went.</summary>
+    private static void ClassifyForeground(StoreEvent e, HashSet<string> owners)
+    {
+        var s = e.Stored;
+        if (e.Type != StoreEventType.Deleted && InForegroundDeletion(s.Object))
+        {
+            owners.Add(s.Uid);
+        }
+
+        if (e.Type == StoreEventType.Deleted || s.Object["metadata"]?["deletionTimestamp"] is not null)
+        {
+            foreach (var r in s.Object["metadata"]?["ownerReferences"] as JsonArray ?? [])
+            {
+                if (Json.Str(r?["uid"]) is { } uid)
+                {
+                    owners.Add(uid);
+                }
+            }
+        }
+    }
+
+    /// <summary>Deletes the dependents of an owner in foreground deletion; once none is left, releases the owner.</summary>
+    private void ProcessForeground(StoredObject owner)
+    {
+        if (!InForegroundDeletion(owner.Object))
+        {
+            return;
+        }
+
+        var dependents = _store.DependentsOf(owner.Uid);
+        foreach (var dep in dependents.Where(d => d.Object["metadata"]?["deletionTimestamp"] is null))
+        {
+            _service.DeleteInternal(dep, "Foreground");
+        }
+
+        if (_store.DependentsOf(owner.Uid).Count == 0)
+        {
+            _service.RemoveFinalizerInternal(owner, ResourceService.ForegroundFinalizer);
+        }
+    }
+
     private bool IsTerminating(string ns) =>
         _store.Get("/namespaces", "", ns)?.Object["metadata"]?["deletionTimestamp"] is not null;
 
@@ -140,6 +196,11 @@ internal sealed class Controllers
             else if (obj.Object["metadata"]?["ownerReferences"] is JsonArray { Count: > 0 })
             {
                 CollectIfOrphaned(obj);
+            }
+
+            if (InForegroundDeletion(obj.Object))
+            {
+                ProcessForeground(obj);
             }
         }
     }

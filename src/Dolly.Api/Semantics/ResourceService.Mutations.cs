@@ -13,6 +13,9 @@ internal sealed partial class ResourceService
     /// <summary>Namespaces the lifecycle admission plugin refuses to delete.</summary>
     public static readonly IReadOnlySet<string> ImmortalNamespaces = new HashSet<string>(StringComparer.Ordinal) { "default", "kube-system", "kube-public" };
 
+    /// <summary>The finalizer that holds an owner deleted with propagationPolicy=Foreground until its dependents are gone.</summary>
+    public const string ForegroundFinalizer = "foregroundDeletion";
+
     public static readonly IReadOnlyList<string> CustomPatchTypes =
         ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"];
 
@@ -172,7 +175,10 @@ internal sealed partial class ResourceService
             var current = _store.Get(type.StorageKey, ns, name) ?? throw Errors.NotFound(type.Group, type.Plural, name);
             CheckPreconditions(type, current, d);
             var meta = (JsonObject)current.Object["metadata"]!;
-            bool blocked = Json.StringList(meta["finalizers"]).Count > 0 ||
+            // Foreground deletion keeps the owner, marked with the foregroundDeletion finalizer, until the garbage
+            // collector has deleted its dependents (the controllers remove the finalizer then).
+            bool foreground = d.PropagationPolicy == "Foreground" && !isNamespace && meta["deletionTimestamp"] is null;
+            bool blocked = foreground || Json.StringList(meta["finalizers"]).Count > 0 ||
                            (isNamespace && Json.StringList(current.Object["spec"]?["finalizers"]).Count > 0);
             if (blocked)
             {
@@ -191,6 +197,13 @@ internal sealed partial class ResourceService
                 var nextMeta = Json.Meta(next);
                 nextMeta["deletionTimestamp"] = Now;
                 nextMeta["deletionGracePeriodSeconds"] = 0;
+                if (foreground && !Json.StringList(nextMeta["finalizers"]).Contains(ForegroundFinalizer))
+                {
+                    var finalizers = nextMeta["finalizers"] as JsonArray ?? [];
+                    finalizers.Add(ForegroundFinalizer);
+                    nextMeta["finalizers"] = finalizers;
+                }
+
                 if (Json.Long(nextMeta["generation"]) is long g && g > 0)
                 {
                     nextMeta["generation"] = g + 1;
@@ -284,6 +297,28 @@ internal sealed partial class ResourceService
         }
     }
 
+    /// <summary>Removes a finalizer on behalf of the server's controllers; the object goes if it was the last.</summary>
+    public void RemoveFinalizerInternal(StoredObject target, string finalizer)
+    {
+        var type = _registry.FindPreferred(target.Resource);
+        if (type is null || !Json.StringList(target.Object["metadata"]?["finalizers"]).Contains(finalizer))
+        {
+            return;
+        }
+
+        var body = (JsonObject)target.Object.DeepClone();
+        var meta = Json.Meta(body);
+        meta["finalizers"] = new JsonArray([.. Json.StringList(meta["finalizers"]).Where(f => f != finalizer).Select(f => (JsonNode)f)]);
+        try
+        {
+            Update(type, target.Namespace, target.Name, body, null, WriteOptions.Default with { FieldManager = "garbage-collector" });
+        }
+        catch (ApiErrorException e) when (e.Code is 404 or 409)
+        {
+            // Gone or changed meanwhile; the next event brings the object back to the controller.
+        }
+    }
+
     /// <summary>Removes ownerReferences to <paramref name="ownerUid"/> from every dependent (propagationPolicy=Orphan).</summary>
     private void OrphanDependents(string ownerUid)
     {
@@ -318,7 +353,7 @@ internal sealed partial class ResourceService
     }
 
     /// <summary>Deletes one stored object on behalf of the server's own controllers (namespace cascade, GC).</summary>
-    public void DeleteInternal(StoredObject target)
+    public void DeleteInternal(StoredObject target, string policy = "Background")
     {
         var type = _registry.FindPreferred(target.Resource);
         if (type is null)
@@ -330,7 +365,7 @@ internal sealed partial class ResourceService
 
         try
         {
-            Delete(type, target.Namespace, target.Name, new DeleteOptions(false, "Background", null, null));
+            Delete(type, target.Namespace, target.Name, new DeleteOptions(false, policy, null, null));
         }
         catch (ApiErrorException e) when (e.Code is 404 or 409)
         {
