@@ -114,6 +114,7 @@ public sealed partial class Pool
             {
                 _blockRef[_pendingBlocks[k]] = 0;
                 _blockKept[_pendingBlocks[k]] = keep;
+                _blockStale[_pendingBlocks[k]] = keep;
             }
 
             if (keep)

@@ -204,6 +204,11 @@ public sealed partial class Pool
             return WriteWholeBlock(d, lb, leaf, slot, old, data);
         }
 
+        if (old == NoBlock)
+        {
+            return WriteIntoNewBlock(d, lb, leaf, slot, bo, data, s0, s1);
+        }
+
         // Redirect-on-write: assemble the whole new block, then write it once.
         byte[] buffer = ArrayPool<byte>.Shared.Rent(_blockSize);
         byte[] sums = ArrayPool<byte>.Shared.Rent(_sectorsPerBlock * 4);
@@ -211,34 +216,24 @@ public sealed partial class Pool
         {
             var block = buffer.AsSpan(0, _blockSize);
             var newSums = sums.AsSpan(0, _sectorsPerBlock * 4);
-            if (old == NoBlock)
+            // A partial write (whole blocks took the direct path): start from the old block.
+            LeafSums(leaf, slot).CopyTo(newSums);
+            try
             {
-                block.Clear();
-                _zeroSums.CopyTo(newSums);
+                _data.Read((long)old * _blockSize, block);
             }
-            else
+            catch (IOException ex)
             {
-                LeafSums(leaf, slot).CopyTo(newSums);
-                if (data.Length < _blockSize)
-                {
-                    try
-                    {
-                        _data.Read((long)old * _blockSize, block);
-                    }
-                    catch (IOException ex)
-                    {
-                        return Result.Fail(StorageErrorCode.IoError, $"{Describe(d)}: reading block {lb} failed: {ex.Message}");
-                    }
+                return Result.Fail(StorageErrorCode.IoError, $"{Describe(d)}: reading block {lb} failed: {ex.Message}");
+            }
 
-                    // Sectors only partly overwritten merge old bytes: verify those first, so corruption is
-                    // reported instead of being sealed under a fresh checksum. Untouched sectors keep their
-                    // old checksum and stay detectable.
-                    var bad = VerifyPartialSectors(d, lb, old, block, newSums, bo, data.Length, s0, s1);
-                    if (!bad.IsOk)
-                    {
-                        return bad;
-                    }
-                }
+            // Sectors only partly overwritten merge old bytes: verify those first, so corruption is reported
+            // instead of being sealed under a fresh checksum. Untouched sectors keep their old checksum and
+            // stay detectable.
+            var bad = VerifyPartialSectors(d, lb, old, block, newSums, bo, data.Length, s0, s1);
+            if (!bad.IsOk)
+            {
+                return bad;
             }
 
             data.CopyTo(block[bo..]);
@@ -270,6 +265,47 @@ public sealed partial class Pool
         {
             ArrayPool<byte>.Shared.Return(buffer);
             ArrayPool<byte>.Shared.Return(sums);
+        }
+    }
+
+    /// <summary>
+    /// A partial write where nothing was mapped. Into a block known to read as zeros only the touched sectors
+    /// are written (a 4 KiB write costs 4 KiB, not a block); otherwise the whole block, zero-filled.
+    /// </summary>
+    private Result WriteIntoNewBlock(DeviceState d, long lb, uint leaf, int slot, int bo, ReadOnlySpan<byte> data, int s0, int s1)
+    {
+        uint p = AllocBlock(out bool zeroed);
+        int start = zeroed ? s0 * Layout.SectorSize : 0;
+        int length = zeroed ? (s1 - s0) * Layout.SectorSize : _blockSize;
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            var span = buffer.AsSpan(0, length);
+            span.Clear();
+            data.CopyTo(span[(bo - start)..]);
+            Span<byte> sums = stackalloc byte[_sectorsPerBlock * 4];
+            _zeroSums.CopyTo(sums);
+            for (int s = s0; s < s1; s++)
+            {
+                BinaryPrimitives.WriteUInt32LittleEndian(sums[(s * 4)..], Layout.Checksum(span.Slice((s * Layout.SectorSize) - start, Layout.SectorSize)));
+            }
+
+            try
+            {
+                _data.Write(((long)p * _blockSize) + start, span);
+            }
+            catch (IOException ex)
+            {
+                DecBlock(p);
+                return IoFailure(d, lb, ex);
+            }
+
+            SetLeafEntry(leaf, slot, p, sums);
+            return Result.Ok;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 

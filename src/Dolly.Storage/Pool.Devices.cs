@@ -47,6 +47,11 @@ public sealed partial class Pool
             return Exists(name);
         }
 
+        if (BeginChange() is { } notCommitted)
+        {
+            return notCommitted;
+        }
+
         ulong id = _nextDeviceId++;
         var d = AddDevice(name, DeviceKind.Volume, size, root: 0, _mapGeometry.DepthFor(BlocksFor(size)), sourceId: 0, lineageId: id, id);
         return Committed(d);
@@ -75,6 +80,11 @@ public sealed partial class Pool
         if (_byName.ContainsKey(snapshotName))
         {
             return Exists(snapshotName);
+        }
+
+        if (BeginChange() is { } notCommitted)
+        {
+            return notCommitted;
         }
 
         if (v.Root != 0)
@@ -118,6 +128,11 @@ public sealed partial class Pool
         if (_byName.ContainsKey(cloneName))
         {
             return Exists(cloneName);
+        }
+
+        if (BeginChange() is { } notCommitted)
+        {
+            return notCommitted;
         }
 
         if (s.Root != 0)
@@ -165,6 +180,11 @@ public sealed partial class Pool
             return new StorageError(StorageErrorCode.InvalidArgument, $"snapshot '{snapshotName}' was not taken of volume '{volumeName}'; a volume can only be reverted to its own snapshots");
         }
 
+        if (BeginChange() is { } notCommitted)
+        {
+            return notCommitted;
+        }
+
         if (s.Root != 0)
         {
             _pageRef[s.Root]++;
@@ -209,6 +229,11 @@ public sealed partial class Pool
             return new StorageError(StorageErrorCode.InvalidArgument, $"volume '{volumeName}' is {v.Size} bytes; shrinking it to {newSize} bytes would destroy data and is refused");
         }
 
+        if (BeginChange() is { } notCommitted)
+        {
+            return notCommitted;
+        }
+
         GrowTo(v, newSize);
         return Committed(v);
     });
@@ -223,6 +248,11 @@ public sealed partial class Pool
             {
                 return found.Error;
             }
+
+        if (BeginChange() is { } notCommitted)
+        {
+            return notCommitted;
+        }
 
             var d = found.Value;
             if (d.Root != 0)
@@ -509,8 +539,8 @@ public sealed partial class Pool
         d.LineageId);
 
     /// <summary>
-    /// Commits a management change. The change is already in effect in memory; when the commit fails (a full
-    /// disk) it stays pending and the next successful flush makes it durable, which the error says.
+    /// Commits a management change. When the commit fails (a full disk) the pool rolls back to the state
+    /// committed just before the change, so a failed operation changes nothing.
     /// </summary>
     private Result<DeviceInfo> Committed(DeviceState d)
     {
@@ -520,7 +550,8 @@ public sealed partial class Pool
             return ToInfo(d);
         }
 
-        return new StorageError(r.Error.Code, $"{Describe(d)} was changed but the change is not yet durable: {r.Error.Message}");
+        RollBackToCommitted(_devicesBeforeChange);
+        return new StorageError(r.Error.Code, $"{r.Error.Message}; nothing was changed");
     }
 
     private Result<T> Read<T>(Func<Result<T>> body)
@@ -549,6 +580,23 @@ public sealed partial class Pool
         {
             _rw.ExitWriteLock();
         }
+    }
+
+    /// <summary>
+    /// Called by a management operation once its checks passed, right before it changes anything: commits
+    /// pending writes so that the change is a transaction of its own, which can be rolled back to the
+    /// committed state if its commit fails. Returns the error when even the pending writes cannot commit.
+    /// </summary>
+    private StorageError? BeginChange()
+    {
+        var pending = CommitCore();
+        if (!pending.IsOk)
+        {
+            return new StorageError(pending.Error.Code, $"nothing was changed: earlier writes could not be committed first: {pending.Error.Message}");
+        }
+
+        _devicesBeforeChange = [.. _byId.Values];
+        return null;
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);

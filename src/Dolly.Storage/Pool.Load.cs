@@ -240,6 +240,69 @@ public sealed partial class Pool
         }
     }
 
+    private List<DeviceState> _devicesBeforeChange = [];
+
+    /// <summary>
+    /// Discards every uncommitted change and reloads the committed state from disk. Device records keep their
+    /// identity (open handles stay valid): devices that exist on disk get their committed root and size back,
+    /// the others are marked deleted. Used only after a management change failed to commit, when nothing but
+    /// that change is uncommitted.
+    /// </summary>
+    private void RollBackToCommitted(IReadOnlyCollection<DeviceState> known)
+    {
+        _pages = new byte[]?[64];
+        _pageRef = new int[64];
+        _pageBorn = new uint[64];
+        _freePages.Clear();
+        _pendingPages.Clear();
+        _freshPages.Clear();
+        _blockRef = new int[64];
+        _blockBorn = new uint[64];
+        _blockKept = new bool[64];
+        _blockStale = new bool[64];
+        _keptFreeBlocks = 0;
+        _pendingBlocks.Clear();
+        _freeBlocksBelowHighWater = 0;
+        _blockCursor = 0;
+        _dirtyDevices.Clear();
+        _freeSlots.Clear();
+        _slotHighWater = 0;
+        _byName.Clear();
+        _byId.Clear();
+        _dirty = false;
+        _dataDirty = false;
+        _txn++;
+
+        var problems = new List<CheckProblem>();
+        var sb = ReadSuperblock(_meta, _directory, problems, out _)
+            ?? throw new StorageException($"pool '{_directory}': the committed superblock cannot be read back after a failed commit");
+        Initialize(sb);
+        var ctx = new LoadContext();
+        LoadTrees(sb, ctx);
+        if (ctx.Problems.Count > 0)
+        {
+            throw new StorageException($"pool '{_directory}': the committed state cannot be read back after a failed commit: {ctx.Problems[0]}");
+        }
+
+        AdoptCounts(ctx);
+        foreach (var old in known)
+        {
+            if (_byId.TryGetValue(old.Id, out var loaded))
+            {
+                old.Root = loaded.Root;
+                old.Depth = loaded.Depth;
+                old.Size = loaded.Size;
+                old.Deleted = false;
+                _byId[old.Id] = old;
+                _byName[old.Name] = old;
+            }
+            else
+            {
+                old.Deleted = true;
+            }
+        }
+    }
+
     /// <summary>Adopts the reference counts computed by a load and builds the free lists from them.</summary>
     private void AdoptCounts(LoadContext ctx)
     {
@@ -259,6 +322,7 @@ public sealed partial class Pool
             if (_blockRef[p] == 0)
             {
                 _freeBlocksBelowHighWater++;
+                _blockStale[p] = true;
             }
         }
     }

@@ -34,6 +34,11 @@ public sealed partial class Pool
     // Free blocks whose disk space was kept for reuse (see ReleasePendingBlocks).
     private const int MinKeptBlocks = 4096;
     private bool[] _blockKept = new bool[64];
+
+    // A free block is "stale" when its bytes in the data file may be non-zero (kept for reuse, freed within
+    // the transaction, or of unknown content after open). A block that is not stale reads as zeros, so a
+    // partial write into it needs to write only the sectors it touches.
+    private bool[] _blockStale = new bool[64];
     private long _keptFreeBlocks;
 
     private Span<byte> Page(uint id) => _pages[id]!;
@@ -64,6 +69,7 @@ public sealed partial class Pool
         Grow(ref _blockRef, (long)block + 1);
         Grow(ref _blockBorn, (long)block + 1);
         Grow(ref _blockKept, (long)block + 1);
+        Grow(ref _blockStale, (long)block + 1);
     }
 
     /// <summary>A new, zeroed, fresh page with one reference.</summary>
@@ -218,7 +224,10 @@ public sealed partial class Pool
         }
     }
 
-    private uint AllocBlock()
+    private uint AllocBlock() => AllocBlock(out _);
+
+    /// <summary>Allocates a data block; <paramref name="zeroed"/> tells whether its bytes are known to be zero.</summary>
+    private uint AllocBlock(out bool zeroed)
     {
         uint p;
         if (_freeBlocksBelowHighWater > 0)
@@ -260,6 +269,8 @@ public sealed partial class Pool
             _keptFreeBlocks--;
         }
 
+        zeroed = !_blockStale[p];
+        _blockStale[p] = false;
         _blockRef[p] = 1;
         _blockBorn[p] = _txn;
         _dataDirty = true;
@@ -277,6 +288,7 @@ public sealed partial class Pool
         if (_blockBorn[p] == _txn)
         {
             _freeBlocksBelowHighWater++;
+            _blockStale[p] = true;
         }
         else
         {

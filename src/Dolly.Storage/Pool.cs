@@ -218,6 +218,16 @@ public sealed partial class Pool : IDisposable
             }
 
             pool.AdoptCounts(ctx);
+            if (!lenient)
+            {
+                // Blocks past the high-water mark may hold writes a crash left uncommitted; zero them so that
+                // every block the allocator hands out from there reads as zeros.
+                long end = (long)pool._dataHighWater * pool._blockSize;
+                if (data.Length > end)
+                {
+                    data.PunchHole(end, data.Length - end);
+                }
+            }
             return pool;
         }
         catch (IOException ex)
