@@ -15,8 +15,34 @@ internal sealed class OpenApi
 {
     private const string ObjectMetaName = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
     private readonly ResourceRegistry _registry;
+    private readonly Lock _cacheLock = new();
+    private IReadOnlyList<ResourceType>? _cachedFor;
+    private Dictionary<(string Group, string Version), (string Json, string Hash)> _cache = [];
 
     public OpenApi(ResourceRegistry registry) => _registry = registry;
+
+    /// <summary>The serialized documents and their hashes, rebuilt only when the served kinds change.</summary>
+    private Dictionary<(string Group, string Version), (string Json, string Hash)> Documents()
+    {
+        var all = _registry.All;
+        lock (_cacheLock)
+        {
+            if (!ReferenceEquals(all, _cachedFor))
+            {
+                var docs = new Dictionary<(string, string), (string, string)>();
+                foreach (var gv in all.Select(t => (t.Group, t.Version)).Distinct())
+                {
+                    string json = Document(gv.Group, gv.Version).ToJsonString();
+                    docs[gv] = (json, Hash(json));
+                }
+
+                _cache = docs;
+                _cachedFor = all;
+            }
+
+            return _cache;
+        }
+    }
 
     private static string Hash(string json) => Convert.ToHexString(SHA512.HashData(Encoding.UTF8.GetBytes(json)));
 
@@ -44,14 +70,14 @@ internal sealed class OpenApi
             throw new ApiErrorException(404, "NotFound", "the server could not find the requested resource");
         }
 
-        var groupVersions = _registry.All.Select(t => (t.Group, t.Version)).Distinct().ToList();
+        var documents = Documents();
         if (segments.Length == 2)
         {
             var paths = new JsonObject();
-            foreach (var (g, v) in groupVersions)
+            foreach (var ((g, v), doc) in documents)
             {
                 string key = g.Length == 0 ? "api/" + v : "apis/" + g + "/" + v;
-                paths[key] = new JsonObject { ["serverRelativeURL"] = "/openapi/v3/" + key + "?hash=" + Hash(Document(g, v).ToJsonString()) };
+                paths[key] = new JsonObject { ["serverRelativeURL"] = "/openapi/v3/" + key + "?hash=" + doc.Hash };
             }
 
             string index = new JsonObject { ["paths"] = paths }.ToJsonString();
@@ -62,14 +88,13 @@ internal sealed class OpenApi
         }
 
         string gvPath = string.Join('/', segments[2..]);
-        var match = groupVersions.FirstOrDefault(gv => (gv.Group.Length == 0 ? "api/" + gv.Version : "apis/" + gv.Group + "/" + gv.Version) == gvPath);
-        if (match == default)
+        var match = documents.FirstOrDefault(d => (d.Key.Group.Length == 0 ? "api/" + d.Key.Version : "apis/" + d.Key.Group + "/" + d.Key.Version) == gvPath);
+        if (match.Value.Json is null)
         {
             throw new ApiErrorException(404, "NotFound", "the server could not find the requested resource");
         }
 
-        string json = Document(match.Group, match.Version).ToJsonString();
-        string hash = Hash(json);
+        var (json, hash) = match.Value;
         string requested = context.Request.Query["hash"].ToString();
         if (requested.Length > 0 && requested != hash)
         {
