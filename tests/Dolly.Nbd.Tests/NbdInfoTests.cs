@@ -135,6 +135,19 @@ public sealed class NbdInfoTests
     }
 
     [Fact]
+    public async Task Map_DeltaOfAClone_AgainstTheSnapshotItWasClonedFrom()
+    {
+        Tools.Require("nbdinfo");
+        await using var server = Populate();
+        server.Pool.Clone("snap1", "clone").ThrowIfFailed();
+        server.Pool.OpenDevice("clone").Value.Write(40 * Mib, Data.Random(100, 6)).ThrowIfFailed();
+
+        var map = await MapAsync(server.UnixUri("clone"), "dolly:delta:snap1");
+        AssertCovers(map, 64 * Mib);
+        Assert.Equal([(40 * Mib, 64L << 10)], Merge(map.Where(e => e.Type == 1)));
+    }
+
+    [Fact]
     public async Task Map_DeltaOfAnotherLineage_IsNotOffered()
     {
         Tools.Require("nbdinfo");

@@ -237,6 +237,41 @@ public sealed class RobustnessTests
     }
 
     [Fact]
+    public async Task ServerDispose_WithBusyAndIdleClients_ClosesThemPromptly()
+    {
+        var server = Start(o => o with { MaxPayload = 1 << 20, MaxInFlightBytesPerConnection = 2 << 20 });
+        try
+        {
+            server.Pool.OpenDevice("vol").Value.Write(0, Data.Random(4 << 20, 3)).ThrowIfFailed();
+            await using var idle = await server.ConnectAsync();
+            await idle.GoAsync("vol");
+            await using var haggling = await server.ConnectAsync();
+            await haggling.HandshakeAsync();
+            await using var stuck = await server.ConnectTcpAsync();
+            stuck.Socket.ReceiveBufferSize = 4096;
+            await stuck.GoAsync("vol");
+            var frames = new byte[16 * 28];
+            for (int i = 0; i < 16; i++)
+            {
+                RawNbdClient.RequestFrame(0, Wire.CmdRead, (ulong)i + 1, 0, 1 << 20).CopyTo(frames, i * 28);
+            }
+
+            await stuck.SendAsync(frames);
+
+            var sw = Stopwatch.StartNew();
+            await server.StopServerAsync();
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"disposing the server took {sw.Elapsed}");
+            Assert.Equal(0, server.Server.ConnectionCount);
+            Assert.True(await idle.ServerClosedAsync());
+            Assert.True(await haggling.ServerClosedAsync());
+        }
+        finally
+        {
+            await server.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task MaxConnections_Enforced_AndFreedSlotsReused()
     {
         await using var server = Start(o => o with { MaxConnections = 2 });
