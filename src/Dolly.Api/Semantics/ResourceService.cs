@@ -18,6 +18,7 @@ internal sealed partial class ResourceService
     private readonly ObjectStore _store;
     private readonly ResourceRegistry _registry;
     private readonly TimeProvider _time;
+    private readonly Lock _refreshLock = new();
 
     public ResourceService(ObjectStore store, ResourceRegistry registry, TimeProvider time)
     {
@@ -486,8 +487,14 @@ internal sealed partial class ResourceService
         }
     }
 
-    public void RefreshCrds() =>
-        _registry.Refresh(_store.List("apiextensions.k8s.io/customresourcedefinitions", null).Items.Select(s => s.Object));
+    /// <summary>Rebuilds the served CRD kinds; serialized so a slower refresh never replaces a newer one.</summary>
+    public void RefreshCrds()
+    {
+        lock (_refreshLock)
+        {
+            _registry.Refresh(_store.List("apiextensions.k8s.io/customresourcedefinitions", null).Items.Select(s => s.Object));
+        }
+    }
 
     /// <summary>CRs refuse updates without a resourceVersion; this error names the resource plural, not the Kind.</summary>
     private static ApiErrorException UnconditionalUpdate(ResourceType type, string name)

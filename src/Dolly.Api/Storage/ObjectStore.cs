@@ -114,6 +114,7 @@ internal sealed class ObjectStore : IDisposable
             while (reader.Read())
             {
                 var obj = (JsonObject)JsonNode.Parse(reader.GetString(4))!;
+                Materialize(obj);
                 var stored = new StoredObject(reader.GetString(0), reader.GetString(1), reader.GetString(2), reader.GetInt64(3), obj);
                 Bucket(stored.Resource)[Key(stored.Namespace, stored.Name)] = stored;
                 Index(null, stored);
@@ -354,7 +355,33 @@ internal sealed class ObjectStore : IDisposable
         }
 
         _revision = rv;
+        Materialize(obj);
         return new StoredObject(resource, ns, name, rv, obj);
+    }
+
+    /// <summary>
+    /// Parsed nodes build their children lazily on first access; a stored object is read by many threads at once,
+    /// so every container is expanded here, under the lock, before the object is shared.
+    /// </summary>
+    private static void Materialize(JsonNode? node)
+    {
+        switch (node)
+        {
+            case JsonObject o:
+                foreach (var (_, child) in o)
+                {
+                    Materialize(child);
+                }
+
+                break;
+            case JsonArray a:
+                foreach (var child in a)
+                {
+                    Materialize(child);
+                }
+
+                break;
+        }
     }
 
     private void Publish(StoreEvent e)
