@@ -188,6 +188,12 @@ internal sealed partial class NbdConnection
                 {
                     await ErrorAsync(req, Nbd.EInval, "read beyond the end of the export", ct).ConfigureAwait(false);
                 }
+                else if (req.Length == 0)
+                {
+                    // proto.md: every structured content chunk MUST describe at least one byte, so an empty
+                    // read is answered with a bare NONE chunk (or a simple reply without data).
+                    await CompleteAsync(req, (0, null), ct).ConfigureAwait(false);
+                }
                 else
                 {
                     await ReadAsync(export, req, ct).ConfigureAwait(false);

@@ -20,6 +20,7 @@ public sealed class NbdServer : IAsyncDisposable
     private readonly List<Task> _acceptLoops = [];
     private readonly ConcurrentDictionary<long, NbdConnection> _connections = new();
     private readonly CancellationTokenSource _stopping = new();
+    private readonly Lock _admission = new();
     private long _nextConnectionId;
 
     /// <summary>Creates a server; call <see cref="Start"/> to listen.</summary>
@@ -161,13 +162,6 @@ public sealed class NbdServer : IAsyncDisposable
                 continue;
             }
 
-            if (_connections.Count >= _options.MaxConnections)
-            {
-                NbdLog.TooManyConnections(_logger, _connections.Count);
-                client.Dispose();
-                continue;
-            }
-
             if (isTcp)
             {
                 client.NoDelay = true;
@@ -175,7 +169,26 @@ public sealed class NbdServer : IAsyncDisposable
 
             long id = Interlocked.Increment(ref _nextConnectionId);
             var connection = new NbdConnection(id, client, isTcp, _catalog, _options, _logger);
-            _connections[id] = connection;
+
+            // Check and add under one lock: each listener has its own accept loop, and two loops checking the
+            // count at once could both admit the last slot.
+            bool admitted;
+            lock (_admission)
+            {
+                admitted = _connections.Count < _options.MaxConnections;
+                if (admitted)
+                {
+                    _connections[id] = connection;
+                }
+            }
+
+            if (!admitted)
+            {
+                NbdLog.TooManyConnections(_logger, _connections.Count);
+                await connection.DisposeAsync().ConfigureAwait(false);
+                continue;
+            }
+
             _ = RunConnectionAsync(id, connection);
         }
     }

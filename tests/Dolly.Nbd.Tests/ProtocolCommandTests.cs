@@ -73,6 +73,25 @@ public sealed class ProtocolCommandTests
         Assert.Equal(0u, (await c.ReadAsync(Size - 512, 512)).Error);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ZeroLengthRead_SucceedsWithoutContentChunks(bool structured)
+    {
+        // proto.md: a zero-length read is unspecified but SHOULD NOT disconnect, and every structured content
+        // chunk MUST describe at least one byte (libnbd rejects an empty OFFSET_DATA chunk).
+        await using var server = Start();
+        await using var c = await OpenAsync(server, "vol", structured);
+        var r = await c.ReadAsync(4096, 0);
+        Assert.Equal(0u, r.Error);
+        if (structured)
+        {
+            Assert.Equal(Wire.ReplyTypeNone, Assert.Single(r.Chunks).Type);
+        }
+
+        Assert.Equal(Data.Random(Block, 1).AsSpan(0, 4096).ToArray(), (await c.ReadAsync(0, 4096)).Data);
+    }
+
     [Fact]
     public async Task WriteTrimZeroesBeyondEnd_ENoSpc()
     {
