@@ -86,9 +86,11 @@ public sealed partial class Pool
 
     /// <summary>
     /// Frees the blocks the last commit stopped referencing. Up to a reserve (256 MiB, or a quarter of the data
-    /// in use) they keep their disk space, so that copy-on-write overwrites reuse allocated file space
-    /// instead of making the host file system allocate again; beyond it they are hole-punched and the space
-    /// goes back to the host.
+    /// in use) they keep their disk space, so that copy-on-write overwrites reuse allocated file space instead
+    /// of making the host file system allocate again. The rest are queued to be hole-punched, which returns
+    /// their space to the host: that happens outside the pool lock (<see cref="DrainPunches"/>), because
+    /// punching a gigabyte takes long enough to stall every reader and writer. Until punched they are neither
+    /// free nor referenced (count -2), so nothing can be written into them before the punch.
     /// </summary>
     private void ReleasePendingBlocks()
     {
@@ -109,35 +111,149 @@ public sealed partial class Pool
                 j++;
             }
 
-            bool keep = _keptFreeBlocks + (j - i + 1) <= reserve;
-            for (int k = i; k <= j; k++)
+            int keep = (int)Math.Clamp(reserve - _keptFreeBlocks, 0, j - i + 1);
+            for (int k = i; k < i + keep; k++)
             {
-                _blockRef[_pendingBlocks[k]] = 0;
-                _blockKept[_pendingBlocks[k]] = keep;
-                _blockStale[_pendingBlocks[k]] = keep;
+                uint p = _pendingBlocks[k];
+                _blockRef[p] = 0;
+                _blockKept[p] = true;
+                _blockStale[p] = true;
             }
 
-            if (keep)
+            _keptFreeBlocks += keep;
+            _freeBlocksBelowHighWater += keep;
+            if (i + keep <= j)
             {
-                _keptFreeBlocks += j - i + 1;
-            }
-            else
-            {
-                try
+                for (int k = i + keep; k <= j; k++)
                 {
-                    _data.PunchHole((long)_pendingBlocks[i] * _blockSize, (long)(j - i + 1) * _blockSize);
+                    _blockRef[_pendingBlocks[k]] = Punching;
                 }
-                catch (IOException)
-                {
-                    // Punching only returns space to the host file system early; the blocks are free either way.
-                }
+
+                _punchQueue.Add((_pendingBlocks[i + keep], (uint)(j - i - keep + 1)));
+                _punchesQueued = _punchQueue.Count;
             }
 
             i = j + 1;
         }
 
-        _freeBlocksBelowHighWater += _pendingBlocks.Count;
         _pendingBlocks.Clear();
+    }
+
+    /// <summary>Reference count of a block waiting to be hole-punched.</summary>
+    private const int Punching = -2;
+
+    // Runs of freed blocks waiting to be punched, and the piece being punched right now (at most one thread
+    // drains at a time). Both are guarded by the pool's write lock; the punch itself runs outside it.
+    private readonly List<(uint First, uint Count)> _punchQueue = [];
+    private (uint First, uint Count)? _punchingNow;
+    private int _punchesQueued;
+    private int _draining;
+
+    /// <summary>
+    /// Punches the queued runs of freed blocks in pieces of at most 64 MiB without holding the pool lock, then
+    /// makes them allocatable. Called by whichever thread just committed, after releasing the lock; when
+    /// <paramref name="lockHeld"/> (closing the pool) everything is punched at once.
+    /// </summary>
+    private void DrainPunches(bool lockHeld = false)
+    {
+        if (Volatile.Read(ref _punchesQueued) == 0)
+        {
+            return;
+        }
+
+        uint pieceBlocks = (uint)Math.Max(1, (64 << 20) / _blockSize);
+        if (lockHeld)
+        {
+            foreach (var run in _punchQueue)
+            {
+                Punch(run);
+                MarkPunched(run);
+            }
+
+            _punchQueue.Clear();
+            _punchesQueued = 0;
+            return;
+        }
+
+        while (Volatile.Read(ref _punchesQueued) > 0 && Interlocked.Exchange(ref _draining, 1) == 0)
+        {
+            try
+            {
+                while (true)
+                {
+                    (uint First, uint Count) piece;
+                    _rw.EnterWriteLock();
+                    try
+                    {
+                        if (_punchQueue.Count == 0)
+                        {
+                            break;
+                        }
+
+                        var run = _punchQueue[0];
+                        piece = (run.First, Math.Min(pieceBlocks, run.Count));
+                        if (piece.Count == run.Count)
+                        {
+                            _punchQueue.RemoveAt(0);
+                        }
+                        else
+                        {
+                            _punchQueue[0] = (run.First + piece.Count, run.Count - piece.Count);
+                        }
+
+                        _punchesQueued = _punchQueue.Count;
+                        _punchingNow = piece;
+                    }
+                    finally
+                    {
+                        _rw.ExitWriteLock();
+                    }
+
+                    Punch(piece);
+                    _rw.EnterWriteLock();
+                    try
+                    {
+                        if (_punchingNow == piece && !_disposed)
+                        {
+                            MarkPunched(piece);
+                        }
+
+                        _punchingNow = null;
+                    }
+                    finally
+                    {
+                        _rw.ExitWriteLock();
+                    }
+                }
+            }
+            finally
+            {
+                Volatile.Write(ref _draining, 0);
+            }
+        }
+    }
+
+    private void Punch((uint First, uint Count) run)
+    {
+        try
+        {
+            _data.PunchHole((long)run.First * _blockSize, (long)run.Count * _blockSize);
+        }
+        catch (Exception ex) when (ex is IOException or ObjectDisposedException)
+        {
+            // Punching only returns space to the host early; the blocks are free either way.
+        }
+    }
+
+    private void MarkPunched((uint First, uint Count) run)
+    {
+        for (uint p = run.First; p < run.First + run.Count; p++)
+        {
+            _blockRef[p] = 0;
+            _blockStale[p] = false;
+        }
+
+        _freeBlocksBelowHighWater += run.Count;
     }
 
     private void WriteDeviceRecords()

@@ -388,6 +388,7 @@ public sealed partial class Pool
         finally
         {
             _rw.ExitWriteLock();
+            DrainPunches();
         }
     }
 
@@ -401,7 +402,7 @@ public sealed partial class Pool
             long used = 0;
             for (uint p = 0; p < _dataHighWater; p++)
             {
-                if (_blockRef[p] != 0)
+                if (_blockRef[p] > 0)
                 {
                     used++;
                 }
@@ -579,6 +580,7 @@ public sealed partial class Pool
         finally
         {
             _rw.ExitWriteLock();
+            DrainPunches();
         }
     }
 

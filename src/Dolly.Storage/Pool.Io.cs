@@ -71,6 +71,7 @@ public sealed partial class Pool
         finally
         {
             _rw.ExitWriteLock();
+            DrainPunches();
         }
     }
 
@@ -91,6 +92,7 @@ public sealed partial class Pool
         finally
         {
             _rw.ExitWriteLock();
+            DrainPunches();
         }
     }
 

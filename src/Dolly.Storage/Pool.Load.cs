@@ -262,6 +262,8 @@ public sealed partial class Pool
         _blockStale = new bool[64];
         _keptFreeBlocks = 0;
         _pendingBlocks.Clear();
+        _punchQueue.Clear();
+        _punchesQueued = 0;
         _freeBlocksBelowHighWater = 0;
         _blockCursor = 0;
         _dirtyDevices.Clear();
@@ -285,6 +287,19 @@ public sealed partial class Pool
         }
 
         AdoptCounts(ctx);
+
+        // Queued punches are dropped (those blocks are simply free again); a piece being punched right now
+        // must not be handed out until its punch is done, when the drainer frees it.
+        if (_punchingNow is { } busy)
+        {
+            for (uint p = busy.First; p < busy.First + busy.Count; p++)
+            {
+                _blockRef[p] = Punching;
+            }
+
+            _freeBlocksBelowHighWater -= busy.Count;
+        }
+
         foreach (var old in known)
         {
             if (_byId.TryGetValue(old.Id, out var loaded))

@@ -297,6 +297,7 @@ public sealed partial class Pool : IDisposable
                 // Closing after an I/O failure: unflushed changes are lost, as they would be in a crash.
             }
 
+            DrainPunches(lockHeld: true);
             _data.Dispose();
             _meta.Dispose();
             _dirLock.Dispose();
