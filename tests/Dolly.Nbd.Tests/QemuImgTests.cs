@@ -61,6 +61,28 @@ public sealed class QemuImgTests
     }
 
     [Fact]
+    public async Task Map_WithXDirtyBitmap_ReadsTheDeltaContext()
+    {
+        // QEMU's backup tooling reads a dirty-bitmap style context with x-dirty-bitmap; qemu-img map then
+        // reports the context's bit 0 (dirty) where base:allocation would have "hole": dirty = "data": false.
+        Tools.Require("qemu-img");
+        await using var server = TestServer.Start();
+        var vol = server.CreateVolume("vol", Size);
+        vol.Write(0, Data.Random(1 << 20, 54)).ThrowIfFailed();
+        server.Pool.CreateSnapshot("vol", "snap").ThrowIfFailed();
+        vol.Write(5 << 20, Data.Random(1000, 55)).ThrowIfFailed();
+        vol.Write(64 << 10, Data.Random(64 << 10, 56)).ThrowIfFailed();
+
+        var r = (await Tools.RunAsync("qemu-img", "map", "--output=json", "--image-opts", $"driver=nbd,export=vol,server.type=unix,server.path={server.SocketPath},x-dirty-bitmap=dolly:delta:snap")).EnsureSuccess();
+        using var doc = JsonDocument.Parse(r.StdOut);
+        var dirty = doc.RootElement.EnumerateArray()
+            .Where(e => !e.GetProperty("data").GetBoolean())
+            .Select(e => (e.GetProperty("start").GetInt64(), e.GetProperty("length").GetInt64()))
+            .ToList();
+        Assert.Equal([(64L << 10, 64L << 10), (5L << 20, 64L << 10)], dirty);
+    }
+
+    [Fact]
     public async Task Convert_IntoSnapshot_Fails()
     {
         Tools.Require("qemu-img");
