@@ -343,6 +343,14 @@ internal sealed partial class ResourceService
             default:
                 next = incoming;
                 SchemaCheck(type, next, o, warnings, errors, old);
+                if (type.Group.Length == 0 && type.Plural == "namespaces" && next["spec"] is null or JsonObject)
+                {
+                    // A namespace's spec.finalizers change only through /finalize, as in kube-apiserver.
+                    var nsSpec = next["spec"] as JsonObject ?? [];
+                    nsSpec["finalizers"] = old["spec"]?["finalizers"]?.DeepClone();
+                    next["spec"] = nsSpec;
+                }
+
                 if (type.HasStatus)
                 {
                     if (old["status"] is { } oldStatus)
