@@ -140,6 +140,8 @@ public sealed class ApiServer : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.Limits.MaxRequestBodySize = null;
+            // Every informer holds a watch stream; many share one HTTP/2 connection (kube-apiserver allows 1000).
+            k.Limits.Http2.MaxStreamsPerConnection = 1000;
             k.AddServerHeader = false;
             k.Listen(address, _options.Port, listen =>
             {

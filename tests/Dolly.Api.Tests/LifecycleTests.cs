@@ -53,4 +53,37 @@ public sealed class LifecycleTests
         Assert.Throws<ArgumentException>(() => new ApiServer(new ApiServerOptions("x", "localhost", 6443)));
         Assert.Throws<ArgumentOutOfRangeException>(() => new ApiServer(new ApiServerOptions("x", "127.0.0.1", 70000)));
     }
+
+    [Fact]
+    public async Task Stop_WithOpenWatches_EndsThemPromptly()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "dolly-api-stop-" + Guid.NewGuid().ToString("N")[..8]);
+        try
+        {
+            var server = new ApiServer(ServerFixture.DefaultOptions(dir));
+            await server.StartAsync(Ct);
+            var handler = new HttpClientHandler { ServerCertificateCustomValidationCallback = (_, _, _, _) => true };
+            using var http = new HttpClient(handler) { BaseAddress = server.Url, Timeout = Timeout.InfiniteTimeSpan };
+            http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", File.ReadAllText(Path.Combine(dir, "token")).Trim());
+            var streams = new List<Stream>();
+            for (int i = 0; i < 3; i++)
+            {
+                var response = await http.GetAsync(new Uri("/api/v1/namespaces?watch=true", UriKind.Relative), HttpCompletionOption.ResponseHeadersRead, Ct);
+                streams.Add(await response.Content.ReadAsStreamAsync(Ct));
+            }
+
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            await server.StopAsync(Ct).WaitAsync(TimeSpan.FromSeconds(10), Ct);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), "stop took " + clock.Elapsed);
+            await server.DisposeAsync();
+            foreach (var stream in streams)
+            {
+                await stream.DisposeAsync();
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }
