@@ -140,13 +140,8 @@ public sealed class BlockDeviceFlowTests
             if (_fuseMounted)
             {
                 // The loop driver lets go of the file asynchronously: fusermount3 says busy until it has.
-                ProcessResult? last;
                 await Poll.UntilAsync(
-                    async () =>
-                    {
-                        last = await Tools.RunAsync("fusermount3", "-u", FuseDir);
-                        return last.ExitCode == 0;
-                    },
+                    async () => (await Tools.RunAsync("fusermount3", "-u", FuseDir)).ExitCode == 0,
                     Deadline,
                     "fusermount3 -u " + FuseDir);
                 _fuseMounted = false;
