@@ -91,6 +91,7 @@ internal static class Cli
         root.Subcommands.Add(PoolCommands.Build(context));
         root.Subcommands.Add(VolumeCommands.Build(context));
         root.Subcommands.Add(SnapshotCommands.Build(context));
+        root.Subcommands.Add(NbdCommands.Build(context));
         root.Subcommands.Add(BenchCommand.Build(context));
         root.Subcommands.Add(DemoCommand.Build(context));
 

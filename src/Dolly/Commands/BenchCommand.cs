@@ -44,6 +44,7 @@ internal static class BenchCommand
             context,
             new BenchRequest(parse.GetValue(json), parse.GetValue(quick), parse.GetValue(dir), parse.GetValue(strict), parse.GetValue(blockSize)!, parse.GetValue(only) ?? [])));
         bench.Subcommands.Add(engine);
+        bench.Subcommands.Add(BuildNbd(context));
         return bench;
     }
 
@@ -110,7 +111,15 @@ internal static class BenchCommand
             }
         }
 
-        var duration = Stopwatch.GetElapsedTime(started);
+        return Report(context, figures, new ReportInfo(jsonFile, quick, strict, blockSize, machine, date, Stopwatch.GetElapsedTime(started)));
+    }
+
+    private sealed record ReportInfo(string? JsonFile, bool Quick, bool Strict, int BlockSize, BenchMachineJson Machine, DateTimeOffset Date, TimeSpan Duration);
+
+    /// <summary>Prints the table and the summary line, writes the JSON file if asked, and picks the exit code.</summary>
+    private static int Report(CliContext context, IReadOnlyList<BenchFigure> figures, ReportInfo info)
+    {
+        var (jsonFile, quick, strict, blockSize, machine, date, duration) = info;
         context.Out.Write(BenchReport.Table(figures));
         int missed = figures.Count(f => f.Pass == false);
         int met = figures.Count(f => f.Pass == true);
@@ -138,5 +147,77 @@ internal static class BenchCommand
 
         return strict && missed > 0 ? ExitCodes.TargetMissed : ExitCodes.Ok;
     }
+
+    /// <summary><c>dolly bench nbd</c>: Dolly's NBD server against nbdkit's file plugin with nbdcopy and fio.</summary>
+    private static Command BuildNbd(CliContext context)
+    {
+        var json = new Option<string?>("--json") { Description = "Also write the figures as JSON to this file", HelpName = "FILE" };
+        var quick = new Option<bool>("--quick") { Description = "64 MiB, one round, 1 s of fio: a smoke test; figures are not meaningful" };
+        var dir = new Option<string?>("--dir") { Description = "Directory for the pool, the raw file and the source image (default /var/tmp); a subdirectory is created and deleted afterwards", HelpName = "DIR" };
+        var size = new Option<string>("--size") { Description = "Bytes moved by each sequential transfer", DefaultValueFactory = _ => "2Gi", HelpName = "SIZE" };
+        var rounds = new Option<int>("--rounds") { Description = "Rounds, alternating Dolly and nbdkit; medians are reported", DefaultValueFactory = _ => 3 };
+        var fioSeconds = new Option<int>("--fio-seconds") { Description = "Run time of each fio random-I/O job", DefaultValueFactory = _ => 5 };
+        var strict = new Option<bool>("--strict") { Description = "Exit 13 when any target is missed" };
+        var nbd = new Command(
+            "nbd",
+            "Measure the NBD server against nbdkit's file plugin serving a raw file in the same directory: nbdcopy sequential write and read " +
+            "(target ratio >= 1.0), fio 4 KiB random read and write (target >= 0.8), 1 vs 4 connections. Needs nbdcopy, nbdkit and fio.")
+        {
+            json, quick, dir, size, rounds, fioSeconds, strict,
+        };
+        nbd.SetAction(async (parse, ct) =>
+        {
+            bool q = parse.GetValue(quick);
+            long bytes = q ? 64L << 20 : CliContext.ParseSize(parse.GetValue(size), "--size");
+            if (bytes <= 0 || bytes % 4096 != 0)
+            {
+                throw new CliFailureException(ExitCodes.InvalidArgument, $"--size {bytes} must be a positive multiple of 4096");
+            }
+
+            int r = q ? 1 : parse.GetValue(rounds);
+            int seconds = q ? 1 : parse.GetValue(fioSeconds);
+            if (r < 1 || seconds < 1)
+            {
+                throw new CliFailureException(ExitCodes.InvalidArgument, "--rounds and --fio-seconds must be at least 1");
+            }
+
+            string parent = Path.GetFullPath(parse.GetValue(dir) ?? "/var/tmp");
+            if (!Directory.Exists(parent))
+            {
+                throw new CliFailureException(ExitCodes.NotFound, $"benchmark directory '{parent}' does not exist");
+            }
+
+            string root = Path.Combine(parent, $"dolly-bench-nbd-{Guid.NewGuid():N}"[..28]);
+            Directory.CreateDirectory(root);
+            var date = DateTimeOffset.UtcNow;
+            var started = Stopwatch.GetTimestamp();
+            var machine = BenchReport.Machine(parent);
+            IReadOnlyList<BenchFigure> figures;
+            try
+            {
+                var bench = new NbdBench(root, bytes, r, TimeSpan.FromSeconds(seconds), message =>
+                {
+                    context.Host.Error.WriteLine($"bench: {message}");
+                    context.Host.Error.Flush();
+                });
+                figures = await bench.RunAsync(ct);
+            }
+            finally
+            {
+                try
+                {
+                    Directory.Delete(root, recursive: true);
+                }
+                catch (IOException)
+                {
+                    context.Host.Error.WriteLine($"warning: could not remove '{root}'");
+                }
+            }
+
+            return Report(context, figures, new ReportInfo(parse.GetValue(json), q, parse.GetValue(strict), 65536, machine, date, Stopwatch.GetElapsedTime(started)));
+        });
+        return nbd;
+    }
+
 
 }
