@@ -252,9 +252,36 @@ internal sealed class CrashFileSystem : IFileSystem
                 needed += _alloc[p] ? 0 : 1;
             }
 
-            if ((fs.Capacity is { } cap && needed > 0 && fs.AllocatedBytes + (needed * AllocUnit) > cap)
-                || (fs.NoSpaceFor is { } full && Path.EndsWith(full, StringComparison.Ordinal)))
+            if (fs.NoSpaceFor is { } full && Path.EndsWith(full, StringComparison.Ordinal))
             {
+                throw new IOException("No space left on device");
+            }
+
+            if (fs.Capacity is { } cap && needed > 0 && fs.AllocatedBytes + (needed * AllocUnit) > cap)
+            {
+                // Like the kernel: what fits is written (a short write), then the call fails with ENOSPC.
+                long room = (cap - fs.AllocatedBytes) / AllocUnit;
+                long fits = 0;
+                for (long p = first; p < last; p++)
+                {
+                    if (!_alloc[p])
+                    {
+                        if (room == 0)
+                        {
+                            break;
+                        }
+
+                        room--;
+                    }
+
+                    fits = Math.Min(data.Length, ((p + 1) * AllocUnit) - offset);
+                }
+
+                if (fits > 0)
+                {
+                    Write(offset, data[..(int)fits]);
+                }
+
                 throw new IOException("No space left on device");
             }
 

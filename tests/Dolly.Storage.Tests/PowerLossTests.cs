@@ -192,11 +192,14 @@ public sealed class PowerLossTests
         }
     }
 
-    [Fact]
-    public void CapacityLimit_FillUntilNoSpace_ErrorNamesVolumeAndFlushedDataSurvives()
+    [Theory]
+    [InlineData(16384, 1)]
+    [InlineData(65536, 3)]
+    [InlineData(4096, 2)]
+    public void CapacityLimit_FillUntilNoSpace_ErrorNamesVolumeAndFlushedDataSurvives(int blockSize, int flushEvery)
     {
         var fs = new CrashFileSystem();
-        Pool.Create(Dir, new PoolCreateOptions { BlockSize = 16384 }, fs).Value.Dispose();
+        Pool.Create(Dir, new PoolCreateOptions { BlockSize = blockSize }, fs).Value.Dispose();
         fs.Capacity = fs.AllocatedBytes + (2 << 20);
         var pool = Pool.Open(Dir, fs).Value;
         pool.CreateVolume("filler", 64 << 20).ThrowIfFailed();
@@ -210,6 +213,11 @@ public sealed class PowerLossTests
             {
                 failure = r.Error;
                 break;
+            }
+
+            if (i % flushEvery != flushEvery - 1)
+            {
+                continue;
             }
 
             var f = pool.Flush();
@@ -228,6 +236,7 @@ public sealed class PowerLossTests
         Assert.True(flushedUpTo > 10, $"only {flushedUpTo} writes fitted");
         pool.Dispose();
 
+        Support.AssertClean(Pool.CheckDirectory(Dir, fs), "after filling the disk:");
         var reopened = Pool.Open(Dir, fs).Value;
         Support.AssertClean(reopened.Check(), "after filling the disk:");
         var rd = reopened.OpenDevice("filler").Value;
@@ -302,6 +311,32 @@ public sealed class PowerLossTests
 
         pool.Dispose();
         Assert.True(failures.Count == 0, string.Join("\n", failures));
+    }
+
+    [Fact]
+    public void Write_NoSpaceAfterPartOfAnInPlaceWriteLanded_BlockStaysReadableAndClean()
+    {
+        // A new block gets only its touched sector written (the rest stays a hole). A second write into the same
+        // block, in this transaction, goes in place and spans that sector and a hole sector: the disk is full, so
+        // the kernel writes the first sector and fails. Whatever the failed write left, the block must read back
+        // (old or new bytes) and check must stay clean after the next commit.
+        var fs = new CrashFileSystem();
+        Pool.Create(Dir, new PoolCreateOptions { BlockSize = 65536 }, fs).Value.Dispose();
+        var pool = Pool.Open(Dir, fs).Value;
+        pool.CreateVolume("v", 1 << 20).ThrowIfFailed();
+        var dev = pool.OpenDevice("v").Value;
+        dev.Write(100, Support.Pattern(100, 1)).ThrowIfFailed();
+        fs.Capacity = fs.AllocatedBytes;
+        var failed = dev.Write(2048, Support.Pattern(4096, 2));
+        Support.AssertError(failed.Error, StorageErrorCode.NoSpace, "'v'");
+        fs.Capacity = null;
+
+        var buf = new byte[8192];
+        Assert.True(dev.Read(0, buf).IsOk, "the block no longer reads after a failed write");
+        pool.Flush().ThrowIfFailed();
+        Support.AssertClean(pool.Check(), "after a failed in-place write:");
+        pool.Dispose();
+        Support.AssertClean(Pool.CheckDirectory(Dir, fs), "after a failed in-place write, reopened:");
     }
 
     [Fact]
