@@ -1,0 +1,124 @@
+using System.Diagnostics;
+
+namespace Dolly.Tests;
+
+public sealed class NbdCommandTests : CliTestBase
+{
+    [Fact]
+    public async Task Uri_UnixTcpAndTls_PrintsWhatClientsAccept()
+    {
+        await Ok("volume", "create", "v", "--size", "1Mi");
+        var unix = await Ok("nbd", "uri", "v");
+        Assert.Equal($"nbd+unix:///v?socket={Path.Combine(PoolDir, "nbd.sock")}", unix.Out.Trim());
+        Assert.Equal("nbd+unix:///v?socket=/run/x.sock", (await Ok("nbd", "uri", "v", "--socket", "/run/x.sock")).Out.Trim());
+        Assert.Equal("nbd://127.0.0.1:10809/v", (await Ok("nbd", "uri", "v", "--tcp", "127.0.0.1:10809")).Out.Trim());
+        Assert.Equal("nbds://[::1]:10809/v", (await Ok("nbd", "uri", "v", "--tcp", "[::1]:10809", "--tls")).Out.Trim());
+    }
+
+    [Fact]
+    public async Task Uri_BadNameOrAddress_FailsNamingIt()
+    {
+        await Fails(ExitCodes.InvalidName, "'../v'", "nbd", "uri", "../v");
+        await Fails(ExitCodes.InvalidArgument, "'localhost'", "nbd", "uri", "v", "--tcp", "localhost");
+    }
+
+    [Fact]
+    public async Task Serve_NonLoopbackWithoutTls_IsRefused()
+    {
+        await Ok("volume", "create", "v", "--size", "1Mi");
+        await Fails(ExitCodes.InvalidArgument, "refusing to listen on 0.0.0.0:10809 without TLS", "nbd", "serve", "--tcp", "0.0.0.0:10809");
+    }
+
+    [Fact]
+    public async Task Serve_TlsOptions_BadCombinationsAreNamed()
+    {
+        await Ok("volume", "create", "v", "--size", "1Mi");
+        await Fails(ExitCodes.InvalidArgument, "--tls-cert and --tls-key go together", "nbd", "serve", "--tls-cert", "/nope.pem");
+        await Fails(ExitCodes.InvalidArgument, "cannot load the TLS certificate '/nope.pem'", "nbd", "serve", "--tls-cert", "/nope.pem", "--tls-key", "/nope.key");
+    }
+
+    [Fact]
+    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+    public async Task Serve_UntilCancelled_ExportsVolumesAndSnapshotsToNbdinfo()
+    {
+        if (!File.Exists("/usr/bin/nbdinfo"))
+        {
+            Assert.Skip("nbdinfo (libnbd-bin) is not installed; scripts/install-test-deps.sh installs it");
+        }
+
+        await Ok("volume", "create", "v", "--size", "1Mi");
+        await Ok("snapshot", "create", "v", "s");
+        string socket = Path.Combine(Root, "serve.sock");
+        using var stop = new CancellationTokenSource();
+        var outText = new StringWriter();
+        var errText = new StringWriter();
+        var env = new Dictionary<string, string?> { ["DOLLY_POOL"] = PoolDir };
+        var host = new CliHost(new SyncWriter(outText), new SyncWriter(errText), () => Stream.Null, () => Stream.Null, false, false, name => env.GetValueOrDefault(name));
+        var serving = Cli.RunAsync(["nbd", "serve", "--socket", socket], host, stop.Token);
+
+        var deadline = Stopwatch.StartNew();
+        while (!File.Exists(socket))
+        {
+            Assert.False(serving.IsCompleted, $"serve ended early: {errText}");
+            Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(20), "the socket did not appear");
+            await Task.Delay(20, TestContext.Current.CancellationToken);
+        }
+
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(socket));
+        var psi = new ProcessStartInfo("nbdinfo") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add("--list");
+        psi.ArgumentList.Add($"nbd+unix:///?socket={socket}");
+        using var p = Process.Start(psi)!;
+        string listing = await p.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
+        await p.WaitForExitAsync(TestContext.Current.CancellationToken);
+        Assert.Equal(0, p.ExitCode);
+        Assert.Contains("export=\"v\"", listing, StringComparison.Ordinal);
+        Assert.Contains("export=\"s\"", listing, StringComparison.Ordinal);
+        Assert.Contains($"nbd+unix:///v?socket={socket}", outText.ToString(), StringComparison.Ordinal);
+
+        await stop.CancelAsync();
+        Assert.Equal(0, await serving.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken));
+        Assert.False(File.Exists(socket), "the socket is removed on shutdown");
+
+        // The pool was closed cleanly: another command can open it.
+        await Ok("volume", "list");
+    }
+
+    /// <summary>Serve writes from its own task while the test reads: a synchronised writer.</summary>
+    private sealed class SyncWriter(StringWriter inner) : TextWriter
+    {
+        public override System.Text.Encoding Encoding => inner.Encoding;
+
+        public override void Write(char value)
+        {
+            lock (inner)
+            {
+                inner.Write(value);
+            }
+        }
+
+        public override void Write(string? value)
+        {
+            lock (inner)
+            {
+                inner.Write(value);
+            }
+        }
+
+        public override void WriteLine(string? value)
+        {
+            lock (inner)
+            {
+                inner.WriteLine(value);
+            }
+        }
+
+        public override string ToString()
+        {
+            lock (inner)
+            {
+                return inner.ToString();
+            }
+        }
+    }
+}
