@@ -69,6 +69,10 @@ public sealed class FuzzTests
         await after.GoAsync("fuzz", structured: true);
         Assert.Equal(0u, (await after.ReadAsync(0, 4096)).Error);
         Assert.True(server.Pool.Check().IsClean, $"seed {seed}: pool check after fuzzing");
+
+        // The fuzzer did provoke protocol errors (logged as warnings); errors, meaning exceptions the server did
+        // not expect, fail the test when the server is disposed.
+        Assert.Contains(server.Log.Entries, e => e.EventId == 3);
     }
 
     /// <summary>One fuzz connection. Returns a description of what went wrong, or null.</summary>

@@ -1,5 +1,7 @@
+using System.Collections.Concurrent;
 using System.Net;
 using Dolly.Storage;
+using Microsoft.Extensions.Logging;
 
 namespace Dolly.Nbd.Tests.Support;
 
@@ -35,8 +37,9 @@ internal sealed class TestServer : IAsyncDisposable
     private bool _serverStopped;
     private bool _poolDisposed;
 
-    private TestServer(TempDir dir, Pool pool, NbdServer server, string socketPath, NbdServerOptions options)
+    private TestServer(TempDir dir, Pool pool, NbdServer server, string socketPath, NbdServerOptions options, CapturingLogger log)
     {
+        Log = log;
         Dir = dir;
         Pool = pool;
         Server = server;
@@ -45,6 +48,9 @@ internal sealed class TestServer : IAsyncDisposable
     }
 
     public TempDir Dir { get; }
+
+    /// <summary>Everything the server logged. Errors (unexpected exceptions) fail the test at dispose.</summary>
+    public CapturingLogger Log { get; }
 
     public Pool Pool { get; }
 
@@ -73,9 +79,10 @@ internal sealed class TestServer : IAsyncDisposable
             options = configure(options);
         }
 
-        var server = new NbdServer(new ExportCatalog(pool), options);
+        var log = new CapturingLogger();
+        var server = new NbdServer(new ExportCatalog(pool), options, log);
         server.Start();
-        return new TestServer(dir, pool, server, socket, options);
+        return new TestServer(dir, pool, server, socket, options, log);
     }
 
     public string UnixUri(string export) => $"nbd+unix:///{export}?socket={SocketPath}";
@@ -131,7 +138,31 @@ internal sealed class TestServer : IAsyncDisposable
         }
 
         Dir.Dispose();
+
+        // Misbehaving clients are expected to cause warnings; an error is an exception the server did not
+        // expect (a bug), which a closed connection would otherwise hide.
+        var errors = Log.Entries.Where(e => e.Level >= LogLevel.Error).ToList();
+        Assert.True(errors.Count == 0, "the server logged errors:\n" + string.Join("\n", errors));
     }
+}
+
+/// <summary>An in-memory logger for the server under test.</summary>
+internal sealed class CapturingLogger : ILogger<NbdServer>
+{
+    public ConcurrentQueue<LogEntry> Entries { get; } = new();
+
+    public IDisposable? BeginScope<TState>(TState state)
+        where TState : notnull => null;
+
+    public bool IsEnabled(LogLevel logLevel) => true;
+
+    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+        Entries.Enqueue(new LogEntry(logLevel, eventId.Id, formatter(state, exception), exception));
+}
+
+internal sealed record LogEntry(LogLevel Level, int EventId, string Message, Exception? Exception)
+{
+    public override string ToString() => $"{Level} {EventId}: {Message}{(Exception is null ? string.Empty : "\n" + Exception)}";
 }
 
 internal static class ResultExtensions
