@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
-using Microsoft.Data.Sqlite;
 
 namespace Dolly.Api.Storage;
 
@@ -35,14 +34,20 @@ internal enum WriteOutcome
 }
 
 /// <summary>
-/// All API objects: kept in memory for reads, lists and watches, written through to SQLite (WAL, synchronous=FULL)
-/// before a write is acknowledged, so a crash loses nothing acknowledged. A single lock orders writes, revisions and
-/// watch events: the revision counter is global like etcd's, and events reach subscribers in revision order.
+/// All API objects: kept in memory for reads, lists and watches, and written to SQLite before a write returns, so a
+/// crash loses nothing acknowledged. One lock orders writes and revisions (a global counter, like etcd's). Writes
+/// are group-committed: a writer stages its change under the lock, then waits on the commit lock; whoever holds it
+/// writes every staged change in one transaction, so concurrent writers share one fsync. Watch events are published
+/// only once durable, in revision order.
 /// </summary>
 internal sealed class ObjectStore : IDisposable
 {
     private readonly Lock _sync = new();
-    private readonly SqliteConnection _db;
+    private readonly Lock _commitLock = new();
+    private readonly SqliteLog _log;
+    private List<PendingWrite> _pending = [];
+    private long _durable;
+    private Exception? _failed;
     private readonly Dictionary<string, SortedDictionary<string, StoredObject>> _byResource = new(StringComparer.Ordinal);
     private readonly Dictionary<string, StoredObject> _byUid = new(StringComparer.Ordinal);
     private readonly Dictionary<string, HashSet<(string Resource, string Namespace, string Name)>> _byOwner = new(StringComparer.Ordinal);
@@ -56,13 +61,7 @@ internal sealed class ObjectStore : IDisposable
     public ObjectStore(string databasePath, int windowSize)
     {
         _window = new StoreEvent?[Math.Max(16, windowSize)];
-        _db = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = databasePath, Pooling = false }.ToString());
-        _db.Open();
-        Execute("PRAGMA journal_mode=WAL;");
-        Execute("PRAGMA synchronous=FULL;");
-        Execute("CREATE TABLE IF NOT EXISTS objects (resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, " +
-                "rv INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (resource, namespace, name)) WITHOUT ROWID;");
-        Execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);");
+        _log = new SqliteLog(databasePath);
         Load();
     }
 
@@ -92,37 +91,21 @@ internal sealed class ObjectStore : IDisposable
 
     private static string Key(string ns, string name) => ns + "\0" + name;
 
-    private void Execute(string sql)
-    {
-        using var cmd = _db.CreateCommand();
-        cmd.CommandText = sql;
-        cmd.ExecuteNonQuery();
-    }
-
     private void Load()
     {
-        using (var cmd = _db.CreateCommand())
+        _revision = _log.LoadRevision();
+        foreach (var (resource, ns, name, rv, body) in _log.LoadObjects())
         {
-            cmd.CommandText = "SELECT value FROM meta WHERE key = 'rv'";
-            _revision = cmd.ExecuteScalar() is long rv ? rv : 0;
-        }
-
-        using (var cmd = _db.CreateCommand())
-        {
-            cmd.CommandText = "SELECT resource, namespace, name, rv, body FROM objects";
-            using var reader = cmd.ExecuteReader();
-            while (reader.Read())
-            {
-                var obj = (JsonObject)JsonNode.Parse(reader.GetString(4))!;
-                Materialize(obj);
-                var stored = new StoredObject(reader.GetString(0), reader.GetString(1), reader.GetString(2), reader.GetInt64(3), obj);
-                Bucket(stored.Resource)[Key(stored.Namespace, stored.Name)] = stored;
-                Index(null, stored);
-            }
+            var obj = (JsonObject)JsonNode.Parse(body)!;
+            Materialize(obj);
+            var stored = new StoredObject(resource, ns, name, rv, obj);
+            Bucket(resource)[Key(ns, name)] = stored;
+            Index(null, stored);
         }
 
         // History is not persisted: a watch from before the restart must re-list, as after an etcd compaction.
         _compactedThrough = _revision;
+        _durable = _revision;
     }
 
     private SortedDictionary<string, StoredObject> Bucket(string resource)
@@ -185,27 +168,32 @@ internal sealed class ObjectStore : IDisposable
     /// <summary>Stores a new object; sets metadata.resourceVersion to the new revision.</summary>
     public (WriteOutcome Outcome, StoredObject? Stored) Create(string resource, string ns, string name, JsonObject obj)
     {
+        StoredObject stored;
         lock (_sync)
         {
+            ThrowIfFailed();
             var bucket = Bucket(resource);
             if (bucket.ContainsKey(Key(ns, name)))
             {
                 return (WriteOutcome.AlreadyExists, null);
             }
 
-            var stored = Commit(resource, ns, name, obj, delete: false);
+            stored = Stage(resource, ns, name, obj, StoreEventType.Added, null);
             bucket[Key(ns, name)] = stored;
             Index(null, stored);
-            Publish(new StoreEvent(StoreEventType.Added, stored));
-            return (WriteOutcome.Ok, stored);
         }
+
+        WaitDurable(stored.ResourceVersion);
+        return (WriteOutcome.Ok, stored);
     }
 
     /// <summary>Replaces an object if its revision is still <paramref name="expectedRevision"/>.</summary>
     public (WriteOutcome Outcome, StoredObject? Stored) Update(string resource, string ns, string name, JsonObject obj, long expectedRevision)
     {
+        StoredObject stored;
         lock (_sync)
         {
+            ThrowIfFailed();
             var bucket = Bucket(resource);
             if (!bucket.TryGetValue(Key(ns, name), out var current))
             {
@@ -217,19 +205,22 @@ internal sealed class ObjectStore : IDisposable
                 return (WriteOutcome.Conflict, current);
             }
 
-            var stored = Commit(resource, ns, name, obj, delete: false);
+            stored = Stage(resource, ns, name, obj, StoreEventType.Modified, current.Object);
             bucket[Key(ns, name)] = stored;
             Index(current, stored);
-            Publish(new StoreEvent(StoreEventType.Modified, stored, current.Object));
-            return (WriteOutcome.Ok, stored);
         }
+
+        WaitDurable(stored.ResourceVersion);
+        return (WriteOutcome.Ok, stored);
     }
 
     /// <summary>Removes an object if its revision is still <paramref name="expectedRevision"/>.</summary>
     public (WriteOutcome Outcome, StoredObject? Stored) Delete(string resource, string ns, string name, long expectedRevision)
     {
+        StoredObject stored;
         lock (_sync)
         {
+            ThrowIfFailed();
             var bucket = Bucket(resource);
             if (!bucket.TryGetValue(Key(ns, name), out var current))
             {
@@ -243,12 +234,13 @@ internal sealed class ObjectStore : IDisposable
 
             // The DELETED event carries the last state with a fresh revision, as kube-apiserver's does.
             var last = (JsonObject)current.Object.DeepClone();
-            var stored = Commit(resource, ns, name, last, delete: true);
+            stored = Stage(resource, ns, name, last, StoreEventType.Deleted, null);
             bucket.Remove(Key(ns, name));
             Index(current, null);
-            Publish(new StoreEvent(StoreEventType.Deleted, stored));
-            return (WriteOutcome.Ok, stored);
         }
+
+        WaitDurable(stored.ResourceVersion);
+        return (WriteOutcome.Ok, stored);
     }
 
     private void Index(StoredObject? before, StoredObject? after)
@@ -314,49 +306,73 @@ internal sealed class ObjectStore : IDisposable
         }
     }
 
-    private StoredObject Commit(string resource, string ns, string name, JsonObject obj, bool delete)
+    /// <summary>Assigns the next revision and queues the write for the next group commit (caller holds _sync).</summary>
+    private StoredObject Stage(string resource, string ns, string name, JsonObject obj, StoreEventType type, JsonObject? previous)
     {
-        long rv = _revision + 1;
+        long rv = ++_revision;
         var meta = obj["metadata"] as JsonObject ?? new JsonObject();
         obj["metadata"] = meta;
         meta["resourceVersion"] = rv.ToString(CultureInfo.InvariantCulture);
-        using (var tx = _db.BeginTransaction())
-        {
-            using (var cmd = _db.CreateCommand())
-            {
-                cmd.Transaction = tx;
-                if (delete)
-                {
-                    cmd.CommandText = "DELETE FROM objects WHERE resource = $r AND namespace = $n AND name = $m";
-                }
-                else
-                {
-                    cmd.CommandText = "INSERT INTO objects (resource, namespace, name, rv, body) VALUES ($r, $n, $m, $v, $b) " +
-                                      "ON CONFLICT (resource, namespace, name) DO UPDATE SET rv = $v, body = $b";
-                    cmd.Parameters.AddWithValue("$v", rv);
-                    cmd.Parameters.AddWithValue("$b", obj.ToJsonString());
-                }
-
-                cmd.Parameters.AddWithValue("$r", resource);
-                cmd.Parameters.AddWithValue("$n", ns);
-                cmd.Parameters.AddWithValue("$m", name);
-                cmd.ExecuteNonQuery();
-            }
-
-            using (var cmd = _db.CreateCommand())
-            {
-                cmd.Transaction = tx;
-                cmd.CommandText = "INSERT INTO meta (key, value) VALUES ('rv', $v) ON CONFLICT (key) DO UPDATE SET value = $v";
-                cmd.Parameters.AddWithValue("$v", rv);
-                cmd.ExecuteNonQuery();
-            }
-
-            tx.Commit();
-        }
-
-        _revision = rv;
         Materialize(obj);
-        return new StoredObject(resource, ns, name, rv, obj);
+        var stored = new StoredObject(resource, ns, name, rv, obj);
+        string? body = type == StoreEventType.Deleted ? null : obj.ToJsonString();
+        _pending.Add(new PendingWrite(resource, ns, name, rv, body, new StoreEvent(type, stored, previous)));
+        return stored;
+    }
+
+    /// <summary>
+    /// Returns once revision <paramref name="rv"/> is durable. The first waiter commits every staged write; writers
+    /// that staged meanwhile find theirs committed by it, or commit the next batch themselves.
+    /// </summary>
+    private void WaitDurable(long rv)
+    {
+        lock (_commitLock)
+        {
+            if (Interlocked.Read(ref _durable) >= rv)
+            {
+                return;
+            }
+
+            List<PendingWrite> batch;
+            lock (_sync)
+            {
+                ThrowIfFailed();
+                batch = _pending;
+                _pending = [];
+            }
+
+            try
+            {
+                _log.Commit(batch);
+            }
+            catch (Exception e) when (e is Microsoft.Data.Sqlite.SqliteException or IOException)
+            {
+                // Memory is now ahead of the database: refuse every further operation; a restart reloads the truth.
+                lock (_sync)
+                {
+                    _failed = e;
+                }
+
+                throw;
+            }
+
+            lock (_sync)
+            {
+                Interlocked.Exchange(ref _durable, batch[^1].Revision);
+                foreach (var write in batch)
+                {
+                    Publish(write.Event);
+                }
+            }
+        }
+    }
+
+    private void ThrowIfFailed()
+    {
+        if (_failed is not null)
+        {
+            throw new InvalidOperationException("the object store could not write to its database and stopped: " + _failed.Message, _failed);
+        }
     }
 
     /// <summary>
@@ -399,7 +415,7 @@ internal sealed class ObjectStore : IDisposable
         for (int i = _subscribers.Count - 1; i >= 0; i--)
         {
             var sub = _subscribers[i];
-            if (sub.Filter(e) && !sub.Writer.TryWrite(e))
+            if (e.ResourceVersion > sub.From && sub.Filter(e) && !sub.Writer.TryWrite(e))
             {
                 // A watcher that cannot keep up is cut off, as kube-apiserver does; its client re-watches.
                 sub.Writer.TryComplete();
@@ -427,7 +443,7 @@ internal sealed class ObjectStore : IDisposable
                 SingleWriter = true,
                 FullMode = BoundedChannelFullMode.Wait,
             });
-            var sub = new WatchSubscription(this, channel.Reader, channel.Writer, filter);
+            var sub = new WatchSubscription(this, channel.Reader, channel.Writer, filter, fromRevision);
             for (int i = 0; i < _windowCount; i++)
             {
                 var e = _window[(_windowStart + i) % _window.Length]!;
@@ -465,7 +481,10 @@ internal sealed class ObjectStore : IDisposable
             _subscribers.Clear();
         }
 
-        _db.Dispose();
+        lock (_commitLock)
+        {
+            _log.Dispose();
+        }
     }
 }
 
@@ -474,8 +493,9 @@ internal sealed class WatchSubscription : IDisposable
 {
     private readonly ObjectStore _store;
 
-    internal WatchSubscription(ObjectStore store, ChannelReader<StoreEvent> reader, ChannelWriter<StoreEvent> writer, Func<StoreEvent, bool> filter)
+    internal WatchSubscription(ObjectStore store, ChannelReader<StoreEvent> reader, ChannelWriter<StoreEvent> writer, Func<StoreEvent, bool> filter, long from)
     {
+        From = from;
         _store = store;
         Reader = reader;
         Writer = writer;
@@ -487,6 +507,9 @@ internal sealed class WatchSubscription : IDisposable
     internal ChannelWriter<StoreEvent> Writer { get; }
 
     internal Func<StoreEvent, bool> Filter { get; }
+
+    /// <summary>Events up to this revision were already covered (a list, or the requested resourceVersion).</summary>
+    internal long From { get; }
 
     public void Dispose() => _store.Unsubscribe(this);
 }
