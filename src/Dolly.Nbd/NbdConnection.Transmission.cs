@@ -139,6 +139,13 @@ internal sealed partial class NbdConnection
             // The client went away mid-reply; the receive loop sees it too.
             _abort.Cancel();
         }
+        catch (Exception ex)
+        {
+            // A bug. This runs on the thread pool, so without this the exception would vanish with the task and
+            // the client would wait forever for a reply that never comes: log it and end the connection.
+            NbdLog.Unexpected(_logger, _id, ex);
+            _abort.Cancel();
+        }
         finally
         {
             if (payload is not null)
