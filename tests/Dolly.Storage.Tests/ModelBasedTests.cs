@@ -110,7 +110,7 @@ public sealed class ModelBasedTests
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             throw new InvalidOperationException(
-                $"model test failed: seed {seed}, block size {blockSize}, step {step} (reproduce with DOLLY_SEED and the test name)\nlast steps:\n{string.Join("\n", recent)}\n{ex.Message}",
+                $"model test failed: workload seed {seed}, block size {blockSize}, step {step} (rerun the same test with the same DOLLY_SEED and DOLLY_MODEL_OPS; DOLLY_SEED now {Environment.GetEnvironmentVariable("DOLLY_SEED") ?? "unset"})\nlast steps:\n{string.Join("\n", recent)}\n{ex.Message}",
                 ex);
         }
     }

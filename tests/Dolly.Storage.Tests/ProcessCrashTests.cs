@@ -10,7 +10,7 @@ namespace Dolly.Storage.Tests;
 /// of the steps no shorter than the last acknowledged commit (the worker reports every step, and which are acknowledged). Rounds chain on the same pool (each continues from the
 /// recovered state) and start a fresh pool every 25 rounds. DOLLY_CRASH_ROUNDS sets the rounds (default 150).
 /// </summary>
-public sealed partial class ProcessCrashTests
+public sealed class ProcessCrashTests
 {
     private static int Rounds => Support.EnvInt("DOLLY_CRASH_ROUNDS", 150);
 
@@ -211,15 +211,16 @@ public sealed partial class ProcessCrashTests
         return new WorkerRun(lastAcked, lastDone, killed, process.ExitCode, error, stderrTask.Result, reported);
     }
 
-    /// <summary>
-    /// SIGKILL through kill(2): no code of the worker runs afterwards. The worker is our child and is not reaped
-    /// before we wait for it, so its pid cannot have been reused.
-    /// </summary>
-    private static void Kill(Process process) => _ = NativeMethods.Kill(process.Id, 9);
-
-    private static partial class NativeMethods
+    /// <summary>SIGKILL (Process.Kill on Unix): no code of the worker runs afterwards.</summary>
+    private static void Kill(Process process)
     {
-        [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
-        public static partial int Kill(int pid, int signal);
+        try
+        {
+            process.Kill();
+        }
+        catch (InvalidOperationException)
+        {
+            // Already exited.
+        }
     }
 }
