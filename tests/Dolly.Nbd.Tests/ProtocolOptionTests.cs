@@ -7,21 +7,20 @@ namespace Dolly.Nbd.Tests;
 /// <summary>Option haggling, one option at a time, with a hand-written client.</summary>
 public sealed class ProtocolOptionTests
 {
-    private static async Task<TestServer> StartAsync()
+    private static TestServer Start()
     {
         var server = TestServer.Start();
         var vol = server.CreateVolume("vol", 8 << 20);
         vol.Write(0, Data.Random(4096, 1)).ThrowIfFailed();
         server.Pool.CreateSnapshot("vol", "snap").ThrowIfFailed();
         server.CreateVolume("other", 1 << 20);
-        await Task.CompletedTask;
         return server;
     }
 
     [Fact]
     public async Task Greeting_OffersFixedNewstyleAndNoZeroes()
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         await using var c = await server.ConnectAsync();
         Assert.Equal(Wire.HandshakeFixedNewstyle | Wire.HandshakeNoZeroes, await c.ReadGreetingAsync());
     }
@@ -29,7 +28,7 @@ public sealed class ProtocolOptionTests
     [Fact]
     public async Task ExportName_Known_SendsSizeAndFlags_ThenServes()
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         await using var c = await server.ConnectAsync();
         await c.HandshakeAsync();
         await c.SendOptionAsync(Wire.OptExportName, Encoding.UTF8.GetBytes("vol"));
@@ -48,7 +47,7 @@ public sealed class ProtocolOptionTests
     [Fact]
     public async Task ExportName_WithoutNoZeroes_Sends124ZeroBytes()
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         await using var c = await server.ConnectAsync();
         await c.HandshakeAsync(Wire.ClientFixedNewstyle);
         await c.SendOptionAsync(Wire.OptExportName, Encoding.UTF8.GetBytes("snap"));
@@ -62,7 +61,7 @@ public sealed class ProtocolOptionTests
     [Fact]
     public async Task ExportName_Unknown_Disconnects()
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         await using var c = await server.ConnectAsync();
         await c.HandshakeAsync();
         await c.SendOptionAsync(Wire.OptExportName, Encoding.UTF8.GetBytes("nope"));
@@ -72,7 +71,7 @@ public sealed class ProtocolOptionTests
     [Fact]
     public async Task Abort_AcksAndCloses()
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         await using var c = await server.ConnectAsync();
         await c.HandshakeAsync();
         var replies = await c.OptionAsync(Wire.OptAbort);
@@ -83,7 +82,7 @@ public sealed class ProtocolOptionTests
     [Fact]
     public async Task List_NamesEveryExport_WithDataIsInvalid_AndHagglingContinues()
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         await using var c = await server.ConnectAsync();
         await c.HandshakeAsync();
 
@@ -107,7 +106,7 @@ public sealed class ProtocolOptionTests
     [Fact]
     public async Task Info_KnownExport_GivesExportNameDescriptionBlockSize_AndStaysInHaggling()
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         await using var c = await server.ConnectAsync();
         await c.HandshakeAsync();
 
@@ -130,7 +129,7 @@ public sealed class ProtocolOptionTests
     [InlineData(Wire.OptGo)]
     public async Task InfoOrGo_UnknownExport_ErrUnknown_AndHagglingContinues(uint option)
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         await using var c = await server.ConnectAsync();
         await c.HandshakeAsync();
 
@@ -150,7 +149,7 @@ public sealed class ProtocolOptionTests
     [InlineData(new byte[] { 0, 0, 0, 3, (byte)'v', (byte)'o', (byte)'l', 0, 2, 0, 1 })]
     public async Task Go_MalformedData_ErrInvalid(byte[] data)
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         await using var c = await server.ConnectAsync();
         await c.HandshakeAsync();
         var replies = await c.OptionAsync(Wire.OptGo, data);
@@ -160,7 +159,7 @@ public sealed class ProtocolOptionTests
     [Fact]
     public async Task StructuredReply_Acked_WithDataInvalid()
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         await using var c = await server.ConnectAsync();
         await c.HandshakeAsync();
         Assert.Equal(Wire.RepErrInvalid, Assert.Single(await c.OptionAsync(Wire.OptStructuredReply, [0])).Type);
@@ -175,7 +174,7 @@ public sealed class ProtocolOptionTests
     [Fact]
     public async Task ListMetaContext_AllQueriesAndPrefixes()
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         server.Pool.CreateSnapshot("vol", "snap2").ThrowIfFailed();
         await using var c = await server.ConnectAsync();
         await c.HandshakeAsync();
@@ -199,7 +198,7 @@ public sealed class ProtocolOptionTests
     [Fact]
     public async Task SetMetaContext_NeedsStructuredReplies_AssignsIds_UsedByBlockStatus()
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         await using var c = await server.ConnectAsync();
         await c.HandshakeAsync();
 
@@ -231,7 +230,7 @@ public sealed class ProtocolOptionTests
     [Fact]
     public async Task StartTls_WithoutTlsConfigured_IsRefused_AndHagglingContinues()
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         await using var c = await server.ConnectTcpAsync();
         await c.HandshakeAsync();
         var replies = await c.OptionAsync(Wire.OptStartTls);
@@ -248,7 +247,7 @@ public sealed class ProtocolOptionTests
     [InlineData(0xdeadu)]
     public async Task UnknownOption_ErrUnsup_AndHagglingContinues(uint option)
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         await using var c = await server.ConnectAsync();
         await c.HandshakeAsync();
         var replies = await c.OptionAsync(option, [1, 2, 3, 4]);
@@ -259,7 +258,7 @@ public sealed class ProtocolOptionTests
     [Fact]
     public async Task OversizedOption_DataSkipped_ErrTooBig_AndHagglingContinues()
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         await using var c = await server.ConnectAsync();
         await c.HandshakeAsync();
         int length = server.Options.MaxOptionLength + 1;
@@ -272,7 +271,7 @@ public sealed class ProtocolOptionTests
     [Fact]
     public async Task HugeOption_Disconnects()
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         await using var c = await server.ConnectAsync();
         await c.HandshakeAsync();
         await c.SendAsync(RawNbdClient.OptionFrame(Wire.OptGo, [], declaredLength: 0xfffffff0));
@@ -282,7 +281,7 @@ public sealed class ProtocolOptionTests
     [Fact]
     public async Task OldStyleClientFlags_OnlyExportNameAllowed()
     {
-        await using var server = await StartAsync();
+        await using var server = Start();
         await using (var c = await server.ConnectAsync())
         {
             await c.HandshakeAsync(0);
