@@ -182,4 +182,17 @@ public sealed class KubectlBasicsTests(ServerFixture fx) : IClassFixture<ServerF
         var gone = await fx.KubectlAsync("get", "widgets.example.dolly.io", "-n", "widgets");
         gone.ShouldFail();
     }
+
+    [Fact]
+    public async Task Pods_AreListedEmptyAndCannotBeCreated()
+    {
+        (await fx.KubectlAsync("create", "ns", "podless")).ShouldSucceed();
+        var mixed = (await fx.KubectlAsync("-n", "podless", "get", "volumesnapshotContent,volumesnapshot,pvc,pod")).ShouldSucceed();
+        Assert.Contains("No resources found", mixed.Stderr + mixed.Stdout, StringComparison.Ordinal);
+        var all = (await fx.KubectlAsync("get", "pods", "-A")).ShouldSucceed();
+        Assert.Contains("No resources found", all.Stderr, StringComparison.Ordinal);
+        const string pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: podless}\nspec: {containers: [{name: c, image: busybox}]}\n";
+        var create = (await fx.KubectlWithInputAsync(pod, "create", "-f", "-", "--validate=false")).ShouldFail();
+        Assert.Contains("MethodNotAllowed", create.Stderr, StringComparison.Ordinal);
+    }
 }

@@ -141,12 +141,11 @@ internal sealed partial class ApiHandler
     }
 
     /// <summary>
-    /// Kinds kubectl describe looks up beside the served ones (pods for "Used By", quotas and limit ranges for
-    /// namespaces). None can exist here, so lists are empty and objects are not found, as on a cluster without them.
+    /// Kinds kubectl describe looks up beside the served ones (quotas and limit ranges for namespaces). None can
+    /// exist here, so lists are empty and objects are not found, as on a cluster without them.
     /// </summary>
     private static readonly Dictionary<string, string> AbsentKinds = new(StringComparer.Ordinal)
     {
-        ["pods"] = "PodList",
         ["resourcequotas"] = "ResourceQuotaList",
         ["limitranges"] = "LimitRangeList",
     };
@@ -211,6 +210,21 @@ internal sealed partial class ApiHandler
         {
             // Namespaced objects are only addressable inside a namespace; the all-namespaces path is list/watch only.
             throw Errors.MethodNotAllowed(request.Method == "POST" ? "create" : request.Method, type.Group, type.Plural);
+        }
+
+        string verb = (request.Method, collection) switch
+        {
+            ("GET", true) => IsWatch(request) ? "watch" : "list",
+            ("GET", false) => "get",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", true) => "deletecollection",
+            _ => "delete",
+        };
+        if (!type.Verbs.Contains(verb) && !(verb is "update" or "patch" or "get" && rr.Subresource is not null))
+        {
+            throw Errors.MethodNotAllowed(verb, type.Group, type.Plural);
         }
 
         switch (request.Method, collection)

@@ -102,6 +102,7 @@ internal sealed class ResourceRegistry
                 Columns = Columns(version["additionalPrinterColumns"] as JsonArray),
                 Schema = (JsonObject)schema.DeepClone(),
                 ReturnDeletedObject = builtin && extra?["returnDeleted"]?.GetValue<bool>() == true,
+                VerbsOverride = extra?["verbs"] is JsonArray verbs ? Strings(verbs) : null,
                 ExtraFieldSelectors = [.. Strings(extra?["fieldSelectors"]),
                     .. (version["selectableFields"] as JsonArray ?? []).Select(f => f?["jsonPath"]?.GetValue<string>()?.TrimStart('.') ?? "")],
                 SchemaName = extra?["schemaName"]?.GetValue<string>() ?? ResourceType.CustomSchemaName(group, versionName, kind),

@@ -52,11 +52,14 @@ internal sealed class ResourceType
 
     public string GroupResource => Group.Length == 0 ? Plural : Plural + "." + Group;
 
-    public IReadOnlyList<string> Verbs => Builtin
+    /// <summary>Verbs of a compiled-in kind that serves fewer than the usual eight (read-only kinds).</summary>
+    public IReadOnlyList<string>? VerbsOverride { get; init; }
+
+    public IReadOnlyList<string> Verbs => VerbsOverride ?? (Builtin
         ? (Plural == "namespaces"
             ? ["create", "delete", "get", "list", "patch", "update", "watch"]
             : ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"])
-        : ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"];
+        : ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"]);
 
     /// <summary>The OpenAPI name kube-apiserver gives a CRD kind: the group's domain parts reversed.</summary>
     public static string CustomSchemaName(string group, string version, string kind) =>

@@ -46,6 +46,12 @@ internal static class Tables
             new("RequiresRepublish", "boolean", "", "Whether volumes are republished periodically."), new("Modes", "string", "", "Volume lifecycle modes."), AgeCol,
         ],
         "Lease" => [NameCol, new("Holder", "string", "", "The holder of the lease."), AgeCol],
+        "Pod" =>
+        [
+            NameCol, new("Ready", "string", "", "The aggregate readiness state of this pod for accepting traffic."),
+            new("Status", "string", "", "The aggregate status of the containers in this pod."),
+            new("Restarts", "string", "", "The number of times the containers in this pod have been restarted."), AgeCol,
+        ],
         "Event" =>
         [
             new("Last Seen", "string", "", "The time the event was last seen."), new("Type", "string", "", "Normal or Warning."),
@@ -131,6 +137,8 @@ internal static class Tables
 
             case "Lease":
                 return [name, Json.Str(spec["holderIdentity"]) ?? "", age];
+            case "Pod":
+                return [name, "0/0", Json.Str(status["phase"]) ?? "", "0", age];
             case "Event":
                 {
                     var io = obj["involvedObject"] as JsonObject ?? [];
