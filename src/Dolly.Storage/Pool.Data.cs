@@ -406,6 +406,10 @@ public sealed partial class Pool
             }
             catch (IOException ex)
             {
+                // Part of an in-place write may have landed (a short write at ENOSPC, e.g. into sectors a fresh
+                // block left as a hole): re-seal the touched sectors from what is on disk now, so the block reads
+                // back (old or new bytes, as after any failed write) instead of failing its checksums for good.
+                ResealFromDisk(blockOffset + start, sums, s0, s1);
                 return IoFailure(d, lb, ex);
             }
 
@@ -506,9 +510,32 @@ public sealed partial class Pool
         }
     }
 
+    /// <summary>Recomputes the checksums of sectors [s0, s1) of a fresh, unshared block from its bytes on disk.</summary>
+    private void ResealFromDisk(long fileOffset, Span<byte> sums, int s0, int s1)
+    {
+        byte[] buffer = ArrayPool<byte>.Shared.Rent((s1 - s0) * Layout.SectorSize);
+        try
+        {
+            var span = buffer.AsSpan(0, (s1 - s0) * Layout.SectorSize);
+            _data.Read(fileOffset, span);
+            for (int s = s0; s < s1; s++)
+            {
+                BinaryPrimitives.WriteUInt32LittleEndian(sums[(s * 4)..], Layout.Checksum(span.Slice((s - s0) * Layout.SectorSize, Layout.SectorSize)));
+            }
+        }
+        catch (IOException)
+        {
+            // Unreadable too: the sectors keep their old checksums and reads report them, as for any media error.
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
     private Result IoFailure(DeviceState d, long lb, IOException ex) =>
         IsNoSpace(ex)
-            ? Result.Fail(StorageErrorCode.NoSpace, $"{Describe(d)}: no space left on the disk under pool '{_directory}' while writing block {lb}; nothing was changed by the failed write")
+            ? Result.Fail(StorageErrorCode.NoSpace, $"{Describe(d)}: no space left on the disk under pool '{_directory}' while writing block {lb}; data flushed before is intact, the failed write's range may hold old or new bytes")
             : Result.Fail(StorageErrorCode.IoError, $"{Describe(d)}: writing block {lb} failed: {ex.Message}");
 
     internal static bool IsNoSpace(IOException ex) =>
