@@ -194,5 +194,8 @@ public sealed class KubectlBasicsTests(ServerFixture fx) : IClassFixture<ServerF
         const string pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: podless}\nspec: {containers: [{name: c, image: busybox}]}\n";
         var create = (await fx.KubectlWithInputAsync(pod, "create", "-f", "-", "--validate=false")).ShouldFail();
         Assert.Contains("MethodNotAllowed", create.Stderr, StringComparison.Ordinal);
+        var info = (await fx.KubectlAsync("cluster-info")).ShouldSucceed();
+        Assert.Contains("Kubernetes control plane is running at " + fx.Server.Url!.ToString().TrimEnd('/'), info.Stdout, StringComparison.Ordinal);
+        Assert.Contains("No resources found", (await fx.KubectlAsync("get", "nodes")).ShouldSucceed().Stderr, StringComparison.Ordinal);
     }
 }
