@@ -130,14 +130,20 @@ internal sealed class TestServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        await StopServerAsync();
-        if (!_poolDisposed)
+        try
         {
-            _poolDisposed = true;
-            Pool.Dispose();
+            await StopServerAsync();
         }
+        finally
+        {
+            if (!_poolDisposed)
+            {
+                _poolDisposed = true;
+                Pool.Dispose();
+            }
 
-        Dir.Dispose();
+            Dir.Dispose();
+        }
 
         // Misbehaving clients are expected to cause warnings; an error is an exception the server did not
         // expect (a bug), which a closed connection would otherwise hide.
