@@ -37,7 +37,8 @@ internal static class Cli
 
         try
         {
-            var config = new InvocationConfiguration { Output = host.Out, Error = host.Error, EnableDefaultExceptionHandler = false };
+            // Ctrl-C and SIGTERM cancel the running command; long-running ones (serve, up) get time to close cleanly.
+            var config = new InvocationConfiguration { Output = host.Out, Error = host.Error, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = TimeSpan.FromSeconds(60) };
             return await parsed.InvokeAsync(config, cancellationToken).ConfigureAwait(false);
         }
         catch (CliFailureException ex)
@@ -92,6 +93,7 @@ internal static class Cli
         root.Subcommands.Add(VolumeCommands.Build(context));
         root.Subcommands.Add(SnapshotCommands.Build(context));
         root.Subcommands.Add(NbdCommands.Build(context));
+        root.Subcommands.Add(UpCommand.Build(context));
         root.Subcommands.Add(BenchCommand.Build(context));
         root.Subcommands.Add(DemoCommand.Build(context));
 

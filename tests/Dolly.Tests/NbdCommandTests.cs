@@ -84,6 +84,57 @@ public sealed class NbdCommandTests : CliTestBase
         await Ok("volume", "list");
     }
 
+    [Fact]
+    public async Task Up_ServesKubectlAndNbdUntilCancelled()
+    {
+        if (!File.Exists("/usr/bin/nbdinfo") || !File.Exists("/usr/bin/kubectl"))
+        {
+            Assert.Skip("kubectl or nbdinfo is not installed; scripts/install-test-deps.sh installs them");
+        }
+
+        using var stop = new CancellationTokenSource();
+        var outText = new StringWriter();
+        var errText = new StringWriter();
+        var env = new Dictionary<string, string?> { ["DOLLY_POOL"] = PoolDir };
+        var host = new CliHost(new SyncWriter(outText), new SyncWriter(errText), () => Stream.Null, () => Stream.Null, false, false, name => env.GetValueOrDefault(name));
+        var running = Cli.RunAsync(["up", "--port", "0"], host, stop.Token);
+
+        var deadline = Stopwatch.StartNew();
+        string? kubeconfig = null;
+        while (kubeconfig is null)
+        {
+            Assert.False(running.IsCompleted, $"up ended early: {errText}");
+            Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(60), $"up did not start: {outText}{errText}");
+            kubeconfig = outText.ToString().Split('\n').Select(l => l.Trim()).FirstOrDefault(l => l.StartsWith("kubeconfig", StringComparison.Ordinal))?["kubeconfig".Length..].Trim();
+            await Task.Delay(50, TestContext.Current.CancellationToken);
+        }
+
+        var (code, namespaces) = await Tool("kubectl", "--kubeconfig", kubeconfig, "get", "namespaces", "-o", "name");
+        Assert.True(code == 0, namespaces);
+        Assert.Contains("namespace/default", namespaces, StringComparison.Ordinal);
+        var (nbdCode, listing) = await Tool("nbdinfo", "--list", $"nbd+unix:///?socket={Path.Combine(PoolDir, "nbd.sock")}");
+        Assert.True(nbdCode == 0, listing);
+
+        await stop.CancelAsync();
+        Assert.Equal(0, await running.WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken));
+        await Ok("volume", "list");
+    }
+
+    private static async Task<(int Code, string Output)> Tool(string file, params string[] args)
+    {
+        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
+        var stderr = p.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
+        await p.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
+        return (p.ExitCode, await stdout + await stderr);
+    }
+
     /// <summary>Serve writes from its own task while the test reads: a synchronised writer.</summary>
     private sealed class SyncWriter(StringWriter inner) : TextWriter
     {
