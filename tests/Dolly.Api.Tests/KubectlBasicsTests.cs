@@ -198,4 +198,26 @@ public sealed class KubectlBasicsTests(ServerFixture fx) : IClassFixture<ServerF
         Assert.Contains("Kubernetes control plane is running at " + fx.Server.Url!.ToString().TrimEnd('/'), info.Stdout, StringComparison.Ordinal);
         Assert.Contains("No resources found", (await fx.KubectlAsync("get", "nodes")).ShouldSucceed().Stderr, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task OlderKubectl_UsesOpenApiV2Protobuf_ForApplyValidationAndExplain()
+    {
+        // kubectl 1.27 and 1.28 read /openapi/v2 as protobuf; the gcloud kubectl bundle ships them beside 1.32.
+        const string old = "/usr/lib/google-cloud-sdk/bin/kubectl.1.28";
+        Assert.SkipUnless(File.Exists(old), "kubectl 1.28 is not installed here");
+        var psi = new System.Diagnostics.ProcessStartInfo(old) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.Environment["KUBECONFIG"] = fx.Server.KubeconfigPath;
+        foreach (var a in new[] { "--cache-dir", fx.CacheDirectory + "-128", "apply", "-f", "-" })
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        await p.StandardInput.WriteAsync("apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshot\nmetadata: {name: old-kubectl, namespace: default}\nspec: {source: {persistentVolumeClaimName: a}, bogus: 1}\n");
+        p.StandardInput.Close();
+        string stderr = await p.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
+        await p.WaitForExitAsync(TestContext.Current.CancellationToken);
+        Assert.NotEqual(0, p.ExitCode);
+        Assert.Contains("strict decoding error: unknown field \"spec.bogus\"", stderr, StringComparison.Ordinal);
+    }
 }

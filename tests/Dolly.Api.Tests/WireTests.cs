@@ -87,6 +87,15 @@ public sealed class WireTests(ServerFixture fx) : IClassFixture<ServerFixture>
         var schema = doc.RootElement.GetProperty("components").GetProperty("schemas").GetProperty("io.k8s.storage.snapshot.v1.VolumeSnapshot");
         Assert.Equal("VolumeSnapshot", schema.GetProperty("x-kubernetes-group-version-kind")[0].GetProperty("kind").GetString());
 
+        using var v2 = new HttpRequestMessage(HttpMethod.Get, "/openapi/v2");
+        v2.Headers.TryAddWithoutValidation("Accept", "application/com.github.proto-openapi.spec.v2@v1.0+protobuf");
+        using var v2Response = await http.SendAsync(v2, Ct);
+        Assert.Equal("application/com.github.proto-openapi.spec.v2.v1.0+protobuf", v2Response.Content.Headers.ContentType!.MediaType);
+        var v2Bytes = await v2Response.Content.ReadAsByteArrayAsync(Ct);
+        Assert.Equal(new byte[] { 0x0A, 3, (byte)'2', (byte)'.', (byte)'0' }, v2Bytes[..5]);
+        using var v2Json = JsonDocument.Parse(await http.GetStringAsync(new Uri("/openapi/v2", UriKind.Relative), Ct));
+        Assert.Equal("2.0", v2Json.RootElement.GetProperty("swagger").GetString());
+
         using var stale = await new HttpClient(new HttpClientHandler { AllowAutoRedirect = false, ServerCertificateCustomValidationCallback = (_, _, _, _) => true })
         {
             BaseAddress = fx.Server.Url,

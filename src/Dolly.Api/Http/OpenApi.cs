@@ -52,12 +52,13 @@ internal sealed class OpenApi
         if (segments.Length == 2 && segments[1] == "v2")
         {
             string accept = context.Request.Headers.Accept.ToString();
-            if (accept.Length > 0 && !accept.Contains("json", StringComparison.Ordinal) && !accept.Contains("*/*", StringComparison.Ordinal))
+            if (accept.Contains("protobuf", StringComparison.Ordinal))
             {
-                // Only JSON is served; clients asking for the protobuf form fall back as they do on a 404.
-                response.StatusCode = 404;
-                response.ContentType = "text/plain; charset=utf-8";
-                await response.WriteAsync("404 page not found\n", ct).ConfigureAwait(false);
+                // kubectl up to 1.28 validates and explains from this form.
+                var bytes = OpenApiV2Proto.Encode(SwaggerV2());
+                response.ContentType = OpenApiV2Proto.MediaType;
+                response.Headers.ETag = "\"" + Convert.ToHexString(SHA512.HashData(bytes)) + "\"";
+                await response.Body.WriteAsync(bytes, ct).ConfigureAwait(false);
                 return;
             }
 
@@ -286,7 +287,10 @@ internal sealed class OpenApi
         };
     }
 
-    /// <summary>A Swagger 2.0 rendering with the same schemas, for clients that read JSON v2.</summary>
+    /// <summary>
+    /// A Swagger 2.0 rendering of the same kinds: definitions (allOf references become plain $ref, as v2 writes them)
+    /// and a PATCH operation per kind with its group-version-kind and the fieldValidation parameter.
+    /// </summary>
     private JsonObject SwaggerV2()
     {
         var definitions = new JsonObject();
@@ -297,7 +301,42 @@ internal sealed class OpenApi
             foreach (var (name, schema) in (JsonObject)doc["components"]!["schemas"]!)
             {
                 string text = schema!.ToJsonString().Replace("#/components/schemas/", "#/definitions/", StringComparison.Ordinal);
-                definitions[name] = JsonNode.Parse(text);
+                var converted = (JsonObject)JsonNode.Parse(text)!;
+                if (converted["properties"]?["metadata"] is JsonObject meta && meta["allOf"] is JsonArray { Count: 1 } all)
+                {
+                    meta["$ref"] = all[0]?["$ref"]?.DeepClone();
+                    meta.Remove("allOf");
+                    meta.Remove("default");
+                }
+
+                definitions[name] = converted;
+            }
+
+            foreach (var (path, item) in (JsonObject)doc["paths"]!)
+            {
+                if (item?["patch"] is not JsonObject patch)
+                {
+                    continue;
+                }
+
+                var parameters = new JsonArray();
+                foreach (var p in patch["parameters"] as JsonArray ?? [])
+                {
+                    parameters.Add(new JsonObject { ["name"] = p?["name"]?.DeepClone(), ["in"] = "query", ["type"] = "string", ["uniqueItems"] = true });
+                }
+
+                paths[path] = new JsonObject
+                {
+                    ["patch"] = new JsonObject
+                    {
+                        ["operationId"] = patch["operationId"]?.DeepClone(),
+                        ["consumes"] = new JsonArray("application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"),
+                        ["parameters"] = parameters,
+                        ["responses"] = new JsonObject { ["200"] = new JsonObject { ["description"] = "OK" } },
+                        ["x-kubernetes-action"] = "patch",
+                        ["x-kubernetes-group-version-kind"] = patch["x-kubernetes-group-version-kind"]?.DeepClone(),
+                    },
+                };
             }
         }
 
