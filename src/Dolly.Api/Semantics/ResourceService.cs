@@ -237,6 +237,11 @@ internal sealed partial class ResourceService
         }
 
         CheckNamespaceLifecycle(type, ns, name);
+        if (!type.Builtin && _store.Get("apiextensions.k8s.io/customresourcedefinitions", "", type.Plural + "." + type.Group)?.Object["metadata"]?["deletionTimestamp"] is not null)
+        {
+            throw new ApiErrorException(405, "MethodNotAllowed", "create not allowed while custom resource definition is terminating");
+        }
+
         ManagedFields.OnCreate(body, Manager(o), o.Apply ? "Apply" : "Update", type.ApiVersion, now);
         if (o.DryRun)
         {
