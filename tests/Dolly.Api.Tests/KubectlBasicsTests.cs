@@ -220,4 +220,36 @@ public sealed class KubectlBasicsTests(ServerFixture fx) : IClassFixture<ServerF
         Assert.NotEqual(0, p.ExitCode);
         Assert.Contains("strict decoding error: unknown field \"spec.bogus\"", stderr, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task MultiVersionCrd_ServesEveryServedVersionFromOneStorage_PrefersHighest()
+    {
+        const string crd = """
+            apiVersion: apiextensions.k8s.io/v1
+            kind: CustomResourceDefinition
+            metadata: {name: grants.example.dolly.io}
+            spec:
+              group: example.dolly.io
+              scope: Namespaced
+              names: {plural: grants, kind: Grant}
+              versions:
+              - {name: v1alpha1, served: true, storage: false, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
+              - {name: v1beta1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
+              - {name: v1, served: false, storage: false, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
+            """;
+        (await fx.KubectlWithInputAsync(crd, "apply", "-f", "-")).ShouldSucceed();
+        var versions = (await fx.KubectlAsync("api-versions")).ShouldSucceed();
+        Assert.Contains("example.dolly.io/v1beta1", versions.Stdout, StringComparison.Ordinal);
+        Assert.Contains("example.dolly.io/v1alpha1", versions.Stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("example.dolly.io/v1\n", versions.Stdout, StringComparison.Ordinal);
+        var storedVersions = (await fx.KubectlAsync("get", "crd", "grants.example.dolly.io", "-o", "jsonpath={.status.storedVersions}")).ShouldSucceed();
+        Assert.Equal("""["v1beta1"]""", storedVersions.Stdout);
+
+        const string grant = "apiVersion: example.dolly.io/v1alpha1\nkind: Grant\nmetadata: {name: g, namespace: default}\nspec: {x: 1}\n";
+        (await fx.KubectlWithInputAsync(grant, "create", "-f", "-", "--validate=false")).ShouldSucceed();
+        var preferred = (await fx.KubectlAsync("get", "grants", "g", "-n", "default", "-o", "jsonpath={.apiVersion}")).ShouldSucceed();
+        Assert.Equal("example.dolly.io/v1beta1", preferred.Stdout);
+        var old = (await fx.KubectlAsync("get", "grants.v1alpha1.example.dolly.io", "g", "-n", "default", "-o", "jsonpath={.apiVersion}")).ShouldSucceed();
+        Assert.Equal("example.dolly.io/v1alpha1", old.Stdout);
+    }
 }
