@@ -45,6 +45,7 @@ internal static class BenchCommand
             new BenchRequest(parse.GetValue(json), parse.GetValue(quick), parse.GetValue(dir), parse.GetValue(strict), parse.GetValue(blockSize)!, parse.GetValue(only) ?? [])));
         bench.Subcommands.Add(engine);
         bench.Subcommands.Add(BuildNbd(context));
+        bench.Subcommands.Add(BuildApi(context));
         return bench;
     }
 
@@ -124,7 +125,7 @@ internal static class BenchCommand
         int missed = figures.Count(f => f.Pass == false);
         int met = figures.Count(f => f.Pass == true);
         context.Host.Out.WriteLine(
-            $"{met} target(s) met, {missed} missed; block size {ByteSize.Format(blockSize)}; {machine.Processors} CPU(s) {machine.Cpu}, {machine.FileSystem}; load {machine.LoadAverage} at start, {BenchReport.LoadAverage()} at end; {duration.TotalSeconds:0} s{(quick ? " (--quick: sizes too small for meaningful figures)" : string.Empty)}");
+            $"{met} target(s) met, {missed} missed; {(blockSize > 0 ? $"block size {ByteSize.Format(blockSize)}; " : string.Empty)}{machine.Processors} CPU(s) {machine.Cpu}, {machine.FileSystem}; load {machine.LoadAverage} at start, {BenchReport.LoadAverage()} at end; {duration.TotalSeconds:0} s{(quick ? " (--quick: sizes too small for meaningful figures)" : string.Empty)}");
         if (jsonFile is not null)
         {
             string command = "dolly " + string.Join(' ', context.Args);
@@ -146,6 +147,50 @@ internal static class BenchCommand
         }
 
         return strict && missed > 0 ? ExitCodes.TargetMissed : ExitCodes.Ok;
+    }
+
+    /// <summary><c>dolly bench api</c>: the embedded API server with 10,000 VolumeSnapshots, kubectl and watches.</summary>
+    private static Command BuildApi(CliContext context)
+    {
+        var json = new Option<string?>("--json") { Description = "Also write the figures as JSON to this file", HelpName = "FILE" };
+        var quick = new Option<bool>("--quick") { Description = "500 objects and 50 watch samples: a smoke test; figures are not meaningful" };
+        var objects = new Option<int>("--objects") { Description = "VolumeSnapshots to create", DefaultValueFactory = _ => 10_000 };
+        var strict = new Option<bool>("--strict") { Description = "Exit 13 when any target is missed" };
+        var api = new Command(
+            "api",
+            "Measure the embedded API server: creating VolumeSnapshots (objects/s), 'kubectl get volumesnapshots -A' over them (target <= 1 s), " +
+            "watch event latency p50/p99 (target p50 <= 5 ms), resident memory with all objects loaded")
+        {
+            json, quick, objects, strict,
+        };
+        api.SetAction(async (parse, ct) =>
+        {
+            bool q = parse.GetValue(quick);
+            int n = q ? 500 : parse.GetValue(objects);
+            if (n < 1)
+            {
+                throw new CliFailureException(ExitCodes.InvalidArgument, "--objects must be at least 1");
+            }
+
+            var date = DateTimeOffset.UtcNow;
+            var started = Stopwatch.GetTimestamp();
+            var machine = BenchReport.Machine(Path.GetTempPath());
+            context.Host.Error.WriteLine($"bench: creating {n} VolumeSnapshots, listing them with kubectl, timing watch events");
+            var r = await Dolly.Api.Bench.ApiBenchmark.RunAsync(new Dolly.Api.Bench.ApiBenchmarkOptions(n, WatchSamples: q ? 50 : 500), ct);
+            const string group = "embedded API server";
+            var figures = new List<BenchFigure>
+            {
+                new(group, $"create {r.Objects} VolumeSnapshots", r.CreatesPerSecond, "objects/s", $"{r.CreatesPerSecond:0} objects/s", null, null, "each durable in SQLite before the reply"),
+                r.KubectlGetAllSeconds is { } k
+                    ? new(group, $"kubectl get volumesnapshots -A ({r.Objects} objects)", k, "s", $"{k:0.00} s", "<= 1 s", k <= 1.0)
+                    : new(group, "kubectl get volumesnapshots -A", 0, "s", "skipped", "<= 1 s", null, "kubectl not found"),
+                new(group, "watch event latency p50", r.WatchLatencyP50Milliseconds, "ms", $"{r.WatchLatencyP50Milliseconds:0.00} ms", "<= 5 ms", r.WatchLatencyP50Milliseconds <= 5.0),
+                new(group, "watch event latency p99", r.WatchLatencyP99Milliseconds, "ms", $"{r.WatchLatencyP99Milliseconds:0.00} ms", null, null),
+                new(group, $"resident memory with {r.Objects} objects", r.ResidentBytes, "bytes", ByteSize.Format(r.ResidentBytes), null, null, "working set of the whole dolly process"),
+            };
+            return Report(context, figures, new ReportInfo(parse.GetValue(json), q, parse.GetValue(strict), 0, machine, date, Stopwatch.GetElapsedTime(started)));
+        });
+        return api;
     }
 
     /// <summary><c>dolly bench nbd</c>: Dolly's NBD server against nbdkit's file plugin with nbdcopy and fio.</summary>
