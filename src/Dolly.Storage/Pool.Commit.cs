@@ -70,6 +70,7 @@ public sealed partial class Pool
 
         _generation++;
         _txn++;
+        _txnAllocatedBytes = 0;
         _freshPages.Clear();
         foreach (uint id in _pendingPages)
         {
@@ -85,8 +86,8 @@ public sealed partial class Pool
     }
 
     /// <summary>
-    /// Frees the blocks the last commit stopped referencing. Up to a reserve (256 MiB, or a quarter of the data
-    /// in use) they keep their disk space, so that copy-on-write overwrites reuse allocated file space instead
+    /// Frees the blocks the last commit stopped referencing. Blocks deleted, trimmed or reverted away keep
+    /// their disk space up to a reserve (256 MiB, or a quarter of the data in use), so that copy-on-write overwrites reuse allocated file space instead
     /// of making the host file system allocate again. The rest are queued to be hole-punched, which returns
     /// their space to the host: that happens outside the pool lock (<see cref="DrainPunches"/>), because
     /// punching a gigabyte takes long enough to stall every reader and writer. Until punched they are neither
@@ -94,6 +95,19 @@ public sealed partial class Pool
     /// </summary>
     private void ReleasePendingBlocks()
     {
+        // Blocks replaced by copy-on-write keep their space whatever the reserve: their replacement took new
+        // space, so keeping them costs no more than an in-place overwrite would have, and the next
+        // copy-on-write of the same data lands on allocated (often still cached) file space.
+        foreach (uint p in _pendingReplaced)
+        {
+            _blockRef[p] = 0;
+            _blockKept[p] = true;
+            _blockStale[p] = true;
+        }
+
+        _keptFreeBlocks += _pendingReplaced.Count;
+        _freeBlocksBelowHighWater += _pendingReplaced.Count;
+        _pendingReplaced.Clear();
         if (_pendingBlocks.Count == 0)
         {
             return;

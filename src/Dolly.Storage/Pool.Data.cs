@@ -256,7 +256,7 @@ public sealed partial class Pool
             SetLeafEntry(leaf, slot, p, newSums);
             if (old != NoBlock)
             {
-                DecBlock(old);
+                DecBlock(old, replaced: true);
             }
 
             return Result.Ok;
@@ -332,7 +332,7 @@ public sealed partial class Pool
         SetLeafEntry(leaf, slot, p, newSums);
         if (old != NoBlock)
         {
-            DecBlock(old);
+            DecBlock(old, replaced: true);
         }
 
         return Result.Ok;

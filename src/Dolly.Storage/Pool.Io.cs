@@ -66,7 +66,7 @@ public sealed partial class Pool
             }
 
             var r = WriteCore(d.Value, offset, data);
-            return r.IsOk && fua ? CommitCore() : r;
+            return r.IsOk ? AfterWrite(fua) : r;
         }
         finally
         {
@@ -87,7 +87,7 @@ public sealed partial class Pool
             }
 
             var r = unmap ? ZeroCore(d.Value, offset, length) : WriteZeroBytesAllocating(d.Value, offset, length);
-            return r.IsOk && fua ? CommitCore() : r;
+            return r.IsOk ? AfterWrite(fua) : r;
         }
         finally
         {
@@ -95,6 +95,31 @@ public sealed partial class Pool
             DrainPunches();
         }
     }
+
+    /// <summary>
+    /// After a successful write: commit when the client asked (FUA), or on our own once a transaction has
+    /// allocated <see cref="AutoCommitBytes"/> of new blocks. Committing in slices bounds the work of the next
+    /// flush and lets a long overwrite reuse the space its own first part freed instead of growing the data
+    /// file by the whole amount (new file space is far slower to write than reused space on most disks). A
+    /// failed automatic commit is not the write's failure: the data stays pending for the next flush.
+    /// </summary>
+    private Result AfterWrite(bool fua)
+    {
+        if (fua)
+        {
+            return CommitCore();
+        }
+
+        if (_txnAllocatedBytes >= AutoCommitBytes)
+        {
+            _ = CommitCore();
+        }
+
+        return Result.Ok;
+    }
+
+    /// <summary>New data a transaction may allocate before the engine commits it on its own.</summary>
+    internal const long AutoCommitBytes = 256L << 20;
 
     /// <summary>Writes real zeros, allocating blocks (NBD's NO_HOLE): later writes will not need to allocate.</summary>
     private Result WriteZeroBytesAllocating(DeviceState d, long offset, long length)

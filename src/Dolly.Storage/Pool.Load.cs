@@ -262,6 +262,7 @@ public sealed partial class Pool
         _blockStale = new bool[64];
         _keptFreeBlocks = 0;
         _pendingBlocks.Clear();
+        _pendingReplaced.Clear();
         _punchQueue.Clear();
         _punchesQueued = 0;
         _freeBlocksBelowHighWater = 0;

@@ -25,11 +25,13 @@ public sealed partial class Pool
     private int[] _blockRef = new int[64];
     private uint[] _blockBorn = new uint[64];
     private readonly List<uint> _pendingBlocks = [];
+    private readonly List<uint> _pendingReplaced = [];
     private uint _dataHighWater;
     private long _freeBlocksBelowHighWater;
     private uint _blockCursor;
 
     private uint _txn = 1;
+    private long _txnAllocatedBytes;
 
     // Free blocks whose disk space was kept for reuse (see ReleasePendingBlocks).
     private const int MinKeptBlocks = 4096;
@@ -269,6 +271,7 @@ public sealed partial class Pool
             _keptFreeBlocks--;
         }
 
+        _txnAllocatedBytes += _blockSize;
         zeroed = !_blockStale[p];
         _blockStale[p] = false;
         _blockRef[p] = 1;
@@ -277,7 +280,11 @@ public sealed partial class Pool
         return p;
     }
 
-    private void DecBlock(uint p)
+    /// <summary>
+    /// Drops a reference to a data block. <paramref name="replaced"/> says a copy-on-write write put a new block
+    /// in its place: the space is then kept for the next copy-on-write rather than returned to the host.
+    /// </summary>
+    private void DecBlock(uint p, bool replaced = false)
     {
         Debug.Assert(_blockRef[p] > 0, "block reference count underflow");
         if (--_blockRef[p] > 0)
@@ -293,7 +300,7 @@ public sealed partial class Pool
         else
         {
             _blockRef[p] = -1;
-            _pendingBlocks.Add(p);
+            (replaced ? _pendingReplaced : _pendingBlocks).Add(p);
         }
     }
 }
