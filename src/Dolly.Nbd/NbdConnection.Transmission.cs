@@ -22,6 +22,9 @@ internal sealed partial class NbdConnection
     private int _inFlight = 1;
     private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+    /// <summary>Reads and writes up to this size are answered on the receive loop itself.</summary>
+    private const int InlineLimit = 64 << 10;
+
     private readonly record struct Request(ushort Flags, ushort Type, ulong Cookie, ulong Offset, uint Length);
 
     private async Task<string> TransmitAsync(BlockDevice export, CancellationToken ct)
@@ -88,7 +91,16 @@ internal sealed partial class NbdConnection
 
                 await _slots.WaitAsync(ct).ConfigureAwait(false);
                 Interlocked.Increment(ref _inFlight);
-                _ = Task.Run(() => ProcessAsync(export, req, payload, budgeted, ct), CancellationToken.None);
+                if (req.Type is Nbd.CmdRead or Nbd.CmdWrite && req.Length <= InlineLimit)
+                {
+                    // A small read or write costs less than handing it to another thread: answer it here.
+                    // Larger requests, flushes and zeroing of large ranges go to the thread pool.
+                    await ProcessAsync(export, req, payload, budgeted, ct).ConfigureAwait(false);
+                }
+                else
+                {
+                    _ = Task.Run(() => ProcessAsync(export, req, payload, budgeted, ct), CancellationToken.None);
+                }
             }
         }
         finally
