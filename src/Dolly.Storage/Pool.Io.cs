@@ -98,7 +98,7 @@ public sealed partial class Pool
 
     /// <summary>
     /// After a successful write: commit when the client asked (FUA), or on our own once a transaction has
-    /// allocated <see cref="AutoCommitBytes"/> of new blocks. Committing in slices bounds the work of the next
+    /// allocated <see cref="AutoCommitBytes"/> (1 GiB) of new blocks. Committing in slices bounds the work of the next
     /// flush and lets a long overwrite reuse the space its own first part freed instead of growing the data
     /// file by the whole amount (new file space is far slower to write than reused space on most disks). A
     /// failed automatic commit is not the write's failure: the data stays pending for the next flush.
@@ -119,7 +119,7 @@ public sealed partial class Pool
     }
 
     /// <summary>New data a transaction may allocate before the engine commits it on its own.</summary>
-    internal const long AutoCommitBytes = 256L << 20;
+    internal const long AutoCommitBytes = 1L << 30;
 
     /// <summary>Writes real zeros, allocating blocks (NBD's NO_HOLE): later writes will not need to allocate.</summary>
     private Result WriteZeroBytesAllocating(DeviceState d, long offset, long length)
