@@ -237,29 +237,8 @@ public sealed partial class Pool
             }
 
             data.CopyTo(block[bo..]);
-            for (int s = s0; s < s1; s++)
-            {
-                BinaryPrimitives.WriteUInt32LittleEndian(newSums[(s * 4)..], Layout.Checksum(block.Slice(s * Layout.SectorSize, Layout.SectorSize)));
-            }
-
-            uint p = AllocBlock();
-            try
-            {
-                _data.Write((long)p * _blockSize, block);
-            }
-            catch (IOException ex)
-            {
-                DecBlock(p);
-                return IoFailure(d, lb, ex);
-            }
-
-            SetLeafEntry(leaf, slot, p, newSums);
-            if (old != NoBlock)
-            {
-                DecBlock(old, replaced: true);
-            }
-
-            return Result.Ok;
+            HashSectors(block, newSums, s0, s1);
+            return PlaceBlock(d, lb, leaf, slot, old, block, newSums);
         }
         finally
         {
@@ -313,15 +292,29 @@ public sealed partial class Pool
     private Result WriteWholeBlock(DeviceState d, long lb, uint leaf, int slot, uint old, ReadOnlySpan<byte> data)
     {
         Span<byte> newSums = stackalloc byte[_sectorsPerBlock * 4];
-        for (int s = 0; s < _sectorsPerBlock; s++)
-        {
-            BinaryPrimitives.WriteUInt32LittleEndian(newSums[(s * 4)..], Layout.Checksum(data.Slice(s * Layout.SectorSize, Layout.SectorSize)));
-        }
+        HashSectors(data, newSums, 0, _sectorsPerBlock);
+        return PlaceBlock(d, lb, leaf, slot, old, data, newSums);
+    }
 
+    /// <summary>Sets the checksums of sectors [s0, s1) of <paramref name="block"/> (which starts at sector 0).</summary>
+    private static void HashSectors(ReadOnlySpan<byte> block, Span<byte> sums, int s0, int s1)
+    {
+        for (int s = s0; s < s1; s++)
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(sums[(s * 4)..], Layout.Checksum(block.Slice(s * Layout.SectorSize, Layout.SectorSize)));
+        }
+    }
+
+    /// <summary>
+    /// Writes a complete block to a newly allocated physical block and maps it in place of <paramref name="old"/>,
+    /// which is released as replaced. On failure nothing is mapped and the new block is freed.
+    /// </summary>
+    private Result PlaceBlock(DeviceState d, long lb, uint leaf, int slot, uint old, ReadOnlySpan<byte> block, ReadOnlySpan<byte> sums)
+    {
         uint p = AllocBlock();
         try
         {
-            _data.Write((long)p * _blockSize, data);
+            _data.Write((long)p * _blockSize, block);
         }
         catch (IOException ex)
         {
@@ -329,7 +322,7 @@ public sealed partial class Pool
             return IoFailure(d, lb, ex);
         }
 
-        SetLeafEntry(leaf, slot, p, newSums);
+        SetLeafEntry(leaf, slot, p, sums);
         if (old != NoBlock)
         {
             DecBlock(old, replaced: true);
