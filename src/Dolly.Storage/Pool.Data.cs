@@ -331,13 +331,17 @@ public sealed partial class Pool
         return Result.Ok;
     }
 
-    private Result VerifyPartialSectors(DeviceState d, long lb, uint p, ReadOnlySpan<byte> block, ReadOnlySpan<byte> sums, int bo, int length, int s0, int s1)
+    /// <summary>
+    /// Verifies the sectors in [s0, s1) that a write of [bo, bo + length) covers only partly; <paramref name="block"/>
+    /// holds the block's bytes from offset <paramref name="bufferStart"/>.
+    /// </summary>
+    private Result VerifyPartialSectors(DeviceState d, long lb, uint p, ReadOnlySpan<byte> block, ReadOnlySpan<byte> sums, int bo, int length, int s0, int s1, int bufferStart = 0)
     {
         for (int s = s0; s < s1; s++)
         {
             int start = s * Layout.SectorSize;
             bool covered = bo <= start && bo + length >= start + Layout.SectorSize;
-            if (!covered && Layout.Checksum(block.Slice(start, Layout.SectorSize)) != BinaryPrimitives.ReadUInt32LittleEndian(sums[(s * 4)..]))
+            if (!covered && Layout.Checksum(block.Slice(start - bufferStart, Layout.SectorSize)) != BinaryPrimitives.ReadUInt32LittleEndian(sums[(s * 4)..]))
             {
                 return Result.Fail(
                     StorageErrorCode.Corrupt,
@@ -377,16 +381,10 @@ public sealed partial class Pool
                     return Result.Fail(StorageErrorCode.IoError, $"{Describe(d)}: reading block {lb} failed: {ex.Message}");
                 }
 
-                for (int s = s0; s < s1; s++)
+                var bad = VerifyPartialSectors(d, lb, p, buffer, sums, bo, data.Length, s0, s1, bufferStart: start);
+                if (!bad.IsOk)
                 {
-                    int sectorStart = s * Layout.SectorSize;
-                    bool covered = bo <= sectorStart && bo + data.Length >= sectorStart + Layout.SectorSize;
-                    if (!covered && Layout.Checksum(buffer.Slice(sectorStart - start, Layout.SectorSize)) != BinaryPrimitives.ReadUInt32LittleEndian(sums[(s * 4)..]))
-                    {
-                        return Result.Fail(
-                            StorageErrorCode.Corrupt,
-                            $"{Describe(d)}: data at byte offset {(lb * _blockSize) + sectorStart} (block {lb}, sector {s}, physical block {p}) failed its checksum; the write that would merge with it was refused");
-                    }
+                    return bad;
                 }
 
                 data.CopyTo(buffer[(bo - start)..]);
