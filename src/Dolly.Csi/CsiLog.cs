@@ -1,0 +1,31 @@
+using Microsoft.Extensions.Logging;
+
+namespace Dolly.Csi;
+
+/// <summary>The CSI driver's log messages; event ids are stable.</summary>
+internal static partial class CsiLog
+{
+    [LoggerMessage(EventId = 5001, Level = LogLevel.Information, Message = "CSI driver {Driver} listening on {Socket}")]
+    public static partial void Listening(ILogger logger, string driver, string socket);
+
+    [LoggerMessage(EventId = 5002, Level = LogLevel.Information, Message = "CSI driver stopped listening on {Socket}")]
+    public static partial void Stopped(ILogger logger, string socket);
+
+    [LoggerMessage(EventId = 5010, Level = LogLevel.Information, Message = "created volume {Volume} ({Bytes} bytes) from {Source}")]
+    public static partial void VolumeCreated(ILogger logger, string volume, long bytes, string source);
+
+    [LoggerMessage(EventId = 5011, Level = LogLevel.Information, Message = "deleted volume {Volume}")]
+    public static partial void VolumeDeleted(ILogger logger, string volume);
+
+    [LoggerMessage(EventId = 5012, Level = LogLevel.Information, Message = "expanded volume {Volume} to {Bytes} bytes")]
+    public static partial void VolumeExpanded(ILogger logger, string volume, long bytes);
+
+    [LoggerMessage(EventId = 5020, Level = LogLevel.Information, Message = "created snapshot {Snapshot} of volume {Volume}")]
+    public static partial void SnapshotCreated(ILogger logger, string snapshot, string volume);
+
+    [LoggerMessage(EventId = 5021, Level = LogLevel.Information, Message = "deleted snapshot {Snapshot}")]
+    public static partial void SnapshotDeleted(ILogger logger, string snapshot);
+
+    [LoggerMessage(EventId = 5030, Level = LogLevel.Warning, Message = "{Rpc} failed with {Code}: {Message}")]
+    public static partial void RpcFailed(ILogger logger, string rpc, Grpc.Core.StatusCode code, string message);
+}

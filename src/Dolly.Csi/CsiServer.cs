@@ -1,0 +1,120 @@
+using Dolly.Storage;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Dolly.Csi;
+
+/// <summary>
+/// Serves the CSI Identity and Controller services for one <see cref="Pool"/> over a unix socket, HTTP/2
+/// only (gRPC), with Kestrel. The pool stays owned by the caller.
+/// </summary>
+public sealed class CsiServer : IAsyncDisposable
+{
+    private readonly Pool _pool;
+    private readonly CsiServerOptions _options;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly ILogger _logger;
+    private WebApplication? _app;
+
+    /// <summary>Creates a server; nothing listens until <see cref="StartAsync"/>.</summary>
+    public CsiServer(Pool pool, CsiServerOptions options, ILoggerFactory? loggerFactory = null)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentException.ThrowIfNullOrEmpty(options.SocketPath);
+        _pool = pool;
+        _options = options;
+        _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
+        _logger = _loggerFactory.CreateLogger<CsiServer>();
+    }
+
+    /// <summary>The unix socket the server listens on.</summary>
+    public string SocketPath => _options.SocketPath;
+
+    /// <summary>Starts listening; returns once the socket accepts connections.</summary>
+    public async Task StartAsync(CancellationToken cancellationToken = default)
+    {
+        if (_app is not null)
+        {
+            throw new InvalidOperationException($"the CSI server on '{SocketPath}' is already started");
+        }
+
+        string socket = Path.GetFullPath(SocketPath);
+        Directory.CreateDirectory(Path.GetDirectoryName(socket)!);
+
+        // A socket left behind by a process that died would make bind fail; nobody listens on it any more
+        // (a live driver would hold the pool, which the caller already opened).
+        if (File.Exists(socket))
+        {
+            File.Delete(socket);
+        }
+
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
+        {
+            ApplicationName = typeof(CsiServer).Assembly.GetName().Name,
+            ContentRootPath = AppContext.BaseDirectory,
+        });
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(_loggerFactory);
+        builder.Services.AddSingleton(_pool);
+        builder.Services.AddSingleton(_options);
+
+        // Singletons: the controller serializes check-then-create sequences with one lock per server.
+        builder.Services.AddSingleton<IdentityService>();
+        builder.Services.AddSingleton<ControllerService>();
+        builder.Services.AddGrpc();
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            kestrel.ListenUnixSocket(socket, listen => listen.Protocols = HttpProtocols.Http2);
+        });
+
+        var app = builder.Build();
+        app.MapGrpcService<IdentityService>();
+        app.MapGrpcService<ControllerService>();
+        await app.StartAsync(cancellationToken).ConfigureAwait(false);
+
+        // Kestrel binds with the process umask; narrow to the owner at once. The CO (kubelet, sidecars)
+        // runs as the same user, and nobody else may create or delete volumes.
+        if (!OperatingSystem.IsWindows())
+        {
+            File.SetUnixFileMode(socket, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
+
+        _app = app;
+        CsiLog.Listening(_logger, _options.DriverName, socket);
+    }
+
+    /// <summary>Stops listening, letting calls in flight finish within the token's time.</summary>
+    public async Task StopAsync(CancellationToken cancellationToken = default)
+    {
+        var app = _app;
+        if (app is null)
+        {
+            return;
+        }
+
+        _app = null;
+        try
+        {
+            await app.StopAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            await app.DisposeAsync().ConfigureAwait(false);
+            if (File.Exists(SocketPath))
+            {
+                File.Delete(SocketPath);
+            }
+
+            CsiLog.Stopped(_logger, SocketPath);
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync() => await StopAsync().ConfigureAwait(false);
+}
