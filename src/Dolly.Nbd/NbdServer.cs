@@ -113,6 +113,11 @@ public sealed class NbdServer : IAsyncDisposable
             }
             catch (SocketException)
             {
+                if (IsRegularFile(path))
+                {
+                    throw new InvalidOperationException($"cannot listen on {path}: a file that is not a socket is in the way; remove it or choose another --socket");
+                }
+
                 File.Delete(path);
             }
         }
@@ -133,6 +138,27 @@ public sealed class NbdServer : IAsyncDisposable
         {
             s.Dispose();
             throw new InvalidOperationException($"cannot listen on {path}: {ex.Message}", ex);
+        }
+    }
+
+    /// <summary>
+    /// True when <paramref name="path"/> opens as a regular file. A unix socket cannot be opened that way
+    /// (ENXIO), so only a stale socket, never someone's data, is deleted to make room for the listener.
+    /// </summary>
+    private static bool IsRegularFile(string path)
+    {
+        try
+        {
+            using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            return true;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return true;
         }
     }
 
