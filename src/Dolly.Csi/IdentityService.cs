@@ -17,6 +17,10 @@ internal sealed class IdentityService(CsiServerOptions options) : Identity.Ident
         {
             Service = new PluginCapability.Types.Service { Type = PluginCapability.Types.Service.Types.Type.ControllerService },
         });
+        response.Capabilities.Add(new PluginCapability
+        {
+            Service = new PluginCapability.Types.Service { Type = PluginCapability.Types.Service.Types.Type.SnapshotMetadataService },
+        });
         return Task.FromResult(response);
     }
 
