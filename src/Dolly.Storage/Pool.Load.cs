@@ -274,6 +274,7 @@ public sealed partial class Pool
         _byId.Clear();
         _dirty = false;
         _dataDirty = false;
+        _txnAllocatedBytes = 0;
         _txn++;
 
         var problems = new List<CheckProblem>();
