@@ -30,6 +30,16 @@ public sealed class NbdCommandTests : CliTestBase
     }
 
     [Fact]
+    public async Task Serve_BadLimits_AreRefusedNamingThem()
+    {
+        await Ok("volume", "create", "v", "--size", "1Mi");
+        await Fails(ExitCodes.InvalidArgument, "limits must be positive", "nbd", "serve", "--max-connections", "0");
+        await Fails(ExitCodes.InvalidArgument, "limits must be positive", "nbd", "serve", "--max-payload", "1Ki");
+        await Fails(ExitCodes.InvalidArgument, "limits must be positive", "nbd", "serve", "--max-payload", "32Mi", "--max-in-flight", "1Mi");
+        await Fails(ExitCodes.InvalidArgument, "--max-payload", "nbd", "serve", "--max-payload", "big");
+    }
+
+    [Fact]
     public async Task Serve_TlsOptions_BadCombinationsAreNamed()
     {
         await Ok("volume", "create", "v", "--size", "1Mi");

@@ -23,12 +23,26 @@ internal static class NbdCommands
         var cert = new Option<string?>("--tls-cert") { Description = "PEM certificate for STARTTLS; with it, TCP clients must use TLS", HelpName = "FILE" };
         var key = new Option<string?>("--tls-key") { Description = "PEM private key of --tls-cert", HelpName = "FILE" };
         var clientCa = new Option<string?>("--tls-client-ca") { Description = "PEM CA certificate; clients must present a certificate it issued", HelpName = "FILE" };
-        var maxConnections = new Option<int>("--max-connections") { Description = "Connections served at once", DefaultValueFactory = _ => 64 };
+        var maxConnections = new Option<int>("--max-connections") { Description = "Connections served at once; more are closed at accept", DefaultValueFactory = _ => 64 };
+        var maxPayload = new Option<string>("--max-payload") { Description = "Largest READ or WRITE accepted", DefaultValueFactory = _ => "32Mi", HelpName = "SIZE" };
+        var maxInFlight = new Option<string>("--max-in-flight") { Description = "Payload bytes one connection may hold at once (bounds its memory)", DefaultValueFactory = _ => "64Mi", HelpName = "SIZE" };
         var serve = new Command("serve", "Serve the pool's volumes and snapshots until interrupted (Ctrl-C). Unix socket (mode 0600) by default")
         {
-            socket, tcp, cert, key, clientCa, maxConnections,
+            socket, tcp, cert, key, clientCa, maxConnections, maxPayload, maxInFlight,
         };
-        serve.SetAction((parse, ct) => ServeAsync(context, parse, new ServeRequest(parse.GetValue(socket), parse.GetValue(tcp) ?? [], parse.GetValue(cert), parse.GetValue(key), parse.GetValue(clientCa), parse.GetValue(maxConnections)), ct));
+        serve.SetAction((parse, ct) => ServeAsync(
+            context,
+            parse,
+            new ServeRequest(
+                parse.GetValue(socket),
+                parse.GetValue(tcp) ?? [],
+                parse.GetValue(cert),
+                parse.GetValue(key),
+                parse.GetValue(clientCa),
+                parse.GetValue(maxConnections),
+                CliContext.ParseSize(parse.GetValue(maxPayload), "--max-payload"),
+                CliContext.ParseSize(parse.GetValue(maxInFlight), "--max-in-flight")),
+            ct));
         nbd.Subcommands.Add(serve);
 
         var name = VolumeCommands.NameArgument("NAME", "Volume or snapshot");
@@ -47,7 +61,7 @@ internal static class NbdCommands
         HelpName = "PATH",
     };
 
-    private sealed record ServeRequest(string? Socket, string[] Tcp, string? Cert, string? Key, string? ClientCa, int MaxConnections);
+    private sealed record ServeRequest(string? Socket, string[] Tcp, string? Cert, string? Key, string? ClientCa, int MaxConnections, long MaxPayload, long MaxInFlight);
 
     private static async Task<int> ServeAsync(CliContext context, ParseResult parse, ServeRequest request, CancellationToken ct)
     {
@@ -79,6 +93,8 @@ internal static class NbdCommands
                 Certificate = certificate,
                 ClientCertificateAuthority = ca,
                 MaxConnections = request.MaxConnections,
+                MaxPayload = (int)Math.Clamp(request.MaxPayload, 0, int.MaxValue),
+                MaxInFlightBytesPerConnection = request.MaxInFlight,
             };
             if (options.Validate() is { } problem)
             {
