@@ -1,3 +1,4 @@
+using System.Net.Sockets;
 using Dolly.Csi.V1;
 using Dolly.Storage;
 using Grpc.Core;
@@ -28,15 +29,43 @@ public sealed class ServerTests : CsiTestBase
     }
 
     [Fact]
-    public async Task Start_ReplacesStaleSocketFile()
+    public async Task Start_ReplacesStaleSocket()
     {
         string stale = SocketPath + ".stale";
-        await File.WriteAllTextAsync(stale, "left over", Token);
+        using (var dead = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+        {
+            // What a killed server leaves behind: a socket file nobody listens on. .NET unlinks the path it
+            // bound on close, so bind elsewhere and move the socket file into place first.
+            dead.Bind(new UnixDomainSocketEndPoint(stale + ".tmp"));
+            File.Move(stale + ".tmp", stale);
+        }
+
+        Assert.True(File.Exists(stale));
         await using var server = new CsiServer(Pool, new CsiServerOptions { SocketPath = stale });
         await server.StartAsync(Token);
         using var channel = Connect(stale);
         var info = await new Identity.IdentityClient(channel).GetPluginInfoAsync(new GetPluginInfoRequest(), cancellationToken: Token);
         Assert.Equal("csi.dolly.io", info.Name);
+    }
+
+    [Fact]
+    public async Task Start_RegularFileInTheWay_RefusedAndKept()
+    {
+        string path = SocketPath + ".file";
+        await File.WriteAllTextAsync(path, "someone's data", Token);
+        await using var server = new CsiServer(Pool, new CsiServerOptions { SocketPath = path });
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => server.StartAsync(Token));
+        Assert.Contains(path, e.Message, StringComparison.Ordinal);
+        Assert.Equal("someone's data", await File.ReadAllTextAsync(path, Token));
+    }
+
+    [Fact]
+    public async Task Start_LiveServerOnTheSocket_Refused()
+    {
+        await using var second = new CsiServer(Pool, new CsiServerOptions { SocketPath = SocketPath });
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => second.StartAsync(Token));
+        Assert.Contains("already listening", e.Message, StringComparison.Ordinal);
+        Assert.True((await Identity.ProbeAsync(new ProbeRequest(), cancellationToken: Token)).Ready);
     }
 
     [Fact]
