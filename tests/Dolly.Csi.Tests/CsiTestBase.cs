@@ -62,7 +62,7 @@ public abstract class CsiTestBase : IAsyncLifetime
     }
 
     /// <summary>A gRPC channel over a unix socket; the address is only a placeholder for HTTP/2 framing.</summary>
-    protected static GrpcChannel Connect(string socketPath) =>
+    internal static GrpcChannel Connect(string socketPath) =>
         GrpcChannel.ForAddress("http://localhost", new GrpcChannelOptions
         {
             HttpHandler = new SocketsHttpHandler
@@ -138,3 +138,4 @@ public abstract class CsiTestBase : IAsyncLifetime
         return data;
     }
 }
+
