@@ -1,14 +1,18 @@
-using System.Globalization;
+using Dolly.Storage;
 
 namespace Dolly.Csi;
 
 /// <summary>
-/// List pagination. A token is the position of the next entry in the name-ordered list: entries deleted
-/// between pages shift later ones back, which can skip an entry but never repeats one or fails the walk.
+/// List pagination over name-ordered lists. A token carries the last name of the page it ends, so the next
+/// page starts after that name whatever was created or deleted in between: nothing is repeated, and an
+/// entry is only missed if it was deleted. The marker makes tokens that this driver did not issue (any
+/// pool name starts with a letter or digit) fail with ABORTED, as CSI asks.
 /// </summary>
 internal static class Paging
 {
-    public static (IReadOnlyList<T> Page, string NextToken) Page<T>(IReadOnlyList<T> items, int maxEntries, string startingToken, string rpc)
+    private const char Marker = '~';
+
+    public static (IReadOnlyList<DeviceInfo> Page, string NextToken) Page(IReadOnlyList<DeviceInfo> items, int maxEntries, string startingToken, string rpc)
     {
         if (maxEntries < 0)
         {
@@ -16,14 +20,23 @@ internal static class Paging
         }
 
         int start = 0;
-        if (!string.IsNullOrEmpty(startingToken)
-            && (!int.TryParse(startingToken, NumberStyles.None, CultureInfo.InvariantCulture, out start) || start > items.Count))
+        if (!string.IsNullOrEmpty(startingToken))
         {
-            throw CsiStatus.Fail(Grpc.Core.StatusCode.Aborted, $"{rpc}: starting_token '{startingToken}' is not one this driver issued, or the list has shrunk past it");
+            if (startingToken[0] != Marker || Names.Validate(startingToken[1..]) is not null)
+            {
+                throw CsiStatus.Fail(Grpc.Core.StatusCode.Aborted, $"{rpc}: starting_token '{startingToken}' is not one this driver issued");
+            }
+
+            string after = startingToken[1..];
+            while (start < items.Count && string.CompareOrdinal(items[start].Name, after) <= 0)
+            {
+                start++;
+            }
         }
 
         int count = maxEntries == 0 ? items.Count - start : Math.Min(maxEntries, items.Count - start);
         int end = start + count;
-        return (items.Skip(start).Take(count).ToList(), end < items.Count ? end.ToString(CultureInfo.InvariantCulture) : "");
+        var page = items.Skip(start).Take(count).ToList();
+        return (page, end < items.Count ? Marker + items[end - 1].Name : "");
     }
 }

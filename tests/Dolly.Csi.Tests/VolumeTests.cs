@@ -249,8 +249,27 @@ public sealed class VolumeTests : CsiTestBase
         Assert.Equal("snap-l", all.Entries[1].Volume.ContentSource.Snapshot.SnapshotId);
     }
 
+    [Fact]
+    public async Task ListVolumes_LastOfAPageDeletedAndOthersAdded_NextPageNeitherRepeatsNorSkips()
+    {
+        for (int i = 0; i < 4; i++)
+        {
+            await CreateVolumeAsync($"pvc-{i}", required: MiB);
+        }
+
+        var first = await Controller.ListVolumesAsync(new ListVolumesRequest { MaxEntries = 2 }, cancellationToken: Token);
+        Assert.Equal(["pvc-0", "pvc-1"], first.Entries.Select(e => e.Volume.VolumeId));
+        await Controller.DeleteVolumeAsync(new DeleteVolumeRequest { VolumeId = "pvc-1" }, cancellationToken: Token);
+        await CreateVolumeAsync("pvc-00", required: MiB);
+        await CreateVolumeAsync("pvc-5", required: MiB);
+
+        var rest = await Controller.ListVolumesAsync(new ListVolumesRequest { StartingToken = first.NextToken }, cancellationToken: Token);
+        Assert.Equal(["pvc-2", "pvc-3", "pvc-5"], rest.Entries.Select(e => e.Volume.VolumeId));
+    }
+
     [Theory]
     [InlineData("invalid-token")]
+    [InlineData("~Not_A_Name")]
     [InlineData("-1")]
     [InlineData("99")]
     public async Task ListVolumes_BadToken_Aborted(string token)
