@@ -164,8 +164,9 @@ public sealed partial class Pool
         {
             long lb = pos / _blockSize;
             int bo = (int)(pos % _blockSize);
-            int n = (int)Math.Min(_blockSize - bo, data.Length - done);
-            var r = WriteBlock(d, lb, bo, data.Slice(done, n));
+            int whole = bo == 0 ? (data.Length - done) / _blockSize : 0;
+            int n = whole >= 2 ? whole * _blockSize : (int)Math.Min(_blockSize - bo, data.Length - done);
+            var r = whole >= 2 ? WriteWholeBlocks(d, lb, data.Slice(done, n)) : WriteBlock(d, lb, bo, data.Slice(done, n));
             if (!r.IsOk)
             {
                 return r;
@@ -173,6 +174,109 @@ public sealed partial class Pool
 
             pos += n;
             done += n;
+        }
+
+        return Result.Ok;
+    }
+
+    /// <summary>One block of a run being written to consecutive new physical blocks.</summary>
+    private readonly record struct RunBlock(uint Leaf, int Slot, uint Old);
+
+    /// <summary>
+    /// Writes several whole blocks. Blocks that go to new physical blocks are allocated first; consecutive
+    /// ones (the usual case: the allocator hands out blocks in order) are written with one call, so a 1 MiB
+    /// write is one pwrite, not sixteen, and lands in the page cache as one extent.
+    /// </summary>
+    private Result WriteWholeBlocks(DeviceState d, long firstLb, ReadOnlySpan<byte> data)
+    {
+        int count = data.Length / _blockSize;
+        var run = new List<RunBlock>(count);
+        uint runStart = 0;
+        int runFirst = 0;
+        Span<byte> sums = stackalloc byte[_sectorsPerBlock * 4];
+        for (int i = 0; i < count; i++)
+        {
+            long lb = firstLb + i;
+            uint root = d.Root;
+            uint leaf = LeafForWrite(ref root, d.Depth, _mapGeometry, map: true, lb, out int slot);
+            if (root != d.Root)
+            {
+                d.Root = root;
+                MarkDirty(d);
+            }
+
+            _dirty = true;
+            uint old = LeafBlock(leaf, slot);
+            var block = data.Slice(i * _blockSize, _blockSize);
+            if (old != NoBlock && _blockRef[old] == 1 && _blockBorn[old] == _txn)
+            {
+                var flushed = FlushRun(d, firstLb, data, run, runStart, runFirst, sums);
+                run.Clear();
+                var r = flushed.IsOk ? WriteInPlace(d, lb, leaf, slot, old, 0, block, 0, _sectorsPerBlock) : flushed;
+                if (!r.IsOk)
+                {
+                    return r;
+                }
+
+                continue;
+            }
+
+            uint p = AllocBlock();
+            if (run.Count > 0 && p != runStart + (uint)run.Count)
+            {
+                var flushed = FlushRun(d, firstLb, data, run, runStart, runFirst, sums);
+                run.Clear();
+                if (!flushed.IsOk)
+                {
+                    DecBlock(p);
+                    return flushed;
+                }
+            }
+
+            if (run.Count == 0)
+            {
+                runStart = p;
+                runFirst = i;
+            }
+
+            run.Add(new RunBlock(leaf, slot, old));
+        }
+
+        return FlushRun(d, firstLb, data, run, runStart, runFirst, sums);
+    }
+
+    /// <summary>Writes a run of new blocks with one call, then maps them; on failure frees them and maps nothing.</summary>
+    private Result FlushRun(DeviceState d, long firstLb, ReadOnlySpan<byte> data, List<RunBlock> run, uint runStart, int runFirst, Span<byte> sums)
+    {
+        if (run.Count == 0)
+        {
+            return Result.Ok;
+        }
+
+        var bytes = data.Slice(runFirst * _blockSize, run.Count * _blockSize);
+        try
+        {
+            _data.Write((long)runStart * _blockSize, bytes);
+        }
+        catch (IOException ex)
+        {
+            for (int k = 0; k < run.Count; k++)
+            {
+                DecBlock(runStart + (uint)k);
+            }
+
+            return IoFailure(d, firstLb + runFirst, ex);
+        }
+
+        for (int k = 0; k < run.Count; k++)
+        {
+            var b = run[k];
+            HashSectors(bytes.Slice(k * _blockSize, _blockSize), sums, 0, _sectorsPerBlock);
+            SetLeafEntry(b.Leaf, b.Slot, runStart + (uint)k, sums);
+            if (b.Old != NoBlock)
+            {
+                DecBlock(b.Old, replaced: true);
+            }
         }
 
         return Result.Ok;
