@@ -97,6 +97,80 @@ public sealed partial class Pool
     });
 
     /// <summary>
+    /// Snapshots several volumes at one point in time, in one commit: after a crash either every snapshot of
+    /// the group exists or none does, and all of them hold the volumes' contents as of the same instant
+    /// (crash-consistent across the group, as CSI group snapshots require). Either all are created or, on
+    /// any error, none.
+    /// </summary>
+    public Result<IReadOnlyList<DeviceInfo>> CreateSnapshotGroup(IReadOnlyList<(string Volume, string Snapshot)> members) => Change<IReadOnlyList<DeviceInfo>>(() =>
+    {
+        if (members.Count == 0)
+        {
+            return new StorageError(StorageErrorCode.InvalidArgument, "a snapshot group needs at least one volume");
+        }
+
+        var seenVolumes = new HashSet<string>(StringComparer.Ordinal);
+        var seenSnapshots = new HashSet<string>(StringComparer.Ordinal);
+        var sources = new List<DeviceState>(members.Count);
+        foreach (var (volume, snapshot) in members)
+        {
+            if (Names.Validate(snapshot, "snapshot name") is { } bad)
+            {
+                return bad;
+            }
+
+            var src = Find(volume);
+            if (!src.IsOk)
+            {
+                return src.Error;
+            }
+
+            if (src.Value.Kind != DeviceKind.Volume)
+            {
+                return new StorageError(StorageErrorCode.InvalidArgument, $"'{volume}' is a snapshot; snapshots are taken of volumes");
+            }
+
+            if (!seenVolumes.Add(volume))
+            {
+                return new StorageError(StorageErrorCode.InvalidArgument, $"volume '{volume}' appears twice in the snapshot group");
+            }
+
+            if (_byName.ContainsKey(snapshot) || !seenSnapshots.Add(snapshot))
+            {
+                return Exists(snapshot);
+            }
+
+            sources.Add(src.Value);
+        }
+
+        if (BeginChange() is { } notCommitted)
+        {
+            return notCommitted;
+        }
+
+        var created = new List<DeviceState>(members.Count);
+        for (int i = 0; i < members.Count; i++)
+        {
+            var v = sources[i];
+            if (v.Root != 0)
+            {
+                _pageRef[v.Root]++;
+            }
+
+            created.Add(AddDevice(members[i].Snapshot, DeviceKind.Snapshot, v.Size, v.Root, v.Depth, v.Id, v.LineageId, _nextDeviceId++));
+        }
+
+        var r = CommitCore();
+        if (!r.IsOk)
+        {
+            RollBackToCommitted(_devicesBeforeChange);
+            return new StorageError(r.Error.Code, $"{r.Error.Message}; no snapshot of the group was created");
+        }
+
+        return Result<IReadOnlyList<DeviceInfo>>.Ok(created.Select(ToInfo).ToList());
+    });
+
+    /// <summary>
     /// Creates a writable volume whose content is that of a snapshot or volume, sharing every block until
     /// written. A larger <paramref name="size"/> grows the clone; a smaller one is refused.
     /// </summary>
