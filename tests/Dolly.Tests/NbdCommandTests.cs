@@ -95,6 +95,7 @@ public sealed class NbdCommandTests : CliTestBase
     }
 
     [Fact]
+    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
     public async Task Up_ServesKubectlAndNbdUntilCancelled()
     {
         if (!File.Exists("/usr/bin/nbdinfo") || !File.Exists("/usr/bin/kubectl"))
@@ -124,6 +125,9 @@ public sealed class NbdCommandTests : CliTestBase
         Assert.Contains("namespace/default", namespaces, StringComparison.Ordinal);
         var (nbdCode, listing) = await Tool("nbdinfo", "--list", $"nbd+unix:///?socket={Path.Combine(PoolDir, "nbd.sock")}");
         Assert.True(nbdCode == 0, listing);
+        string csiSocket = Path.Combine(PoolDir, "csi.sock");
+        Assert.True(File.Exists(csiSocket), "the CSI driver's socket exists");
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(csiSocket));
 
         await stop.CancelAsync();
         Assert.Equal(0, await running.WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken));

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Dolly.Api;
+using Dolly.Csi;
 using Dolly.Nbd;
 using Microsoft.Extensions.Logging;
 
@@ -19,7 +20,7 @@ internal static class UpCommand
         var up = new Command(
             "up",
             "Run Dolly on this machine until Ctrl-C: the Kubernetes-compatible API server (HTTPS, token; a kubeconfig is written next to the pool) " +
-            "and the NBD server (unix socket nbd.sock in the pool directory). State: the pool directory and, beside it, the API server's directory (the pool's name + '-api').")
+            "the NBD server (unix socket nbd.sock in the pool directory) and the CSI driver's controller (csi.sock). State: the pool directory and, beside it, the API server's directory (the pool's name + '-api').")
         {
             address, port, verbose,
         };
@@ -60,6 +61,17 @@ internal static class UpCommand
                 throw new CliFailureException(ExitCodes.IoError, $"cannot start the API server on {address}:{port}: {ex.Message}");
             }
 
+            var csi = new CsiServer(pool, new CsiServerOptions { SocketPath = Path.Combine(pool.Directory, "csi.sock") }, loggers);
+            await using var csiLifetime = csi.ConfigureAwait(false);
+            try
+            {
+                await csi.StartAsync(ct).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is IOException or InvalidOperationException)
+            {
+                throw new CliFailureException(ExitCodes.IoError, $"cannot start the CSI driver on {csi.SocketPath}: {ex.Message}");
+            }
+
             var nbdOptions = new NbdServerOptions { UnixSocketPath = Path.Combine(pool.Directory, "nbd.sock") };
             var nbd = new NbdServer(new ExportCatalog(pool), nbdOptions, loggers.CreateLogger<NbdServer>());
             await using (nbd.ConfigureAwait(false))
@@ -79,6 +91,7 @@ internal static class UpCommand
                 await o.WriteLineAsync($"  kubeconfig   {api.KubeconfigPath}").ConfigureAwait(false);
                 await o.WriteLineAsync($"  pool         {pool.Directory}").ConfigureAwait(false);
                 await o.WriteLineAsync($"  NBD          {nbdOptions.UnixSocketPath}").ConfigureAwait(false);
+                await o.WriteLineAsync($"  CSI          {csi.SocketPath} (Identity, Controller, SnapshotMetadata)").ConfigureAwait(false);
                 await o.WriteLineAsync($"try: export KUBECONFIG={api.KubeconfigPath}; kubectl get namespaces").ConfigureAwait(false);
                 await o.FlushAsync(ct).ConfigureAwait(false);
                 try
@@ -87,7 +100,7 @@ internal static class UpCommand
                 }
                 catch (OperationCanceledException)
                 {
-                    await o.WriteLineAsync("stopping: closing NBD connections, stopping the API server, committing the pool").ConfigureAwait(false);
+                    await o.WriteLineAsync("stopping: closing NBD connections, stopping the CSI driver and the API server, committing the pool").ConfigureAwait(false);
                 }
             }
 
