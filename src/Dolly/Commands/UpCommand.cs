@@ -19,7 +19,7 @@ internal static class UpCommand
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log requests and connections" };
         var up = new Command(
             "up",
-            "Run Dolly on this machine until Ctrl-C: the Kubernetes-compatible API server (HTTPS, token; a kubeconfig is written next to the pool) " +
+            "Run Dolly on this machine until Ctrl-C: the Kubernetes-compatible API server (HTTPS, token; a kubeconfig is written next to the pool), " +
             "the NBD server (unix socket nbd.sock in the pool directory) and the CSI driver's controller (csi.sock). State: the pool directory and, beside it, the API server's directory (the pool's name + '-api').")
         {
             address, port, verbose,
