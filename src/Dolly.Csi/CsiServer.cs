@@ -10,7 +10,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace Dolly.Csi;
 
 /// <summary>
-/// Serves the CSI Identity, Controller and SnapshotMetadata services for one <see cref="Pool"/> over a unix socket, HTTP/2
+/// Serves the CSI Identity, Controller, GroupController and SnapshotMetadata services for one <see cref="Pool"/> over a unix socket, HTTP/2
 /// only (gRPC), with Kestrel. The pool stays owned by the caller.
 /// </summary>
 public sealed class CsiServer : IAsyncDisposable
@@ -62,6 +62,7 @@ public sealed class CsiServer : IAsyncDisposable
         // Singletons: the controller serializes check-then-create sequences with one lock per server.
         builder.Services.AddSingleton<IdentityService>();
         builder.Services.AddSingleton<ControllerService>();
+        builder.Services.AddSingleton<GroupControllerService>();
         builder.Services.AddSingleton<SnapshotMetadataService>();
         builder.Services.AddGrpc(grpc => grpc.Interceptors.Add<CsiLoggingInterceptor>());
         builder.WebHost.ConfigureKestrel(kestrel =>
@@ -73,6 +74,7 @@ public sealed class CsiServer : IAsyncDisposable
         var app = builder.Build();
         app.MapGrpcService<IdentityService>();
         app.MapGrpcService<ControllerService>();
+        app.MapGrpcService<GroupControllerService>();
         app.MapGrpcService<SnapshotMetadataService>();
         await app.StartAsync(cancellationToken).ConfigureAwait(false);
 

@@ -19,6 +19,10 @@ internal sealed class IdentityService(CsiServerOptions options) : Identity.Ident
         });
         response.Capabilities.Add(new PluginCapability
         {
+            Service = new PluginCapability.Types.Service { Type = PluginCapability.Types.Service.Types.Type.GroupControllerService },
+        });
+        response.Capabilities.Add(new PluginCapability
+        {
             Service = new PluginCapability.Types.Service { Type = PluginCapability.Types.Service.Types.Type.SnapshotMetadataService },
         });
         return Task.FromResult(response);

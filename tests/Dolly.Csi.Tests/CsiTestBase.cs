@@ -39,6 +39,8 @@ public abstract class CsiTestBase : IAsyncLifetime
 
     protected Controller.ControllerClient Controller { get; private set; } = null!;
 
+    protected GroupController.GroupControllerClient Groups { get; private set; } = null!;
+
     protected SnapshotMetadata.SnapshotMetadataClient Metadata { get; private set; } = null!;
 
     protected static CancellationToken Token => TestContext.Current.CancellationToken;
@@ -49,6 +51,7 @@ public abstract class CsiTestBase : IAsyncLifetime
         _channel = Connect(SocketPath);
         Identity = new Identity.IdentityClient(_channel);
         Controller = new Controller.ControllerClient(_channel);
+        Groups = new GroupController.GroupControllerClient(_channel);
         Metadata = new SnapshotMetadata.SnapshotMetadataClient(_channel);
     }
 

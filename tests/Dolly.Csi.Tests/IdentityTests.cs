@@ -13,10 +13,11 @@ public sealed class IdentityTests : CsiTestBase
     }
 
     [Fact]
-    public async Task GetPluginCapabilities_OffersControllerAndSnapshotMetadataServices()
+    public async Task GetPluginCapabilities_OffersControllerGroupControllerAndSnapshotMetadataServices()
     {
         var caps = await Identity.GetPluginCapabilitiesAsync(new GetPluginCapabilitiesRequest(), cancellationToken: Token);
         Assert.Contains(caps.Capabilities, c => c.Service?.Type == PluginCapability.Types.Service.Types.Type.ControllerService);
+        Assert.Contains(caps.Capabilities, c => c.Service?.Type == PluginCapability.Types.Service.Types.Type.GroupControllerService);
         Assert.Contains(caps.Capabilities, c => c.Service?.Type == PluginCapability.Types.Service.Types.Type.SnapshotMetadataService);
         Assert.DoesNotContain(caps.Capabilities, c => c.Service?.Type == PluginCapability.Types.Service.Types.Type.VolumeAccessibilityConstraints);
     }
