@@ -91,7 +91,7 @@ internal static class UpCommand
                 await o.WriteLineAsync($"  kubeconfig   {api.KubeconfigPath}").ConfigureAwait(false);
                 await o.WriteLineAsync($"  pool         {pool.Directory}").ConfigureAwait(false);
                 await o.WriteLineAsync($"  NBD          {nbdOptions.UnixSocketPath}").ConfigureAwait(false);
-                await o.WriteLineAsync($"  CSI          {csi.SocketPath} (Identity, Controller, SnapshotMetadata)").ConfigureAwait(false);
+                await o.WriteLineAsync($"  CSI          {csi.SocketPath} (Identity, Controller, GroupController, SnapshotMetadata)").ConfigureAwait(false);
                 await o.WriteLineAsync($"try: export KUBECONFIG={api.KubeconfigPath}; kubectl get namespaces").ConfigureAwait(false);
                 await o.FlushAsync(ct).ConfigureAwait(false);
                 try
