@@ -16,8 +16,16 @@ public sealed class NbdCommandTests : CliTestBase
     }
 
     [Fact]
+    public async Task Uri_UnknownVolume_FailsNamingIt()
+    {
+        await Ok("volume", "create", "v", "--size", "1Mi");
+        await Fails(ExitCodes.NotFound, "'w'", "nbd", "uri", "w");
+    }
+
+    [Fact]
     public async Task Uri_BadNameOrAddress_FailsNamingIt()
     {
+        await Ok("volume", "create", "v", "--size", "1Mi");
         await Fails(ExitCodes.InvalidName, "'../v'", "nbd", "uri", "../v");
         await Fails(ExitCodes.InvalidArgument, "'localhost'", "nbd", "uri", "v", "--tcp", "localhost");
     }
@@ -85,6 +93,10 @@ public sealed class NbdCommandTests : CliTestBase
         Assert.Contains("export=\"v\"", listing, StringComparison.Ordinal);
         Assert.Contains("export=\"s\"", listing, StringComparison.Ordinal);
         Assert.Contains($"nbd+unix:///v?socket={socket}", outText.ToString(), StringComparison.Ordinal);
+
+        // While the server holds the pool, uri cannot check the name but still prints the URI.
+        var uri = await Ok("nbd", "uri", "v", "--socket", socket);
+        Assert.Equal($"nbd+unix:///v?socket={socket}", uri.Out.Trim());
 
         await stop.CancelAsync();
         Assert.Equal(0, await serving.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken));

@@ -151,9 +151,23 @@ internal static class NbdCommands
         }
 
         var (dir, _) = context.PoolDirectory(parse);
-        if (tcp is not null)
+        IPEndPoint? endpoint = tcp is null ? null : ParseEndpoint(tcp);
+
+        // Name a device that exists. While a server holds the pool it cannot be opened here; the server then
+        // answers an unknown name itself (NBD_REP_ERR_UNKNOWN), so the URI is printed unchecked.
+        var opened = Pool.Open(dir, context.Host.FileSystem);
+        if (opened.IsOk)
         {
-            var ep = ParseEndpoint(tcp);
+            using var pool = opened.Value;
+            pool.GetDevice(name).OrFail();
+        }
+        else if (opened.Error.Code != StorageErrorCode.InUse)
+        {
+            throw new CliFailureException(opened.Error);
+        }
+
+        if (endpoint is { } ep)
+        {
             string host = ep.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{ep.Address}]" : ep.Address.ToString();
             context.Host.Out.WriteLine($"{(tls ? "nbds" : "nbd")}://{host}:{ep.Port}/{name}");
         }
