@@ -28,4 +28,19 @@ internal static partial class CsiLog
 
     [LoggerMessage(EventId = 5030, Level = LogLevel.Warning, Message = "{Rpc} failed with {Code}: {Message}")]
     public static partial void RpcFailed(ILogger logger, string rpc, Grpc.Core.StatusCode code, string message);
+
+    [LoggerMessage(EventId = 5040, Level = LogLevel.Information, Message = "staged volume {Volume} at {Path} on {Device}")]
+    public static partial void VolumeStaged(ILogger logger, string volume, string path, string device);
+
+    [LoggerMessage(EventId = 5041, Level = LogLevel.Information, Message = "unstaged volume {Volume} from {Path}")]
+    public static partial void VolumeUnstaged(ILogger logger, string volume, string path);
+
+    [LoggerMessage(EventId = 5042, Level = LogLevel.Information, Message = "published volume {Volume} at {Path}")]
+    public static partial void VolumePublished(ILogger logger, string volume, string path);
+
+    [LoggerMessage(EventId = 5043, Level = LogLevel.Information, Message = "unpublished volume {Volume} from {Path}")]
+    public static partial void VolumeUnpublished(ILogger logger, string volume, string path);
+
+    [LoggerMessage(EventId = 5044, Level = LogLevel.Warning, Message = "cleanup after a failed stage of {Volume}: {Command} failed: {Message}")]
+    public static partial void CleanupFailed(ILogger logger, string volume, string command, string message);
 }

@@ -10,7 +10,8 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace Dolly.Csi;
 
 /// <summary>
-/// Serves the CSI Identity, Controller, GroupController and SnapshotMetadata services for one <see cref="Pool"/> over a unix socket, HTTP/2
+/// Serves the CSI Identity, Controller, GroupController and SnapshotMetadata services (and Node, when
+/// <see cref="CsiServerOptions.ServesNode"/>) for one <see cref="Pool"/> over a unix socket, HTTP/2
 /// only (gRPC), with Kestrel. The pool stays owned by the caller.
 /// </summary>
 public sealed class CsiServer : IAsyncDisposable
@@ -64,6 +65,11 @@ public sealed class CsiServer : IAsyncDisposable
         builder.Services.AddSingleton<ControllerService>();
         builder.Services.AddSingleton<GroupControllerService>();
         builder.Services.AddSingleton<SnapshotMetadataService>();
+        if (_options.ServesNode)
+        {
+            builder.Services.AddSingleton<NodeService>();
+        }
+
         builder.Services.AddGrpc(grpc => grpc.Interceptors.Add<CsiLoggingInterceptor>());
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
@@ -76,6 +82,11 @@ public sealed class CsiServer : IAsyncDisposable
         app.MapGrpcService<ControllerService>();
         app.MapGrpcService<GroupControllerService>();
         app.MapGrpcService<SnapshotMetadataService>();
+        if (_options.ServesNode)
+        {
+            app.MapGrpcService<NodeService>();
+        }
+
         await app.StartAsync(cancellationToken).ConfigureAwait(false);
 
         // Kestrel binds with the process umask; narrow to the owner at once. The CO (kubelet, sidecars)

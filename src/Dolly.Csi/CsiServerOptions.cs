@@ -20,4 +20,22 @@ public sealed record CsiServerOptions
 
     /// <summary>The size of a volume whose CreateVolume gives no capacity and no source: 1 GiB.</summary>
     public long DefaultVolumeSize { get; init; } = 1L << 30;
+
+    /// <summary>
+    /// This node's id, reported by NodeGetInfo. The Node service is served only when this and
+    /// <see cref="NbdSocketPath"/> are both set.
+    /// </summary>
+    public string? NodeId { get; init; }
+
+    /// <summary>The unix socket of the NBD server exporting the pool's volumes; the Node service attaches volumes through it.</summary>
+    public string? NbdSocketPath { get; init; }
+
+    /// <summary>
+    /// Where the Node service keeps its per-volume records and nbdfuse mount points; defaults to
+    /// <c>node</c> next to <see cref="SocketPath"/>.
+    /// </summary>
+    public string? NodeStateDirectory { get; init; }
+
+    /// <summary>Whether the Node service is configured.</summary>
+    public bool ServesNode => !string.IsNullOrEmpty(NodeId) && !string.IsNullOrEmpty(NbdSocketPath);
 }

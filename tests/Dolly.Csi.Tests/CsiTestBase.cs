@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using Dolly.Csi.V1;
+using Dolly.Nbd;
 using Dolly.Storage;
 using Grpc.Core;
 using Grpc.Net.Client;
@@ -19,6 +20,12 @@ public abstract class CsiTestBase : IAsyncLifetime
     private GrpcChannel? _channel;
 
     protected CsiTestBase()
+        : this(withNode: false)
+    {
+    }
+
+    /// <summary>With <paramref name="withNode"/>, an NBD server over the pool too, and the Node service attaching through it.</summary>
+    protected CsiTestBase(bool withNode)
     {
         // tmpfs where present: the tests exercise the driver, not the disk's fsync.
         string root = Directory.Exists("/dev/shm") ? "/dev/shm" : Path.GetTempPath();
@@ -26,8 +33,24 @@ public abstract class CsiTestBase : IAsyncLifetime
         Directory.CreateDirectory(_dir);
         Pool = Storage.Pool.Create(Path.Combine(_dir, "pool")).Value;
         SocketPath = Path.Combine(_dir, "csi.sock");
-        Server = new CsiServer(Pool, new CsiServerOptions { SocketPath = SocketPath, VendorVersion = "test" });
+        var options = new CsiServerOptions { SocketPath = SocketPath, VendorVersion = "test" };
+        if (withNode)
+        {
+            string nbdSocket = Path.Combine(_dir, "nbd.sock");
+            Nbd = new NbdServer(new ExportCatalog(Pool), new NbdServerOptions { UnixSocketPath = nbdSocket });
+            options = options with { NodeId = "node-1", NbdSocketPath = nbdSocket, NodeStateDirectory = Path.Combine(_dir, "node") };
+        }
+
+        Server = new CsiServer(Pool, options);
     }
+
+    /// <summary>The test's temporary directory.</summary>
+    protected string Dir => _dir;
+
+    /// <summary>The NBD server the Node service attaches through, when the test asked for the Node service.</summary>
+    protected NbdServer? Nbd { get; }
+
+    protected Node.NodeClient Nodes { get; private set; } = null!;
 
     protected Pool Pool { get; }
 
@@ -47,18 +70,26 @@ public abstract class CsiTestBase : IAsyncLifetime
 
     public async ValueTask InitializeAsync()
     {
+        Nbd?.Start();
         await Server.StartAsync(Token);
         _channel = Connect(SocketPath);
         Identity = new Identity.IdentityClient(_channel);
         Controller = new Controller.ControllerClient(_channel);
         Groups = new GroupController.GroupControllerClient(_channel);
         Metadata = new SnapshotMetadata.SnapshotMetadataClient(_channel);
+        Nodes = new Node.NodeClient(_channel);
     }
 
     public async ValueTask DisposeAsync()
     {
         _channel?.Dispose();
         await Server.DisposeAsync();
+        if (Nbd is not null)
+        {
+            await NodeCleanup.ForceAsync(_dir);
+            await Nbd.DisposeAsync();
+        }
+
         Pool.Dispose();
         Directory.Delete(_dir, recursive: true);
         GC.SuppressFinalize(this);

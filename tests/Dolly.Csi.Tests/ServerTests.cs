@@ -74,6 +74,12 @@ public sealed class ServerTests : CsiTestBase
         await AssertStatus(StatusCode.Unimplemented, () => Controller.ControllerPublishVolumeAsync(new ControllerPublishVolumeRequest { VolumeId = "v", NodeId = "n" }, cancellationToken: Token).ResponseAsync);
     }
 
+    [Fact]
+    public async Task WithoutNodeOptions_TheNodeServiceIsNotServed()
+    {
+        await AssertStatus(StatusCode.Unimplemented, () => Nodes.NodeGetInfoAsync(new NodeGetInfoRequest(), cancellationToken: Token).ResponseAsync);
+    }
+
     [Theory]
     [InlineData("pvc-0d6c2f0e-6f3a-4e59-9d55-2f3b1c7a9e10")]
     [InlineData("snapshot-6a1b")]

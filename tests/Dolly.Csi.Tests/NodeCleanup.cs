@@ -1,0 +1,64 @@
+using System.Diagnostics;
+
+namespace Dolly.Csi.Tests;
+
+/// <summary>
+/// Best-effort teardown of whatever a failed Node test left under its directory: mounts (deepest first,
+/// lazily), loop devices backed by files there, nbdfuse mounts. Never throws: the test's own failure is
+/// the one worth reporting.
+/// </summary>
+internal static class NodeCleanup
+{
+    public static async Task ForceAsync(string dir)
+    {
+        string root = Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir));
+        var mounts = MountPoints().Where(m => m == root || m.StartsWith(root + "/", StringComparison.Ordinal)).ToList();
+        var fuse = mounts.Where(m => File.Exists(Path.Combine(m, "disk"))).ToHashSet(StringComparer.Ordinal);
+        foreach (string m in mounts.Where(m => !fuse.Contains(m)).OrderByDescending(m => m.Length))
+        {
+            await RunAsync("umount", "-l", m);
+        }
+
+        var loops = await RunAsync("losetup", "-n", "-O", "NAME,BACK-FILE", "-l");
+        foreach (string line in loops.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            string[] parts = line.Split(' ', 2, StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (parts.Length == 2 && parts[1].StartsWith(root + "/", StringComparison.Ordinal))
+            {
+                await RunAsync("losetup", "-d", parts[0]);
+            }
+        }
+
+        foreach (string m in fuse)
+        {
+            await RunAsync("fusermount3", "-u", "-z", m);
+        }
+    }
+
+    public static IEnumerable<string> MountPoints() =>
+        File.ReadLines("/proc/self/mountinfo").Select(l => l.Split(' ')).Where(f => f.Length > 4).Select(f => f[4]).ToList();
+
+    public static async Task<string> RunAsync(string program, params string[] args)
+    {
+        try
+        {
+            var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            foreach (string a in args)
+            {
+                psi.ArgumentList.Add(a);
+            }
+
+            using var p = Process.Start(psi)!;
+            var stdout = p.StandardOutput.ReadToEndAsync();
+            var stderr = p.StandardError.ReadToEndAsync();
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+            await p.WaitForExitAsync(cts.Token);
+            await stderr;
+            return await stdout;
+        }
+        catch (Exception e) when (e is System.ComponentModel.Win32Exception or OperationCanceledException or InvalidOperationException)
+        {
+            return string.Empty;
+        }
+    }
+}
