@@ -20,7 +20,7 @@ internal static class UpCommand
         var up = new Command(
             "up",
             "Run Dolly on this machine until Ctrl-C: the Kubernetes-compatible API server (HTTPS, token; a kubeconfig is written next to the pool), " +
-            "the NBD server (unix socket nbd.sock in the pool directory) and the CSI driver's controller (csi.sock). State: the pool directory and, beside it, the API server's directory (the pool's name + '-api').")
+            "the NBD server (unix socket nbd.sock in the pool directory) and the CSI driver (csi.sock). State: the pool directory and, beside it, the API server's directory (the pool's name + '-api').")
         {
             address, port, verbose,
         };
@@ -61,7 +61,17 @@ internal static class UpCommand
                 throw new CliFailureException(ExitCodes.IoError, $"cannot start the API server on {address}:{port}: {ex.Message}");
             }
 
-            var csi = new CsiServer(pool, new CsiServerOptions { SocketPath = Path.Combine(pool.Directory, "csi.sock") }, loggers);
+            // The node service attaches volumes through this process's own NBD server (nbdfuse + loop here,
+            // where no /dev/nbd exists), so it gets the NBD socket; the node is this machine.
+            var csi = new CsiServer(
+                pool,
+                new CsiServerOptions
+                {
+                    SocketPath = Path.Combine(pool.Directory, "csi.sock"),
+                    NodeId = Environment.MachineName,
+                    NbdSocketPath = Path.Combine(pool.Directory, "nbd.sock"),
+                },
+                loggers);
             await using var csiLifetime = csi.ConfigureAwait(false);
             try
             {
@@ -91,7 +101,7 @@ internal static class UpCommand
                 await o.WriteLineAsync($"  kubeconfig   {api.KubeconfigPath}").ConfigureAwait(false);
                 await o.WriteLineAsync($"  pool         {pool.Directory}").ConfigureAwait(false);
                 await o.WriteLineAsync($"  NBD          {nbdOptions.UnixSocketPath}").ConfigureAwait(false);
-                await o.WriteLineAsync($"  CSI          {csi.SocketPath} (Identity, Controller, GroupController, SnapshotMetadata)").ConfigureAwait(false);
+                await o.WriteLineAsync($"  CSI          {csi.SocketPath} (Identity, Controller, GroupController, Node, SnapshotMetadata)").ConfigureAwait(false);
                 await o.WriteLineAsync($"try: export KUBECONFIG={api.KubeconfigPath}; kubectl get namespaces").ConfigureAwait(false);
                 await o.FlushAsync(ct).ConfigureAwait(false);
                 try
