@@ -1,4 +1,3 @@
-using System.Net.Sockets;
 using Dolly.Storage;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -48,7 +47,7 @@ public sealed class CsiServer : IAsyncDisposable
         string socket = Path.GetFullPath(SocketPath);
         Directory.CreateDirectory(Path.GetDirectoryName(socket)!);
 
-        RemoveStaleSocket(socket);
+        Dolly.Nbd.UnixSocketPath.RemoveStale(socket);
 
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
         {
@@ -123,56 +122,6 @@ public sealed class CsiServer : IAsyncDisposable
             }
 
             CsiLog.Stopped(_logger, SocketPath);
-        }
-    }
-
-    /// <summary>
-    /// Removes a socket left behind by a server that died, which would make bind fail. A live server's
-    /// socket, and a file that is not a socket (someone's data), are left alone and refused.
-    /// </summary>
-    private static void RemoveStaleSocket(string path)
-    {
-        if (!File.Exists(path))
-        {
-            return;
-        }
-
-        using (var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
-        {
-            try
-            {
-                probe.Connect(new UnixDomainSocketEndPoint(path));
-                throw new InvalidOperationException($"cannot listen on {path}: another server is already listening there");
-            }
-            catch (SocketException)
-            {
-                // Nobody listens: stale, or not a socket at all.
-            }
-        }
-
-        if (IsRegularFile(path))
-        {
-            throw new InvalidOperationException($"cannot listen on {path}: a file that is not a socket is in the way; remove it or choose another socket path");
-        }
-
-        File.Delete(path);
-    }
-
-    // A unix socket cannot be opened as a file (ENXIO), so whatever opens is a file that must be kept.
-    private static bool IsRegularFile(string path)
-    {
-        try
-        {
-            using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            return true;
-        }
-        catch (IOException)
-        {
-            return false;
-        }
-        catch (UnauthorizedAccessException)
-        {
-            return true;
         }
     }
 

@@ -102,25 +102,7 @@ public sealed class NbdServer : IAsyncDisposable
             Directory.CreateDirectory(dir);
         }
 
-        if (File.Exists(path))
-        {
-            // A socket file left by a server that died is removed; one with a live server is not.
-            using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-            try
-            {
-                probe.Connect(new UnixDomainSocketEndPoint(path));
-                throw new InvalidOperationException($"another server is already listening on {path}");
-            }
-            catch (SocketException)
-            {
-                if (IsRegularFile(path))
-                {
-                    throw new InvalidOperationException($"cannot listen on {path}: a file that is not a socket is in the way; remove it or choose another --socket");
-                }
-
-                File.Delete(path);
-            }
-        }
+        UnixSocketPath.RemoveStale(path);
 
         var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
@@ -138,27 +120,6 @@ public sealed class NbdServer : IAsyncDisposable
         {
             s.Dispose();
             throw new InvalidOperationException($"cannot listen on {path}: {ex.Message}", ex);
-        }
-    }
-
-    /// <summary>
-    /// True when <paramref name="path"/> opens as a regular file. A unix socket cannot be opened that way
-    /// (ENXIO), so only a stale socket, never someone's data, is deleted to make room for the listener.
-    /// </summary>
-    private static bool IsRegularFile(string path)
-    {
-        try
-        {
-            using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            return true;
-        }
-        catch (IOException)
-        {
-            return false;
-        }
-        catch (UnauthorizedAccessException)
-        {
-            return true;
         }
     }
 
