@@ -53,20 +53,11 @@ internal sealed partial class ControllerService
             throw CsiStatus.InvalidArgument("DeleteSnapshot: snapshot_id is required");
         }
 
-        lock (_gate)
+        // Volumes restored or cloned from the snapshot keep their blocks (reference counted), so a snapshot
+        // in use can go too.
+        if (DeleteIfKind(request.SnapshotId, DeviceKind.Snapshot))
         {
-            // Volumes restored or cloned from the snapshot keep their blocks (reference counted), so a
-            // snapshot in use can go too.
-            if (Lookup(request.SnapshotId) is { Kind: DeviceKind.Snapshot })
-            {
-                var deleted = pool.Delete(request.SnapshotId);
-                if (!deleted.IsOk && deleted.Error.Code != StorageErrorCode.NotFound)
-                {
-                    throw CsiStatus.From(deleted.Error);
-                }
-
-                CsiLog.SnapshotDeleted(logger, request.SnapshotId);
-            }
+            CsiLog.SnapshotDeleted(logger, request.SnapshotId);
         }
 
         return Task.FromResult(new DeleteSnapshotResponse());

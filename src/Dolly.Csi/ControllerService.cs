@@ -133,22 +133,36 @@ internal sealed partial class ControllerService(Pool pool, CsiServerOptions opti
             throw CsiStatus.InvalidArgument("DeleteVolume: volume_id is required");
         }
 
-        lock (_gate)
+        // Unknown ids, and ids that name a snapshot rather than a volume, are already "deleted" volumes.
+        if (DeleteIfKind(request.VolumeId, DeviceKind.Volume))
         {
-            // Unknown ids, and ids that name a snapshot rather than a volume, are already "deleted" volumes.
-            if (Lookup(request.VolumeId) is { Kind: DeviceKind.Volume })
-            {
-                var deleted = pool.Delete(request.VolumeId);
-                if (!deleted.IsOk && deleted.Error.Code != StorageErrorCode.NotFound)
-                {
-                    throw CsiStatus.From(deleted.Error);
-                }
-
-                CsiLog.VolumeDeleted(logger, request.VolumeId);
-            }
+            CsiLog.VolumeDeleted(logger, request.VolumeId);
         }
 
         return Task.FromResult(new DeleteVolumeResponse());
+    }
+
+    /// <summary>
+    /// Deletes the device when it exists and is of <paramref name="kind"/>; true when it was deleted. Deletes
+    /// are idempotent: a device already gone, or of the other kind, is left alone.
+    /// </summary>
+    private bool DeleteIfKind(string id, DeviceKind kind)
+    {
+        lock (_gate)
+        {
+            if (Lookup(id)?.Kind != kind)
+            {
+                return false;
+            }
+
+            var deleted = pool.Delete(id);
+            if (!deleted.IsOk && deleted.Error.Code != StorageErrorCode.NotFound)
+            {
+                throw CsiStatus.From(deleted.Error);
+            }
+
+            return deleted.IsOk;
+        }
     }
 
     public override Task<ValidateVolumeCapabilitiesResponse> ValidateVolumeCapabilities(ValidateVolumeCapabilitiesRequest request, ServerCallContext context)
