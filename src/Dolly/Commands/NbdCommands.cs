@@ -185,7 +185,7 @@ internal static class NbdCommands
     private static string SocketPath(string? given, string poolDirectory) =>
         Path.GetFullPath(given ?? Path.Combine(poolDirectory, "nbd.sock"));
 
-    private static IPEndPoint ParseEndpoint(string text)
+    internal static IPEndPoint ParseEndpoint(string text)
     {
         if (IPEndPoint.TryParse(text, out var ep) && ep.Port != 0)
         {
@@ -195,7 +195,7 @@ internal static class NbdCommands
         throw new CliFailureException(ExitCodes.InvalidArgument, $"--tcp '{text}' is not an address and port such as 127.0.0.1:10809");
     }
 
-    private static X509Certificate2 LoadCertificate(string certFile, string keyFile)
+    internal static X509Certificate2 LoadCertificate(string certFile, string keyFile)
     {
         try
         {
@@ -207,7 +207,7 @@ internal static class NbdCommands
         }
     }
 
-    private static X509Certificate2 LoadCa(string file)
+    internal static X509Certificate2 LoadCa(string file)
     {
         try
         {

@@ -1,0 +1,223 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Dolly.Controllers.Model;
+using Dolly.Controllers.Runtime;
+using Microsoft.Extensions.Logging;
+using Dolly.Csi.V1;
+using Grpc.Core;
+
+namespace Dolly.Controllers;
+
+/// <summary>
+/// The csi-snapshotter's part, for contents of this driver only: cuts the snapshot of a dynamic content
+/// (CreateSnapshot, idempotent by name, with the being-created annotation held across the call so a
+/// timed-out snapshot is never leaked), checks that a pre-provisioned content's snapshot exists
+/// (ListSnapshots by id), writes the content's status, and on deletion calls DeleteSnapshot when the
+/// policy is Delete before letting the content go.
+/// </summary>
+internal sealed class ContentController : Reconciler
+{
+    private readonly ControllerContext _c;
+
+    public ContentController(ControllerContext context)
+        : base("csi-snapshotter", context.Options.RetryBaseDelay, context.Options.RetryMaxDelay, context.Loggers.CreateLogger<ContentController>())
+    {
+        _c = context;
+        context.Cluster.Contents.OnChange((_, content) =>
+        {
+            if (content is not null && content.Spec.Driver == context.Options.DriverName)
+            {
+                Queue.Add(content.Metadata.Name);
+            }
+        });
+    }
+
+    protected override async Task<Outcome> ReconcileAsync(string key, CancellationToken cancellationToken)
+    {
+        var content = _c.Cluster.Contents.Get(key);
+        if (content is null || content.Spec.Driver != _c.Options.DriverName)
+        {
+            return Outcome.Done;
+        }
+
+        if (content.Metadata.DeletionTimestamp is not null)
+        {
+            await DeleteAsync(content, cancellationToken).ConfigureAwait(false);
+            return Outcome.Done;
+        }
+
+        if (content.Spec.DeletionPolicy == "Delete" && Cluster.FinalizerPatch(content.Metadata, Names.ContentBoundFinalizer, true) is { } add)
+        {
+            content = await _c.Cluster.PatchContentAsync(content, add, status: false, cancellationToken).ConfigureAwait(false);
+        }
+
+        var source = content.Spec.Source;
+        if (!string.IsNullOrEmpty(source.VolumeHandle))
+        {
+            if (string.IsNullOrEmpty(content.Status?.SnapshotHandle))
+            {
+                await CreateSnapshotAsync(content, source.VolumeHandle, cancellationToken).ConfigureAwait(false);
+                return Outcome.Done;
+            }
+
+            if (content.Status?.ReadyToUse != true)
+            {
+                return await RefreshAsync(content, content.Status!.SnapshotHandle!, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        else if (!string.IsNullOrEmpty(source.SnapshotHandle) && (content.Status?.ReadyToUse != true || content.Status.SnapshotHandle != source.SnapshotHandle))
+        {
+            return await RefreshAsync(content, source.SnapshotHandle, cancellationToken).ConfigureAwait(false);
+        }
+
+        return Outcome.Done;
+    }
+
+    private async Task CreateSnapshotAsync(VolumeSnapshotContent content, string volumeHandle, CancellationToken ct)
+    {
+        string? uid = content.Spec.VolumeSnapshotRef.Uid;
+        if (string.IsNullOrEmpty(uid))
+        {
+            await FailAsync(content, "SnapshotCreationFailed", $"VolumeSnapshotContent {content.Metadata.Name} has no spec.volumeSnapshotRef.uid, so the snapshot cannot be named", ct).ConfigureAwait(false);
+            return;
+        }
+
+        var parameters = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (content.Spec.VolumeSnapshotClassName is { Length: > 0 } className)
+        {
+            var snapshotClass = _c.Cluster.SnapshotClasses.Get(className);
+            if (snapshotClass is null)
+            {
+                await FailAsync(content, "SnapshotCreationFailed", $"VolumeSnapshotClass {className} does not exist", ct).ConfigureAwait(false);
+                return;
+            }
+
+            foreach (var (k, v) in snapshotClass.Parameters ?? new Dictionary<string, string>())
+            {
+                if (!k.StartsWith(Names.ReservedParameterPrefix, StringComparison.Ordinal))
+                {
+                    parameters[k] = v;
+                }
+            }
+        }
+
+        if (Cluster.Annotation(content.Metadata, Names.BeingCreatedAnnotation) != "yes")
+        {
+            content = await _c.Cluster.PatchContentAsync(
+                content,
+                new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = new JsonObject { [Names.BeingCreatedAnnotation] = "yes" } } },
+                status: false,
+                ct).ConfigureAwait(false);
+        }
+
+        CreateSnapshotResponse response;
+        try
+        {
+            var request = new CreateSnapshotRequest { Name = Names.CsiSnapshotName(uid), SourceVolumeId = volumeHandle };
+            request.Parameters.Add(parameters);
+            response = await _c.Csi.CreateSnapshotAsync(request, _c.CsiCall(ct)).ConfigureAwait(false);
+        }
+        catch (RpcException ex) when (!ct.IsCancellationRequested)
+        {
+            // The annotation stays: the driver may have cut the snapshot; the retry finds it by name.
+            await FailAsync(content, "SnapshotCreationFailed", $"Failed to create snapshot: {ControllerContext.Describe(ex)}", ct).ConfigureAwait(false);
+            throw new RetryLaterException(ex.Status.Detail, ex);
+        }
+
+        content = await WriteStatusAsync(content, response.Snapshot, ct).ConfigureAwait(false);
+        var annotations = new JsonObject { [Names.BeingCreatedAnnotation] = null };
+        await _c.Cluster.PatchContentAsync(content, new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = annotations } }, status: false, ct).ConfigureAwait(false);
+    }
+
+    private async Task<Outcome> RefreshAsync(VolumeSnapshotContent content, string snapshotHandle, CancellationToken ct)
+    {
+        ListSnapshotsResponse list;
+        try
+        {
+            list = await _c.Csi.ListSnapshotsAsync(new ListSnapshotsRequest { SnapshotId = snapshotHandle }, _c.CsiCall(ct)).ConfigureAwait(false);
+        }
+        catch (RpcException ex) when (!ct.IsCancellationRequested)
+        {
+            await FailAsync(content, "SnapshotContentCheckandUpdateFailed", $"Failed to check snapshot {snapshotHandle}: {ControllerContext.Describe(ex)}", ct).ConfigureAwait(false);
+            throw new RetryLaterException(ex.Status.Detail, ex);
+        }
+
+        var entry = list.Entries.Select(e => e.Snapshot).FirstOrDefault(s => s.SnapshotId == snapshotHandle);
+        if (entry is null)
+        {
+            await FailAsync(content, "SnapshotContentCheckandUpdateFailed", $"snapshot {snapshotHandle} does not exist on driver {_c.Options.DriverName}", ct).ConfigureAwait(false);
+            throw new RetryLaterException($"snapshot {snapshotHandle} not found");
+        }
+
+        content = await WriteStatusAsync(content, entry, ct).ConfigureAwait(false);
+        return content.Status?.ReadyToUse == true ? Outcome.Done : Outcome.After(TimeSpan.FromSeconds(1));
+    }
+
+    private async Task<VolumeSnapshotContent> WriteStatusAsync(VolumeSnapshotContent content, Snapshot snapshot, CancellationToken ct)
+    {
+        long created = snapshot.CreationTime is null ? DateTime.UtcNow.Subtract(DateTime.UnixEpoch).Ticks * 100
+            : (snapshot.CreationTime.Seconds * 1_000_000_000L) + snapshot.CreationTime.Nanos;
+        var status = new JsonObject
+        {
+            ["snapshotHandle"] = snapshot.SnapshotId,
+            ["creationTime"] = created,
+            ["restoreSize"] = snapshot.SizeBytes,
+            ["readyToUse"] = snapshot.ReadyToUse,
+        };
+        if (snapshot.ReadyToUse && content.Status?.Error is not null)
+        {
+            status["error"] = null;
+        }
+
+        var s = content.Status;
+        if (s is not null && s.SnapshotHandle == snapshot.SnapshotId && s.CreationTime == created && s.RestoreSize == snapshot.SizeBytes
+            && s.ReadyToUse == snapshot.ReadyToUse && (s.Error is null || !snapshot.ReadyToUse))
+        {
+            return content;
+        }
+
+        return await _c.Cluster.PatchContentAsync(content, new JsonObject { ["status"] = status }, status: true, ct).ConfigureAwait(false);
+    }
+
+    private async Task DeleteAsync(VolumeSnapshotContent content, CancellationToken ct)
+    {
+        if (!Cluster.HasFinalizer(content.Metadata, Names.ContentBoundFinalizer))
+        {
+            return;
+        }
+
+        string? handle = content.Status?.SnapshotHandle ?? content.Spec.Source.SnapshotHandle;
+        if (content.Spec.DeletionPolicy == "Delete" && !string.IsNullOrEmpty(handle))
+        {
+            try
+            {
+                await _c.Csi.DeleteSnapshotAsync(new DeleteSnapshotRequest { SnapshotId = handle }, _c.CsiCall(ct)).ConfigureAwait(false);
+            }
+            catch (RpcException ex) when (!ct.IsCancellationRequested)
+            {
+                await FailAsync(content, "SnapshotDeleteError", $"Failed to delete snapshot {handle}: {ControllerContext.Describe(ex)}", ct).ConfigureAwait(false);
+                throw new RetryLaterException(ex.Status.Detail, ex);
+            }
+        }
+
+        if (Cluster.FinalizerPatch(content.Metadata, Names.ContentBoundFinalizer, false) is { } remove)
+        {
+            await _c.Cluster.PatchContentAsync(content, remove, status: false, ct).ConfigureAwait(false);
+        }
+    }
+
+    private async Task FailAsync(VolumeSnapshotContent content, string reason, string message, CancellationToken ct)
+    {
+        if (content.Status?.Error?.Message != message)
+        {
+            var error = new JsonObject
+            {
+                ["time"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
+                ["message"] = message,
+            };
+            await _c.Cluster.PatchContentAsync(content, new JsonObject { ["status"] = new JsonObject { ["error"] = error, ["readyToUse"] = false } }, status: true, ct).ConfigureAwait(false);
+        }
+
+        await _c.Events.RecordAsync(content, EventRecorder.Warning, reason, message, ct).ConfigureAwait(false);
+    }
+}

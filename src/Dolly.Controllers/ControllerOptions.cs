@@ -1,0 +1,42 @@
+namespace Dolly.Controllers;
+
+/// <summary>How <see cref="DollyControllers"/> runs.</summary>
+public sealed record ControllerOptions
+{
+    /// <summary>The CSI driver these controllers serve (StorageClass provisioner, VolumeSnapshotClass driver).</summary>
+    public string DriverName { get; init; } = "csi.dolly.io";
+
+    /// <summary>
+    /// Also do what kube-controller-manager does for volumes: bind claims to volumes, keep the phases,
+    /// release volumes whose claim is gone, and the pvc-protection finalizer. On for the embedded API
+    /// server, off on a real cluster, where kube-controller-manager does it.
+    /// </summary>
+    public bool BindVolumes { get; init; }
+
+    /// <summary>Take a Lease before reconciling, so only one of several replicas acts.</summary>
+    public bool LeaderElection { get; init; }
+
+    /// <summary>Namespace of the leader-election Lease.</summary>
+    public string LeaseNamespace { get; init; } = "dolly-system";
+
+    /// <summary>Name of the leader-election Lease.</summary>
+    public string LeaseName { get; init; } = "dolly-controllers";
+
+    /// <summary>This replica's identity in the Lease and in events.</summary>
+    public string Identity { get; init; } = Environment.MachineName + "_" + Guid.NewGuid().ToString("N")[..8];
+
+    /// <summary>Workers per controller.</summary>
+    public int Workers { get; init; } = 4;
+
+    /// <summary>First retry delay after a failed reconcile; doubles per failure.</summary>
+    public TimeSpan RetryBaseDelay { get; init; } = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>Longest retry delay.</summary>
+    public TimeSpan RetryMaxDelay { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>Deadline of one CSI call (upstream sidecars use one minute).</summary>
+    public TimeSpan CsiTimeout { get; init; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>How often every object is reconciled again even without a change.</summary>
+    public TimeSpan Resync { get; init; } = TimeSpan.FromMinutes(10);
+}

@@ -1,0 +1,138 @@
+using System.Net;
+using Grpc.Core;
+using k8s.Autorest;
+using Microsoft.Extensions.Logging;
+
+namespace Dolly.Controllers.Runtime;
+
+/// <summary>What a reconcile asks for next.</summary>
+internal readonly record struct Outcome(TimeSpan? RequeueAfter)
+{
+    public static Outcome Done => default;
+
+    public static Outcome After(TimeSpan delay) => new(delay);
+}
+
+/// <summary>
+/// A reconcile that cannot finish yet for a reason already reported (in status and an event); the key is
+/// retried with backoff.
+/// </summary>
+internal sealed class RetryLaterException : Exception
+{
+    public RetryLaterException(string message)
+        : base(message)
+    {
+    }
+
+    public RetryLaterException()
+    {
+    }
+
+    public RetryLaterException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+}
+
+/// <summary>
+/// One controller: a work queue of keys and workers that reconcile them. Failures retry with per-key
+/// exponential backoff; a write conflict (HTTP 409) retries at once with the fresh object from the cache.
+/// </summary>
+internal abstract class Reconciler
+{
+    private readonly ILogger _logger;
+
+    protected Reconciler(string name, TimeSpan baseDelay, TimeSpan maxDelay, ILogger logger)
+    {
+        Name = name;
+        Queue = new WorkQueue(baseDelay, maxDelay);
+        _logger = logger;
+    }
+
+    public string Name { get; }
+
+    public WorkQueue Queue { get; }
+
+    protected ILogger Logger => _logger;
+
+    protected abstract Task<Outcome> ReconcileAsync(string key, CancellationToken cancellationToken);
+
+    public async Task RunAsync(int workers, CancellationToken cancellationToken)
+    {
+        ControllerLog.ControllerStarted(_logger, Name, workers);
+        var tasks = new Task[workers];
+        for (int i = 0; i < workers; i++)
+        {
+            tasks[i] = Task.Run(() => WorkAsync(cancellationToken), CancellationToken.None);
+        }
+
+        try
+        {
+            await Task.WhenAll(tasks).ConfigureAwait(false);
+        }
+        finally
+        {
+            Queue.Dispose();
+        }
+    }
+
+    private async Task WorkAsync(CancellationToken cancellationToken)
+    {
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            string key;
+            try
+            {
+                key = await Queue.TakeAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            catch (System.Threading.Channels.ChannelClosedException)
+            {
+                return;
+            }
+
+            try
+            {
+                var outcome = await ReconcileAsync(key, cancellationToken).ConfigureAwait(false);
+                Queue.Forget(key);
+                if (outcome.RequeueAfter is { } after)
+                {
+                    Queue.AddAfter(key, after);
+                }
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.Conflict)
+            {
+                // Someone wrote the object first; the watch brings the new version, then try again.
+                Queue.AddAfter(key, TimeSpan.FromMilliseconds(50));
+            }
+            catch (RetryLaterException ex)
+            {
+                var delay = Queue.AddWithBackoff(key);
+                ControllerLog.ReconcileFailed(_logger, Name, key, ex.Message, delay);
+            }
+            catch (Exception ex) when (ex is HttpOperationException or HttpRequestException or IOException or RpcException or OperationCanceledException or InvalidOperationException or FormatException)
+            {
+                var delay = Queue.AddWithBackoff(key);
+                ControllerLog.ReconcileCrashed(_logger, Name, key, Describe(ex), delay);
+            }
+            finally
+            {
+                Queue.Done(key);
+            }
+        }
+    }
+
+    private static string Describe(Exception ex) => ex switch
+    {
+        HttpOperationException h => $"{(int)h.Response.StatusCode} {h.Response.Content}",
+        RpcException r => $"{r.StatusCode}: {r.Status.Detail}",
+        _ => ex.Message,
+    };
+}
