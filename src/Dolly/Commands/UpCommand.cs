@@ -31,7 +31,7 @@ internal static class UpCommand
     private static async Task<int> RunAsync(CliContext context, ParseResult parse, string address, int port, bool verbose, CancellationToken ct)
     {
         using var pool = context.OpenPool(parse);
-        string stateDir = Path.Combine(Path.GetDirectoryName(pool.Directory) ?? pool.Directory, Path.GetFileName(pool.Directory) + "-api");
+        string stateDir = CliContext.BesidePool(pool.Directory, "-api");
         using var loggers = LoggerFactory.Create(b => b
             .AddSimpleConsole(o =>
             {
