@@ -117,6 +117,7 @@ internal static class MountCommands
         }
 
         using var node = CsiNodeConnection.Open(at.CsiSocket);
+        await node.ProbeAsync(ct).ConfigureAwait(false);
         var record = new MountRecord(
             target,
             ns,

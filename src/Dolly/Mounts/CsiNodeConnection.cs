@@ -40,23 +40,37 @@ internal sealed class CsiNodeConnection : IDisposable
 
     public void Dispose() => _channel.Dispose();
 
+    /// <summary>
+    /// Asks the driver for its node capabilities, as kubelet does before staging: proves that something
+    /// answers on the socket and that it stages volumes, before anything is recorded or changed.
+    /// </summary>
+    public async Task ProbeAsync(CancellationToken ct)
+    {
+        var response = await CallAsync("NodeGetCapabilities", () => _node.NodeGetCapabilitiesAsync(new NodeGetCapabilitiesRequest(), cancellationToken: ct).ResponseAsync).ConfigureAwait(false);
+        bool stages = response.Capabilities.Any(c => c.Rpc?.Type == NodeServiceCapability.Types.RPC.Types.Type.StageUnstageVolume);
+        if (!stages)
+        {
+            throw new CliFailureException(ExitCodes.NotRunning, $"the CSI driver at {SocketPath} does not stage volumes (no STAGE_UNSTAGE_VOLUME node capability): is it a `dolly up`?");
+        }
+    }
+
     public Task StageAsync(NodeStageVolumeRequest request, CancellationToken ct) =>
-        CallAsync("NodeStageVolume", request.VolumeId, () => _node.NodeStageVolumeAsync(request, cancellationToken: ct).ResponseAsync);
+        CallAsync($"NodeStageVolume of volume {request.VolumeId}", () => _node.NodeStageVolumeAsync(request, cancellationToken: ct).ResponseAsync);
 
     public Task PublishAsync(NodePublishVolumeRequest request, CancellationToken ct) =>
-        CallAsync("NodePublishVolume", request.VolumeId, () => _node.NodePublishVolumeAsync(request, cancellationToken: ct).ResponseAsync);
+        CallAsync($"NodePublishVolume of volume {request.VolumeId}", () => _node.NodePublishVolumeAsync(request, cancellationToken: ct).ResponseAsync);
 
     public Task UnpublishAsync(string volumeId, string target, CancellationToken ct) =>
-        CallAsync("NodeUnpublishVolume", volumeId, () => _node.NodeUnpublishVolumeAsync(new NodeUnpublishVolumeRequest { VolumeId = volumeId, TargetPath = target }, cancellationToken: ct).ResponseAsync);
+        CallAsync($"NodeUnpublishVolume of volume {volumeId}", () => _node.NodeUnpublishVolumeAsync(new NodeUnpublishVolumeRequest { VolumeId = volumeId, TargetPath = target }, cancellationToken: ct).ResponseAsync);
 
     public Task UnstageAsync(string volumeId, string stagingPath, CancellationToken ct) =>
-        CallAsync("NodeUnstageVolume", volumeId, () => _node.NodeUnstageVolumeAsync(new NodeUnstageVolumeRequest { VolumeId = volumeId, StagingTargetPath = stagingPath }, cancellationToken: ct).ResponseAsync);
+        CallAsync($"NodeUnstageVolume of volume {volumeId}", () => _node.NodeUnstageVolumeAsync(new NodeUnstageVolumeRequest { VolumeId = volumeId, StagingTargetPath = stagingPath }, cancellationToken: ct).ResponseAsync);
 
-    private async Task CallAsync<T>(string rpc, string volumeId, Func<Task<T>> call)
+    private async Task<T> CallAsync<T>(string what, Func<Task<T>> call)
     {
         try
         {
-            await call().ConfigureAwait(false);
+            return await call().ConfigureAwait(false);
         }
         catch (RpcException ex) when (ex.StatusCode == StatusCode.Unavailable)
         {
@@ -65,7 +79,7 @@ internal sealed class CsiNodeConnection : IDisposable
         }
         catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled)
         {
-            throw new OperationCanceledException($"{rpc} of volume {volumeId} was cancelled", ex);
+            throw new OperationCanceledException($"{what} was cancelled", ex);
         }
         catch (RpcException ex)
         {
@@ -81,7 +95,7 @@ internal sealed class CsiNodeConnection : IDisposable
             string detail = ex.StatusCode == StatusCode.Unimplemented
                 ? $"the CSI driver at {SocketPath} has no Node service (is it a `dolly up`?)"
                 : ex.Status.Detail;
-            throw new CliFailureException(code, $"{rpc} of volume {volumeId} failed ({ex.StatusCode}): {detail}");
+            throw new CliFailureException(code, $"{what} failed ({ex.StatusCode}): {detail}");
         }
     }
 
