@@ -171,6 +171,11 @@ public sealed partial class MountCommandTests : CliTestBase, IAsyncLifetime
         Directory.CreateDirectory(dir);
         await Fails(ExitCodes.InvalidArgument, $"{dir} is a directory, but {Ns}/raw is a Block volume", "mount", $"{Ns}/raw", dir);
 
+        string precious = Path.Combine(dir, "precious");
+        await File.WriteAllTextAsync(precious, "keep me", Token);
+        await Fails(ExitCodes.AlreadyExists, $"{precious} is a file with data in it", "mount", $"{Ns}/raw", precious);
+        Assert.Equal("keep me", await File.ReadAllTextAsync(precious, Token));
+
         string device = Path.Combine(dir, "raw");
         Assert.Contains(volumeId, (await Ok("mount", $"{Ns}/raw", device)).Out, StringComparison.Ordinal);
         var record = Assert.Single((await Ok("mounts", "-o", "json")).Json().EnumerateArray());

@@ -111,6 +111,12 @@ internal static class MountCommands
             throw new CliFailureException(ExitCodes.InvalidArgument, $"{target} is a directory, but {ns}/{claimName} is a Block volume, published as a device file: give the path of a file to create");
         }
 
+        // Unpublish deletes the device file, as the CSI spec asks: never publish over a file that holds data.
+        if (volume.Block && File.Exists(target) && new FileInfo(target).Length != 0)
+        {
+            throw new CliFailureException(ExitCodes.AlreadyExists, $"{target} is a file with data in it; a Block volume is published on a new (or empty) file, which unmount removes");
+        }
+
         if (!volume.Block && File.Exists(target))
         {
             throw new CliFailureException(ExitCodes.InvalidArgument, $"{target} is a file, but {ns}/{claimName} is a Filesystem volume, mounted on a directory");
