@@ -94,6 +94,11 @@ internal static class Cli
         root.Subcommands.Add(SnapshotCommands.Build(context));
         root.Subcommands.Add(NbdCommands.Build(context));
         root.Subcommands.Add(UpCommand.Build(context));
+        foreach (var command in MountCommands.Build(context))
+        {
+            root.Subcommands.Add(command);
+        }
+
         root.Subcommands.Add(BenchCommand.Build(context));
         root.Subcommands.Add(DemoCommand.Build(context));
 

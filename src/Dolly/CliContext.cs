@@ -92,6 +92,16 @@ internal sealed class CliContext
     }
 
     /// <summary>
+    /// A directory beside the pool named after it: <c>/data/pool</c> with <c>-api</c> is <c>/data/pool-api</c>
+    /// (dolly up's API server state), with <c>-mounts</c> <c>/data/pool-mounts</c> (dolly mount's records).
+    /// </summary>
+    public static string BesidePool(string poolDirectory, string suffix)
+    {
+        string pool = Path.TrimEndingDirectorySeparator(Path.GetFullPath(poolDirectory));
+        return Path.Combine(Path.GetDirectoryName(pool) ?? pool, Path.GetFileName(pool) + suffix);
+    }
+
+    /// <summary>
     /// Opens the pool. The default pool is created on first use (a missing or empty directory); a pool named
     /// with --pool must exist, so a typo never silently creates an empty pool.
     /// </summary>

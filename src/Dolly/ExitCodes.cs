@@ -25,6 +25,12 @@ internal static class ExitCodes
     /// <summary>A benchmark ran but missed at least one target (<c>dolly bench engine --strict</c>).</summary>
     public const int TargetMissed = 13;
 
+    /// <summary><c>dolly mount|unmount</c> found no running <c>dolly up</c> to talk to (no kubeconfig, API server or CSI socket).</summary>
+    public const int NotRunning = 14;
+
+    /// <summary><c>dolly mount</c> was given a PersistentVolumeClaim that is not Bound to a volume yet.</summary>
+    public const int NotBound = 15;
+
     public static int For(StorageErrorCode code) => code switch
     {
         StorageErrorCode.NotFound => NotFound,
@@ -50,6 +56,8 @@ internal static class ExitCodes
           4  already exists              11  pool in use by another process
           5  invalid name                12  I/O error
           6  invalid argument or size    13  benchmark target missed (bench engine --strict)
+                                         14  dolly up not reachable (mount, unmount)
+                                         15  PersistentVolumeClaim not Bound (mount)
 
         Default pool: $DOLLY_POOL, else $XDG_DATA_HOME/dolly/pool, else ~/.local/share/dolly/pool; created on
         first use. A pool named with --pool must already exist (dolly --pool DIR pool init creates one).

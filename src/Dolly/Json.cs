@@ -1,4 +1,5 @@
 using System.Text.Json.Serialization;
+using Dolly.Mounts;
 
 namespace Dolly;
 
@@ -83,4 +84,6 @@ internal sealed record BenchMachineJson(int Processors, string Cpu, string FileS
 [JsonSerializable(typeof(CheckJson))]
 [JsonSerializable(typeof(DiffJson))]
 [JsonSerializable(typeof(BenchJson))]
+[JsonSerializable(typeof(MountRecord))]
+[JsonSerializable(typeof(IReadOnlyList<MountRecord>))]
 internal sealed partial class DollyJson : JsonSerializerContext;

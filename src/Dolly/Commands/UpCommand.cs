@@ -115,7 +115,7 @@ internal static class UpCommand
         ApiServer? api = null;
         if (embedded)
         {
-            string stateDir = Path.Combine(Path.GetDirectoryName(pool.Directory) ?? pool.Directory, Path.GetFileName(pool.Directory) + "-api");
+            string stateDir = CliContext.BesidePool(pool.Directory, "-api");
             try
             {
                 api = new ApiServer(new ApiServerOptions(stateDir, request.Address, request.Port), loggers);
