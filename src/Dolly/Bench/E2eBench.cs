@@ -42,6 +42,33 @@ internal sealed class E2eBench(string root, E2eSizes sizes, bool verbose, Action
 
     public async Task<IReadOnlyList<BenchFigure>> RunAsync(CancellationToken ct)
     {
+        try
+        {
+            return await RunStackAsync(ct).ConfigureAwait(false);
+        }
+        catch (k8s.Autorest.HttpOperationException ex)
+        {
+            // The API server refused one of the benchmark's own requests: say which and why, no stack trace.
+            string body = ex.Response.Content is { Length: > 0 } c ? c : ex.Message;
+            string message = body;
+            try
+            {
+                message = JsonDocument.Parse(body).RootElement.GetProperty("message").GetString() ?? body;
+            }
+            catch (Exception parse) when (parse is JsonException or KeyNotFoundException or InvalidOperationException)
+            {
+            }
+
+            throw new CliFailureException(ExitCodes.Unexpected, $"the API server of dolly up refused {ex.Request.Method} {ex.Request.RequestUri?.AbsolutePath}: {(int)ex.Response.StatusCode} {message}");
+        }
+        catch (HttpRequestException ex)
+        {
+            throw new CliFailureException(ExitCodes.Unexpected, $"lost the connection to the API server of dolly up: {ex.Message}");
+        }
+    }
+
+    private async Task<IReadOnlyList<BenchFigure>> RunStackAsync(CancellationToken ct)
+    {
         log("starting dolly up (API server, controllers, CSI driver, NBD server) on a scratch pool");
         await using var stack = await E2eStack.StartAsync(Path.Combine(root, "pool"), verbose, log, ct).ConfigureAwait(false);
         _stack = stack;
@@ -73,7 +100,7 @@ internal sealed class E2eBench(string root, E2eSizes sizes, bool verbose, Action
             new("dolly up", "start until /readyz answers", stack.StartSeconds, "s", $"{BenchReport.Num(stack.StartSeconds)} s", null, null, "in-process, --port 0, fresh pool"),
         };
 
-        log($"applying StorageClass {StorageClass}, VolumeSnapshotClass {SnapshotClass}, {sizes.Namespaces + 1} namespaces, a ReferenceGrant");
+        log($"applying StorageClass {StorageClass}, VolumeSnapshotClass {SnapshotClass}, {sizes.Namespaces + 1} namespaces, one ReferenceGrant per namespace");
         await ApplyClassesAsync(ct).ConfigureAwait(false);
         var fanOutNamespaces = Enumerable.Range(1, sizes.Namespaces).Select(i => $"bench-{i:000}").ToList();
         foreach (var ns in fanOutNamespaces.Prepend(Ns))
@@ -252,19 +279,25 @@ internal sealed class E2eBench(string root, E2eSizes sizes, bool verbose, Action
         await Kube.CustomObjects.CreateClusterCustomObjectAsync(snapshotClass, Names.SnapshotGroup, SnapshotVersion, "volumesnapshotclasses", cancellationToken: ct).ConfigureAwait(false);
     }
 
-    /// <summary>One ReferenceGrant in the bench namespace letting claims in every fan-out namespace restore its snapshots.</summary>
+    /// <summary>
+    /// One ReferenceGrant per fan-out namespace, in the bench namespace, letting that namespace's claims restore
+    /// its snapshots (as each tenant would get its own; the API caps spec.from at 16 entries anyway).
+    /// </summary>
     private async Task GrantAsync(List<string> namespaces, CancellationToken ct)
     {
-        var grant = new ReferenceGrant
+        foreach (var ns in namespaces)
         {
-            Metadata = new V1ObjectMeta { Name = "restores", NamespaceProperty = Ns },
-            Spec = new ReferenceGrantSpec
+            var grant = new ReferenceGrant
             {
-                From = [.. namespaces.Select(ns => new ReferenceGrantFrom { Group = "", Kind = "PersistentVolumeClaim", Namespace = ns })],
-                To = [new ReferenceGrantTo { Group = Names.SnapshotGroup, Kind = "VolumeSnapshot" }],
-            },
-        };
-        await Kube.CustomObjects.CreateNamespacedCustomObjectAsync(grant, "gateway.networking.k8s.io", "v1beta1", Ns, "referencegrants", cancellationToken: ct).ConfigureAwait(false);
+                Metadata = new V1ObjectMeta { Name = $"restores-to-{ns}", NamespaceProperty = Ns },
+                Spec = new ReferenceGrantSpec
+                {
+                    From = [new ReferenceGrantFrom { Group = "", Kind = "PersistentVolumeClaim", Namespace = ns }],
+                    To = [new ReferenceGrantTo { Group = Names.SnapshotGroup, Kind = "VolumeSnapshot" }],
+                },
+            };
+            await Kube.CustomObjects.CreateNamespacedCustomObjectAsync(grant, "gateway.networking.k8s.io", "v1beta1", Ns, "referencegrants", cancellationToken: ct).ConfigureAwait(false);
+        }
     }
 
     private Task<object> CreateSnapshotAsync(string ns, string name, string claim, CancellationToken ct) =>
