@@ -155,7 +155,7 @@ internal sealed class NbdBench(string root, long size, int rounds, TimeSpan fioR
         return Stopwatch.GetElapsedTime(started);
     }
 
-    private static async Task<string> RunAsync(string file, string[] args, CancellationToken ct)
+    internal static async Task<string> RunAsync(string file, string[] args, CancellationToken ct)
     {
         var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in args)
@@ -200,7 +200,7 @@ internal sealed class NbdBench(string root, long size, int rounds, TimeSpan fioR
         }
     }
 
-    private static void WriteRandomFile(string path, long length)
+    internal static void WriteRandomFile(string path, long length)
     {
         var buffer = new byte[4 << 20];
         using var f = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
@@ -211,6 +211,6 @@ internal sealed class NbdBench(string root, long size, int rounds, TimeSpan fioR
         }
     }
 
-    private static string? FindOnPath(string tool) =>
+    internal static string? FindOnPath(string tool) =>
         (Environment.GetEnvironmentVariable("PATH") ?? string.Empty).Split(':').Select(d => Path.Combine(d, tool)).FirstOrDefault(File.Exists);
 }

@@ -46,6 +46,7 @@ internal static class BenchCommand
         bench.Subcommands.Add(engine);
         bench.Subcommands.Add(BuildNbd(context));
         bench.Subcommands.Add(BuildApi(context));
+        bench.Subcommands.Add(BuildE2e(context));
         return bench;
     }
 
@@ -191,6 +192,71 @@ internal static class BenchCommand
             return Report(context, figures, new ReportInfo(parse.GetValue(json), q, parse.GetValue(strict), 0, machine, date, Stopwatch.GetElapsedTime(started)));
         });
         return api;
+    }
+
+    /// <summary><c>dolly bench e2e</c>: dolly up in-process, measured through the API as a user sees it.</summary>
+    private static Command BuildE2e(CliContext context)
+    {
+        var json = new Option<string?>("--json") { Description = "Also write the figures as JSON to this file", HelpName = "FILE" };
+        var quick = new Option<bool>("--quick") { Description = "5 rounds and 10 namespaces: a smoke test; figures are not meaningful" };
+        var dir = new Option<string?>("--dir") { Description = "Directory for the scratch pool and the API server's state (default /var/tmp); a subdirectory is created and deleted afterwards", HelpName = "DIR" };
+        var verbose = new Option<bool>("--verbose", "-v") { Description = "Pass --verbose to dolly up: its API server, CSI and controller logs go to the console, with timestamps" };
+        var strict = new Option<bool>("--strict") { Description = "Exit 13 when any target is missed" };
+        var e2e = new Command(
+            "e2e",
+            "Measure the whole system through the API: dolly up runs in-process on a scratch pool; VolumeSnapshot apply -> readyToUse (target p50 <= 100 ms), " +
+            "restore claim apply -> Bound from snapshots of a 1 GiB and a 1 TiB volume (target p50 <= 200 ms, within 1.5x of each other), " +
+            "100 restores of one snapshot in 100 namespaces at once (target <= 5 s from the first apply to the last Bound). Conditions are seen through watches.")
+        {
+            json, quick, dir, verbose, strict,
+        };
+        e2e.SetAction(async (parse, ct) =>
+        {
+            bool q = parse.GetValue(quick);
+            string parent = Path.GetFullPath(parse.GetValue(dir) ?? "/var/tmp");
+            if (!Directory.Exists(parent))
+            {
+                throw new CliFailureException(ExitCodes.NotFound, $"benchmark directory '{parent}' does not exist");
+            }
+
+            string root = Path.Combine(parent, $"dolly-bench-e2e-{Guid.NewGuid():N}"[..28]);
+            try
+            {
+                Directory.CreateDirectory(root);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                throw new CliFailureException(ExitCodes.IoError, $"cannot create a scratch directory in '{parent}': {ex.Message}");
+            }
+
+            var date = DateTimeOffset.UtcNow;
+            var started = Stopwatch.GetTimestamp();
+            var machine = BenchReport.Machine(parent);
+            IReadOnlyList<BenchFigure> figures;
+            try
+            {
+                var bench = new E2eBench(root, q ? E2eSizes.Quick : E2eSizes.Full, parse.GetValue(verbose), message =>
+                {
+                    context.Host.Error.WriteLine($"bench: {message}");
+                    context.Host.Error.Flush();
+                });
+                figures = await bench.RunAsync(ct);
+            }
+            finally
+            {
+                try
+                {
+                    Directory.Delete(root, recursive: true);
+                }
+                catch (IOException)
+                {
+                    context.Host.Error.WriteLine($"warning: could not remove '{root}'");
+                }
+            }
+
+            return Report(context, figures, new ReportInfo(parse.GetValue(json), q, parse.GetValue(strict), 65536, machine, date, Stopwatch.GetElapsedTime(started)));
+        });
+        return e2e;
     }
 
     /// <summary><c>dolly bench nbd</c>: Dolly's NBD server against nbdkit's file plugin with nbdcopy and fio.</summary>
