@@ -94,6 +94,7 @@ internal static class Cli
         root.Subcommands.Add(SnapshotCommands.Build(context));
         root.Subcommands.Add(NbdCommands.Build(context));
         root.Subcommands.Add(UpCommand.Build(context));
+        root.Subcommands.Add(NodeCommand.Build(context));
         root.Subcommands.Add(BenchCommand.Build(context));
         root.Subcommands.Add(DemoCommand.Build(context));
 
