@@ -164,14 +164,35 @@ public sealed class RemoteNodeTests : IAsyncLifetime
         Assert.Empty(MountsUnder(_dir));
     }
 
-    private async Task<GrpcChannel> StartNodeAsync(string name, NbdClientTls tls)
+    [Fact]
+    public async Task NodeOnly_OverAUnixSocket_StagesAndFindsMissingVolumes()
+    {
+        NodeCleanup.RequireBlockStack();
+        string socket = Path.Combine(_dir, "nbd.sock");
+        await using var local = new NbdServer(new ExportCatalog(_pool), new NbdServerOptions { UnixSocketPath = socket });
+        local.Start();
+        _ = _pool.CreateVolume("pvc-local", 16 * MiB).Value;
+        var nodes = new Node.NodeClient(await StartNodeAsync("d", null, NbdEndpoint.Unix(socket)));
+        string staging = Path.Combine(_dir, "kubelet", "staging", "pvc-local");
+
+        var missing = await Assert.ThrowsAsync<RpcException>(() => nodes.NodeStageVolumeAsync(Stage("pvc-nope", staging), cancellationToken: Token).ResponseAsync);
+        Assert.Equal(StatusCode.NotFound, missing.StatusCode);
+        Assert.Contains($"volume 'pvc-nope' not found on the NBD server unix:{socket}", missing.Status.Detail, StringComparison.Ordinal);
+
+        await nodes.NodeStageVolumeAsync(Stage("pvc-local", staging), cancellationToken: Token);
+        Assert.Contains(staging, NodeCleanup.MountPoints());
+        await nodes.NodeUnstageVolumeAsync(new NodeUnstageVolumeRequest { VolumeId = "pvc-local", StagingTargetPath = staging }, cancellationToken: Token);
+        Assert.Empty(MountsUnder(_dir));
+    }
+
+    private async Task<GrpcChannel> StartNodeAsync(string name, NbdClientTls? tls, NbdEndpoint? endpoint = null)
     {
         var options = new CsiServerOptions
         {
             SocketPath = Path.Combine(_dir, $"csi-{name}.sock"),
             VendorVersion = "test",
             NodeId = "node-" + name,
-            Nbd = NbdEndpoint.Tcp("127.0.0.1", NbdPort, tls),
+            Nbd = endpoint ?? NbdEndpoint.Tcp("127.0.0.1", NbdPort, tls!),
             NodeStateDirectory = Path.Combine(_dir, "node-" + name),
         };
         var server = new CsiServer(options);
