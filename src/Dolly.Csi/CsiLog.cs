@@ -43,4 +43,10 @@ internal static partial class CsiLog
 
     [LoggerMessage(EventId = 5044, Level = LogLevel.Warning, Message = "cleanup after a failed stage of {Volume}: {Command} failed: {Message}")]
     public static partial void CleanupFailed(ILogger logger, string volume, string command, string message);
+
+    [LoggerMessage(EventId = 5050, Level = LogLevel.Information, Message = "relaying NBD from {Socket} to {Server} over TLS")]
+    public static partial void BridgeListening(ILogger logger, string socket, string server);
+
+    [LoggerMessage(EventId = 5051, Level = LogLevel.Warning, Message = "an NBD connection relayed to {Server} failed: {Message}")]
+    public static partial void BridgeConnectionFailed(ILogger logger, string server, string message);
 }

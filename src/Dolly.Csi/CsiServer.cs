@@ -11,11 +11,12 @@ namespace Dolly.Csi;
 /// <summary>
 /// Serves the CSI Identity, Controller, GroupController and SnapshotMetadata services (and Node, when
 /// <see cref="CsiServerOptions.ServesNode"/>) for one <see cref="Pool"/> over a unix socket, HTTP/2
-/// only (gRPC), with Kestrel. The pool stays owned by the caller.
+/// only (gRPC), with Kestrel. The pool stays owned by the caller. Without a pool (a node of a cluster
+/// whose pool is elsewhere) it serves Identity and Node only.
 /// </summary>
 public sealed class CsiServer : IAsyncDisposable
 {
-    private readonly Pool _pool;
+    private readonly Pool? _pool;
     private readonly CsiServerOptions _options;
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
@@ -32,6 +33,29 @@ public sealed class CsiServer : IAsyncDisposable
         _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
         _logger = _loggerFactory.CreateLogger<CsiServer>();
     }
+
+    /// <summary>
+    /// Creates a node-only server: Identity and Node, attaching volumes from the NBD server in
+    /// <see cref="CsiServerOptions.Nbd"/> (typically TCP with TLS to the machine holding the pool).
+    /// <paramref name="options"/> must set <see cref="CsiServerOptions.NodeId"/> and an NBD server.
+    /// </summary>
+    public CsiServer(CsiServerOptions options, ILoggerFactory? loggerFactory = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentException.ThrowIfNullOrEmpty(options.SocketPath);
+        if (!options.ServesNode)
+        {
+            throw new ArgumentException("a CSI server without a pool serves the Node service only: set NodeId and the NBD server (Nbd or NbdSocketPath)", nameof(options));
+        }
+
+        _pool = null;
+        _options = options;
+        _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
+        _logger = _loggerFactory.CreateLogger<CsiServer>();
+    }
+
+    /// <summary>Whether this server has a pool and so serves the Controller, GroupController and SnapshotMetadata services.</summary>
+    public bool ServesController => _pool is not null;
 
     /// <summary>The unix socket the server listens on.</summary>
     public string SocketPath => _options.SocketPath;
@@ -56,17 +80,21 @@ public sealed class CsiServer : IAsyncDisposable
         });
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton(_loggerFactory);
-        builder.Services.AddSingleton(_pool);
         builder.Services.AddSingleton(_options);
+        builder.Services.AddSingleton(new IdentityService(_options, ServesController));
 
         // Singletons: the controller serializes check-then-create sequences with one lock per server.
-        builder.Services.AddSingleton<IdentityService>();
-        builder.Services.AddSingleton<ControllerService>();
-        builder.Services.AddSingleton<GroupControllerService>();
-        builder.Services.AddSingleton<SnapshotMetadataService>();
+        if (_pool is not null)
+        {
+            builder.Services.AddSingleton(_pool);
+            builder.Services.AddSingleton<ControllerService>();
+            builder.Services.AddSingleton<GroupControllerService>();
+            builder.Services.AddSingleton<SnapshotMetadataService>();
+        }
+
         if (_options.ServesNode)
         {
-            builder.Services.AddSingleton<NodeService>();
+            builder.Services.AddSingleton(sp => new NodeService(_pool, _options, sp.GetRequiredService<ILogger<NodeService>>()));
         }
 
         builder.Services.AddGrpc(grpc => grpc.Interceptors.Add<CsiLoggingInterceptor>());
@@ -78,9 +106,12 @@ public sealed class CsiServer : IAsyncDisposable
 
         var app = builder.Build();
         app.MapGrpcService<IdentityService>();
-        app.MapGrpcService<ControllerService>();
-        app.MapGrpcService<GroupControllerService>();
-        app.MapGrpcService<SnapshotMetadataService>();
+        if (_pool is not null)
+        {
+            app.MapGrpcService<ControllerService>();
+            app.MapGrpcService<GroupControllerService>();
+            app.MapGrpcService<SnapshotMetadataService>();
+        }
         if (_options.ServesNode)
         {
             app.MapGrpcService<NodeService>();

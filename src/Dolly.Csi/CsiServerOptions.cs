@@ -22,13 +22,22 @@ public sealed record CsiServerOptions
     public long DefaultVolumeSize { get; init; } = 1L << 30;
 
     /// <summary>
-    /// This node's id, reported by NodeGetInfo. The Node service is served only when this and
-    /// <see cref="NbdSocketPath"/> are both set.
+    /// This node's id, reported by NodeGetInfo. The Node service is served only when this and an NBD server
+    /// (<see cref="Nbd"/> or <see cref="NbdSocketPath"/>) are both set.
     /// </summary>
     public string? NodeId { get; init; }
 
-    /// <summary>The unix socket of the NBD server exporting the pool's volumes; the Node service attaches volumes through it.</summary>
+    /// <summary>The unix socket of the NBD server exporting the pool's volumes; shorthand for <see cref="Nbd"/> = <see cref="NbdEndpoint.Unix"/>.</summary>
     public string? NbdSocketPath { get; init; }
+
+    /// <summary>
+    /// The NBD server the Node service attaches volumes through: a unix socket, or TCP with TLS when the
+    /// pool is on another machine (a node-only server). Takes precedence over <see cref="NbdSocketPath"/>.
+    /// </summary>
+    public NbdEndpoint? Nbd { get; init; }
+
+    /// <summary>The NBD server the Node service uses, from <see cref="Nbd"/> or <see cref="NbdSocketPath"/>; null when none is set.</summary>
+    public NbdEndpoint? NbdServer => Nbd ?? (string.IsNullOrEmpty(NbdSocketPath) ? null : NbdEndpoint.Unix(NbdSocketPath));
 
     /// <summary>
     /// Where the Node service keeps its per-volume records and nbdfuse mount points; defaults to
@@ -37,5 +46,5 @@ public sealed record CsiServerOptions
     public string? NodeStateDirectory { get; init; }
 
     /// <summary>Whether the Node service is configured.</summary>
-    public bool ServesNode => !string.IsNullOrEmpty(NodeId) && !string.IsNullOrEmpty(NbdSocketPath);
+    public bool ServesNode => !string.IsNullOrEmpty(NodeId) && NbdServer is not null;
 }

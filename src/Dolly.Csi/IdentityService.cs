@@ -3,8 +3,11 @@ using Grpc.Core;
 
 namespace Dolly.Csi;
 
-/// <summary>The CSI Identity service: who the driver is and what it offers.</summary>
-internal sealed class IdentityService(CsiServerOptions options) : Identity.IdentityBase
+/// <summary>
+/// The CSI Identity service: who the driver is and what it offers. A node-only server (no pool) offers
+/// none of the plugin-wide services: the Node service needs no capability to be advertised.
+/// </summary>
+internal sealed class IdentityService(CsiServerOptions options, bool servesController) : Identity.IdentityBase
 {
     public override Task<GetPluginInfoResponse> GetPluginInfo(GetPluginInfoRequest request, ServerCallContext context) =>
         Task.FromResult(new GetPluginInfoResponse { Name = options.DriverName, VendorVersion = options.VendorVersion });
@@ -13,6 +16,11 @@ internal sealed class IdentityService(CsiServerOptions options) : Identity.Ident
     {
         // Volumes are reachable from every node (NBD over the network), so no accessibility constraints.
         var response = new GetPluginCapabilitiesResponse();
+        if (!servesController)
+        {
+            return Task.FromResult(response);
+        }
+
         response.Capabilities.Add(new PluginCapability
         {
             Service = new PluginCapability.Types.Service { Type = PluginCapability.Types.Service.Types.Type.ControllerService },
@@ -28,7 +36,8 @@ internal sealed class IdentityService(CsiServerOptions options) : Identity.Ident
         return Task.FromResult(response);
     }
 
-    // The pool is open before the server starts listening, so a driver that answers is ready.
+    // The pool (when there is one) is open before the server starts listening, so a driver that answers is
+    // ready; a node-only server reaches its NBD server per attach and reports that there, not here.
     public override Task<ProbeResponse> Probe(ProbeRequest request, ServerCallContext context) =>
         Task.FromResult(new ProbeResponse { Ready = true });
 }

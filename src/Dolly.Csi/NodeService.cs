@@ -22,32 +22,47 @@ internal sealed partial class NodeJsonContext : JsonSerializerContext;
 /// <summary>
 /// The CSI Node service: attaches a volume through the NBD server as nbdfuse's file under a loop device,
 /// makes a file system on it when it has none, mounts it at the staging path and bind-mounts it into pods.
-/// All RPCs are idempotent; one lock serializes them, as the tools they run are not.
+/// All RPCs are idempotent; one lock serializes them, as the tools they run are not. With a pool in this
+/// process, volumes are looked up there; without one (a node of a cluster, the pool on another machine)
+/// the NBD server is asked. An NBD server on TCP is reached through <see cref="NbdTlsBridge"/>, which
+/// does the TLS that nbdfuse cannot be configured for.
 /// </summary>
-internal sealed partial class NodeService : Node.NodeBase, IDisposable
+internal sealed partial class NodeService : Node.NodeBase, IAsyncDisposable
 {
     private static readonly TimeSpan AttachDeadline = TimeSpan.FromSeconds(30);
 
     private static readonly RpcType[] Capabilities = [RpcType.StageUnstageVolume, RpcType.GetVolumeStats, RpcType.ExpandVolume];
 
-    private readonly Pool _pool;
+    private readonly Pool? _pool;
     private readonly CsiServerOptions _options;
+    private readonly NbdEndpoint _nbd;
+    private NbdTlsBridge? _bridge;
     private readonly ILogger<NodeService> _logger;
     private readonly string _stateDir;
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly ConcurrentDictionary<string, Process> _nbdfuse = new(StringComparer.Ordinal);
 
-    public NodeService(Pool pool, CsiServerOptions options, ILogger<NodeService> logger)
+    public NodeService(Pool? pool, CsiServerOptions options, ILogger<NodeService> logger)
     {
         _pool = pool;
         _options = options;
+        _nbd = options.NbdServer ?? throw new ArgumentException("the Node service needs an NBD server", nameof(options));
         _logger = logger;
         _stateDir = Path.GetFullPath(options.NodeStateDirectory ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.SocketPath))!, "node"));
     }
 
-    /// <summary>Lets go of the nbdfuse handles; the attachments themselves outlive the server, as the mounts do.</summary>
-    public void Dispose()
+    /// <summary>
+    /// Lets go of the nbdfuse handles; the attachments themselves outlive the server, as the mounts do,
+    /// except through a TLS bridge, which stops with the server (and with it those attachments' I/O).
+    /// </summary>
+    public async ValueTask DisposeAsync()
     {
+        if (_bridge is not null)
+        {
+            await _bridge.DisposeAsync().ConfigureAwait(false);
+            _bridge = null;
+        }
+
         foreach (var process in _nbdfuse.Values)
         {
             process.Dispose();
@@ -89,12 +104,12 @@ internal sealed partial class NodeService : Node.NodeBase, IDisposable
         }
 
         string? fsType = block ? null : FsType(capability.Mount.FsType, request.VolumeId);
-        RequireVolume(request.VolumeId, Rpc);
         string staging = Path.GetFullPath(request.StagingTargetPath);
 
         await _gate.WaitAsync(context.CancellationToken).ConfigureAwait(false);
         try
         {
+            await RequireVolumeAsync(request.VolumeId, Rpc).ConfigureAwait(false);
             if (Load(request.VolumeId) is { } existing)
             {
                 if (existing.StagingPath != staging)
@@ -173,7 +188,13 @@ internal sealed partial class NodeService : Node.NodeBase, IDisposable
         await _gate.WaitAsync(context.CancellationToken).ConfigureAwait(false);
         try
         {
-            RequireVolume(request.VolumeId, Rpc);
+            // With the pool here a deleted volume is NotFound; a remote one was checked when staged, and a
+            // publish must not fail because the NBD server is briefly out of reach.
+            if (_pool is not null)
+            {
+                await RequireVolumeAsync(request.VolumeId, Rpc).ConfigureAwait(false);
+            }
+
             var staged = Load(request.VolumeId);
             if (staged is null || staged.StagingPath != staging)
             {
@@ -274,7 +295,9 @@ internal sealed partial class NodeService : Node.NodeBase, IDisposable
         if (File.Exists(path))
         {
             // A published block device: only its size is known.
-            long size = RequireVolume(request.VolumeId, Rpc).Size;
+            long size = _pool is not null
+                ? await RequireVolumeAsync(request.VolumeId, Rpc).ConfigureAwait(false)
+                : AttachedSize(Load(request.VolumeId) ?? throw CsiStatus.NotFound($"{Rpc} '{request.VolumeId}': not staged on this node"));
             response.Usage.Add(new VolumeUsage { Unit = VolumeUsage.Types.Unit.Bytes, Total = size });
             return response;
         }
@@ -304,7 +327,7 @@ internal sealed partial class NodeService : Node.NodeBase, IDisposable
         await _gate.WaitAsync(context.CancellationToken).ConfigureAwait(false);
         try
         {
-            var device = RequireVolume(request.VolumeId, Rpc);
+            long size = _pool is not null ? await RequireVolumeAsync(request.VolumeId, Rpc).ConfigureAwait(false) : 0;
             var staged = Load(request.VolumeId) ?? throw CsiStatus.NotFound($"{Rpc} '{request.VolumeId}': not staged on this node");
             (await NodeCommands.RunAsync("losetup", "-c", staged.LoopDevice).ConfigureAwait(false)).Check(Rpc);
             if (!staged.Block)
@@ -319,7 +342,8 @@ internal sealed partial class NodeService : Node.NodeBase, IDisposable
                 }
             }
 
-            return new NodeExpandVolumeResponse { CapacityBytes = device.Size };
+            // Without the pool, the size is what the attachment sees (NBD fixes it when the connection opens).
+            return new NodeExpandVolumeResponse { CapacityBytes = _pool is not null ? size : AttachedSize(staged) };
         }
         finally
         {
@@ -347,12 +371,18 @@ internal sealed partial class NodeService : Node.NodeBase, IDisposable
         };
     }
 
-    private DeviceInfo RequireVolume(string volumeId, string rpc)
+    /// <summary>The volume's size; NOT_FOUND when it does not exist, INTERNAL when the NBD server cannot tell.</summary>
+    private async Task<long> RequireVolumeAsync(string volumeId, string rpc)
     {
+        if (_pool is null)
+        {
+            return await RemoteVolumeSizeAsync(volumeId, rpc).ConfigureAwait(false);
+        }
+
         var found = _pool.GetDevice(volumeId);
         if (found.IsOk && found.Value.Kind == DeviceKind.Volume)
         {
-            return found.Value;
+            return found.Value.Size;
         }
 
         if (found.IsOk || found.Error.Code is StorageErrorCode.NotFound or StorageErrorCode.InvalidName)
@@ -361,6 +391,50 @@ internal sealed partial class NodeService : Node.NodeBase, IDisposable
         }
 
         throw CsiStatus.From(found.Error);
+    }
+
+    private async Task<long> RemoteVolumeSizeAsync(string volumeId, string rpc)
+    {
+        if (_nbd.Tls is not null)
+        {
+            long? exportSize;
+            try
+            {
+                using var tls = _nbd.LoadTlsOptions();
+                exportSize = await Dolly.Nbd.NbdTlsClient.GetExportSizeAsync(tls, volumeId, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Dolly.Nbd.NbdClientException e)
+            {
+                throw CsiStatus.Fail(StatusCode.Internal, $"{rpc} '{volumeId}': cannot reach the volume on the NBD server {_nbd}: {e.Message}");
+            }
+
+            return exportSize ?? throw CsiStatus.NotFound($"{rpc}: volume '{volumeId}' not found on the NBD server {_nbd}");
+        }
+
+        var info = await NodeCommands.RunAsync("nbdinfo", "--size", UnixUri(volumeId, _nbd.SocketPath!)).ConfigureAwait(false);
+        string detail = info.StdErr.Trim().Length > 0 ? info.StdErr.Trim() : info.StdOut.Trim();
+        if (info.Ok && long.TryParse(info.StdOut.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out long size))
+        {
+            return size;
+        }
+
+        // libnbd's words for NBD_REP_ERR_UNKNOWN in reply to NBD_OPT_GO; snapshots are exported too but
+        // read-only, and the CO never stages a snapshot id, so an export is taken to be a volume.
+        if (detail.Contains("has no export named", StringComparison.Ordinal))
+        {
+            throw CsiStatus.NotFound($"{rpc}: volume '{volumeId}' not found on the NBD server {_nbd}");
+        }
+
+        throw CsiStatus.Fail(StatusCode.Internal, $"{rpc} '{volumeId}': cannot reach the volume on the NBD server {_nbd} ('{info.Command}' exited with {info.ExitCode}): {detail}");
+    }
+
+    // Volume ids are CSI names (letters, digits, '-', '.') and the socket an absolute path: nothing to escape.
+    private static string UnixUri(string volumeId, string socket) => $"nbd+unix:///{volumeId}?socket={socket}";
+
+    private static long AttachedSize(StagedVolume staged)
+    {
+        var disk = new FileInfo(Path.Combine(staged.FuseDir, "disk"));
+        return disk.Exists ? disk.Length : throw CsiStatus.Fail(StatusCode.FailedPrecondition, $"the attachment of volume '{staged.VolumeId}' ({disk.FullName}) is gone; unstage and stage it again");
     }
 
     /// <summary>nbdfuse file, loop device, file system and mount; undone in reverse order when a step fails.</summary>
@@ -374,7 +448,7 @@ internal sealed partial class NodeService : Node.NodeBase, IDisposable
         var staged = new StagedVolume(volumeId, staging, fuseDir, string.Empty, 0, block, fsType);
         try
         {
-            string uri = $"nbd+unix:///{volumeId}?socket={Path.GetFullPath(_options.NbdSocketPath!)}";
+            string uri = UnixUri(volumeId, _nbd.SocketPath ?? (_bridge ??= new NbdTlsBridge(Path.Combine(_stateDir, "nbd-tls.sock"), _nbd, _logger)).SocketPath);
             var psi = new ProcessStartInfo(NodeCommands.Find("nbdfuse") ?? "nbdfuse")
             {
                 RedirectStandardOutput = true,

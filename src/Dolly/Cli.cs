@@ -99,6 +99,7 @@ internal static class Cli
             root.Subcommands.Add(command);
         }
 
+        root.Subcommands.Add(NodeCommand.Build(context));
         root.Subcommands.Add(BenchCommand.Build(context));
         root.Subcommands.Add(DemoCommand.Build(context));
 

@@ -25,6 +25,18 @@ public sealed class CelTests
     [InlineData("self.n % 2 == 1 && self.n / 2 == 1", true)]
     public void Check_EvaluatesRule(string rule, bool expected) => Assert.Equal(expected, Cel.Check(rule, Self, null));
 
+    [Theory]
+    [InlineData("has(self.__namespace__) && self.__namespace__ == 'ns'", true)]
+    [InlineData("has(self.name) && has(self.__namespace__)", true)]
+    [InlineData("self.a__dash__b == 1 && self.c__dot__d == 2 && self.x__underscores__y == 3 && self.e__slash__f == 4", true)]
+    [InlineData("has(self.__if__)", false)]
+    public void Check_EscapedPropertyNames_ReadTheKubernetesNames(string rule, bool expected)
+    {
+        // As kube-apiserver: a reserved word is written __word__, and __ . - / as __underscores__ __dot__ __dash__ __slash__.
+        var self = JsonNode.Parse("""{"name":"n","namespace":"ns","a-b":1,"c.d":2,"x__y":3,"e/f":4}""");
+        Assert.Equal(expected, Cel.Check(rule, self, null));
+    }
+
     [Fact]
     public void Check_TransitionRuleComparesWithOldSelf()
     {

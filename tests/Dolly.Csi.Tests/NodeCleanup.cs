@@ -35,6 +35,25 @@ internal static class NodeCleanup
         }
     }
 
+    /// <summary>Skips the test where loop devices, FUSE or mounts are unavailable.</summary>
+    public static void RequireBlockStack()
+    {
+        if (Environment.UserName != "root")
+        {
+            Assert.Skip("loop devices and mounts need root");
+        }
+
+        if (!File.Exists("/dev/fuse"))
+        {
+            Assert.Skip("/dev/fuse is absent: nbdfuse cannot expose a volume as a file here");
+        }
+
+        if (!File.Exists("/dev/loop-control") || NodeCommands.Find("losetup") is null)
+        {
+            Assert.Skip("losetup or /dev/loop-control is absent: no loop devices to mount a file system from");
+        }
+    }
+
     public static IEnumerable<string> MountPoints() =>
         File.ReadLines("/proc/self/mountinfo").Select(l => l.Split(' ')).Where(f => f.Length > 4).Select(f => f[4]).ToList();
 

@@ -53,7 +53,7 @@ public sealed class NodeTests() : CsiTestBase(withNode: true)
     [Fact]
     public async Task StagePublishWrite_SnapshotRestore_ReadsTheFileBack()
     {
-        RequireBlockStack();
+        NodeCleanup.RequireBlockStack();
         var volume = await CreateVolumeAsync("pvc-node", 64 * MiB);
         string staging = Path.Combine(Dir, "staging", volume.VolumeId);
         string target = Path.Combine(Dir, "pods", "a", "mount");
@@ -109,7 +109,7 @@ public sealed class NodeTests() : CsiTestBase(withNode: true)
     [Fact]
     public async Task BlockAccess_PublishesTheLoopDeviceAsAFile()
     {
-        RequireBlockStack();
+        NodeCleanup.RequireBlockStack();
         var volume = await CreateVolumeAsync("pvc-block", 16 * MiB);
         Pool.OpenDevice(volume.VolumeId).Value.Write(0, Pattern(4096, 7)).ThrowIfFailed();
         string staging = Path.Combine(Dir, "staging", volume.VolumeId);
@@ -134,24 +134,6 @@ public sealed class NodeTests() : CsiTestBase(withNode: true)
         Assert.False(File.Exists(target));
         await UnstageAsync(volume.VolumeId, staging);
         await UnstageAsync(volume.VolumeId, staging);
-    }
-
-    private static void RequireBlockStack()
-    {
-        if (Environment.UserName != "root")
-        {
-            Assert.Skip("loop devices and mounts need root");
-        }
-
-        if (!File.Exists("/dev/fuse"))
-        {
-            Assert.Skip("/dev/fuse is absent: nbdfuse cannot expose a volume as a file here");
-        }
-
-        if (!File.Exists("/dev/loop-control") || NodeCommands.Find("losetup") is null)
-        {
-            Assert.Skip("losetup or /dev/loop-control is absent: no loop devices to mount a file system from");
-        }
     }
 
     private Task<NodeStageVolumeResponse> StageAsync(string volumeId, string staging, VolumeCapability capability) =>

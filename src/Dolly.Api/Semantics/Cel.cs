@@ -15,8 +15,15 @@ internal sealed class CelException(string message) : Exception(message);
 /// comparison, arithmetic, logic and the conditional operator. Values are JSON nodes, longs, doubles, strings,
 /// bools and lists.
 /// </summary>
-internal static class Cel
+internal static partial class Cel
 {
+    // The words Kubernetes escapes as __word__ in property names (CEL keywords and reserved identifiers).
+    private static readonly HashSet<string> ReservedWords = new(StringComparer.Ordinal)
+    {
+        "true", "false", "null", "in", "as", "break", "const", "continue", "else", "for", "function", "if", "import", "let", "loop",
+        "package", "namespace", "return", "var", "void", "while",
+    };
+
     private abstract record Expr;
 
     private sealed record Lit(object? Value) : Expr;
@@ -41,6 +48,9 @@ internal static class Cel
     private static readonly Lock CacheLock = new();
 
     /// <summary>Whether a rule mentions oldSelf (a transition rule, evaluated only on update).</summary>
+    [GeneratedRegex("__(underscores|dot|dash|slash)__", RegexOptions.CultureInvariant)]
+    private static partial Regex EscapedSequence();
+
     public static bool IsTransitionRule(string rule) => Regex.IsMatch(rule, @"\boldSelf\b");
 
     /// <summary>Evaluates a rule to a bool.</summary>
@@ -371,6 +381,30 @@ internal static class Cel
             return Accept("-") ? new Unary("-", UnaryExpr()) : Member();
         }
 
+        /// <summary>
+        /// Kubernetes escapes property names that CEL cannot spell: a reserved word as <c>__word__</c>
+        /// (<c>self.__namespace__</c> reads <c>namespace</c>), and <c>__</c>, <c>.</c>, <c>-</c>, <c>/</c> as
+        /// <c>__underscores__</c>, <c>__dot__</c>, <c>__dash__</c>, <c>__slash__</c>.
+        /// </summary>
+        private static string UnescapeField(string name)
+        {
+            if (name.Length > 4 && name.StartsWith("__", StringComparison.Ordinal) && name.EndsWith("__", StringComparison.Ordinal)
+                && ReservedWords.Contains(name[2..^2]))
+            {
+                return name[2..^2];
+            }
+
+            return name.Contains("__", StringComparison.Ordinal)
+                ? EscapedSequence().Replace(name, m => m.Groups[1].Value switch
+                {
+                    "underscores" => "__",
+                    "dot" => ".",
+                    "dash" => "-",
+                    _ => "/",
+                })
+                : name;
+        }
+
         private Expr Member()
         {
             var e = Primary();
@@ -380,7 +414,7 @@ internal static class Cel
                 {
                     string name = Peek;
                     _pos++;
-                    e = Accept("(") ? new Call(e, name, Args(")")) : new Select(e, name);
+                    e = Accept("(") ? new Call(e, name, Args(")")) : new Select(e, UnescapeField(name));
                 }
                 else if (Accept("["))
                 {

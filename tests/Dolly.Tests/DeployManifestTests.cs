@@ -1,0 +1,385 @@
+using System.Diagnostics;
+using System.Text;
+using Dolly.Api;
+using YamlDotNet.RepresentationModel;
+
+namespace Dolly.Tests;
+
+/// <summary>
+/// deploy/kubernetes against the real kubectl and the embedded API server: what it serves is accepted by a
+/// server-side dry run that creates nothing, then applied for real; the CRDs agree with the embedded ones;
+/// the kustomization builds offline; every <c>dolly node</c> command line parses; the Dockerfile copies what exists.
+/// </summary>
+public sealed class DeployManifestTests : IAsyncLifetime
+{
+    /// <summary>Files whose kinds the embedded API server serves.</summary>
+    private static readonly string[] Served = ["namespace.yaml", "crds.yaml", "csidriver.yaml", "storageclass.yaml", "snapshotclass.yaml"];
+
+    /// <summary>
+    /// Files whose kinds the embedded server does not serve, with what kubectl reports: it has no apps or RBAC
+    /// groups and no ServiceAccounts, and serves Services read-only (no pods run there).
+    /// </summary>
+    private static readonly (string File, string[] Errors)[] NotServed =
+    [
+        ("rbac-controller.yaml", ["no matches for kind \"ServiceAccount\" in version \"v1\"", "no matches for kind \"ClusterRole\" in version \"rbac.authorization.k8s.io/v1\"",
+            "no matches for kind \"ClusterRoleBinding\" in version \"rbac.authorization.k8s.io/v1\"", "no matches for kind \"Role\" in version \"rbac.authorization.k8s.io/v1\"",
+            "no matches for kind \"RoleBinding\" in version \"rbac.authorization.k8s.io/v1\""]),
+        ("rbac-node.yaml", ["no matches for kind \"ServiceAccount\" in version \"v1\""]),
+        ("controller.yaml", ["no matches for kind \"Deployment\" in version \"apps/v1\""]),
+        ("node.yaml", ["no matches for kind \"DaemonSet\" in version \"apps/v1\""]),
+        ("service.yaml", ["create is not supported on resources of kind \"services\""]),
+    ];
+
+    private readonly string _stateDir = Path.Combine(Path.GetTempPath(), "dolly-deploy-test-" + Guid.NewGuid().ToString("N")[..12]);
+    private ApiServer? _api;
+
+    private static string Deploy => Path.Combine(RepoRoot, "deploy", "kubernetes");
+
+    private static string RepoRoot
+    {
+        get
+        {
+            for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            {
+                if (File.Exists(Path.Combine(dir.FullName, "Dolly.slnx")))
+                {
+                    return dir.FullName;
+                }
+            }
+
+            throw new InvalidOperationException("the tests run outside the repository: no Dolly.slnx above " + AppContext.BaseDirectory);
+        }
+    }
+
+    private static CancellationToken Token => TestContext.Current.CancellationToken;
+
+    public async ValueTask InitializeAsync()
+    {
+        _api = new ApiServer(new ApiServerOptions(_stateDir, "127.0.0.1", 0));
+        await _api.StartAsync(Token);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_api is not null)
+        {
+            await _api.DisposeAsync();
+        }
+
+        Directory.Delete(_stateDir, recursive: true);
+    }
+
+    [Fact]
+    public void EveryManifest_IsInTheKustomization_AndClassified()
+    {
+        var resources = Sequence(Load(Path.Combine(Deploy, "kustomization.yaml")).Single(), "resources").Select(n => n.ToString()).ToList();
+        var files = Directory.EnumerateFiles(Deploy, "*.yaml").Select(Path.GetFileName).Where(f => f != "kustomization.yaml").Order(StringComparer.Ordinal).ToList();
+        Assert.Equal(files, resources.Order(StringComparer.Ordinal));
+        Assert.Equal(files, Served.Concat(NotServed.Select(n => n.File)).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public async Task Kustomize_BuildsOffline_WithEveryObject()
+    {
+        var r = await KubectlAsync("kustomize", Deploy);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        var objects = Parse(r.Stdout).Select(d => $"{Scalar(d, "kind")}/{Scalar(Map(d, "metadata"), "name")}").ToHashSet(StringComparer.Ordinal);
+        foreach (string expected in new[]
+                 {
+                     "Namespace/dolly-system", "CustomResourceDefinition/volumesnapshots.snapshot.storage.k8s.io", "CustomResourceDefinition/referencegrants.gateway.networking.k8s.io",
+                     "ServiceAccount/dolly-controller", "ClusterRole/dolly-controller", "ClusterRoleBinding/dolly-controller", "Role/dolly-controller-leader-election",
+                     "RoleBinding/dolly-controller-leader-election", "ServiceAccount/dolly-node", "CSIDriver/csi.dolly.io", "Deployment/dolly-controller",
+                     "Service/dolly-nbd", "DaemonSet/dolly-node", "StorageClass/dolly", "VolumeSnapshotClass/dolly-snapshots",
+                 })
+        {
+            Assert.Contains(expected, objects);
+        }
+    }
+
+    [Fact]
+    public async Task ServedFiles_ServerDryRun_CreatesNothing_ThenApplyCreatesThem()
+    {
+        string crdVersionsBefore = (await Ok("get", "crd", "-o", "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}")).Stdout;
+        foreach (string file in Served)
+        {
+            var dry = await Ok("apply", "--dry-run=server", "-f", Path.Combine(Deploy, file));
+            Assert.Contains("(server dry run)", dry.Stdout, StringComparison.Ordinal);
+        }
+
+        foreach (string file in Served.Where(f => f != "crds.yaml"))
+        {
+            var get = await KubectlAsync("get", "-f", Path.Combine(Deploy, file), "-o", "name");
+            Assert.True(get.ExitCode != 0 && get.Stderr.Contains("NotFound", StringComparison.Ordinal), $"the dry run of {file} created something: {get}");
+        }
+
+        // The embedded server installs the same CRDs at start: the dry run must not have touched them.
+        Assert.Equal(crdVersionsBefore, (await Ok("get", "crd", "-o", "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}")).Stdout);
+
+        foreach (string file in Served)
+        {
+            await Ok("apply", "-f", Path.Combine(Deploy, file));
+            var names = (await Ok("get", "-f", Path.Combine(Deploy, file), "-o", "name")).Stdout;
+            foreach (var doc in Load(Path.Combine(Deploy, file)))
+            {
+                Assert.Contains("/" + Scalar(Map(doc, "metadata"), "name"), names, StringComparison.Ordinal);
+            }
+        }
+
+        Assert.Matches(@"dolly-snapshots\s+csi\.dolly\.io\s+Delete", (await Ok("get", "volumesnapshotclass")).Stdout);
+        Assert.Matches(@"dolly\s+csi\.dolly\.io\s+Delete\s+Immediate\s+true", (await Ok("get", "storageclass", "dolly")).Stdout);
+        Assert.Equal("true", (await Ok("get", "volumesnapshotclass", "dolly-snapshots", "-o", "jsonpath={.metadata.annotations.snapshot\\.storage\\.kubernetes\\.io/is-default-class}")).Stdout);
+        Assert.Equal("false false File Persistent", (await Ok("get", "csidriver", "csi.dolly.io", "-o", "jsonpath={.spec.attachRequired} {.spec.podInfoOnMount} {.spec.fsGroupPolicy} {.spec.volumeLifecycleModes[*]}")).Stdout);
+        Assert.StartsWith("https://github.com/", (await Ok("get", "crd", "volumesnapshots.snapshot.storage.k8s.io", "-o", "jsonpath={.metadata.annotations.api-approved\\.kubernetes\\.io}")).Stdout, StringComparison.Ordinal);
+
+        // The CRDs' CEL rules hold: a content must name its snapshot's namespace, and have exactly one source.
+        var bad = await KubectlWithInputAsync(
+            "apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshotContent\nmetadata: {name: vsc-bad}\nspec: {deletionPolicy: Retain, driver: csi.dolly.io, source: {snapshotHandle: s, volumeHandle: v}, volumeSnapshotRef: {name: vs}}\n",
+            "apply", "-f", "-");
+        Assert.NotEqual(0, bad.ExitCode);
+        Assert.Contains("exactly one of volumeHandle and snapshotHandle must be set", bad.Stderr, StringComparison.Ordinal);
+        Assert.Contains("both spec.volumeSnapshotRef.name and spec.volumeSnapshotRef.namespace must be set", bad.Stderr, StringComparison.Ordinal);
+        (await KubectlWithInputAsync(
+            "apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshotContent\nmetadata: {name: vsc-good}\nspec: {deletionPolicy: Retain, driver: csi.dolly.io, source: {snapshotHandle: s}, volumeSnapshotRef: {name: vs, namespace: default}}\n",
+            "apply", "-f", "-")).EnsureOk();
+    }
+
+    [Fact]
+    public async Task NotServedFiles_AreRejectedByKind_NothingElseIsWrong()
+    {
+        await Ok("apply", "-f", Path.Combine(Deploy, "namespace.yaml"));
+        foreach (var (file, errors) in NotServed)
+        {
+            var r = await KubectlAsync("apply", "--dry-run=server", "-f", Path.Combine(Deploy, file));
+            Assert.NotEqual(0, r.ExitCode);
+            foreach (string error in errors)
+            {
+                Assert.Contains(error, r.Stderr, StringComparison.Ordinal);
+            }
+
+            // One complaint per object, each about its kind: no field of these manifests was judged.
+            int objects = Load(Path.Combine(Deploy, file)).Count;
+            int complaints = r.Stderr.Split('\n').Count(l => l.Contains("no matches for kind", StringComparison.Ordinal) || l.Contains("is not supported on resources of kind", StringComparison.Ordinal));
+            Assert.True(objects == complaints, $"{file}: {objects} objects, {complaints} kind errors: {r}");
+        }
+    }
+
+    [Fact]
+    public void Crds_AgreeWithTheEmbeddedDefinitions_ApartFromCelRules()
+    {
+        var embedded = Load(Path.Combine(RepoRoot, "src", "Dolly.Api", "Definitions", "bootstrap-snapshot.yaml")).Single();
+        var embeddedByName = Sequence(embedded, "items").Cast<YamlMappingNode>().ToDictionary(c => Scalar(Map(c, "metadata"), "name"), StringComparer.Ordinal);
+        var deployed = Load(Path.Combine(Deploy, "crds.yaml")).ToDictionary(c => Scalar(Map(c, "metadata"), "name"), StringComparer.Ordinal);
+        Assert.Equal(embeddedByName.Keys.Order(StringComparer.Ordinal), deployed.Keys.Order(StringComparer.Ordinal));
+        foreach (var (name, crd) in deployed)
+        {
+            Assert.Equal(Canon(Map(embeddedByName[name], "spec"), stripCel: false), Canon(Map(crd, "spec"), stripCel: true));
+            Assert.False(string.IsNullOrEmpty(Scalar(Map(Map(crd, "metadata"), "annotations"), "api-approved.kubernetes.io")), $"{name} lacks the api-approved.kubernetes.io annotation that kube-apiserver requires of *.k8s.io groups");
+        }
+
+        Assert.Contains("x-kubernetes-validations", File.ReadAllText(Path.Combine(Deploy, "crds.yaml")), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task NodePlugin_CommandLine_Parses_PathsAgree()
+    {
+        var daemonSet = Load(Path.Combine(Deploy, "node.yaml")).Single();
+        var pod = Map(Map(Map(daemonSet, "spec"), "template"), "spec");
+        var containers = Sequence(pod, "containers").Cast<YamlMappingNode>().ToDictionary(c => Scalar(c, "name"), StringComparer.Ordinal);
+        string[] args = [.. Sequence(containers["dolly"], "args").Select(a => a.ToString())];
+        Assert.Equal("node", args[0]);
+
+        // Every option is known and has its value: the run gets as far as reading the TLS files, absent here.
+        var run = await new CliRunner().RunAsync(args);
+        Assert.True(run.ExitCode == ExitCodes.InvalidArgument, run.ToString());
+        Assert.Contains("error: cannot read the NBD server's CA certificate /nbd-tls/ca.crt", run.Err, StringComparison.Ordinal);
+        Assert.Equal(ExitCodes.Ok, (await new CliRunner().RunAsync(["node", "--help"])).ExitCode);
+
+        // The socket dolly serves is the one the registrar watches and registers with kubelet.
+        var volumes = Sequence(pod, "volumes").Cast<YamlMappingNode>().ToDictionary(v => Scalar(v, "name"), StringComparer.Ordinal);
+        string pluginDir = Scalar(Map(volumes["plugin-dir"], "hostPath"), "path");
+        Assert.Equal("/var/lib/kubelet/plugins/csi.dolly.io", pluginDir);
+        Assert.Equal("/csi/csi.sock", Arg(args, "--csi-socket"));
+        Assert.Equal("/csi", MountPath(containers["dolly"], "plugin-dir"));
+        string[] registrar = [.. Sequence(containers["node-driver-registrar"], "args").Select(a => a.ToString())];
+        Assert.Contains("--csi-address=/csi/csi.sock", registrar);
+        Assert.Contains($"--kubelet-registration-path={pluginDir}/csi.sock", registrar);
+        Assert.Equal("/var/lib/kubelet/plugins_registry", Scalar(Map(volumes["registration-dir"], "hostPath"), "path"));
+        Assert.StartsWith("registry.k8s.io/sig-storage/csi-node-driver-registrar:", Scalar(containers["node-driver-registrar"], "image"), StringComparison.Ordinal);
+
+        // The TLS files are where the secret is mounted; the NBD address is the Service's.
+        string tlsMount = MountPath(containers["dolly"], "nbd-tls");
+        Assert.All(new[] { "--nbd-tls-ca", "--nbd-tls-cert", "--nbd-tls-key" }, o => Assert.StartsWith(tlsMount + "/", Arg(args, o), StringComparison.Ordinal));
+        var service = Load(Path.Combine(Deploy, "service.yaml")).Single();
+        string port = Scalar((YamlMappingNode)Sequence(Map(service, "spec"), "ports").Single(), "port");
+        Assert.Equal($"{Scalar(Map(service, "metadata"), "name")}.{Scalar(Map(service, "metadata"), "namespace")}.svc:{port}", Arg(args, "--nbd"));
+        Assert.Equal("Bidirectional", Scalar(VolumeMount(containers["dolly"], "kubelet-dir"), "mountPropagation"));
+    }
+
+    [Fact]
+    public void Controller_CommandLine_UsesTheMountedPaths()
+    {
+        var deployment = Load(Path.Combine(Deploy, "controller.yaml")).Single();
+        var pod = Map(Map(Map(deployment, "spec"), "template"), "spec");
+        var container = (YamlMappingNode)Sequence(pod, "containers").Single();
+        string[] args = [.. Sequence(container, "args").Select(a => a.ToString())];
+        Assert.Equal(["up", "--in-cluster", "--leader-elect", "--no-node"], args[..4]);
+        string tls = MountPath(container, "tls");
+        Assert.All(new[] { "--nbd-tls-cert", "--nbd-tls-key", "--nbd-tls-client-ca" }, o => Assert.StartsWith(tls + "/", Arg(args, o), StringComparison.Ordinal));
+        Assert.StartsWith(MountPath(container, "pool") + "/", Arg(args, "--pool"), StringComparison.Ordinal);
+        Assert.EndsWith(":10809", Arg(args, "--nbd-tcp"), StringComparison.Ordinal);
+        Assert.Equal("true", Scalar(Map(pod, "nodeSelector"), "dolly.io/storage-node"));
+        Assert.Equal("2", Scalar(Map(deployment, "spec"), "replicas"));
+    }
+
+    [Fact]
+    public void Dockerfile_CopiesWhatExists_PublishesTheDollyExecutable()
+    {
+        string[] lines = File.ReadAllLines(Path.Combine(Deploy, "Dockerfile"));
+        var copies = lines.Where(l => l.StartsWith("COPY ", StringComparison.Ordinal) && !l.Contains("--from=", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(copies);
+        foreach (string copy in copies)
+        {
+            string[] parts = copy.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            foreach (string source in parts[1..^1])
+            {
+                Assert.True(Path.Exists(Path.Combine(RepoRoot, source)), $"the Dockerfile copies '{source}', which the repository lacks");
+            }
+        }
+
+        string publish = lines.Single(l => l.Contains("dotnet publish", StringComparison.Ordinal));
+        string project = publish.Split(' ', StringSplitOptions.RemoveEmptyEntries).Single(p => p.EndsWith(".csproj", StringComparison.Ordinal));
+        Assert.Contains("<AssemblyName>dolly</AssemblyName>", File.ReadAllText(Path.Combine(RepoRoot, project)), StringComparison.Ordinal);
+        Assert.Contains("FROM mcr.microsoft.com/dotnet/sdk:10.0 AS build", lines);
+        Assert.Contains("FROM mcr.microsoft.com/dotnet/aspnet:10.0", lines);
+        Assert.Contains("ENTRYPOINT [\"dolly\"]", lines);
+        string install = string.Join(' ', lines.SkipWhile(l => !l.Contains("apt-get install", StringComparison.Ordinal)).Take(2));
+        Assert.All(new[] { "libnbd-bin", "fuse3", "e2fsprogs", "xfsprogs", "util-linux", "mount" }, p => Assert.Contains(" " + p, install, StringComparison.Ordinal));
+    }
+
+    private sealed class CliRunner : CliTestBase
+    {
+        public async Task<CliRun> RunAsync(string[] args)
+        {
+            try
+            {
+                return await Dolly(args);
+            }
+            finally
+            {
+                Dispose();
+            }
+        }
+    }
+
+    private sealed record KubectlResult(int ExitCode, string Stdout, string Stderr)
+    {
+        public KubectlResult EnsureOk() => ExitCode == 0 ? this : throw new InvalidOperationException(ToString());
+
+        public override string ToString() => $"kubectl exit {ExitCode}\n--- stdout\n{Stdout}\n--- stderr\n{Stderr}";
+    }
+
+    private Task<KubectlResult> KubectlAsync(params string[] args) => KubectlWithInputAsync(null, args);
+
+    private async Task<KubectlResult> Ok(params string[] args)
+    {
+        var r = await KubectlAsync(args);
+        Assert.True(r.ExitCode == 0, $"kubectl {string.Join(' ', args)}: {r}");
+        return r;
+    }
+
+    private async Task<KubectlResult> KubectlWithInputAsync(string? stdin, params string[] args)
+    {
+        var psi = new ProcessStartInfo("kubectl") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        psi.Environment["KUBECONFIG"] = _api!.KubeconfigPath;
+        using var process = Process.Start(psi)!;
+        await process.StandardInput.WriteAsync(stdin ?? string.Empty);
+        process.StandardInput.Close();
+        var stdout = process.StandardOutput.ReadToEndAsync(Token);
+        var stderr = process.StandardError.ReadToEndAsync(Token);
+        await process.WaitForExitAsync(Token);
+        return new KubectlResult(process.ExitCode, await stdout, await stderr);
+    }
+
+    private static List<YamlMappingNode> Load(string path) => Parse(File.ReadAllText(path)).ToList() is { Count: > 0 } docs ? docs : throw new InvalidOperationException(path + " is empty");
+
+    private static IEnumerable<YamlMappingNode> Parse(string text)
+    {
+        var stream = new YamlStream();
+        stream.Load(new StringReader(text));
+        foreach (var doc in stream.Documents)
+        {
+            if (doc.RootNode is YamlMappingNode map)
+            {
+                yield return map;
+            }
+            else if (doc.RootNode is YamlSequenceNode)
+            {
+                // The embedded definitions are one YAML list; wrap it so callers unwrap it.
+                yield return new YamlMappingNode(new YamlScalarNode("items"), doc.RootNode);
+            }
+        }
+    }
+
+    private static YamlMappingNode Map(YamlMappingNode node, string key) => (YamlMappingNode)node.Children[new YamlScalarNode(key)];
+
+    private static IEnumerable<YamlNode> Sequence(YamlMappingNode node, string key) => ((YamlSequenceNode)node.Children[new YamlScalarNode(key)]).Children;
+
+    private static string Scalar(YamlMappingNode node, string key) =>
+        node.Children.TryGetValue(new YamlScalarNode(key), out var value) ? ((YamlScalarNode)value).Value ?? string.Empty : string.Empty;
+
+    private static string Arg(string[] args, string option) => args[Array.IndexOf(args, option) + 1];
+
+    private static YamlMappingNode VolumeMount(YamlMappingNode container, string volume) =>
+        Sequence(container, "volumeMounts").Cast<YamlMappingNode>().Single(m => Scalar(m, "name") == volume);
+
+    private static string MountPath(YamlMappingNode container, string volume) => Scalar(VolumeMount(container, volume), "mountPath");
+
+    /// <summary>A canonical text of a YAML tree (keys sorted, flow or block style alike), optionally without CEL rules.</summary>
+    private static string Canon(YamlNode node, bool stripCel)
+    {
+        var sb = new StringBuilder();
+        Write(node);
+        return sb.ToString();
+
+        void Write(YamlNode n)
+        {
+            switch (n)
+            {
+                case YamlScalarNode s:
+                    sb.Append('"').Append(s.Value).Append('"');
+                    break;
+                case YamlSequenceNode q:
+                    sb.Append('[');
+                    foreach (var item in q.Children)
+                    {
+                        Write(item);
+                        sb.Append(',');
+                    }
+
+                    sb.Append(']');
+                    break;
+                case YamlMappingNode m:
+                    sb.Append('{');
+                    foreach (var (key, value) in m.Children.Select(kv => (((YamlScalarNode)kv.Key).Value!, kv.Value)).OrderBy(kv => kv.Item1, StringComparer.Ordinal))
+                    {
+                        if (stripCel && key == "x-kubernetes-validations")
+                        {
+                            continue;
+                        }
+
+                        sb.Append(key).Append(':');
+                        Write(value);
+                        sb.Append(',');
+                    }
+
+                    sb.Append('}');
+                    break;
+            }
+        }
+    }
+}
