@@ -48,11 +48,15 @@ internal static class NodeCleanup
             Assert.Skip("/dev/fuse is absent: nbdfuse cannot expose a volume as a file here");
         }
 
-        if (!File.Exists("/dev/loop-control") || NodeCommands.Find("losetup") is null)
+        if (!File.Exists("/dev/loop-control") || !OnPath("losetup"))
         {
             Assert.Skip("losetup or /dev/loop-control is absent: no loop devices to mount a file system from");
         }
     }
+
+    private static bool OnPath(string program) =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin").Split(':').Append("/usr/sbin").Append("/sbin")
+            .Any(dir => dir.Length > 0 && File.Exists(Path.Combine(dir, program)));
 
     public static IEnumerable<string> MountPoints() =>
         File.ReadLines("/proc/self/mountinfo").Select(l => l.Split(' ')).Where(f => f.Length > 4).Select(f => f[4]).ToList();

@@ -15,8 +15,7 @@ public sealed class DollyUp : IAsyncLifetime
     public const string GoldenHandle = "orders-golden-v1";
     public const string GoldenText = "id,total\n1,42\n2,17\n";
 
-    private readonly SemaphoreSlim _once = new(1, 1);
-    private readonly HashSet<string> _done = new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<Task>> _steps = new(StringComparer.Ordinal);
     private Process? _process;
     private readonly StringBuilder _log = new();
 
@@ -150,25 +149,8 @@ public sealed class DollyUp : IAsyncLifetime
         }
     }
 
-    /// <summary>Runs a setup step once for the whole class, however many tests need it.</summary>
-    public async Task OnceAsync(string step, Func<Task> action)
-    {
-        await _once.WaitAsync();
-        try
-        {
-            if (_done.Contains(step))
-            {
-                return;
-            }
-
-            await action();
-            _done.Add(step);
-        }
-        finally
-        {
-            _once.Release();
-        }
-    }
+    /// <summary>Runs a setup step once for the whole run, however many tests need it (a failed step fails them all alike).</summary>
+    public Task OnceAsync(string step, Func<Task> action) => _steps.GetOrAdd(step, _ => new Lazy<Task>(action)).Value;
 
     public Task<Run> Dolly(params string[] args) => RunAsync("dotnet", [DollyDll, "--pool", Pool, .. args], null);
 
