@@ -33,6 +33,13 @@ internal sealed class IdentityService(CsiServerOptions options, bool servesContr
         {
             Service = new PluginCapability.Types.Service { Type = PluginCapability.Types.Service.Types.Type.SnapshotMetadataService },
         });
+
+        // Volumes grow while attached only in the pool; an attachment keeps the size NBD reported when it
+        // opened, so the file system grows at the next stage: offline expansion.
+        response.Capabilities.Add(new PluginCapability
+        {
+            VolumeExpansion = new PluginCapability.Types.VolumeExpansion { Type = PluginCapability.Types.VolumeExpansion.Types.Type.Offline },
+        });
         return Task.FromResult(response);
     }
 

@@ -351,6 +351,46 @@ internal sealed partial class NodeService : Node.NodeBase, IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Offline expansion: a volume grown since its file system was made gets the file system grown to the
+    /// device before it is mounted (e2fsck -f, then resize2fs), so no online-resize privilege is needed.
+    /// </summary>
+    private static async Task GrowExtOfflineAsync(string device, string rpc)
+    {
+        var header = (await NodeCommands.RunAsync("dumpe2fs", "-h", device).ConfigureAwait(false)).Check(rpc);
+        long blocks = HeaderNumber(header.StdOut, "Block count:");
+        long blockSize = HeaderNumber(header.StdOut, "Block size:");
+        var size = (await NodeCommands.RunAsync("blockdev", "--getsize64", device).ConfigureAwait(false)).Check(rpc);
+        if (blocks <= 0 || blockSize <= 0 || !long.TryParse(size.StdOut.Trim(), System.Globalization.CultureInfo.InvariantCulture, out long deviceBytes)
+            || deviceBytes - (blocks * blockSize) < 1L << 20)
+        {
+            return;
+        }
+
+        // e2fsck -p exits 1 when it corrected something; resize2fs insists on a freshly checked file system.
+        var check = await NodeCommands.RunAsync("e2fsck", "-f", "-p", device).ConfigureAwait(false);
+        if (check.ExitCode is not (0 or 1))
+        {
+            throw check.Failure(rpc);
+        }
+
+        (await NodeCommands.RunAsync("resize2fs", device).ConfigureAwait(false)).Check(rpc);
+    }
+
+    private static long HeaderNumber(string dump, string field)
+    {
+        foreach (string line in dump.Split('\n'))
+        {
+            if (line.StartsWith(field, StringComparison.Ordinal)
+                && long.TryParse(line[field.Length..].Trim(), System.Globalization.CultureInfo.InvariantCulture, out long value))
+            {
+                return value;
+            }
+        }
+
+        return 0;
+    }
+
     private static void Require(string value, string field, string rpc)
     {
         if (string.IsNullOrEmpty(value))
@@ -515,6 +555,10 @@ internal sealed partial class NodeService : Node.NodeBase, IAsyncDisposable
             else
             {
                 probe.Check(rpc);
+                if (probe.StdOut.Trim() is "ext2" or "ext3" or "ext4")
+                {
+                    await GrowExtOfflineAsync(staged.LoopDevice, rpc).ConfigureAwait(false);
+                }
             }
 
             Directory.CreateDirectory(staging);

@@ -192,6 +192,20 @@ public sealed class DollyUp : IAsyncLifetime
         Assert.True(run.ExitCode == 0, $"{kindAndName} never got {jsonPath}={value}: {run}\n--- dolly up log (tail)\n{Tail(Log, 40)}");
     }
 
+    /// <summary>Waits until an object is gone (kubectl wait --for=delete).</summary>
+    public async Task WaitForDeleted(string kindAndName, string? ns, int seconds = 60)
+    {
+        var args = new List<string> { "wait", "--for=delete", kindAndName, $"--timeout={seconds}s" };
+        if (ns is not null)
+        {
+            args.Add("-n");
+            args.Add(ns);
+        }
+
+        var run = await Kubectl([.. args]);
+        Assert.True(run.ExitCode == 0, $"{kindAndName} was never deleted: {run}\n--- dolly up log (tail)\n{Tail(Log, 60)}");
+    }
+
     /// <summary>Polls until the condition holds or the time is up; returns whether it held.</summary>
     public static async Task<bool> Eventually(Func<Task<bool>> condition, int seconds = 30)
     {

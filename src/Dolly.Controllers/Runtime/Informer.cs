@@ -16,6 +16,9 @@ internal sealed class Informer<T> : IInformer
     where T : class, IKubernetesObject<V1ObjectMeta>
 {
     private readonly ConcurrentDictionary<string, T> _items = new(StringComparer.Ordinal);
+
+    // UIDs the watch reported deleted; UIDs are never reused, so a late write-through of one is stale.
+    private readonly ConcurrentDictionary<string, byte> _deleted = new(StringComparer.Ordinal);
     private readonly Func<CancellationToken, Task<(IList<T> Items, string ResourceVersion)>> _list;
     private readonly Func<string, CancellationToken, IAsyncEnumerable<(WatchEventType, T)>> _watch;
     private readonly List<Action<T?, T?>> _handlers = [];
@@ -54,6 +57,14 @@ internal sealed class Informer<T> : IInformer
     /// <summary>Puts an object the controller just wrote into the cache, so the next reconcile sees it before the watch does.</summary>
     public void Remember(T item)
     {
+        // A write that removed the last finalizer of a deleted object returns it one last time; the watch may
+        // already have reported it gone. Either way it must not come back into the cache as a ghost.
+        if ((item.Metadata.DeletionTimestamp is not null && (item.Metadata.Finalizers is null || item.Metadata.Finalizers.Count == 0))
+            || (item.Metadata.Uid is { } uid && _deleted.ContainsKey(uid)))
+        {
+            return;
+        }
+
         string key = Key(item);
         _items.TryGetValue(key, out var old);
         if (old is not null && IsNewer(old, item))
@@ -181,6 +192,11 @@ internal sealed class Informer<T> : IInformer
         {
             if (!seen.Contains(key) && _items.TryRemove(key, out var old))
             {
+                if (old.Metadata?.Uid is { } uid)
+                {
+                    _deleted[uid] = 0;
+                }
+
                 Fire(old, null);
             }
         }
@@ -196,6 +212,15 @@ internal sealed class Informer<T> : IInformer
 
     private void Remove(T item)
     {
+        if (item.Metadata?.Uid is { } uid)
+        {
+            _deleted[uid] = 0;
+            if (_deleted.Count > 100_000)
+            {
+                _deleted.Clear();
+            }
+        }
+
         _items.TryRemove(Key(item), out var old);
         Fire(old ?? item, null);
     }

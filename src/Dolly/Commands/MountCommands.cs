@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Dolly.Csi.V1;
 using Dolly.Mounts;
+using k8s;
 using Spectre.Console;
 
 namespace Dolly.Commands;
@@ -149,6 +150,12 @@ internal static class MountCommands
             throw new CliFailureException(ex.ExitCode, undo is null ? ex.Message : $"{ex.Message}; undoing it failed too ({undo}): 'dolly unmount {target}' retries");
         }
 
+        string? resized = null;
+        if (volume.ResizePending && !volume.Block && !record.ReadOnly)
+        {
+            resized = await FinishResizeAsync(at, node, record, volume, ct).ConfigureAwait(false);
+        }
+
         if (json)
         {
             context.WriteJson(record, DollyJson.Default.MountRecord);
@@ -156,9 +163,49 @@ internal static class MountCommands
         else
         {
             await context.Host.Out.WriteLineAsync($"mounted {ns}/{claimName} (volume {record.VolumeId}) at {target}{(record.ReadOnly ? " read-only" : string.Empty)}").ConfigureAwait(false);
+            if (resized is not null)
+            {
+                await context.Host.Out.WriteLineAsync(resized).ConfigureAwait(false);
+            }
         }
 
         return ExitCodes.Ok;
+    }
+
+    /// <summary>
+    /// The kubelet's half of a volume expansion: the controller grew the volume and left the claim with
+    /// FileSystemResizePending; the file system grows on the node (NodeExpandVolume) and the claim's status
+    /// then shows the new capacity. Only a fresh attachment sees the new size, so a volume already staged
+    /// for another target is left pending with a note.
+    /// </summary>
+    private static async Task<string> FinishResizeAsync(Locations at, CsiNodeConnection node, MountRecord record, ClaimVolume volume, CancellationToken ct)
+    {
+        if (at.Records.List().Any(r => r.VolumeId == record.VolumeId && r.Target != record.Target))
+        {
+            return $"file system resize of {record.Namespace}/{record.Claim} is pending: the volume is mounted elsewhere too; unmount every target and mount again to grow it";
+        }
+
+        var expand = new NodeExpandVolumeRequest
+        {
+            VolumeId = record.VolumeId,
+            VolumePath = record.Target,
+            StagingTargetPath = record.StagingPath,
+            VolumeCapability = volume.Capability(),
+            CapacityRange = volume.VolumeCapacity is null ? null : new CapacityRange { RequiredBytes = (long)new k8s.Models.ResourceQuantity(volume.VolumeCapacity).ToDecimal() },
+        };
+        await node.ExpandAsync(expand, ct).ConfigureAwait(false);
+        using var client = ClaimResolver.Connect(at.Kubeconfig);
+        string patch = $$$"""{"status":{"capacity":{"storage":"{{{volume.VolumeCapacity}}}"},"conditions":[]}}""";
+        try
+        {
+            await client.CoreV1.PatchNamespacedPersistentVolumeClaimStatusAsync(new k8s.Models.V1Patch(patch, k8s.Models.V1Patch.PatchType.MergePatch), record.Claim, record.Namespace, cancellationToken: ct).ConfigureAwait(false);
+        }
+        catch (k8s.Autorest.HttpOperationException ex)
+        {
+            throw new CliFailureException(ExitCodes.IoError, $"grew the file system of {record.Namespace}/{record.Claim}, but recording its capacity in the claim failed: {ex.Response.StatusCode} {ex.Response.Content}");
+        }
+
+        return $"grew the file system of {record.Namespace}/{record.Claim} to {volume.VolumeCapacity}";
     }
 
     private static async Task AttachAsync(CsiNodeConnection node, MountRecord record, ClaimVolume volume, CancellationToken ct)

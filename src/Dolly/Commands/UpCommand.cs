@@ -235,7 +235,7 @@ internal static class UpCommand
 
         await o.WriteLineAsync($"  controllers  snapshot, snapshotter, provisioner, resizer{(api is not null ? ", volume binder" : "")}").ConfigureAwait(false);
         await o.WriteLineAsync($"  pool         {pool.Directory}").ConfigureAwait(false);
-        await o.WriteLineAsync($"  NBD          {nbdOptions.UnixSocketPath}{string.Concat(nbd.LocalEndpoints.Select(e => $", tcp {e}"))}").ConfigureAwait(false);
+        await o.WriteLineAsync($"  NBD          {nbdOptions.UnixSocketPath}{string.Concat(nbd.LocalEndpoints.OfType<System.Net.IPEndPoint>().Select(e => $", tcp {e}"))}").ConfigureAwait(false);
         await o.WriteLineAsync($"  CSI          {csi.SocketPath} (Identity, Controller, GroupController, {(request.NoNode ? "" : "Node, ")}SnapshotMetadata)").ConfigureAwait(false);
         if (api is not null)
         {

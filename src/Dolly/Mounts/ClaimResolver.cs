@@ -23,7 +23,9 @@ internal sealed record ClaimVolume(
     IReadOnlyList<string> MountFlags,
     string AccessMode,
     bool ClaimIsReadOnlyMany,
-    bool PersistentVolumeReadOnly)
+    bool PersistentVolumeReadOnly,
+    bool ResizePending = false,
+    string? VolumeCapacity = null)
 {
     /// <summary>The CSI capability: block, or mount with the file system type and mount options; and the access mode.</summary>
     public VolumeCapability Capability()
@@ -173,7 +175,9 @@ internal static class ClaimResolver
             block ? [] : [.. spec.MountOptions ?? []],
             accessMode,
             claimModes.Count == 1 && claimModes[0] == "ReadOnlyMany",
-            csi.ReadOnlyProperty == true);
+            csi.ReadOnlyProperty == true,
+            pvc.Status?.Conditions?.Any(c => c.Type == "FileSystemResizePending" && c.Status == "True") == true,
+            spec.Capacity is { } capacity && capacity.TryGetValue("storage", out var size) ? size.ToString() : null);
     }
 
     private static async Task<T> ReadAsync<T>(Kubernetes client, string what, Func<CancellationToken, Task<T>> read, CancellationToken ct)

@@ -60,6 +60,9 @@ internal sealed class CsiNodeConnection : IDisposable
     public Task PublishAsync(NodePublishVolumeRequest request, CancellationToken ct) =>
         CallAsync($"NodePublishVolume of volume {request.VolumeId}", () => _node.NodePublishVolumeAsync(request, cancellationToken: ct).ResponseAsync);
 
+    public Task ExpandAsync(NodeExpandVolumeRequest request, CancellationToken ct) =>
+        CallAsync($"NodeExpandVolume of volume {request.VolumeId}", () => _node.NodeExpandVolumeAsync(request, cancellationToken: ct).ResponseAsync);
+
     public Task UnpublishAsync(string volumeId, string target, CancellationToken ct) =>
         CallAsync($"NodeUnpublishVolume of volume {volumeId}", () => _node.NodeUnpublishVolumeAsync(new NodeUnpublishVolumeRequest { VolumeId = volumeId, TargetPath = target }, cancellationToken: ct).ResponseAsync);
 
