@@ -22,6 +22,15 @@ public sealed record ControllerOptions
     /// <summary>Name of the leader-election Lease.</summary>
     public string LeaseName { get; init; } = "dolly-controllers";
 
+    /// <summary>How long a Lease holds without renewal before another replica may take it.</summary>
+    public TimeSpan LeaseDuration { get; init; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>How long the leader keeps trying to renew before it gives up leading.</summary>
+    public TimeSpan RenewDeadline { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How often candidates try to take, and the leader to renew, the Lease.</summary>
+    public TimeSpan RetryPeriod { get; init; } = TimeSpan.FromSeconds(2);
+
     /// <summary>This replica's identity in the Lease and in events.</summary>
     public string Identity { get; init; } = Environment.MachineName + "_" + Guid.NewGuid().ToString("N")[..8];
 

@@ -35,9 +35,9 @@ public static class DollyControllers
         var leaseLock = new LeaseLock(client, options.LeaseNamespace, options.LeaseName, options.Identity);
         using var elector = new LeaderElector(new LeaderElectionConfig(leaseLock)
         {
-            LeaseDuration = TimeSpan.FromSeconds(15),
-            RenewDeadline = TimeSpan.FromSeconds(10),
-            RetryPeriod = TimeSpan.FromSeconds(2),
+            LeaseDuration = options.LeaseDuration,
+            RenewDeadline = options.RenewDeadline,
+            RetryPeriod = options.RetryPeriod,
         });
         using var leading = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         Task? controllers = null;

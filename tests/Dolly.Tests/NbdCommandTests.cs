@@ -160,42 +160,4 @@ public sealed class NbdCommandTests : CliTestBase
         await p.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
         return (p.ExitCode, await stdout + await stderr);
     }
-
-    /// <summary>Serve writes from its own task while the test reads: a synchronised writer.</summary>
-    private sealed class SyncWriter(StringWriter inner) : TextWriter
-    {
-        public override System.Text.Encoding Encoding => inner.Encoding;
-
-        public override void Write(char value)
-        {
-            lock (inner)
-            {
-                inner.Write(value);
-            }
-        }
-
-        public override void Write(string? value)
-        {
-            lock (inner)
-            {
-                inner.Write(value);
-            }
-        }
-
-        public override void WriteLine(string? value)
-        {
-            lock (inner)
-            {
-                inner.WriteLine(value);
-            }
-        }
-
-        public override string ToString()
-        {
-            lock (inner)
-            {
-                return inner.ToString();
-            }
-        }
-    }
 }

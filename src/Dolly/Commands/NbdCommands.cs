@@ -185,14 +185,16 @@ internal static class NbdCommands
     private static string SocketPath(string? given, string poolDirectory) =>
         Path.GetFullPath(given ?? Path.Combine(poolDirectory, "nbd.sock"));
 
-    internal static IPEndPoint ParseEndpoint(string text)
+    internal static IPEndPoint ParseEndpoint(string text) => ParseEndpoint(text, "--tcp");
+
+    internal static IPEndPoint ParseEndpoint(string text, string option)
     {
         if (IPEndPoint.TryParse(text, out var ep) && ep.Port != 0)
         {
             return ep;
         }
 
-        throw new CliFailureException(ExitCodes.InvalidArgument, $"--tcp '{text}' is not an address and port such as 127.0.0.1:10809");
+        throw new CliFailureException(ExitCodes.InvalidArgument, $"{option} '{text}' is not an address and port such as 127.0.0.1:10809");
     }
 
     internal static X509Certificate2 LoadCertificate(string certFile, string keyFile)

@@ -76,6 +76,11 @@ internal static class UpCommand
             throw new CliFailureException(ExitCodes.InvalidArgument, "--kubeconfig and --in-cluster exclude each other: name one API server");
         }
 
+        if (request.LeaderElect && request.Kubeconfig is null && !request.InCluster)
+        {
+            throw new CliFailureException(ExitCodes.InvalidArgument, "--leader-elect needs --kubeconfig or --in-cluster: replicas elect a leader on a shared API server, and an embedded one has a single replica");
+        }
+
         if ((request.NbdCert is null) != (request.NbdKey is null))
         {
             throw new CliFailureException(ExitCodes.InvalidArgument, "--nbd-tls-cert and --nbd-tls-key go together");
@@ -86,7 +91,7 @@ internal static class UpCommand
             throw new CliFailureException(ExitCodes.NotFound, $"--kubeconfig '{request.Kubeconfig}' does not exist");
         }
 
-        var endpoints = request.NbdTcp.Select(NbdCommands.ParseEndpoint).ToList();
+        var endpoints = request.NbdTcp.Select(t => NbdCommands.ParseEndpoint(t, "--nbd-tcp")).ToList();
         using var certificate = request.NbdCert is null ? null : NbdCommands.LoadCertificate(request.NbdCert, request.NbdKey!);
         using var clientCa = request.NbdClientCa is null ? null : NbdCommands.LoadCa(request.NbdClientCa);
         bool embedded = request.Kubeconfig is null && !request.InCluster;
@@ -97,7 +102,7 @@ internal static class UpCommand
             {
                 external = request.InCluster ? KubernetesClientConfiguration.InClusterConfig() : KubernetesClientConfiguration.BuildConfigFromConfigFile(request.Kubeconfig);
             }
-            catch (Exception ex) when (ex is k8s.Exceptions.KubeConfigException or IOException or InvalidOperationException or UnauthorizedAccessException)
+            catch (Exception ex) when (ex is k8s.Exceptions.KubeConfigException or YamlDotNet.Core.YamlException or IOException or InvalidOperationException or UnauthorizedAccessException)
             {
                 throw new CliFailureException(ExitCodes.InvalidArgument, $"cannot configure the Kubernetes client ({(request.InCluster ? "in-cluster" : request.Kubeconfig)}): {ex.Message}");
             }
