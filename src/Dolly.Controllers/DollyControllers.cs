@@ -18,7 +18,7 @@ namespace Dolly.Controllers;
 /// </summary>
 public static class DollyControllers
 {
-    /// <summary>Runs until cancelled (or, with leader election, until the lease is lost).</summary>
+    /// <summary>Runs until cancelled (or, with leader election, until the lease is lost); returns normally either way.</summary>
     public static async Task RunAsync(IKubernetes client, CallInvoker csi, ControllerOptions options, ILoggerFactory loggers, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(client);
@@ -54,6 +54,10 @@ public static class DollyControllers
         try
         {
             await elector.RunUntilLeadershipLostAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Stopped by the caller, as without leader election.
         }
         finally
         {

@@ -1,0 +1,164 @@
+using Dolly.Api;
+using Dolly.Csi;
+using Dolly.Storage;
+using k8s;
+using k8s.Models;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Dolly.Controllers.Tests;
+
+/// <summary>
+/// Two replicas of the controllers against one API server and driver: only the Lease holder acts, and when it
+/// stops the other takes the Lease and carries on.
+/// </summary>
+public sealed class LeaderElectionTests : IAsyncLifetime
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "dolly-ctrl-" + Guid.NewGuid().ToString("N")[..10]);
+    private ApiServer? _api;
+    private Pool? _pool;
+    private CsiServer? _csi;
+
+    public async ValueTask InitializeAsync()
+    {
+        Directory.CreateDirectory(_dir);
+        _api = new ApiServer(new ApiServerOptions(Path.Combine(_dir, "api"), "127.0.0.1", 0));
+        await _api.StartAsync(Ct);
+        _pool = Pool.Create(Path.Combine(_dir, "pool")).Value;
+        _csi = new CsiServer(_pool, new CsiServerOptions { SocketPath = Path.Combine(_dir, "csi.sock") });
+        await _csi.StartAsync(Ct);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_csi is not null)
+        {
+            await _csi.DisposeAsync();
+        }
+
+        _pool?.Dispose();
+        if (_api is not null)
+        {
+            await _api.DisposeAsync();
+        }
+
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private Kubernetes Client() => new(KubernetesClientConfiguration.BuildConfigFromConfigFile(_api!.KubeconfigPath));
+
+    private sealed record Replica(string Identity, CancellationTokenSource Stop, Task Run, Kubernetes Client, Grpc.Net.Client.GrpcChannel Channel) : IDisposable
+    {
+        public void Dispose()
+        {
+            Stop.Dispose();
+            Client.Dispose();
+            Channel.Dispose();
+        }
+    }
+
+    private Replica Start(string identity)
+    {
+        var client = Client();
+        var channel = DollyControllers.ConnectCsi(Path.Combine(_dir, "csi.sock"));
+        var stop = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        var options = new ControllerOptions
+        {
+            BindVolumes = true,
+            LeaderElection = true,
+            Identity = identity,
+            LeaseDuration = TimeSpan.FromSeconds(2),
+            RenewDeadline = TimeSpan.FromSeconds(1.5),
+            RetryPeriod = TimeSpan.FromMilliseconds(200),
+        };
+        var run = DollyControllers.RunAsync(client, channel.CreateCallInvoker(), options, NullLoggerFactory.Instance, stop.Token);
+        return new Replica(identity, stop, run, client, channel);
+    }
+
+    private static async Task<T> Until<T>(Func<Task<T?>> probe, string what)
+        where T : class
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (DateTime.UtcNow < deadline)
+        {
+            if (await probe() is { } value)
+            {
+                return value;
+            }
+
+            await Task.Delay(100, Ct);
+        }
+
+        throw new TimeoutException(what);
+    }
+
+    private static async Task<string?> Holder(Kubernetes client)
+    {
+        try
+        {
+            return (await client.CoordinationV1.ReadNamespacedLeaseAsync("dolly-controllers", "dolly-system", cancellationToken: Ct)).Spec.HolderIdentity;
+        }
+        catch (k8s.Autorest.HttpOperationException ex) when (ex.Response.StatusCode == System.Net.HttpStatusCode.NotFound)
+        {
+            return null;
+        }
+    }
+
+    private static Task<V1PersistentVolumeClaim> CreateClaimAsync(Kubernetes client, string name) =>
+        client.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(
+            new V1PersistentVolumeClaim
+            {
+                Metadata = new V1ObjectMeta { Name = name },
+                Spec = new V1PersistentVolumeClaimSpec
+                {
+                    StorageClassName = "dolly",
+                    AccessModes = ["ReadWriteOnce"],
+                    Resources = new V1VolumeResourceRequirements { Requests = new Dictionary<string, ResourceQuantity> { ["storage"] = new("1Gi") } },
+                },
+            },
+            "default",
+            cancellationToken: Ct);
+
+    private static Task<V1PersistentVolumeClaim> BoundAsync(Kubernetes client, string name) =>
+        Until<V1PersistentVolumeClaim>(
+            async () =>
+            {
+                var claim = await client.CoreV1.ReadNamespacedPersistentVolumeClaimAsync(name, "default", cancellationToken: Ct);
+                return claim.Status?.Phase == "Bound" ? claim : null;
+            },
+            $"claim {name} never bound");
+
+    [Fact]
+    public async Task OnlyTheLeaseHolderActs_AndTheOtherTakesOverWhenItStops()
+    {
+        using var admin = Client();
+        await admin.CoreV1.CreateNamespaceAsync(new V1Namespace { Metadata = new V1ObjectMeta { Name = "dolly-system" } }, cancellationToken: Ct);
+        await admin.StorageV1.CreateStorageClassAsync(new V1StorageClass { Metadata = new V1ObjectMeta { Name = "dolly" }, Provisioner = "csi.dolly.io" }, cancellationToken: Ct);
+
+        using var one = Start("replica-one");
+        using var two = Start("replica-two");
+        string leader = await Until(() => Holder(admin), "nobody took the lease");
+        var (active, standby) = leader == one.Identity ? (one, two) : (two, one);
+
+        await CreateClaimAsync(admin, "first");
+        await BoundAsync(admin, "first");
+        var events = await admin.CoreV1.ListNamespacedEventAsync("default", fieldSelector: "involvedObject.name=first", cancellationToken: Ct);
+        Assert.NotEmpty(events.Items);
+        Assert.All(events.Items, e => Assert.Equal(active.Identity, e.ReportingInstance));
+        Assert.Single((await admin.CoreV1.ListPersistentVolumeAsync(cancellationToken: Ct)).Items);
+
+        // The leader stops; once its lease runs out the standby holds it and provisions.
+        await active.Stop.CancelAsync();
+        await active.Run.WaitAsync(TimeSpan.FromSeconds(30), Ct);
+        await Until(async () => await Holder(admin) == standby.Identity ? "yes" : null, "the standby never took the lease");
+        await CreateClaimAsync(admin, "second");
+        await BoundAsync(admin, "second");
+        var second = await admin.CoreV1.ListNamespacedEventAsync("default", fieldSelector: "involvedObject.name=second", cancellationToken: Ct);
+        Assert.All(second.Items, e => Assert.Equal(standby.Identity, e.ReportingInstance));
+        Assert.Equal(2, (await admin.CoreV1.ListPersistentVolumeAsync(cancellationToken: Ct)).Items.Count);
+
+        await standby.Stop.CancelAsync();
+        await standby.Run.WaitAsync(TimeSpan.FromSeconds(30), Ct);
+    }
+}
