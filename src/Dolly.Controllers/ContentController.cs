@@ -187,6 +187,24 @@ internal sealed class ContentController : Reconciler
         }
 
         string? handle = content.Status?.SnapshotHandle ?? content.Spec.Source.SnapshotHandle;
+        if (content.Spec.DeletionPolicy == "Delete" && string.IsNullOrEmpty(handle)
+            && Cluster.Annotation(content.Metadata, Names.BeingCreatedAnnotation) == "yes"
+            && content.Spec.Source.VolumeHandle is { Length: > 0 } volumeHandle && content.Spec.VolumeSnapshotRef.Uid is { Length: > 0 } uid)
+        {
+            // A create that may have cut the snapshot never reported back: finish it (idempotent by name) to
+            // learn the handle, so the snapshot is deleted rather than leaked. Until then the content stays.
+            try
+            {
+                var request = new CreateSnapshotRequest { Name = Names.CsiSnapshotName(uid), SourceVolumeId = volumeHandle };
+                handle = (await _c.Csi.CreateSnapshotAsync(request, _c.CsiCall(ct)).ConfigureAwait(false)).Snapshot.SnapshotId;
+            }
+            catch (RpcException ex) when (!ct.IsCancellationRequested)
+            {
+                await FailAsync(content, "SnapshotDeleteError", $"cannot delete: the snapshot may have been cut by a create that never answered, and finishing it failed: {ControllerContext.Describe(ex)}", ct).ConfigureAwait(false);
+                throw new RetryLaterException(ex.Status.Detail, ex);
+            }
+        }
+
         if (content.Spec.DeletionPolicy == "Delete" && !string.IsNullOrEmpty(handle))
         {
             try
