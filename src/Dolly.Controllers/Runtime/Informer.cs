@@ -106,8 +106,9 @@ internal sealed class Informer<T> : IInformer
             {
                 return;
             }
-            catch (Exception ex) when (ex is HttpOperationException or HttpRequestException or IOException or KubernetesException or System.Text.Json.JsonException)
+            catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
             {
+                // The API server may be restarting or unreachable: keep trying, with backoff.
                 failures++;
                 ControllerLog.ListFailed(_logger, Kind, ex.Message);
                 await Delay(failures, cancellationToken).ConfigureAwait(false);
@@ -154,7 +155,7 @@ internal sealed class Informer<T> : IInformer
                 {
                     return;
                 }
-                catch (Exception ex) when (ex is HttpOperationException or HttpRequestException or IOException or KubernetesException or System.Text.Json.JsonException)
+                catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
                 {
                     if (!(ex is HttpOperationException { Response.StatusCode: HttpStatusCode.Gone } || ex is KubernetesException { Status.Code: 410 }))
                     {

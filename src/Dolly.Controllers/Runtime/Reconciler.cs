@@ -117,8 +117,9 @@ internal abstract class Reconciler
                 var delay = Queue.AddWithBackoff(key);
                 ControllerLog.ReconcileFailed(_logger, Name, key, ex.Message, delay);
             }
-            catch (Exception ex) when (ex is HttpOperationException or HttpRequestException or IOException or RpcException or OperationCanceledException or InvalidOperationException or FormatException)
+            catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
             {
+                // Anything else, a bug included, retries with backoff rather than killing this worker.
                 var delay = Queue.AddWithBackoff(key);
                 ControllerLog.ReconcileCrashed(_logger, Name, key, Describe(ex), delay);
             }
