@@ -62,21 +62,7 @@ internal static class BenchCommand
             throw new CliFailureException(ExitCodes.InvalidArgument, $"--only: unknown section '{unknown}' (sections: {string.Join(", ", EngineBench.Sections)})");
         }
 
-        string parent = Path.GetFullPath(dir ?? "/var/tmp");
-        if (!Directory.Exists(parent))
-        {
-            throw new CliFailureException(ExitCodes.NotFound, $"benchmark directory '{parent}' does not exist");
-        }
-
-        string root = Path.Combine(parent, $"dolly-bench-{Guid.NewGuid():N}"[..24]);
-        try
-        {
-            Directory.CreateDirectory(root);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            throw new CliFailureException(ExitCodes.IoError, $"cannot create a scratch directory in '{parent}': {ex.Message}");
-        }
+        var (parent, root) = ScratchDirectory(dir, "dolly-bench");
 
         var date = DateTimeOffset.UtcNow;
         var started = Stopwatch.GetTimestamp();
@@ -213,21 +199,7 @@ internal static class BenchCommand
         e2e.SetAction(async (parse, ct) =>
         {
             bool q = parse.GetValue(quick);
-            string parent = Path.GetFullPath(parse.GetValue(dir) ?? "/var/tmp");
-            if (!Directory.Exists(parent))
-            {
-                throw new CliFailureException(ExitCodes.NotFound, $"benchmark directory '{parent}' does not exist");
-            }
-
-            string root = Path.Combine(parent, $"dolly-bench-e2e-{Guid.NewGuid():N}"[..28]);
-            try
-            {
-                Directory.CreateDirectory(root);
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-            {
-                throw new CliFailureException(ExitCodes.IoError, $"cannot create a scratch directory in '{parent}': {ex.Message}");
-            }
+            var (parent, root) = ScratchDirectory(parse.GetValue(dir), "dolly-bench-e2e");
 
             var date = DateTimeOffset.UtcNow;
             var started = Stopwatch.GetTimestamp();
@@ -292,14 +264,7 @@ internal static class BenchCommand
                 throw new CliFailureException(ExitCodes.InvalidArgument, "--rounds and --fio-seconds must be at least 1");
             }
 
-            string parent = Path.GetFullPath(parse.GetValue(dir) ?? "/var/tmp");
-            if (!Directory.Exists(parent))
-            {
-                throw new CliFailureException(ExitCodes.NotFound, $"benchmark directory '{parent}' does not exist");
-            }
-
-            string root = Path.Combine(parent, $"dolly-bench-nbd-{Guid.NewGuid():N}"[..28]);
-            Directory.CreateDirectory(root);
+            var (parent, root) = ScratchDirectory(parse.GetValue(dir), "dolly-bench-nbd");
             var date = DateTimeOffset.UtcNow;
             var started = Stopwatch.GetTimestamp();
             var machine = BenchReport.Machine(parent);
@@ -330,5 +295,25 @@ internal static class BenchCommand
         return nbd;
     }
 
+    /// <summary>A fresh scratch directory <c>PREFIX-xxxx</c> in <paramref name="dir"/> (default /var/tmp), which must exist.</summary>
+    private static (string Parent, string Root) ScratchDirectory(string? dir, string prefix)
+    {
+        string parent = Path.GetFullPath(dir ?? "/var/tmp");
+        if (!Directory.Exists(parent))
+        {
+            throw new CliFailureException(ExitCodes.NotFound, $"benchmark directory '{parent}' does not exist");
+        }
 
+        string root = Path.Combine(parent, $"{prefix}-{Guid.NewGuid():N}"[..(prefix.Length + 13)]);
+        try
+        {
+            Directory.CreateDirectory(root);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new CliFailureException(ExitCodes.IoError, $"cannot create a scratch directory in '{parent}': {ex.Message}");
+        }
+
+        return (parent, root);
+    }
 }
