@@ -31,7 +31,22 @@ public static class DollyControllers
             return;
         }
 
+        await RunWhileLeadingAsync(client, options, loggers, leading => RunControllersAsync(client, csi, options, loggers, leading), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Waits for the Lease named by <paramref name="options"/>, then runs <paramref name="work"/> with a token that
+    /// is cancelled when leadership is lost or the caller cancels. Returns true when it ended because this replica
+    /// lost the Lease, false when the caller cancelled; an exception from the work ends the election and is rethrown.
+    /// </summary>
+    public static async Task<bool> RunWhileLeadingAsync(IKubernetes client, ControllerOptions options, ILoggerFactory loggers, Func<CancellationToken, Task> work, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(client);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(loggers);
+        ArgumentNullException.ThrowIfNull(work);
         var logger = loggers.CreateLogger(typeof(DollyControllers).FullName!);
+        string lease = $"{options.LeaseNamespace}/{options.LeaseName}";
         var leaseLock = new LeaseLock(client, options.LeaseNamespace, options.LeaseName, options.Identity);
         using var elector = new LeaderElector(new LeaderElectionConfig(leaseLock)
         {
@@ -39,34 +54,46 @@ public static class DollyControllers
             RenewDeadline = options.RenewDeadline,
             RetryPeriod = options.RetryPeriod,
         });
+        using var electing = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         using var leading = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        Task? controllers = null;
+        Task? running = null;
+        bool lost = false;
         elector.OnStartedLeading += () =>
         {
-            ControllerLog.Leading(logger, options.Identity, $"{options.LeaseNamespace}/{options.LeaseName}");
-            controllers = RunControllersAsync(client, csi, options, loggers, leading.Token);
+            ControllerLog.Leading(logger, options.Identity, lease);
+            running = Task.Run(() => work(leading.Token), CancellationToken.None);
+
+            // Work that ends by itself (a failure) ends the election too.
+            _ = running.ContinueWith(_ => electing.Cancel(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         };
         elector.OnStoppedLeading += () =>
         {
-            ControllerLog.LostLeadership(logger, options.Identity, $"{options.LeaseNamespace}/{options.LeaseName}");
+            if (!cancellationToken.IsCancellationRequested && running is { IsCompleted: false })
+            {
+                lost = true;
+                ControllerLog.LostLeadership(logger, options.Identity, lease);
+            }
+
             leading.Cancel();
         };
         try
         {
-            await elector.RunUntilLeadershipLostAsync(cancellationToken).ConfigureAwait(false);
+            await elector.RunUntilLeadershipLostAsync(electing.Token).ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        catch (OperationCanceledException) when (electing.IsCancellationRequested)
         {
-            // Stopped by the caller, as without leader election.
+            // Stopped by the caller, or the work ended.
         }
         finally
         {
             await leading.CancelAsync().ConfigureAwait(false);
-            if (controllers is not null)
+            if (running is not null)
             {
-                await controllers.ConfigureAwait(false);
+                await running.ConfigureAwait(false);
             }
         }
+
+        return lost;
     }
 
     /// <summary>A gRPC channel to a CSI driver's unix socket.</summary>

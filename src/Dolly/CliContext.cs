@@ -105,7 +105,7 @@ internal sealed class CliContext
     /// Opens the pool. The default pool is created on first use (a missing or empty directory); a pool named
     /// with --pool must exist, so a typo never silently creates an empty pool.
     /// </summary>
-    public Pool OpenPool(ParseResult parse)
+    public Pool OpenPool(ParseResult parse, bool createIfMissing = false)
     {
         var (dir, isExplicit) = PoolDirectory(parse);
         if (File.Exists(dir))
@@ -113,12 +113,12 @@ internal sealed class CliContext
             throw new CliFailureException(ExitCodes.NotAPool, $"'{dir}' is a file, not a pool directory");
         }
 
-        if (!isExplicit && !File.Exists(Path.Combine(dir, "meta.dolly")) && IsMissingOrEmpty(dir))
+        if ((!isExplicit || createIfMissing) && !File.Exists(Path.Combine(dir, "meta.dolly")) && IsMissingOrEmpty(dir))
         {
             var created = Pool.Create(dir, null, Host.FileSystem);
             if (created.IsOk)
             {
-                Host.Error.WriteLine($"created the default pool in '{dir}'");
+                Host.Error.WriteLine($"created the {(isExplicit ? string.Empty : "default ")}pool in '{dir}'");
                 return created.Value;
             }
 

@@ -27,7 +27,8 @@ internal static class UpCommand
         string[] NbdTcp,
         string? NbdCert,
         string? NbdKey,
-        string? NbdClientCa);
+        string? NbdClientCa,
+        bool InitPool);
 
     public static Command Build(CliContext context)
     {
@@ -42,13 +43,14 @@ internal static class UpCommand
         var nbdCert = new Option<string?>("--nbd-tls-cert") { Description = "PEM certificate for NBD STARTTLS; with it, TCP clients must use TLS", HelpName = "FILE" };
         var nbdKey = new Option<string?>("--nbd-tls-key") { Description = "PEM private key of --nbd-tls-cert", HelpName = "FILE" };
         var nbdClientCa = new Option<string?>("--nbd-tls-client-ca") { Description = "PEM CA certificate; NBD clients must present a certificate it issued", HelpName = "FILE" };
+        var initPool = new Option<bool>("--init-pool") { Description = "Create the pool when its directory is missing or empty (a first start in a cluster)" };
         var up = new Command(
             "up",
             "Run Dolly on this machine until Ctrl-C: the Kubernetes-compatible API server (HTTPS, token; a kubeconfig is written next to the pool), " +
             "the controllers (snapshots, provisioning, restore, clone, expansion, binding), the CSI driver (csi.sock in the pool directory) and the NBD server (nbd.sock). " +
             "State: the pool directory and, beside it, the API server's directory (the pool's name + '-api').")
         {
-            address, port, verbose, kubeconfig, inCluster, noNode, leaderElect, nbdTcp, nbdCert, nbdKey, nbdClientCa,
+            address, port, verbose, kubeconfig, inCluster, noNode, leaderElect, nbdTcp, nbdCert, nbdKey, nbdClientCa, initPool,
         };
         up.SetAction((parse, ct) => RunAsync(
             context,
@@ -64,7 +66,8 @@ internal static class UpCommand
                 parse.GetValue(nbdTcp) ?? [],
                 parse.GetValue(nbdCert),
                 parse.GetValue(nbdKey),
-                parse.GetValue(nbdClientCa)),
+                parse.GetValue(nbdClientCa),
+                parse.GetValue(initPool)),
             ct));
         return up;
     }
@@ -108,7 +111,6 @@ internal static class UpCommand
             }
         }
 
-        using var pool = context.OpenPool(parse);
         using var loggers = LoggerFactory.Create(b => b
             .AddSimpleConsole(o =>
             {
@@ -117,8 +119,54 @@ internal static class UpCommand
             })
             .SetMinimumLevel(request.Verbose ? LogLevel.Information : LogLevel.Warning));
 
+        if (!request.LeaderElect)
+        {
+            return await RunLeadingAsync(context, parse, request, external, endpoints, certificate, clientCa, loggers, ct).ConfigureAwait(false);
+        }
+
+        // Several replicas: only the Lease holder opens the pool and serves; the others wait to take over.
+        using var client = new Kubernetes(external!);
+        var lease = new ControllerOptions
+        {
+            LeaseNamespace = Environment.GetEnvironmentVariable("POD_NAMESPACE") is { Length: > 0 } podNamespace ? podNamespace : "dolly-system",
+            Identity = Identity(),
+        };
+        await context.Host.Out.WriteLineAsync($"waiting for the Lease {lease.LeaseNamespace}/{lease.LeaseName} as {lease.Identity}").ConfigureAwait(false);
+        await context.Host.Out.FlushAsync(ct).ConfigureAwait(false);
+        int code = ExitCodes.Ok;
+        bool lost = await DollyControllers.RunWhileLeadingAsync(
+            client,
+            lease,
+            loggers,
+            async leading => code = await RunLeadingAsync(context, parse, request, external, endpoints, certificate, clientCa, loggers, leading).ConfigureAwait(false),
+            ct).ConfigureAwait(false);
+        if (lost)
+        {
+            await context.Host.Error.WriteLineAsync($"dolly up: lost the Lease {lease.LeaseNamespace}/{lease.LeaseName}; stopped serving and exiting so a fresh process competes again").ConfigureAwait(false);
+            return ExitCodes.Unexpected;
+        }
+
+        return code;
+    }
+
+    private static string Identity() =>
+        (Environment.GetEnvironmentVariable("POD_NAME") is { Length: > 0 } podName ? podName : Environment.MachineName) + "_" + Environment.ProcessId;
+
+    /// <summary>Opens the pool and serves everything until cancelled (with leader election: while leading).</summary>
+    private static async Task<int> RunLeadingAsync(
+        CliContext context,
+        ParseResult parse,
+        UpRequest request,
+        KubernetesClientConfiguration? external,
+        List<System.Net.IPEndPoint> endpoints,
+        X509Certificate2? certificate,
+        X509Certificate2? clientCa,
+        ILoggerFactory loggers,
+        CancellationToken ct)
+    {
+        using var pool = context.OpenPool(parse, request.InitPool);
         ApiServer? api = null;
-        if (embedded)
+        if (external is null)
         {
             string stateDir = CliContext.BesidePool(pool.Directory, "-api");
             try
@@ -218,12 +266,8 @@ internal static class UpCommand
         using var client = new Kubernetes(config);
         using var channel = DollyControllers.ConnectCsi(csi.SocketPath);
         using var stopControllers = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        var controllerOptions = new ControllerOptions
-        {
-            BindVolumes = api is not null,
-            LeaderElection = request.LeaderElect,
-            Identity = (Environment.GetEnvironmentVariable("POD_NAME") is { Length: > 0 } podName ? podName : Environment.MachineName) + "_" + Environment.ProcessId,
-        };
+        // With --leader-elect this process already holds the Lease: the controllers need no election of their own.
+        var controllerOptions = new ControllerOptions { BindVolumes = api is not null, Identity = Identity() };
         var controllers = DollyControllers.RunAsync(client, channel.CreateCallInvoker(), controllerOptions, loggers, stopControllers.Token);
 
         var o = context.Host.Out;
@@ -252,8 +296,8 @@ internal static class UpCommand
         {
             await controllers.WaitAsync(ct).ConfigureAwait(false);
 
-            // The controllers only end by themselves when leadership is lost: exit so a fresh process competes again.
-            await context.Host.Error.WriteLineAsync("dolly up: the controllers stopped (leadership lost); exiting").ConfigureAwait(false);
+            // The controllers end by themselves only on a failure they could not ride out.
+            await context.Host.Error.WriteLineAsync("dolly up: the controllers stopped unexpectedly; exiting").ConfigureAwait(false);
             return ExitCodes.Unexpected;
         }
         catch (OperationCanceledException)
