@@ -1,8 +1,4 @@
 using System.CommandLine;
-using System.Security.Cryptography.X509Certificates;
-using Dolly.Api;
-using Dolly.Controllers;
-using Dolly.Csi;
 using Dolly.Nbd;
 using k8s;
 using Microsoft.Extensions.Logging;
@@ -112,114 +108,27 @@ internal static class UpCommand
             })
             .SetMinimumLevel(request.Verbose ? LogLevel.Information : LogLevel.Warning));
 
-        ApiServer? api = null;
-        if (embedded)
-        {
-            string stateDir = CliContext.BesidePool(pool.Directory, "-api");
-            try
-            {
-                api = new ApiServer(new ApiServerOptions(stateDir, request.Address, request.Port), loggers);
-            }
-            catch (ArgumentException ex)
-            {
-                throw new CliFailureException(ExitCodes.InvalidArgument, ex.Message);
-            }
-        }
-
-        try
-        {
-            if (api is not null)
-            {
-                try
-                {
-                    await api.StartAsync(ct).ConfigureAwait(false);
-                }
-                catch (Exception ex) when (ex is IOException or InvalidOperationException)
-                {
-                    throw new CliFailureException(ExitCodes.IoError, $"cannot start the API server on {request.Address}:{request.Port}: {ex.Message}");
-                }
-            }
-
-            return await ServeAsync(context, pool, api, external, request, endpoints, certificate, clientCa, loggers, ct).ConfigureAwait(false);
-        }
-        finally
-        {
-            if (api is not null)
-            {
-                await api.StopAsync(CancellationToken.None).ConfigureAwait(false);
-                await api.DisposeAsync().ConfigureAwait(false);
-            }
-        }
-    }
-
-    private static async Task<int> ServeAsync(
-        CliContext context,
-        Storage.Pool pool,
-        ApiServer? api,
-        KubernetesClientConfiguration? external,
-        UpRequest request,
-        List<System.Net.IPEndPoint> endpoints,
-        X509Certificate2? certificate,
-        X509Certificate2? clientCa,
-        ILoggerFactory loggers,
-        CancellationToken ct)
-    {
         // The node service attaches volumes through this process's own NBD server (nbdfuse + loop here,
         // where no /dev/nbd exists), so it gets the NBD socket; the node is this machine.
-        string nbdSocket = Path.Combine(pool.Directory, "nbd.sock");
-        var csi = new CsiServer(
-            pool,
-            new CsiServerOptions
-            {
-                SocketPath = Path.Combine(pool.Directory, "csi.sock"),
-                NodeId = request.NoNode ? null : Environment.MachineName,
-                NbdSocketPath = request.NoNode ? null : nbdSocket,
-            },
-            loggers);
-        await using var csiLifetime = csi.ConfigureAwait(false);
-        try
-        {
-            await csi.StartAsync(ct).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is IOException or InvalidOperationException)
-        {
-            throw new CliFailureException(ExitCodes.IoError, $"cannot start the CSI driver on {csi.SocketPath}: {ex.Message}");
-        }
-
         var nbdOptions = new NbdServerOptions
         {
-            UnixSocketPath = nbdSocket,
+            UnixSocketPath = Path.Combine(pool.Directory, "nbd.sock"),
             TcpEndpoints = endpoints,
             Certificate = certificate,
             ClientCertificateAuthority = clientCa,
         };
-        if (nbdOptions.Validate() is { } problem)
+        var options = new LocalStackOptions
         {
-            throw new CliFailureException(ExitCodes.InvalidArgument, problem);
-        }
-
-        var nbd = new NbdServer(new ExportCatalog(pool), nbdOptions, loggers.CreateLogger<NbdServer>());
-        await using var nbdLifetime = nbd.ConfigureAwait(false);
-        try
-        {
-            nbd.Start();
-        }
-        catch (InvalidOperationException ex)
-        {
-            throw new CliFailureException(ExitCodes.IoError, ex.Message);
-        }
-
-        var config = external ?? KubernetesClientConfiguration.BuildConfigFromConfigFile(api!.KubeconfigPath);
-        using var client = new Kubernetes(config);
-        using var channel = DollyControllers.ConnectCsi(csi.SocketPath);
-        using var stopControllers = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        var controllerOptions = new ControllerOptions
-        {
-            BindVolumes = api is not null,
-            LeaderElection = request.LeaderElect,
+            Address = request.Address,
+            Port = request.Port,
+            External = external,
+            Nbd = nbdOptions,
+            NodeId = request.NoNode ? null : Environment.MachineName,
+            LeaderElect = request.LeaderElect,
             Identity = (Environment.GetEnvironmentVariable("POD_NAME") is { Length: > 0 } podName ? podName : Environment.MachineName) + "_" + Environment.ProcessId,
         };
-        var controllers = DollyControllers.RunAsync(client, channel.CreateCallInvoker(), controllerOptions, loggers, stopControllers.Token);
+        await using var stack = await LocalStack.StartAsync(pool, options, loggers, ct).ConfigureAwait(false);
+        var api = stack.Api;
 
         var o = context.Host.Out;
         await o.WriteLineAsync("Dolly is up (Ctrl-C stops it)").ConfigureAwait(false);
@@ -230,13 +139,13 @@ internal static class UpCommand
         }
         else
         {
-            await o.WriteLineAsync($"  API server   {config.Host} (external{(request.LeaderElect ? ", leader election on dolly-system/dolly-controllers" : "")})").ConfigureAwait(false);
+            await o.WriteLineAsync($"  API server   {stack.Config.Host} (external{(request.LeaderElect ? ", leader election on dolly-system/dolly-controllers" : "")})").ConfigureAwait(false);
         }
 
         await o.WriteLineAsync($"  controllers  snapshot, snapshotter, provisioner, resizer{(api is not null ? ", volume binder" : "")}").ConfigureAwait(false);
         await o.WriteLineAsync($"  pool         {pool.Directory}").ConfigureAwait(false);
-        await o.WriteLineAsync($"  NBD          {nbdOptions.UnixSocketPath}{string.Concat(nbd.LocalEndpoints.OfType<System.Net.IPEndPoint>().Select(e => $", tcp {e}"))}").ConfigureAwait(false);
-        await o.WriteLineAsync($"  CSI          {csi.SocketPath} (Identity, Controller, GroupController, {(request.NoNode ? "" : "Node, ")}SnapshotMetadata)").ConfigureAwait(false);
+        await o.WriteLineAsync($"  NBD          {nbdOptions.UnixSocketPath}{string.Concat(stack.Nbd!.LocalEndpoints.OfType<System.Net.IPEndPoint>().Select(e => $", tcp {e}"))}").ConfigureAwait(false);
+        await o.WriteLineAsync($"  CSI          {stack.Csi.SocketPath} (Identity, Controller, GroupController, {(request.NoNode ? "" : "Node, ")}SnapshotMetadata)").ConfigureAwait(false);
         if (api is not null)
         {
             await o.WriteLineAsync($"try: export KUBECONFIG={api.KubeconfigPath}; kubectl get namespaces").ConfigureAwait(false);
@@ -245,7 +154,7 @@ internal static class UpCommand
         await o.FlushAsync(ct).ConfigureAwait(false);
         try
         {
-            await controllers.WaitAsync(ct).ConfigureAwait(false);
+            await stack.Controllers.WaitAsync(ct).ConfigureAwait(false);
 
             // The controllers only end by themselves when leadership is lost: exit so a fresh process competes again.
             await context.Host.Error.WriteLineAsync("dolly up: the controllers stopped (leadership lost); exiting").ConfigureAwait(false);
@@ -253,18 +162,8 @@ internal static class UpCommand
         }
         catch (OperationCanceledException)
         {
+            // Disposing the stack (on the way out) stops the parts in this order.
             await o.WriteLineAsync("stopping: controllers, NBD connections, the CSI driver and the API server; committing the pool").ConfigureAwait(false);
-        }
-        finally
-        {
-            await stopControllers.CancelAsync().ConfigureAwait(false);
-            try
-            {
-                await controllers.ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-            }
         }
 
         return ExitCodes.Ok;
