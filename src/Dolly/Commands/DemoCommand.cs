@@ -6,7 +6,10 @@ namespace Dolly.Commands;
 
 /// <summary>
 /// <c>dolly demo</c>: a short scripted session in a scratch pool. Each step prints the real command it runs
-/// and that command's real output, so the story doubles as a tutorial.
+/// and that command's real output, so the story doubles as a tutorial. A second act
+/// (<see cref="DemoKubernetesAct"/>) shows the main job, copies of Kubernetes volumes, through the real stack
+/// over the same pool. The scratch directory (pool, its API server state beside it, images) is deleted at the
+/// end unless <c>--keep</c>; a pool named with <c>--pool</c> and its API server state always stay.
 /// </summary>
 internal static class DemoCommand
 {
