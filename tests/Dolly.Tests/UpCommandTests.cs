@@ -116,4 +116,58 @@ public sealed class UpCommandTests : CliTestBase
         Assert.Equal(0, await running.WaitAsync(TimeSpan.FromSeconds(60), Ct));
         await Ok("volume", "list");
     }
+
+    /// <summary>
+    /// Two replicas of <c>dolly up --leader-elect</c> on one pool, as the controller Deployment runs them: the
+    /// Lease holder opens the pool and serves, the other holds nothing and waits; when the leader stops, the
+    /// standby opens the pool and serves in its place.
+    /// </summary>
+    [Fact]
+    public async Task LeaderElect_OnlyTheLeaseHolderOpensThePool_TheStandbyTakesOver()
+    {
+        await using var api = new ApiServer(new ApiServerOptions(Path.Combine(Root, "cluster-api"), "127.0.0.1", 0));
+        await api.StartAsync(Ct);
+        using var client = new Kubernetes(KubernetesClientConfiguration.BuildConfigFromConfigFile(api.KubeconfigPath));
+        await client.CoreV1.CreateNamespaceAsync(new V1Namespace { Metadata = new V1ObjectMeta { Name = "dolly-system" } }, cancellationToken: Ct);
+
+        (StringWriter Out, Task<int> Run, CancellationTokenSource Stop) Replica(string name)
+        {
+            var outText = new StringWriter();
+            var env = new Dictionary<string, string?> { ["DOLLY_POOL"] = PoolDir, ["POD_NAME"] = name };
+            var host = new CliHost(new SyncWriter(outText), new SyncWriter(new StringWriter()), () => Stream.Null, () => Stream.Null, false, false, n => env.GetValueOrDefault(n));
+            var stop = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+            return (outText, Cli.RunAsync(["up", "--kubeconfig", api.KubeconfigPath, "--leader-elect", "--no-node", "--init-pool"], host, stop.Token), stop);
+        }
+
+        async Task Until(Func<bool> condition, string what)
+        {
+            var clock = Stopwatch.StartNew();
+            while (!condition())
+            {
+                Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), what);
+                await Task.Delay(100, Ct);
+            }
+        }
+
+        var first = Replica("first");
+        await Until(() => first.Out.ToString().Contains("Dolly is up", StringComparison.Ordinal), "the first replica never served");
+        Assert.Contains("created the pool in", Directory.Exists(PoolDir) ? "created the pool in" : string.Empty, StringComparison.Ordinal);
+        var second = Replica("second");
+        await Until(() => second.Out.ToString().Contains("waiting for the Lease dolly-system/dolly-controllers as second_", StringComparison.Ordinal), "the second replica never waited");
+        await Task.Delay(1000, Ct);
+        Assert.DoesNotContain("Dolly is up", second.Out.ToString(), StringComparison.Ordinal);
+        Assert.False(second.Run.IsCompleted, "the standby must wait, not fail on the pool the leader holds");
+
+        await first.Stop.CancelAsync();
+        Assert.Equal(0, await first.Run.WaitAsync(TimeSpan.FromSeconds(60), Ct));
+        await Until(() => second.Out.ToString().Contains("Dolly is up", StringComparison.Ordinal), "the standby never took over");
+        var lease = await client.CoordinationV1.ReadNamespacedLeaseAsync("dolly-controllers", "dolly-system", cancellationToken: Ct);
+        Assert.StartsWith("second_", lease.Spec.HolderIdentity, StringComparison.Ordinal);
+
+        await second.Stop.CancelAsync();
+        Assert.Equal(0, await second.Run.WaitAsync(TimeSpan.FromSeconds(60), Ct));
+        first.Stop.Dispose();
+        second.Stop.Dispose();
+        await Ok("volume", "list");
+    }
 }

@@ -6,7 +6,10 @@ namespace Dolly.Commands;
 
 /// <summary>
 /// <c>dolly demo</c>: a short scripted session in a scratch pool. Each step prints the real command it runs
-/// and that command's real output, so the story doubles as a tutorial.
+/// and that command's real output, so the story doubles as a tutorial. A second act
+/// (<see cref="DemoKubernetesAct"/>) shows the main job, copies of Kubernetes volumes, through the real stack
+/// over the same pool. The scratch directory (pool, its API server state beside it, images) is deleted at the
+/// end unless <c>--keep</c>; a pool named with <c>--pool</c> and its API server state always stay.
 /// </summary>
 internal static class DemoCommand
 {
@@ -14,23 +17,28 @@ internal static class DemoCommand
 
     public static Command Build(CliContext context)
     {
-        var keep = new Option<bool>("--keep") { Description = "Keep the scratch pool and images afterwards (their location is printed)" };
+        var keep = new Option<bool>("--keep") { Description = "Keep the scratch pool, its API server state and the images afterwards (their location is printed)" };
+        var skipKubernetes = new Option<bool>("--skip-kubernetes") { Description = "Show only the storage engine, not its copies of Kubernetes volumes through the API server, CSI driver and controllers" };
         var demo = new Command(
             "demo",
-            "A two-minute tour in a scratch pool: create a thin volume, import an image, snapshot, clone, break and revert, and see the space used")
+            "A two-minute tour in a scratch pool: create a thin volume, import an image, snapshot, clone, break and revert, and see the space used; " +
+            "then the main job through the real stack run in-process (API server, CSI driver, controllers): snapshot, restore and clone a PersistentVolumeClaim")
         {
             keep,
+            skipKubernetes,
         };
-        demo.SetAction((parse, token) => RunAsync(context, parse, parse.GetValue(keep), token));
+        demo.SetAction((parse, token) => RunAsync(context, parse, parse.GetValue(keep), parse.GetValue(skipKubernetes), token));
         return demo;
     }
 
-    private static async Task<int> RunAsync(CliContext context, ParseResult parse, bool keep, CancellationToken token)
+    private static async Task<int> RunAsync(CliContext context, ParseResult parse, bool keep, bool skipKubernetes, CancellationToken token)
     {
         var (given, isExplicit) = context.PoolDirectory(parse);
-        string root = isExplicit ? given : Path.Combine(Path.GetTempPath(), $"dolly-demo-{Guid.NewGuid():N}"[..19]);
+        // The host's TMPDIR, not the process's: a test host points the scratch directory at its own.
+        string temp = context.Host.GetEnvironmentVariable("TMPDIR") is { Length: > 0 } tmpdir ? Path.GetFullPath(tmpdir) : Path.GetTempPath();
+        string root = isExplicit ? given : Path.Combine(temp, $"dolly-demo-{Guid.NewGuid():N}"[..19]);
         string pool = isExplicit ? given : Path.Combine(root, "pool");
-        string images = isExplicit ? Path.Combine(Path.GetTempPath(), $"dolly-demo-images-{Guid.NewGuid():N}"[..26]) : Path.Combine(root, "images");
+        string images = isExplicit ? Path.Combine(temp, $"dolly-demo-images-{Guid.NewGuid():N}"[..26]) : Path.Combine(root, "images");
         Directory.CreateDirectory(images);
         var o = context.Host.Out;
         try
@@ -96,10 +104,31 @@ internal static class DemoCommand
                 }
             }
 
+            if (!skipKubernetes)
+            {
+                o.WriteLine();
+                o.WriteLine("Now the main job: instant copies of Kubernetes volumes, through the real stack.");
+                using (var opened = Pool.Open(pool, context.Host.FileSystem).OrFail())
+                {
+                    step = await new DemoKubernetesAct(context, opened).RunAsync(step, token).ConfigureAwait(false);
+                }
+
+                o.WriteLine();
+                o.WriteLine($"{++step}. The claims' volumes in the pool: 'data' owns the block it overwrote; the restore and the clone still share the original one with the snapshot, so they cost nothing extra (EXCLUSIVE 0).");
+                string[] list = ["volume", "list"];
+                Echo(context, list);
+                int code = await Cli.RunAsync(["--pool", pool, .. list], context.Host with { ErrorIsTerminal = false }, token).ConfigureAwait(false);
+                if (code != ExitCodes.Ok)
+                {
+                    return code;
+                }
+            }
+
+            string api = CliContext.BesidePool(pool, "-api");
             o.WriteLine();
             o.WriteLine(keep || isExplicit
-                ? $"Done. The pool stays in '{pool}': try 'dolly --pool {pool} volume list'."
-                : "Done. The scratch pool is deleted; 'dolly volume create NAME --size 10Gi' starts your own (in the default pool).");
+                ? $"Done. The pool stays in '{pool}'{(skipKubernetes ? string.Empty : $" and its API server state in '{api}'")}: try 'dolly --pool {pool} volume list'{(skipKubernetes ? string.Empty : $", or 'dolly --pool {pool} up' and 'kubectl get pvc -n demo'")}."
+                : "Done. The scratch pool is deleted; 'dolly volume create NAME --size 10Gi' starts your own (in the default pool), 'dolly up' runs the stack over it.");
             return ExitCodes.Ok;
         }
         finally
@@ -111,9 +140,12 @@ internal static class DemoCommand
         }
     }
 
-    private static void Echo(CliContext context, string[] args)
+    private static void Echo(CliContext context, string[] args) =>
+        EchoLine(context, "$ dolly " + string.Join(' ', args.Select(a => a.Contains('/', StringComparison.Ordinal) ? Path.GetFileName(a) : a)));
+
+    /// <summary>A command line the demo shows before its output: bold on a terminal.</summary>
+    internal static void EchoLine(CliContext context, string line)
     {
-        string line = "$ dolly " + string.Join(' ', args.Select(a => a.Contains('/', StringComparison.Ordinal) ? Path.GetFileName(a) : a));
         if (context.Host.OutIsTerminal)
         {
             context.Out.MarkupLine($"[bold]{Markup.Escape(line)}[/]");

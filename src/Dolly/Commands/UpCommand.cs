@@ -1,8 +1,6 @@
 using System.CommandLine;
 using System.Security.Cryptography.X509Certificates;
-using Dolly.Api;
 using Dolly.Controllers;
-using Dolly.Csi;
 using Dolly.Nbd;
 using k8s;
 using Microsoft.Extensions.Logging;
@@ -121,15 +119,15 @@ internal static class UpCommand
 
         if (!request.LeaderElect)
         {
-            return await RunLeadingAsync(context, parse, request, external, endpoints, certificate, clientCa, loggers, ct).ConfigureAwait(false);
+            return await ServeAsync(context, parse, request, external, endpoints, certificate, clientCa, loggers, ct).ConfigureAwait(false);
         }
 
         // Several replicas: only the Lease holder opens the pool and serves; the others wait to take over.
         using var client = new Kubernetes(external!);
         var lease = new ControllerOptions
         {
-            LeaseNamespace = Environment.GetEnvironmentVariable("POD_NAMESPACE") is { Length: > 0 } podNamespace ? podNamespace : "dolly-system",
-            Identity = Identity(),
+            LeaseNamespace = context.Host.GetEnvironmentVariable("POD_NAMESPACE") is { Length: > 0 } podNamespace ? podNamespace : "dolly-system",
+            Identity = Identity(context.Host),
         };
         await context.Host.Out.WriteLineAsync($"waiting for the Lease {lease.LeaseNamespace}/{lease.LeaseName} as {lease.Identity}").ConfigureAwait(false);
         await context.Host.Out.FlushAsync(ct).ConfigureAwait(false);
@@ -138,7 +136,7 @@ internal static class UpCommand
             client,
             lease,
             loggers,
-            async leading => code = await RunLeadingAsync(context, parse, request, external, endpoints, certificate, clientCa, loggers, leading).ConfigureAwait(false),
+            async leading => code = await ServeAsync(context, parse, request, external, endpoints, certificate, clientCa, loggers, leading).ConfigureAwait(false),
             ct).ConfigureAwait(false);
         if (lost)
         {
@@ -149,11 +147,12 @@ internal static class UpCommand
         return code;
     }
 
-    private static string Identity() =>
-        (Environment.GetEnvironmentVariable("POD_NAME") is { Length: > 0 } podName ? podName : Environment.MachineName) + "_" + Environment.ProcessId;
+    /// <summary>This replica in the Lease and in events: the pod's name (POD_NAME) or the machine's, and the process id.</summary>
+    private static string Identity(CliHost host) =>
+        (host.GetEnvironmentVariable("POD_NAME") is { Length: > 0 } podName ? podName : Environment.MachineName) + "_" + Environment.ProcessId;
 
-    /// <summary>Opens the pool and serves everything until cancelled (with leader election: while leading).</summary>
-    private static async Task<int> RunLeadingAsync(
+    /// <summary>Opens the pool and serves everything until cancelled (with --leader-elect: while leading).</summary>
+    private static async Task<int> ServeAsync(
         CliContext context,
         ParseResult parse,
         UpRequest request,
@@ -165,110 +164,27 @@ internal static class UpCommand
         CancellationToken ct)
     {
         using var pool = context.OpenPool(parse, request.InitPool);
-        ApiServer? api = null;
-        if (external is null)
-        {
-            string stateDir = CliContext.BesidePool(pool.Directory, "-api");
-            try
-            {
-                api = new ApiServer(new ApiServerOptions(stateDir, request.Address, request.Port), loggers);
-            }
-            catch (ArgumentException ex)
-            {
-                throw new CliFailureException(ExitCodes.InvalidArgument, ex.Message);
-            }
-        }
 
-        try
-        {
-            if (api is not null)
-            {
-                try
-                {
-                    await api.StartAsync(ct).ConfigureAwait(false);
-                }
-                catch (Exception ex) when (ex is IOException or InvalidOperationException)
-                {
-                    throw new CliFailureException(ExitCodes.IoError, $"cannot start the API server on {request.Address}:{request.Port}: {ex.Message}");
-                }
-            }
-
-            return await ServeAsync(context, pool, api, external, request, endpoints, certificate, clientCa, loggers, ct).ConfigureAwait(false);
-        }
-        finally
-        {
-            if (api is not null)
-            {
-                await api.StopAsync(CancellationToken.None).ConfigureAwait(false);
-                await api.DisposeAsync().ConfigureAwait(false);
-            }
-        }
-    }
-
-    private static async Task<int> ServeAsync(
-        CliContext context,
-        Storage.Pool pool,
-        ApiServer? api,
-        KubernetesClientConfiguration? external,
-        UpRequest request,
-        List<System.Net.IPEndPoint> endpoints,
-        X509Certificate2? certificate,
-        X509Certificate2? clientCa,
-        ILoggerFactory loggers,
-        CancellationToken ct)
-    {
         // The node service attaches volumes through this process's own NBD server (nbdfuse + loop here,
         // where no /dev/nbd exists), so it gets the NBD socket; the node is this machine.
-        string nbdSocket = Path.Combine(pool.Directory, "nbd.sock");
-        var csi = new CsiServer(
-            pool,
-            new CsiServerOptions
-            {
-                SocketPath = Path.Combine(pool.Directory, "csi.sock"),
-                NodeId = request.NoNode ? null : Environment.MachineName,
-                NbdSocketPath = request.NoNode ? null : nbdSocket,
-            },
-            loggers);
-        await using var csiLifetime = csi.ConfigureAwait(false);
-        try
-        {
-            await csi.StartAsync(ct).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is IOException or InvalidOperationException)
-        {
-            throw new CliFailureException(ExitCodes.IoError, $"cannot start the CSI driver on {csi.SocketPath}: {ex.Message}");
-        }
-
         var nbdOptions = new NbdServerOptions
         {
-            UnixSocketPath = nbdSocket,
+            UnixSocketPath = Path.Combine(pool.Directory, "nbd.sock"),
             TcpEndpoints = endpoints,
             Certificate = certificate,
             ClientCertificateAuthority = clientCa,
         };
-        if (nbdOptions.Validate() is { } problem)
+        var options = new LocalStackOptions
         {
-            throw new CliFailureException(ExitCodes.InvalidArgument, problem);
-        }
-
-        var nbd = new NbdServer(new ExportCatalog(pool), nbdOptions, loggers.CreateLogger<NbdServer>());
-        await using var nbdLifetime = nbd.ConfigureAwait(false);
-        try
-        {
-            nbd.Start();
-        }
-        catch (InvalidOperationException ex)
-        {
-            throw new CliFailureException(ExitCodes.IoError, ex.Message);
-        }
-
-        var config = external ?? KubernetesClientConfiguration.BuildConfigFromConfigFile(api!.KubeconfigPath);
-        using var client = new Kubernetes(config);
-        using var channel = DollyControllers.ConnectCsi(csi.SocketPath);
-        using var stopControllers = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        // With --leader-elect this process already holds the Lease: the controllers need no election of their own.
-        var controllerOptions = new ControllerOptions { BindVolumes = api is not null, Identity = Identity() };
-        var controllers = DollyControllers.RunAsync(client, channel.CreateCallInvoker(), controllerOptions, loggers, stopControllers.Token);
+            Address = request.Address,
+            Port = request.Port,
+            External = external,
+            Nbd = nbdOptions,
+            NodeId = request.NoNode ? null : Environment.MachineName,
+            Identity = Identity(context.Host),
+        };
+        await using var stack = await LocalStack.StartAsync(pool, options, loggers, ct).ConfigureAwait(false);
+        var api = stack.Api;
 
         var o = context.Host.Out;
         await o.WriteLineAsync("Dolly is up (Ctrl-C stops it)").ConfigureAwait(false);
@@ -279,13 +195,13 @@ internal static class UpCommand
         }
         else
         {
-            await o.WriteLineAsync($"  API server   {config.Host} (external{(request.LeaderElect ? ", leader election on dolly-system/dolly-controllers" : "")})").ConfigureAwait(false);
+            await o.WriteLineAsync($"  API server   {stack.Config.Host} (external{(request.LeaderElect ? ", leader election on dolly-system/dolly-controllers" : "")})").ConfigureAwait(false);
         }
 
         await o.WriteLineAsync($"  controllers  snapshot, snapshotter, provisioner, resizer{(api is not null ? ", volume binder" : "")}").ConfigureAwait(false);
         await o.WriteLineAsync($"  pool         {pool.Directory}").ConfigureAwait(false);
-        await o.WriteLineAsync($"  NBD          {nbdOptions.UnixSocketPath}{string.Concat(nbd.LocalEndpoints.OfType<System.Net.IPEndPoint>().Select(e => $", tcp {e}"))}").ConfigureAwait(false);
-        await o.WriteLineAsync($"  CSI          {csi.SocketPath} (Identity, Controller, GroupController, {(request.NoNode ? "" : "Node, ")}SnapshotMetadata)").ConfigureAwait(false);
+        await o.WriteLineAsync($"  NBD          {nbdOptions.UnixSocketPath}{string.Concat(stack.Nbd!.LocalEndpoints.OfType<System.Net.IPEndPoint>().Select(e => $", tcp {e}"))}").ConfigureAwait(false);
+        await o.WriteLineAsync($"  CSI          {stack.Csi.SocketPath} (Identity, Controller, GroupController, {(request.NoNode ? "" : "Node, ")}SnapshotMetadata)").ConfigureAwait(false);
         if (api is not null)
         {
             await o.WriteLineAsync($"try: export KUBECONFIG={api.KubeconfigPath}; kubectl get namespaces").ConfigureAwait(false);
@@ -294,7 +210,7 @@ internal static class UpCommand
         await o.FlushAsync(ct).ConfigureAwait(false);
         try
         {
-            await controllers.WaitAsync(ct).ConfigureAwait(false);
+            await stack.Controllers.WaitAsync(ct).ConfigureAwait(false);
 
             // The controllers end by themselves only on a failure they could not ride out.
             await context.Host.Error.WriteLineAsync("dolly up: the controllers stopped unexpectedly; exiting").ConfigureAwait(false);
@@ -302,18 +218,8 @@ internal static class UpCommand
         }
         catch (OperationCanceledException)
         {
+            // Disposing the stack (on the way out) stops the parts in this order.
             await o.WriteLineAsync("stopping: controllers, NBD connections, the CSI driver and the API server; committing the pool").ConfigureAwait(false);
-        }
-        finally
-        {
-            await stopControllers.CancelAsync().ConfigureAwait(false);
-            try
-            {
-                await controllers.ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-            }
         }
 
         return ExitCodes.Ok;
