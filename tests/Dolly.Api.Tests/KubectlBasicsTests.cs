@@ -184,19 +184,27 @@ public sealed class KubectlBasicsTests(ServerFixture fx) : IClassFixture<ServerF
     }
 
     [Fact]
-    public async Task Pods_AreListedEmptyAndCannotBeCreated()
+    public async Task Pods_AreStoredButNotRun_StayPending_NodesStayEmpty()
     {
         (await fx.KubectlAsync("create", "ns", "podless")).ShouldSucceed();
         var mixed = (await fx.KubectlAsync("-n", "podless", "get", "volumesnapshotContent,volumesnapshot,pvc,pod")).ShouldSucceed();
         Assert.Contains("No resources found", mixed.Stderr + mixed.Stdout, StringComparison.Ordinal);
-        var all = (await fx.KubectlAsync("get", "pods", "-A")).ShouldSucceed();
-        Assert.Contains("No resources found", all.Stderr, StringComparison.Ordinal);
         const string pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: podless}\nspec: {containers: [{name: c, image: busybox}]}\n";
-        var create = (await fx.KubectlWithInputAsync(pod, "create", "-f", "-", "--validate=false")).ShouldFail();
-        Assert.Contains("MethodNotAllowed", create.Stderr, StringComparison.Ordinal);
+        (await fx.KubectlWithInputAsync(pod, "create", "-f", "-")).ShouldSucceed();
+        var table = (await fx.KubectlAsync("get", "pod", "p", "-n", "podless", "-o", "wide")).ShouldSucceed();
+        Assert.Matches(@"NAME\s+READY\s+STATUS\s+RESTARTS\s+AGE\s+IP\s+NODE\s+NOMINATED NODE\s+READINESS GATES", table.Stdout);
+        Assert.Matches(@"\np\s+0/1\s+Pending\s+0\s+\S+\s+<none>\s+<none>\s+<none>\s+<none>", table.Stdout);
+        var defaults = (await fx.KubectlAsync("get", "pod", "p", "-n", "podless", "-o", "jsonpath={.spec.containers[0].imagePullPolicy} {.spec.restartPolicy} {.status.phase}")).ShouldSucceed();
+        Assert.Equal("Always Always Pending", defaults.Stdout);
+
+        // No scheduler or kubelet: deleting an unscheduled pod removes it at once, as kube-apiserver does.
+        (await fx.KubectlAsync("delete", "pod", "p", "-n", "podless", "--timeout=10s")).ShouldSucceed();
+        Assert.Contains("NotFound", (await fx.KubectlAsync("get", "pod", "p", "-n", "podless")).ShouldFail().Stderr, StringComparison.Ordinal);
         var info = (await fx.KubectlAsync("cluster-info")).ShouldSucceed();
         Assert.Contains("Kubernetes control plane is running at " + fx.Server.Url!.ToString().TrimEnd('/'), info.Stdout, StringComparison.Ordinal);
         Assert.Contains("No resources found", (await fx.KubectlAsync("get", "nodes")).ShouldSucceed().Stderr, StringComparison.Ordinal);
+        var create = (await fx.KubectlWithInputAsync("apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n", "create", "-f", "-", "--validate=false")).ShouldFail();
+        Assert.Contains("MethodNotAllowed", create.Stderr, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -234,10 +234,14 @@ public sealed class AcceptanceTests(DollyUp up)
     {
         RequireStack();
         await SnapshotRestoreAsync(up);
-        // The embedded server runs no StatefulSet controller (and serves no apps/v1): create by hand the
-        // claims the volumeClaimTemplate of 07-statefulset-replicas.yaml would make, <template>-<set>-<ordinal>.
-        string template = DollyUp.Documents("07-statefulset-replicas.yaml")[1];
+        // The embedded server stores the Service and the StatefulSet of 07-statefulset-replicas.yaml but runs no
+        // StatefulSet controller: create by hand the claims its volumeClaimTemplate would make, <template>-<set>-<ordinal>.
+        var documents = DollyUp.Documents("07-statefulset-replicas.yaml");
+        string template = documents[1];
         Assert.Contains("name: data-snap", template, StringComparison.Ordinal);
+        (await up.Apply(string.Join("\n---\n", documents))).ShouldSucceed();
+        Assert.Equal("StatefulSet 3 consumer", await up.Field("statefulset/consumer", "demo", ".kind} {.spec.replicas} {.spec.serviceName"));
+        Assert.Equal("None", await up.Field("service/consumer", "demo", ".spec.clusterIP"));
         for (int i = 0; i < 3; i++)
         {
             (await up.Apply($$$"""
@@ -260,6 +264,10 @@ public sealed class AcceptanceTests(DollyUp up)
             await up.WaitFor($"pvc/data-consumer-{i}", "demo", ".status.phase", "Bound");
             await up.WithMounted("demo", $"data-consumer-{i}", async dir => Assert.Equal(Hello, await File.ReadAllTextAsync(Path.Combine(dir, "hello.txt"))));
         }
+
+        // Stored, not run: the set still exists, with no ready replica and no pods.
+        Assert.Matches(@"consumer\s+0/3\s", (await up.Kubectl("get", "statefulset", "consumer", "-n", "demo")).ShouldSucceed().Stdout);
+        Assert.Contains("No resources found", (await up.Kubectl("get", "pods", "-n", "demo")).ShouldSucceed().Stderr, StringComparison.Ordinal);
     }
 
     private static int Count(string listJson) => DollyUp.Json(listJson).GetProperty("items").GetArrayLength();

@@ -104,15 +104,33 @@ public sealed class LifecycleTests(DollyUp up)
     }
 
     [Fact]
-    public async Task PvcProtection_HeldOnEveryClaim_ReleasedOnDeleteWhenNoPodUsesIt()
+    public async Task PvcProtection_HeldWhileAPodUsesTheClaim_ReleasedWhenThePodGoes()
     {
         await SetUpAsync();
         string pv = await ClaimAsync("protected");
         Assert.Contains("kubernetes.io/pvc-protection", await up.Field("pvc/protected", Ns, ".metadata.finalizers"), StringComparison.Ordinal);
 
-        // The embedded API server stores no pods (it runs none), so nothing uses the claim: it goes, and
-        // with it (reclaim policy Delete) its volume.
+        // A pod names the claim. Nothing runs it (the embedded API server stores pods, it runs none), but the
+        // binder holds pvc-protection while any pod in the namespace that has not finished uses the claim.
+        (await up.Apply($$$"""
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: user, namespace: {{{Ns}}}}
+            spec:
+              containers: [{name: app, image: busybox, volumeMounts: [{name: data, mountPath: /data}]}]
+              volumes: [{name: data, persistentVolumeClaim: {claimName: protected}}]
+            """)).ShouldSucceed();
         (await up.Kubectl("delete", "pvc", "protected", "-n", Ns, "--wait=false")).ShouldSucceed();
+
+        // Whether the claim is kept can only be seen by letting time pass: the binder has handled the deletion
+        // within this window (it re-checks every 5 s while a pod uses the claim).
+        await Task.Delay(TimeSpan.FromSeconds(2), TestContext.Current.CancellationToken);
+        Assert.NotEqual("", await up.Field("pvc/protected", Ns, ".metadata.deletionTimestamp"));
+        Assert.Equal("Bound", await up.Field("pvc/protected", Ns, ".status.phase"));
+        Assert.Contains("kubernetes.io/pvc-protection", await up.Field("pvc/protected", Ns, ".metadata.finalizers"), StringComparison.Ordinal);
+
+        // The pod goes: the claim goes, and with it (reclaim policy Delete) its volume.
+        (await up.Kubectl("delete", "pod", "user", "-n", Ns)).ShouldSucceed();
         await up.WaitForDeleted("pvc/protected", Ns);
         await up.WaitForDeleted("pv/" + pv, null);
     }

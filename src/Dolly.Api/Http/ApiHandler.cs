@@ -318,10 +318,10 @@ internal sealed partial class ApiHandler
     private static async Task<JsonObject> ReadObjectAsync(HttpRequest request, ResourceType type, CancellationToken ct)
     {
         string media = Wire.MediaType(request.ContentType);
-        if (media == Protobuf.MediaType && type.Kind == "Namespace" && type.Group.Length == 0)
+        if (media == Protobuf.MediaType && type.Builtin && Protobuf.Supports(type.ApiVersion, type.Kind))
         {
             var bytes = await Wire.ReadBytesAsync(request, ct).ConfigureAwait(false);
-            return Protobuf.DecodeNamespace(bytes) ?? throw Errors.Decode(type.Kind, type.Version, "the protobuf body is not a v1 Namespace");
+            return Protobuf.Decode(bytes, type.ApiVersion, type.Kind) ?? throw Errors.Decode(type.Kind, type.Version, "the protobuf body is not a " + type.ApiVersion + " " + type.Kind);
         }
 
         if (media is not ("application/json" or "application/yaml" or "" or "text/plain"))

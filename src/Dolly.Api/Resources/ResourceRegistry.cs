@@ -20,9 +20,12 @@ internal sealed class ResourceRegistry
 
     public ResourceRegistry()
     {
-        _builtins = [.. LoadEmbedded("core.yaml").Concat(LoadEmbedded("storage.yaml")).SelectMany(d => FromDefinition(d, builtin: true))];
+        _builtins = [.. BuiltinDefinitions.SelectMany(name => LoadEmbedded(name)).SelectMany(d => FromDefinition(d, builtin: true))];
         _current = new Snapshot(_builtins);
     }
+
+    /// <summary>The embedded definitions of the compiled-in kinds, one file per API group family.</summary>
+    public static readonly IReadOnlyList<string> BuiltinDefinitions = ["core.yaml", "storage.yaml", "apps.yaml", "rbac.yaml"];
 
     /// <summary>CRDs shipped with the server and installed on first start.</summary>
     public static IReadOnlyList<JsonObject> BootstrapCrds() => LoadEmbedded("bootstrap-snapshot.yaml");

@@ -265,6 +265,25 @@ internal static class Patches
         ["metadata.finalizers"] = "",
         ["metadata.ownerReferences"] = "uid",
         ["status.conditions"] = "type",
+
+        // Pod specs (pods and the templates of workloads), services and service accounts, as their Go types tag them.
+        ["spec.containers"] = "name",
+        ["spec.initContainers"] = "name",
+        ["spec.ephemeralContainers"] = "name",
+        ["spec.volumes"] = "name",
+        ["spec.imagePullSecrets"] = "name",
+        ["spec.hostAliases"] = "ip",
+        ["spec.topologySpreadConstraints"] = "topologyKey",
+        ["containers.ports"] = "containerPort",
+        ["containers.env"] = "name",
+        ["containers.volumeMounts"] = "mountPath",
+        ["containers.volumeDevices"] = "devicePath",
+        ["initContainers.ports"] = "containerPort",
+        ["initContainers.env"] = "name",
+        ["initContainers.volumeMounts"] = "mountPath",
+        ["initContainers.volumeDevices"] = "devicePath",
+        ["spec.ports"] = "port",
+        ["secrets"] = "name",
     };
 
     private static JsonArray MergeList(JsonArray? live, JsonArray patch, string mergeKey, string path)

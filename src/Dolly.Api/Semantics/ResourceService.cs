@@ -150,7 +150,7 @@ internal sealed partial class ResourceService
         }
     }
 
-    private static bool TracksGeneration(ResourceType type) => !type.Builtin || type.Plural == "customresourcedefinitions";
+    private static bool TracksGeneration(ResourceType type) => !type.Builtin || type.Plural == "customresourcedefinitions" || type.Group == "apps";
 
     /// <summary>apiVersion, kind and metadata first, as kube-apiserver serializes objects.</summary>
     private static JsonObject Ordered(JsonObject obj)

@@ -119,6 +119,11 @@ internal static partial class Strategies
     public static void Default(ResourceType type, JsonObject obj, bool create)
     {
         var meta = Json.Meta(obj);
+        if (DefaultWorkload(type, obj, create))
+        {
+            return;
+        }
+
         switch (type.Plural)
         {
             case "namespaces" when type.Group.Length == 0:
@@ -252,6 +257,11 @@ internal static partial class Strategies
     public static List<FieldCause> Validate(ResourceType type, JsonObject obj, JsonObject? old)
     {
         var errors = new List<FieldCause>();
+        if (ValidateWorkload(type, obj, old, errors))
+        {
+            return errors;
+        }
+
         switch (type.Group, type.Plural)
         {
             case ("", "persistentvolumeclaims"):

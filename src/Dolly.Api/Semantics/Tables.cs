@@ -6,7 +6,7 @@ using Dolly.Api.Resources;
 namespace Dolly.Api.Semantics;
 
 /// <summary>Server-side Table rendering (what `kubectl get` prints), with the upstream columns per kind.</summary>
-internal static class Tables
+internal static partial class Tables
 {
     private sealed record Col(string Name, string Type, string Format, string Description, int Priority = 0);
 
@@ -46,12 +46,6 @@ internal static class Tables
             new("RequiresRepublish", "boolean", "", "Whether volumes are republished periodically."), new("Modes", "string", "", "Volume lifecycle modes."), AgeCol,
         ],
         "Lease" => [NameCol, new("Holder", "string", "", "The holder of the lease."), AgeCol],
-        "Pod" =>
-        [
-            NameCol, new("Ready", "string", "", "The aggregate readiness state of this pod for accepting traffic."),
-            new("Status", "string", "", "The aggregate status of the containers in this pod."),
-            new("Restarts", "string", "", "The number of times the containers in this pod have been restarted."), AgeCol,
-        ],
         "Event" =>
         [
             new("Last Seen", "string", "", "The time the event was last seen."), new("Type", "string", "", "Normal or Warning."),
@@ -60,7 +54,7 @@ internal static class Tables
             new("Message", "string", "", "A description of the event."), new("First Seen", "string", "", "The time the event was first seen.", 1),
             new("Count", "string", "", "How often the event happened.", 1), new("Name", "string", "", "The name of the event.", 1),
         ],
-        _ => [NameCol, new("Created At", "date", "", "The time the object was created.")],
+        _ => WorkloadColumns(printer) ?? [NameCol, new("Created At", "date", "", "The time the object was created.")],
     };
 
     public static JsonArray ColumnDefinitions(ResourceType type)
@@ -137,8 +131,6 @@ internal static class Tables
 
             case "Lease":
                 return [name, Json.Str(spec["holderIdentity"]) ?? "", age];
-            case "Pod":
-                return [name, "0/0", Json.Str(status["phase"]) ?? "", "0", age];
             case "Event":
                 {
                     var io = obj["involvedObject"] as JsonObject ?? [];
@@ -152,6 +144,11 @@ internal static class Tables
 
             case "Default":
                 return [name, Json.Str(obj["metadata"]?["creationTimestamp"]) ?? ""];
+        }
+
+        if (WorkloadCells(type.Printer, obj, age) is { } workload)
+        {
+            return workload;
         }
 
         var cells = new JsonArray { name };
