@@ -208,7 +208,7 @@ public sealed class DeployManifestTests : IAsyncLifetime
     }
 
     [Fact]
-    public void Controller_CommandLine_UsesTheMountedPaths()
+    public async Task Controller_CommandLine_Parses_UsesTheMountedPaths()
     {
         var deployment = Load(Path.Combine(Deploy, "controller.yaml")).Single();
         var pod = Map(Map(Map(deployment, "spec"), "template"), "spec");
@@ -221,6 +221,12 @@ public sealed class DeployManifestTests : IAsyncLifetime
         Assert.EndsWith(":10809", Arg(args, "--nbd-tcp"), StringComparison.Ordinal);
         Assert.Equal("true", Scalar(Map(pod, "nodeSelector"), "dolly.io/storage-node"));
         Assert.Equal("2", Scalar(Map(deployment, "spec"), "replicas"));
+        Assert.Contains("--init-pool", args);
+
+        // Every option is known and has its value: the run gets as far as loading the TLS files, absent here.
+        var run = await new CliRunner().RunAsync(args);
+        Assert.True(run.ExitCode == ExitCodes.InvalidArgument, run.ToString());
+        Assert.Contains("cannot load the TLS certificate '/tls/tls.crt'", run.Err, StringComparison.Ordinal);
     }
 
     [Fact]
