@@ -8,7 +8,8 @@ namespace Dolly.IntegrationTests;
 /// <summary>
 /// A real <c>dolly up</c> process on a scratch pool, with kubectl and the <c>dolly</c> CLI (mount, unmount)
 /// run as the user would run them. Before it starts, a golden volume with a file system holding
-/// <c>orders.csv</c> is imported and snapshotted outside Kubernetes (the golden-snapshot scenario's handle).
+/// <c>orders.csv</c> is imported; once it runs, <c>dolly snapshot create</c> snapshots it outside Kubernetes
+/// (through the running driver), which gives the golden-snapshot scenario its handle.
 /// </summary>
 public sealed class DollyUp : IAsyncLifetime
 {
@@ -66,7 +67,6 @@ public sealed class DollyUp : IAsyncLifetime
         var mkfs = await NodeCleanup.RunAsync("mkfs.ext4", "-q", "-F", "-d", tree, image);
         Assert.True(File.Exists(image), mkfs);
         (await Dolly("volume", "import", "orders-golden", image)).ShouldSucceed();
-        (await Dolly("snapshot", "create", "orders-golden", GoldenHandle)).ShouldSucceed();
         File.Delete(image);
 
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
@@ -106,6 +106,10 @@ public sealed class DollyUp : IAsyncLifetime
         var exited = _process.WaitForExitAsync();
         var first = await Task.WhenAny(up.Task, exited, Task.Delay(TimeSpan.FromSeconds(60)));
         Assert.True(first == up.Task, "dolly up did not come up:\n" + Log);
+
+        // The golden snapshot is taken while dolly up holds the pool, as an operator would: through its driver.
+        var snapshot = (await Dolly("snapshot", "create", "orders-golden", GoldenHandle)).ShouldSucceed();
+        Assert.Contains("through the CSI driver", snapshot.Stdout, StringComparison.Ordinal);
     }
 
     public async ValueTask DisposeAsync()

@@ -19,8 +19,13 @@ internal static class SnapshotCommands
 
         var createVolume = VolumeCommands.NameArgument("VOLUME", "Volume to snapshot");
         var createName = VolumeCommands.NameArgument("NAME", "Snapshot name");
-        var create = new Command("create", "Take a snapshot of a volume") { createVolume, createName };
-        create.SetAction(parse => Create(context, parse, parse.GetValue(createVolume)!, parse.GetValue(createName)!));
+        var create = new Command(
+            "create",
+            "Take a snapshot of a volume. While `dolly up` holds the pool, the snapshot is taken through its CSI driver (csi.sock in the pool directory); its name is the handle a pre-provisioned VolumeSnapshotContent names")
+        {
+            createVolume, createName,
+        };
+        create.SetAction((parse, ct) => Create(context, parse, parse.GetValue(createVolume)!, parse.GetValue(createName)!, ct));
         snapshot.Subcommands.Add(create);
 
         var listOutput = CliContext.OutputOption();
@@ -54,14 +59,73 @@ internal static class SnapshotCommands
         return snapshot;
     }
 
-    private static int Create(CliContext context, ParseResult parse, string volume, string name)
+    private static async Task<int> Create(CliContext context, ParseResult parse, string volume, string name, CancellationToken ct)
     {
-        using var pool = context.OpenPool(parse);
+        Pool pool;
+        try
+        {
+            pool = context.OpenPool(parse);
+        }
+        catch (CliFailureException ex) when (ex.ExitCode == ExitCodes.InUse && File.Exists(Path.Combine(context.PoolDirectory(parse).Directory, "csi.sock")))
+        {
+            return await CreateThroughDriverAsync(context, Path.Combine(context.PoolDirectory(parse).Directory, "csi.sock"), volume, name, ct).ConfigureAwait(false);
+        }
+
+        using (pool)
+        {
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
+            var s = pool.CreateSnapshot(volume, name).OrFail();
+            var took = System.Diagnostics.Stopwatch.GetElapsedTime(started);
+            context.Host.Out.WriteLine($"created snapshot '{s.Name}' of volume '{volume}' ({ByteSize.Format(s.Size)}) in {took.TotalMilliseconds:0.0} ms");
+            return ExitCodes.Ok;
+        }
+    }
+
+    /// <summary>
+    /// The pool is held by a running <c>dolly up</c>: take the snapshot the way a sidecar would, through its CSI
+    /// Controller service. CreateSnapshot is idempotent, so an existing name is looked up first to keep the
+    /// command's meaning (a name that exists is an error, as without a server).
+    /// </summary>
+    private static async Task<int> CreateThroughDriverAsync(CliContext context, string socket, string volume, string name, CancellationToken ct)
+    {
+        if (Names.Validate(name, "snapshot name") is { } invalid)
+        {
+            throw new CliFailureException(invalid);
+        }
+
+        using var channel = Dolly.Controllers.DollyControllers.ConnectCsi(socket);
+        var csi = new Dolly.Csi.V1.Controller.ControllerClient(channel);
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        var s = pool.CreateSnapshot(volume, name).OrFail();
-        var took = System.Diagnostics.Stopwatch.GetElapsedTime(started);
-        context.Host.Out.WriteLine($"created snapshot '{s.Name}' of volume '{volume}' ({ByteSize.Format(s.Size)}) in {took.TotalMilliseconds:0.0} ms");
-        return ExitCodes.Ok;
+        try
+        {
+            var existing = await csi.ListSnapshotsAsync(new Dolly.Csi.V1.ListSnapshotsRequest { SnapshotId = name }, cancellationToken: ct).ConfigureAwait(false);
+            if (existing.Entries.Count > 0)
+            {
+                throw new CliFailureException(ExitCodes.AlreadyExists, $"a snapshot named '{name}' already exists (of volume '{existing.Entries[0].Snapshot.SourceVolumeId}')");
+            }
+
+            var created = await csi.CreateSnapshotAsync(new Dolly.Csi.V1.CreateSnapshotRequest { Name = name, SourceVolumeId = volume }, cancellationToken: ct).ConfigureAwait(false);
+            var took = System.Diagnostics.Stopwatch.GetElapsedTime(started);
+            context.Host.Out.WriteLine(
+                $"created snapshot '{created.Snapshot.SnapshotId}' of volume '{volume}' ({ByteSize.Format(created.Snapshot.SizeBytes)}) in {took.TotalMilliseconds:0.0} ms, through the CSI driver of the dolly up holding the pool");
+            return ExitCodes.Ok;
+        }
+        catch (Grpc.Core.RpcException ex)
+        {
+            int code = ex.StatusCode switch
+            {
+                Grpc.Core.StatusCode.NotFound => ExitCodes.NotFound,
+                Grpc.Core.StatusCode.AlreadyExists => ExitCodes.AlreadyExists,
+                Grpc.Core.StatusCode.InvalidArgument => ExitCodes.InvalidArgument,
+                Grpc.Core.StatusCode.ResourceExhausted => ExitCodes.NoSpace,
+                Grpc.Core.StatusCode.Unavailable => ExitCodes.InUse,
+                _ => ExitCodes.IoError,
+            };
+            string why = ex.StatusCode == Grpc.Core.StatusCode.Unavailable
+                ? $"the pool is in use and its CSI driver at {socket} does not answer ({ex.Status.Detail}); stop the process holding the pool or start `dolly up`"
+                : $"the CSI driver of the dolly up holding the pool refused: {ex.Status.Detail}";
+            throw new CliFailureException(code, why);
+        }
     }
 
     private static int Diff(CliContext context, ParseResult parse, string baseName, string target, bool json)
