@@ -54,6 +54,9 @@ public sealed record CsiServerOptions
     /// <summary>Where the kernel NBD path looks for devices, sysfs and nbd-client; tests point it at a fake tree.</summary>
     internal KernelNbd KernelNbd { get; init; } = KernelNbd.System;
 
+    /// <summary>Null when this machine can attach through the kernel NBD driver; otherwise what it lacks (the device, nbd-client), in words for an operator.</summary>
+    public string? KernelNbdMissing() => KernelNbd.Missing();
+
     /// <summary>Whether the Node service is configured.</summary>
     public bool ServesNode => !string.IsNullOrEmpty(NodeId) && NbdServer is not null;
 }
