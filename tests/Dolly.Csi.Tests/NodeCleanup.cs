@@ -33,6 +33,41 @@ internal static class NodeCleanup
         {
             await RunAsync("fusermount3", "-u", "-z", m);
         }
+
+        // Kernel attachments are found through the records that name them.
+        foreach (string record in Directory.Exists(root) ? Directory.EnumerateFiles(root, "*.json", SearchOption.AllDirectories) : [])
+        {
+            if (Read(record) is { Attach: Attachment.Kernel, NbdDevice: { } device })
+            {
+                await RunAsync(KernelNbd.System.ProgramPath ?? "nbd-client", "-d", device);
+            }
+        }
+    }
+
+    private static StagedVolume? Read(string path)
+    {
+        try
+        {
+            return StagedVolume.Read(path);
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or IOException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Skips the test where the kernel NBD path cannot run: root, /dev/nbd0 (the nbd module) and nbd-client.</summary>
+    public static void RequireKernelNbd()
+    {
+        if (Environment.UserName != "root")
+        {
+            Assert.Skip("nbd devices and mounts need root");
+        }
+
+        if (KernelNbd.System.Missing() is { } missing)
+        {
+            Assert.Skip($"the kernel NBD path cannot run here: this machine has {missing}");
+        }
     }
 
     /// <summary>Skips the test where loop devices, FUSE or mounts are unavailable.</summary>

@@ -194,6 +194,9 @@ public sealed class RemoteNodeTests : IAsyncLifetime
             NodeId = "node-" + name,
             Nbd = endpoint ?? NbdEndpoint.Tcp("127.0.0.1", NbdPort, tls!),
             NodeStateDirectory = Path.Combine(_dir, "node-" + name),
+
+            // These tests prove the nbdfuse path and its TLS relay; KernelNodeTests the kernel one.
+            NodeAttach = NodeAttachMode.Nbdfuse,
         };
         var server = new CsiServer(options);
         Assert.False(server.ServesController);
