@@ -15,6 +15,9 @@ have nbdkit || need+=(nbdkit)
 { have mkfs.ext4 && have e2fsck; } || need+=(e2fsprogs)
 have fio || need+=(fio)
 have losetup || need+=(mount)
+# The CSI node's kernel NBD path (tests/Dolly.Csi.Tests KernelNodeTests). The package installs without the nbd
+# kernel module; where /dev/nbd0 is absent those tests skip and say so.
+have nbd-client || need+=(nbd-client)
 
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""

@@ -44,6 +44,9 @@ internal static partial class CsiLog
     [LoggerMessage(EventId = 5044, Level = LogLevel.Warning, Message = "cleanup after a failed stage of {Volume}: {Command} failed: {Message}")]
     public static partial void CleanupFailed(ILogger logger, string volume, string command, string message);
 
+    [LoggerMessage(EventId = 5045, Level = LogLevel.Information, Message = "{Device} was taken by another program while attaching volume {Volume}; trying the next free nbd device")]
+    public static partial void NbdDeviceTaken(ILogger logger, string device, string volume);
+
     [LoggerMessage(EventId = 5050, Level = LogLevel.Information, Message = "relaying NBD from {Socket} to {Server} over TLS")]
     public static partial void BridgeListening(ILogger logger, string socket, string server);
 

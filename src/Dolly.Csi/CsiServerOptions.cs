@@ -45,6 +45,18 @@ public sealed record CsiServerOptions
     /// </summary>
     public string? NodeStateDirectory { get; init; }
 
+    /// <summary>
+    /// How the Node service attaches volumes: <see cref="NodeAttachMode.Auto"/> (the default) picks the kernel's
+    /// NBD driver where <c>/dev/nbd0</c> and <c>nbd-client</c> exist, nbdfuse and a loop device elsewhere.
+    /// </summary>
+    public NodeAttachMode NodeAttach { get; init; } = NodeAttachMode.Auto;
+
+    /// <summary>Where the kernel NBD path looks for devices, sysfs and nbd-client; tests point it at a fake tree.</summary>
+    internal KernelNbd KernelNbd { get; init; } = KernelNbd.System;
+
+    /// <summary>Null when this machine can attach through the kernel NBD driver; otherwise what it lacks (the device, nbd-client), in words for an operator.</summary>
+    public string? KernelNbdMissing() => KernelNbd.Missing();
+
     /// <summary>Whether the Node service is configured.</summary>
     public bool ServesNode => !string.IsNullOrEmpty(NodeId) && NbdServer is not null;
 }

@@ -1,9 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
-using System.Text;
-using System.Text.Json;
-using System.Text.Json.Serialization;
 using Dolly.Csi.V1;
 using Dolly.Storage;
 using Grpc.Core;
@@ -12,20 +9,14 @@ using RpcType = Dolly.Csi.V1.NodeServiceCapability.Types.RPC.Types.Type;
 
 namespace Dolly.Csi;
 
-/// <summary>What the node did to stage one volume; kept as JSON in the node state directory so Unstage finds it again.</summary>
-internal sealed record StagedVolume(string VolumeId, string StagingPath, string FuseDir, string LoopDevice, int NbdfusePid, bool Block, string? FsType);
-
-[JsonSerializable(typeof(StagedVolume))]
-[JsonSourceGenerationOptions(WriteIndented = true)]
-internal sealed partial class NodeJsonContext : JsonSerializerContext;
-
 /// <summary>
-/// The CSI Node service: attaches a volume through the NBD server as nbdfuse's file under a loop device,
-/// makes a file system on it when it has none, mounts it at the staging path and bind-mounts it into pods.
+/// The CSI Node service: attaches a volume through the NBD server, as a kernel nbd device connected by
+/// nbd-client or as nbdfuse's file under a loop device (<see cref="NodeAttachMode"/>), makes a file system on
+/// it when it has none, mounts it at the staging path and bind-mounts it into pods.
 /// All RPCs are idempotent; one lock serializes them, as the tools they run are not. With a pool in this
 /// process, volumes are looked up there; without one (a node of a cluster, the pool on another machine)
-/// the NBD server is asked. An NBD server on TCP is reached through <see cref="NbdTlsBridge"/>, which
-/// does the TLS that nbdfuse cannot be configured for.
+/// the NBD server is asked. For nbdfuse, an NBD server on TCP is reached through <see cref="NbdTlsBridge"/>,
+/// which does the TLS that nbdfuse cannot be configured for; nbd-client does its own TLS.
 /// </summary>
 internal sealed partial class NodeService : Node.NodeBase, IAsyncDisposable
 {
@@ -131,9 +122,10 @@ internal sealed partial class NodeService : Node.NodeBase, IAsyncDisposable
                 await TearDownAsync(existing, Rpc, strict: true).ConfigureAwait(false);
             }
 
-            var staged = await AttachAsync(request.VolumeId, staging, block, fsType, capability, Rpc).ConfigureAwait(false);
+            var attachment = ChooseAttachment(request.VolumeId, Rpc);
+            var staged = await AttachAsync(request.VolumeId, staging, block, fsType, capability, attachment, Rpc).ConfigureAwait(false);
             Save(staged);
-            CsiLog.VolumeStaged(_logger, request.VolumeId, staging, staged.LoopDevice);
+            CsiLog.VolumeStaged(_logger, request.VolumeId, staging, staged.Device);
             return new NodeStageVolumeResponse();
         }
         finally
@@ -215,7 +207,7 @@ internal sealed partial class NodeService : Node.NodeBase, IAsyncDisposable
                     await File.WriteAllBytesAsync(target, [], CancellationToken.None).ConfigureAwait(false);
                 }
 
-                source = staged.LoopDevice;
+                source = staged.Device;
             }
             else
             {
@@ -329,7 +321,13 @@ internal sealed partial class NodeService : Node.NodeBase, IAsyncDisposable
         {
             long size = _pool is not null ? await RequireVolumeAsync(request.VolumeId, Rpc).ConfigureAwait(false) : 0;
             var staged = Load(request.VolumeId) ?? throw CsiStatus.NotFound($"{Rpc} '{request.VolumeId}': not staged on this node");
-            (await NodeCommands.RunAsync("losetup", "-c", staged.LoopDevice).ConfigureAwait(false)).Check(Rpc);
+            if (staged.Attach == Attachment.Nbdfuse)
+            {
+                // The loop device re-reads nbdfuse's file size. A kernel nbd device keeps the size the connection
+                // opened with (NBD has no resize notice): a volume grown since is grown at its next stage, offline.
+                (await NodeCommands.RunAsync("losetup", "-c", staged.LoopDevice).ConfigureAwait(false)).Check(Rpc);
+            }
+
             if (!staged.Block)
             {
                 if (staged.FsType == "xfs")
@@ -338,7 +336,7 @@ internal sealed partial class NodeService : Node.NodeBase, IAsyncDisposable
                 }
                 else
                 {
-                    (await NodeCommands.RunAsync("resize2fs", staged.LoopDevice).ConfigureAwait(false)).Check(Rpc);
+                    (await NodeCommands.RunAsync("resize2fs", staged.Device).ConfigureAwait(false)).Check(Rpc);
                 }
             }
 
@@ -349,46 +347,6 @@ internal sealed partial class NodeService : Node.NodeBase, IAsyncDisposable
         {
             _gate.Release();
         }
-    }
-
-    /// <summary>
-    /// Offline expansion: a volume grown since its file system was made gets the file system grown to the
-    /// device before it is mounted (e2fsck -f, then resize2fs), so no online-resize privilege is needed.
-    /// </summary>
-    private static async Task GrowExtOfflineAsync(string device, string rpc)
-    {
-        var header = (await NodeCommands.RunAsync("dumpe2fs", "-h", device).ConfigureAwait(false)).Check(rpc);
-        long blocks = HeaderNumber(header.StdOut, "Block count:");
-        long blockSize = HeaderNumber(header.StdOut, "Block size:");
-        var size = (await NodeCommands.RunAsync("blockdev", "--getsize64", device).ConfigureAwait(false)).Check(rpc);
-        if (blocks <= 0 || blockSize <= 0 || !long.TryParse(size.StdOut.Trim(), System.Globalization.CultureInfo.InvariantCulture, out long deviceBytes)
-            || deviceBytes - (blocks * blockSize) < 1L << 20)
-        {
-            return;
-        }
-
-        // e2fsck -p exits 1 when it corrected something; resize2fs insists on a freshly checked file system.
-        var check = await NodeCommands.RunAsync("e2fsck", "-f", "-p", device).ConfigureAwait(false);
-        if (check.ExitCode is not (0 or 1))
-        {
-            throw check.Failure(rpc);
-        }
-
-        (await NodeCommands.RunAsync("resize2fs", device).ConfigureAwait(false)).Check(rpc);
-    }
-
-    private static long HeaderNumber(string dump, string field)
-    {
-        foreach (string line in dump.Split('\n'))
-        {
-            if (line.StartsWith(field, StringComparison.Ordinal)
-                && long.TryParse(line[field.Length..].Trim(), System.Globalization.CultureInfo.InvariantCulture, out long value))
-            {
-                return value;
-            }
-        }
-
-        return 0;
     }
 
     private static void Require(string value, string field, string rpc)
@@ -471,239 +429,13 @@ internal sealed partial class NodeService : Node.NodeBase, IAsyncDisposable
     // Volume ids are CSI names (letters, digits, '-', '.') and the socket an absolute path: nothing to escape.
     private static string UnixUri(string volumeId, string socket) => $"nbd+unix:///{volumeId}?socket={socket}";
 
-    private static long AttachedSize(StagedVolume staged)
-    {
-        var disk = new FileInfo(Path.Combine(staged.FuseDir, "disk"));
-        return disk.Exists ? disk.Length : throw CsiStatus.Fail(StatusCode.FailedPrecondition, $"the attachment of volume '{staged.VolumeId}' ({disk.FullName}) is gone; unstage and stage it again");
-    }
-
-    /// <summary>nbdfuse file, loop device, file system and mount; undone in reverse order when a step fails.</summary>
-    private async Task<StagedVolume> AttachAsync(string volumeId, string staging, bool block, string? fsType, VolumeCapability capability, string rpc)
-    {
-        string fuseDir = Path.Combine(_stateDir, volumeId);
-        string disk = Path.Combine(fuseDir, "disk");
-        string pidFile = Path.Combine(_stateDir, volumeId + ".nbdfuse.pid");
-        Directory.CreateDirectory(fuseDir);
-        File.Delete(pidFile);
-        var staged = new StagedVolume(volumeId, staging, fuseDir, string.Empty, 0, block, fsType);
-        try
-        {
-            string uri = UnixUri(volumeId, _nbd.SocketPath ?? (_bridge ??= new NbdTlsBridge(Path.Combine(_stateDir, "nbd-tls.sock"), _nbd, _logger)).SocketPath);
-            var psi = new ProcessStartInfo(NodeCommands.Find("nbdfuse") ?? "nbdfuse")
-            {
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-                UseShellExecute = false,
-            };
-            foreach (string a in new[] { "-P", pidFile, disk, uri })
-            {
-                psi.ArgumentList.Add(a);
-            }
-
-            var output = new StringBuilder();
-            Process nbdfuse;
-            try
-            {
-                nbdfuse = Process.Start(psi) ?? throw new InvalidOperationException("no process");
-            }
-            catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
-            {
-                throw CsiStatus.Fail(StatusCode.Internal, $"{rpc} '{volumeId}': cannot start nbdfuse: {e.Message}");
-            }
-
-            nbdfuse.OutputDataReceived += (_, e) => Append(output, e.Data);
-            nbdfuse.ErrorDataReceived += (_, e) => Append(output, e.Data);
-            nbdfuse.BeginOutputReadLine();
-            nbdfuse.BeginErrorReadLine();
-            _nbdfuse[volumeId] = nbdfuse;
-            staged = staged with { NbdfusePid = nbdfuse.Id };
-
-            // nbdfuse writes its pid file once the FUSE file system is ready.
-            var deadline = Stopwatch.StartNew();
-            while (!(File.Exists(pidFile) && File.Exists(disk)))
-            {
-                if (nbdfuse.HasExited)
-                {
-                    await nbdfuse.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
-                    throw CsiStatus.Fail(StatusCode.Internal, $"{rpc} '{volumeId}': nbdfuse exited with {nbdfuse.ExitCode}: {Read(output)}");
-                }
-
-                if (deadline.Elapsed > AttachDeadline)
-                {
-                    throw CsiStatus.Fail(StatusCode.Internal, $"{rpc} '{volumeId}': nbdfuse did not expose the volume within {AttachDeadline.TotalSeconds:0} s: {Read(output)}");
-                }
-
-                await Task.Delay(50, CancellationToken.None).ConfigureAwait(false);
-            }
-
-            var loop = (await NodeCommands.RunAsync("losetup", "-f", "--show", disk).ConfigureAwait(false)).Check(rpc);
-            staged = staged with { LoopDevice = loop.StdOut.Trim() };
-            if (block)
-            {
-                return staged;
-            }
-
-            // blkid exits 2 when it finds no signature: a blank volume gets a file system.
-            var probe = await NodeCommands.RunAsync("blkid", "-p", "-o", "value", "-s", "TYPE", staged.LoopDevice).ConfigureAwait(false);
-            if (probe.ExitCode == 2)
-            {
-                var mkfs = fsType == "xfs"
-                    ? await NodeCommands.RunAsync("mkfs.xfs", "-q", "-K", staged.LoopDevice).ConfigureAwait(false)
-                    : await NodeCommands.RunAsync("mkfs.ext4", "-q", "-F", "-E", "nodiscard", staged.LoopDevice).ConfigureAwait(false);
-                mkfs.Check(rpc);
-            }
-            else
-            {
-                probe.Check(rpc);
-                if (probe.StdOut.Trim() is "ext2" or "ext3" or "ext4")
-                {
-                    await GrowExtOfflineAsync(staged.LoopDevice, rpc).ConfigureAwait(false);
-                }
-            }
-
-            Directory.CreateDirectory(staging);
-            var args = new List<string> { "-t", fsType! };
-            if (capability.Mount.MountFlags.Count > 0)
-            {
-                args.Add("-o");
-                args.Add(string.Join(',', capability.Mount.MountFlags));
-            }
-
-            args.Add(staged.LoopDevice);
-            args.Add(staging);
-            (await NodeCommands.RunAsync("mount", [.. args]).ConfigureAwait(false)).Check(rpc);
-            return staged;
-        }
-        catch
-        {
-            await TearDownAsync(staged, rpc, strict: false).ConfigureAwait(false);
-            throw;
-        }
-    }
-
-    /// <summary>
-    /// Unmount, detach the loop device, unmount nbdfuse and forget the volume. Strict: a failing step fails the
-    /// RPC (the CO retries); otherwise (cleanup after a failed stage) failures are logged and the rest goes on.
-    /// </summary>
-    private async Task TearDownAsync(StagedVolume staged, string rpc, bool strict)
-    {
-        if (!staged.Block && NodeCommands.IsMountPoint(staged.StagingPath))
-        {
-            await Step(staged, rpc, strict, "umount", staged.StagingPath).ConfigureAwait(false);
-        }
-
-        if (staged.LoopDevice.Length > 0)
-        {
-            var detach = await NodeCommands.RunAsync("losetup", "-d", staged.LoopDevice).ConfigureAwait(false);
-            if (!detach.Ok && IsAttached(staged.LoopDevice))
-            {
-                Report(staged, rpc, strict, detach);
-            }
-        }
-
-        if (NodeCommands.IsMountPoint(staged.FuseDir))
-        {
-            // The loop driver lets go of the file asynchronously: fusermount3 says busy until it has.
-            var deadline = Stopwatch.StartNew();
-            CommandResult unmount;
-            while (!(unmount = await NodeCommands.RunAsync("fusermount3", "-u", staged.FuseDir).ConfigureAwait(false)).Ok && deadline.Elapsed < AttachDeadline)
-            {
-                await Task.Delay(100, CancellationToken.None).ConfigureAwait(false);
-            }
-
-            if (!unmount.Ok)
-            {
-                if (strict)
-                {
-                    throw unmount.Failure(rpc);
-                }
-
-                await Step(staged, rpc, strict, "fusermount3", "-u", "-z", staged.FuseDir).ConfigureAwait(false);
-            }
-        }
-
-        if (_nbdfuse.TryRemove(staged.VolumeId, out var process))
-        {
-            using (process)
-            {
-                using var cts = new CancellationTokenSource(AttachDeadline);
-                try
-                {
-                    await process.WaitForExitAsync(cts.Token).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    process.Kill();
-                }
-            }
-        }
-
-        if (Directory.Exists(staged.FuseDir) && !NodeCommands.IsMountPoint(staged.FuseDir))
-        {
-            Directory.Delete(staged.FuseDir, recursive: false);
-        }
-
-        File.Delete(Path.Combine(_stateDir, staged.VolumeId + ".nbdfuse.pid"));
-        File.Delete(RecordPath(staged.VolumeId));
-    }
-
-    private async Task Step(StagedVolume staged, string rpc, bool strict, string program, params string[] args)
-    {
-        var result = await NodeCommands.RunAsync(program, args).ConfigureAwait(false);
-        if (!result.Ok)
-        {
-            Report(staged, rpc, strict, result);
-        }
-    }
-
-    private void Report(StagedVolume staged, string rpc, bool strict, CommandResult result)
-    {
-        if (strict)
-        {
-            throw result.Failure(rpc);
-        }
-
-        CsiLog.CleanupFailed(_logger, staged.VolumeId, result.Command, result.StdErr.Trim());
-    }
-
-    private static bool IsAttached(string loopDevice) =>
-        File.Exists($"/sys/block/{Path.GetFileName(loopDevice)}/loop/backing_file");
-
     private string RecordPath(string volumeId) => Path.Combine(_stateDir, volumeId + ".json");
 
-    private StagedVolume? Load(string volumeId)
-    {
-        string path = RecordPath(volumeId);
-        return File.Exists(path) ? JsonSerializer.Deserialize(File.ReadAllText(path), NodeJsonContext.Default.StagedVolume) : null;
-    }
+    private StagedVolume? Load(string volumeId) => StagedVolume.Read(RecordPath(volumeId));
 
     private void Save(StagedVolume staged)
     {
         Directory.CreateDirectory(_stateDir);
-        string path = RecordPath(staged.VolumeId);
-        string temp = path + ".tmp";
-        File.WriteAllText(temp, JsonSerializer.Serialize(staged, NodeJsonContext.Default.StagedVolume));
-        File.Move(temp, path, overwrite: true);
-    }
-
-    private static void Append(StringBuilder output, string? line)
-    {
-        if (line is null)
-        {
-            return;
-        }
-
-        lock (output)
-        {
-            output.AppendLine(line);
-        }
-    }
-
-    private static string Read(StringBuilder output)
-    {
-        lock (output)
-        {
-            return output.ToString().Trim();
-        }
+        staged.Write(RecordPath(staged.VolumeId));
     }
 }

@@ -30,6 +30,9 @@ internal sealed record LocalStackOptions
     /// </summary>
     public string? NodeId { get; init; }
 
+    /// <summary>How the CSI Node service attaches volumes.</summary>
+    public NodeAttachMode NodeAttach { get; init; } = NodeAttachMode.Auto;
+
     /// <summary>This replica's identity for leader election and events.</summary>
     public string Identity { get; init; } = Environment.MachineName + "_" + Environment.ProcessId;
 }
@@ -124,6 +127,7 @@ internal sealed class LocalStack : IAsyncDisposable
                 SocketPath = Path.Combine(pool.Directory, "csi.sock"),
                 NodeId = node ? options.NodeId : null,
                 NbdSocketPath = node ? options.Nbd!.UnixSocketPath : null,
+                NodeAttach = options.NodeAttach,
             },
             loggers);
         try

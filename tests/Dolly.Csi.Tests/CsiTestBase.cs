@@ -26,6 +26,12 @@ public abstract class CsiTestBase : IAsyncLifetime
 
     /// <summary>With <paramref name="withNode"/>, an NBD server over the pool too, and the Node service attaching through it.</summary>
     protected CsiTestBase(bool withNode)
+        : this(withNode, (options, _) => options)
+    {
+    }
+
+    /// <summary>As <see cref="CsiTestBase(bool)"/>, the server's options then changed by <paramref name="configure"/> (given the test's directory).</summary>
+    protected CsiTestBase(bool withNode, Func<CsiServerOptions, string, CsiServerOptions> configure)
     {
         // tmpfs where present: the tests exercise the driver, not the disk's fsync.
         string root = Directory.Exists("/dev/shm") ? "/dev/shm" : Path.GetTempPath();
@@ -41,7 +47,7 @@ public abstract class CsiTestBase : IAsyncLifetime
             options = options with { NodeId = "node-1", NbdSocketPath = nbdSocket, NodeStateDirectory = Path.Combine(_dir, "node") };
         }
 
-        Server = new CsiServer(Pool, options);
+        Server = new CsiServer(Pool, configure(options, _dir));
     }
 
     /// <summary>The test's temporary directory.</summary>

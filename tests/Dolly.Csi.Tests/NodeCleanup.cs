@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.Json;
 
 namespace Dolly.Csi.Tests;
 
@@ -33,6 +34,52 @@ internal static class NodeCleanup
         {
             await RunAsync("fusermount3", "-u", "-z", m);
         }
+
+        // Kernel attachments are found through the records that name them (read as JSON: this file is shared
+        // with test projects that do not see the driver's internals).
+        foreach (string record in Directory.Exists(root) ? Directory.EnumerateFiles(root, "*.json", SearchOption.AllDirectories) : [])
+        {
+            if (NbdDevice(record) is { } device)
+            {
+                await RunAsync(Find("nbd-client") ?? "nbd-client", "-d", device);
+            }
+        }
+    }
+
+    private static string? NbdDevice(string record)
+    {
+        try
+        {
+            using var json = JsonDocument.Parse(File.ReadAllText(record));
+            return json.RootElement.ValueKind == JsonValueKind.Object
+                && json.RootElement.TryGetProperty("Attach", out var attach) && attach.ValueKind == JsonValueKind.String && attach.GetString() == "Kernel"
+                && json.RootElement.TryGetProperty("NbdDevice", out var device) && device.ValueKind == JsonValueKind.String
+                ? device.GetString()
+                : null;
+        }
+        catch (Exception e) when (e is JsonException or IOException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Skips the test where the kernel NBD path cannot run: root, /dev/nbd0 (the nbd module) and nbd-client.</summary>
+    public static void RequireKernelNbd()
+    {
+        if (Environment.UserName != "root")
+        {
+            Assert.Skip("nbd devices and mounts need root");
+        }
+
+        if (!File.Exists("/dev/nbd0"))
+        {
+            Assert.Skip("/dev/nbd0 is absent (the nbd kernel module is not loaded): the kernel NBD attach path cannot run here");
+        }
+
+        if (Find("nbd-client") is null)
+        {
+            Assert.Skip("nbd-client is not installed (scripts/install-test-deps.sh installs it): the kernel NBD attach path cannot run here");
+        }
     }
 
     /// <summary>Skips the test where loop devices, FUSE or mounts are unavailable.</summary>
@@ -54,9 +101,11 @@ internal static class NodeCleanup
         }
     }
 
-    private static bool OnPath(string program) =>
+    private static bool OnPath(string program) => Find(program) is not null;
+
+    private static string? Find(string program) =>
         (Environment.GetEnvironmentVariable("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin").Split(':').Append("/usr/sbin").Append("/sbin")
-            .Any(dir => dir.Length > 0 && File.Exists(Path.Combine(dir, program)));
+            .Where(dir => dir.Length > 0).Select(dir => Path.Combine(dir, program)).FirstOrDefault(File.Exists);
 
     public static IEnumerable<string> MountPoints() =>
         File.ReadLines("/proc/self/mountinfo").Select(l => l.Split(' ')).Where(f => f.Length > 4).Select(f => f[4]).ToList();

@@ -4,13 +4,61 @@ using RpcType = Dolly.Csi.V1.NodeServiceCapability.Types.RPC.Types.Type;
 
 namespace Dolly.Csi.Tests;
 
+/// <summary>The Node service attaching with nbdfuse and a loop device (forced, so it is this path on any machine).</summary>
+public sealed class NodeTests() : NodeTestsBase(NodeAttachMode.Nbdfuse)
+{
+    protected override void RequireAttach() => NodeCleanup.RequireBlockStack();
+}
+
+/// <summary>
+/// The Node service attaching with the kernel NBD driver through nbd-client (forced); skipped where this machine has
+/// no /dev/nbd0 or no nbd-client. The build machine has no nbd module, so there it proves nothing but the skip.
+/// </summary>
+public sealed class KernelNodeTests() : NodeTestsBase(NodeAttachMode.Kernel)
+{
+    protected override void RequireAttach() => NodeCleanup.RequireKernelNbd();
+}
+
 /// <summary>
 /// The Node service through gRPC, as kubelet drives it: stage (attach through NBD, mkfs, mount), publish
-/// (bind mount), write, unpublish, unstage; then a snapshot restored into a new volume and read back.
+/// (bind mount), write, unpublish, unstage; then a snapshot restored into a new volume and read back. Run
+/// against each attach mechanism.
 /// </summary>
-public sealed class NodeTests() : CsiTestBase(withNode: true)
+public abstract class NodeTestsBase(NodeAttachMode attach) : CsiTestBase(withNode: true, (options, _) => options with { NodeAttach = attach })
 {
     private const string Hello = "hello from a CSI node\n";
+
+    /// <summary>Skips the test where this mechanism cannot run.</summary>
+    protected abstract void RequireAttach();
+
+    /// <summary>Asserts that the record of a staged volume names this mechanism and its device; returns the device.</summary>
+    private string AssertAttachedWithThisMechanism(string volumeId)
+    {
+        var record = StagedVolume.Read(Path.Combine(Dir, "node", volumeId + ".json"));
+        Assert.NotNull(record);
+        if (attach == NodeAttachMode.Kernel)
+        {
+            Assert.Equal(Attachment.Kernel, record.Attach);
+            Assert.StartsWith("/dev/nbd", record.NbdDevice, StringComparison.Ordinal);
+            Assert.True(KernelNbd.System.Connected(record.Device), $"{record.Device} shows no connection in sysfs");
+        }
+        else
+        {
+            Assert.Equal(Attachment.Nbdfuse, record.Attach);
+            Assert.StartsWith("/dev/loop", record.LoopDevice, StringComparison.Ordinal);
+        }
+
+        return record.Device;
+    }
+
+    /// <summary>After unstage, a kernel attachment's device has no connection left.</summary>
+    private void AssertReleased(string device)
+    {
+        if (attach == NodeAttachMode.Kernel)
+        {
+            Assert.False(KernelNbd.System.Connected(device), $"{device} is still connected after unstage");
+        }
+    }
 
     [Fact]
     public async Task NodeGetInfo_AndCapabilities()
@@ -53,7 +101,7 @@ public sealed class NodeTests() : CsiTestBase(withNode: true)
     [Fact]
     public async Task StagePublishWrite_SnapshotRestore_ReadsTheFileBack()
     {
-        NodeCleanup.RequireBlockStack();
+        RequireAttach();
         var volume = await CreateVolumeAsync("pvc-node", 64 * MiB);
         string staging = Path.Combine(Dir, "staging", volume.VolumeId);
         string target = Path.Combine(Dir, "pods", "a", "mount");
@@ -61,6 +109,7 @@ public sealed class NodeTests() : CsiTestBase(withNode: true)
         await StageAsync(volume.VolumeId, staging, MountCapability());
         await StageAsync(volume.VolumeId, staging, MountCapability()); // idempotent
         Assert.Contains(staging, NodeCleanup.MountPoints());
+        string device = AssertAttachedWithThisMechanism(volume.VolumeId);
 
         // Staged elsewhere: refused, the first staging stays.
         await AssertStatus(StatusCode.AlreadyExists, () => StageAsync(volume.VolumeId, staging + "-other", MountCapability()), staging);
@@ -76,7 +125,7 @@ public sealed class NodeTests() : CsiTestBase(withNode: true)
         Assert.True(bytes.Used > 0 && bytes.Available > 0 && bytes.Available <= bytes.Total, bytes.ToString());
         Assert.True(inodes.Total > 0 && inodes.Used > 0 && inodes.Used + inodes.Available == inodes.Total, inodes.ToString());
 
-        // Expansion with no growth is a no-op that still runs losetup -c and resize2fs.
+        // Expansion with no growth is a no-op that still runs resize2fs (and losetup -c for a loop device).
         var expanded = await Nodes.NodeExpandVolumeAsync(new NodeExpandVolumeRequest { VolumeId = volume.VolumeId, VolumePath = target, StagingTargetPath = staging }, cancellationToken: Token);
         Assert.Equal(64 * MiB, expanded.CapacityBytes);
 
@@ -89,6 +138,7 @@ public sealed class NodeTests() : CsiTestBase(withNode: true)
         await UnstageAsync(volume.VolumeId, staging); // idempotent
         Assert.DoesNotContain(staging, NodeCleanup.MountPoints());
         Assert.Empty(Directory.EnumerateFiles(Path.Combine(Dir, "node")));
+        AssertReleased(device);
 
         // The file system reached the pool: a snapshot restored into a new volume has the file.
         var snapshot = await CreateSnapshotAsync("snap-node", volume.VolumeId);
@@ -107,9 +157,9 @@ public sealed class NodeTests() : CsiTestBase(withNode: true)
     }
 
     [Fact]
-    public async Task BlockAccess_PublishesTheLoopDeviceAsAFile()
+    public async Task BlockAccess_PublishesTheDeviceAsAFile()
     {
-        NodeCleanup.RequireBlockStack();
+        RequireAttach();
         var volume = await CreateVolumeAsync("pvc-block", 16 * MiB);
         Pool.OpenDevice(volume.VolumeId).Value.Write(0, Pattern(4096, 7)).ThrowIfFailed();
         string staging = Path.Combine(Dir, "staging", volume.VolumeId);
@@ -117,6 +167,7 @@ public sealed class NodeTests() : CsiTestBase(withNode: true)
 
         await StageAsync(volume.VolumeId, staging, BlockCapability());
         await StageAsync(volume.VolumeId, staging, BlockCapability());
+        string attached = AssertAttachedWithThisMechanism(volume.VolumeId);
         await PublishAsync(volume.VolumeId, staging, target, readOnly: false, BlockCapability());
         await PublishAsync(volume.VolumeId, staging, target, readOnly: false, BlockCapability());
 
@@ -127,6 +178,12 @@ public sealed class NodeTests() : CsiTestBase(withNode: true)
         }
 
         Assert.Equal(Pattern(4096, 7), head);
+        await using (var device = new FileStream(target, FileMode.Open, FileAccess.Write))
+        {
+            device.Seek(8192, SeekOrigin.Begin);
+            await device.WriteAsync(Pattern(4096, 9), Token);
+        }
+
         var stats = await Nodes.NodeGetVolumeStatsAsync(new NodeGetVolumeStatsRequest { VolumeId = volume.VolumeId, VolumePath = target }, cancellationToken: Token);
         Assert.Equal(16 * MiB, stats.Usage.Single().Total);
 
@@ -134,6 +191,12 @@ public sealed class NodeTests() : CsiTestBase(withNode: true)
         Assert.False(File.Exists(target));
         await UnstageAsync(volume.VolumeId, staging);
         await UnstageAsync(volume.VolumeId, staging);
+        AssertReleased(attached);
+
+        // Written through the published device: after unstage the pool has the bytes.
+        var written = new byte[4096];
+        Pool.OpenDevice(volume.VolumeId).Value.Read(8192, written).ThrowIfFailed();
+        Assert.Equal(Pattern(4096, 9), written);
     }
 
     private Task<NodeStageVolumeResponse> StageAsync(string volumeId, string staging, VolumeCapability capability) =>

@@ -88,11 +88,24 @@ public sealed class RemoteNodeTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task StagePublishWriteUnstage_OverTls_DataLandsInThePool()
+    public Task StagePublishWriteUnstage_OverTls_DataLandsInThePool()
     {
         NodeCleanup.RequireBlockStack();
+        return StagePublishWriteUnstageAsync(NodeAttachMode.Nbdfuse);
+    }
+
+    /// <summary>The same through the kernel NBD driver, nbd-client doing the TLS; skipped where there is no /dev/nbd0 or nbd-client.</summary>
+    [Fact]
+    public Task StagePublishWriteUnstage_OverTls_KernelNbd_DataLandsInThePool()
+    {
+        NodeCleanup.RequireKernelNbd();
+        return StagePublishWriteUnstageAsync(NodeAttachMode.Kernel);
+    }
+
+    private async Task StagePublishWriteUnstageAsync(NodeAttachMode attach)
+    {
         _ = _pool.CreateVolume("pvc-remote", 64 * MiB).Value;
-        var nodes = new Node.NodeClient(await StartNodeAsync("a", _pki.ClientTls));
+        var nodes = new Node.NodeClient(await StartNodeAsync("a", _pki.ClientTls, attach: attach));
         string staging = Path.Combine(_dir, "kubelet", "staging", "pvc-remote");
         string target = Path.Combine(_dir, "kubelet", "pods", "p1", "mount");
 
@@ -111,8 +124,8 @@ public sealed class RemoteNodeTests : IAsyncLifetime
         await nodes.NodeUnstageVolumeAsync(new NodeUnstageVolumeRequest { VolumeId = "pvc-remote", StagingTargetPath = staging }, cancellationToken: Token);
         await nodes.NodeUnstageVolumeAsync(new NodeUnstageVolumeRequest { VolumeId = "pvc-remote", StagingTargetPath = staging }, cancellationToken: Token);
         Assert.DoesNotContain(MountsUnder(_dir), m => m.Contains("kubelet", StringComparison.Ordinal) || m.Contains("node-a", StringComparison.Ordinal));
-        // Only the TLS relay's socket stays: no record, no pid file, no nbdfuse mount point.
-        Assert.Equal(["nbd-tls.sock"], Directory.EnumerateFileSystemEntries(Path.Combine(_dir, "node-a")).Select(Path.GetFileName));
+        // No record, no pid file, no nbdfuse mount point; for nbdfuse the TLS relay's socket stays.
+        Assert.Equal(attach == NodeAttachMode.Nbdfuse ? ["nbd-tls.sock"] : [], Directory.EnumerateFileSystemEntries(Path.Combine(_dir, "node-a")).Select(Path.GetFileName));
 
         // Unstage unmounted and flushed: the pool itself holds an ext4 file system with the file's bytes.
         var device = _pool.OpenDevice("pvc-remote").Value;
@@ -185,7 +198,7 @@ public sealed class RemoteNodeTests : IAsyncLifetime
         Assert.Empty(MountsUnder(_dir));
     }
 
-    private async Task<GrpcChannel> StartNodeAsync(string name, NbdClientTls? tls, NbdEndpoint? endpoint = null)
+    private async Task<GrpcChannel> StartNodeAsync(string name, NbdClientTls? tls, NbdEndpoint? endpoint = null, NodeAttachMode attach = NodeAttachMode.Nbdfuse)
     {
         var options = new CsiServerOptions
         {
@@ -194,6 +207,9 @@ public sealed class RemoteNodeTests : IAsyncLifetime
             NodeId = "node-" + name,
             Nbd = endpoint ?? NbdEndpoint.Tcp("127.0.0.1", NbdPort, tls!),
             NodeStateDirectory = Path.Combine(_dir, "node-" + name),
+
+            // nbdfuse and its TLS relay unless a test asks for the kernel path.
+            NodeAttach = attach,
         };
         var server = new CsiServer(options);
         Assert.False(server.ServesController);

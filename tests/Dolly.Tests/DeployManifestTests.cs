@@ -251,7 +251,7 @@ public sealed class DeployManifestTests : IAsyncLifetime
         Assert.Contains("FROM mcr.microsoft.com/dotnet/aspnet:10.0", lines);
         Assert.Contains("ENTRYPOINT [\"dolly\"]", lines);
         string install = string.Join(' ', lines.SkipWhile(l => !l.Contains("apt-get install", StringComparison.Ordinal)).Take(2));
-        Assert.All(new[] { "libnbd-bin", "fuse3", "e2fsprogs", "xfsprogs", "util-linux", "mount" }, p => Assert.Contains(" " + p, install, StringComparison.Ordinal));
+        Assert.All(new[] { "nbd-client", "libnbd-bin", "fuse3", "e2fsprogs", "xfsprogs", "util-linux", "mount" }, p => Assert.Contains(" " + p, install, StringComparison.Ordinal));
     }
 
     private sealed class CliRunner : CliTestBase

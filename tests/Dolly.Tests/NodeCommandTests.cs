@@ -10,12 +10,22 @@ public sealed class NodeCommandTests : CliTestBase
     public async Task Help_ListsEveryOption()
     {
         var r = await Ok("node", "--help");
-        foreach (string option in new[] { "--node-id", "--csi-socket", "--nbd", "--nbd-tls-ca", "--nbd-tls-cert", "--nbd-tls-key", "--state-dir" })
+        foreach (string option in new[] { "--node-id", "--csi-socket", "--nbd", "--nbd-tls-ca", "--nbd-tls-cert", "--nbd-tls-key", "--state-dir", "--attach" })
         {
             Assert.Contains(option, r.Out, StringComparison.Ordinal);
         }
 
         Assert.Contains("/var/lib/dolly/node", r.Out, StringComparison.Ordinal);
+        Assert.Contains("auto|kernel|nbdfuse", r.Out, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Attach_UnknownMode_IsAUsageError()
+    {
+        var r = await Dolly("node", "--csi-socket", Path.Combine(Root, "csi.sock"), "--nbd", "unix:/run/nbd.sock", "--attach", "iscsi");
+        Assert.Equal(ExitCodes.Usage, r.ExitCode);
+        Assert.Contains("iscsi", r.Err, StringComparison.Ordinal);
+        Assert.False(File.Exists(Path.Combine(Root, "csi.sock")));
     }
 
     [Fact]
@@ -85,6 +95,7 @@ public sealed class NodeCommandTests : CliTestBase
         Assert.Contains("node         worker-7", text, StringComparison.Ordinal);
         Assert.Contains("NBD server   nbds://dolly-nbd.dolly-system.svc:10809 (TLS, client certificate)", text, StringComparison.Ordinal);
         Assert.Contains("(Identity, Node)", text, StringComparison.Ordinal);
+        Assert.Contains("attach       auto: ", text, StringComparison.Ordinal);
         Assert.False(File.Exists(csi));
     }
 

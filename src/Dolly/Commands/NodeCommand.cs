@@ -23,13 +23,15 @@ internal static class NodeCommand
         var cert = new Option<string?>("--nbd-tls-cert") { Description = "PEM client certificate of this node, for an NBD server that requires one", HelpName = "FILE" };
         var key = new Option<string?>("--nbd-tls-key") { Description = "PEM private key of --nbd-tls-cert", HelpName = "FILE" };
         var stateDir = new Option<string>("--state-dir") { Description = "Where staged volumes are recorded (keep it across restarts)", HelpName = "DIR", DefaultValueFactory = _ => DefaultStateDirectory };
+        var attach = AttachOption();
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log every RPC and attachment" };
         var node = new Command(
             "node",
             "Run the CSI node plugin of a cluster node until SIGTERM or Ctrl-C: Identity and Node services on --csi-socket, attaching volumes " +
-            "(nbdfuse + loop device) from the NBD server given by --nbd. Needs root, /dev/fuse and loop devices.")
+            "(kernel nbd through nbd-client where /dev/nbd0 exists, else nbdfuse + loop device; see --attach) from the NBD server given by --nbd. " +
+            "Needs root, and the nbd module with nbd-client, or /dev/fuse and loop devices.")
         {
-            nodeId, csiSocket, nbd, ca, cert, key, stateDir, verbose,
+            nodeId, csiSocket, nbd, ca, cert, key, stateDir, attach, verbose,
         };
         node.SetAction((parse, ct) => RunAsync(
             context,
@@ -41,12 +43,34 @@ internal static class NodeCommand
                 parse.GetValue(cert),
                 parse.GetValue(key),
                 parse.GetValue(stateDir)!,
+                ParseAttach(parse.GetValue(attach)),
                 parse.GetValue(verbose)),
             ct));
         return node;
     }
 
-    private sealed record NodeRequest(string? NodeId, string CsiSocket, string Nbd, string? Ca, string? Cert, string? Key, string StateDir, bool Verbose);
+    private sealed record NodeRequest(string? NodeId, string CsiSocket, string Nbd, string? Ca, string? Cert, string? Key, string StateDir, NodeAttachMode Attach, bool Verbose);
+
+    /// <summary>The --attach option of <c>dolly node</c> and <c>dolly up</c>.</summary>
+    internal static Option<string> AttachOption()
+    {
+        var attach = new Option<string>("--attach")
+        {
+            Description = "How volumes are attached: kernel (nbd module and nbd-client), nbdfuse (FUSE file under a loop device), or auto: kernel where /dev/nbd0 and nbd-client exist, else nbdfuse",
+            HelpName = "auto|kernel|nbdfuse",
+            DefaultValueFactory = _ => "auto",
+        };
+        attach.AcceptOnlyFromAmong("auto", "kernel", "nbdfuse");
+        return attach;
+    }
+
+    /// <summary>The mode an --attach value names; the option accepts nothing else.</summary>
+    internal static NodeAttachMode ParseAttach(string? value) => value switch
+    {
+        "kernel" => NodeAttachMode.Kernel,
+        "nbdfuse" => NodeAttachMode.Nbdfuse,
+        _ => NodeAttachMode.Auto,
+    };
 
     private static async Task<int> RunAsync(CliContext context, NodeRequest request, CancellationToken ct)
     {
@@ -63,6 +87,7 @@ internal static class NodeCommand
             NodeId = nodeId,
             Nbd = endpoint,
             NodeStateDirectory = Path.GetFullPath(request.StateDir),
+            NodeAttach = request.Attach,
         };
 
         using var loggers = LoggerFactory.Create(b => b
@@ -89,6 +114,7 @@ internal static class NodeCommand
             await o.WriteLineAsync($"  node         {nodeId}").ConfigureAwait(false);
             await o.WriteLineAsync($"  CSI          {csi.SocketPath} (Identity, Node)").ConfigureAwait(false);
             await o.WriteLineAsync($"  NBD server   {endpoint}{(endpoint.Tls is null ? string.Empty : endpoint.Tls.CertificateFile is null ? " (TLS)" : " (TLS, client certificate)")}").ConfigureAwait(false);
+            await o.WriteLineAsync($"  attach       {AttachSummary(options)}").ConfigureAwait(false);
             await o.WriteLineAsync($"  state        {options.NodeStateDirectory}").ConfigureAwait(false);
             await o.FlushAsync(ct).ConfigureAwait(false);
             try
@@ -133,6 +159,18 @@ internal static class NodeCommand
         }
 
         return endpoint;
+    }
+
+    /// <summary>What --attach means on this machine, for the start-up summary.</summary>
+    internal static string AttachSummary(CsiServerOptions options)
+    {
+        string? missing = options.KernelNbdMissing();
+        return options.NodeAttach switch
+        {
+            NodeAttachMode.Kernel => missing is null ? "kernel nbd (nbd-client)" : $"kernel nbd (nbd-client): staging will fail, this machine has {missing}",
+            NodeAttachMode.Nbdfuse => "nbdfuse + loop device",
+            _ => missing is null ? "auto: kernel nbd (nbd-client)" : $"auto: nbdfuse + loop device ({missing})",
+        };
     }
 
     private static string? NonEmpty(string? value) => string.IsNullOrWhiteSpace(value) ? null : value;

@@ -26,7 +26,8 @@ internal static class UpCommand
         string? NbdCert,
         string? NbdKey,
         string? NbdClientCa,
-        bool InitPool);
+        bool InitPool,
+        Dolly.Csi.NodeAttachMode Attach);
 
     public static Command Build(CliContext context)
     {
@@ -42,13 +43,14 @@ internal static class UpCommand
         var nbdKey = new Option<string?>("--nbd-tls-key") { Description = "PEM private key of --nbd-tls-cert", HelpName = "FILE" };
         var nbdClientCa = new Option<string?>("--nbd-tls-client-ca") { Description = "PEM CA certificate; NBD clients must present a certificate it issued", HelpName = "FILE" };
         var initPool = new Option<bool>("--init-pool") { Description = "Create the pool when its directory is missing or empty (a first start in a cluster)" };
+        var attach = NodeCommand.AttachOption();
         var up = new Command(
             "up",
             "Run Dolly on this machine until Ctrl-C: the Kubernetes-compatible API server (HTTPS, token; a kubeconfig is written next to the pool), " +
             "the controllers (snapshots, provisioning, restore, clone, expansion, binding), the CSI driver (csi.sock in the pool directory) and the NBD server (nbd.sock). " +
             "State: the pool directory and, beside it, the API server's directory (the pool's name + '-api').")
         {
-            address, port, verbose, kubeconfig, inCluster, noNode, leaderElect, nbdTcp, nbdCert, nbdKey, nbdClientCa, initPool,
+            address, port, verbose, kubeconfig, inCluster, noNode, leaderElect, nbdTcp, nbdCert, nbdKey, nbdClientCa, initPool, attach,
         };
         up.SetAction((parse, ct) => RunAsync(
             context,
@@ -65,7 +67,8 @@ internal static class UpCommand
                 parse.GetValue(nbdCert),
                 parse.GetValue(nbdKey),
                 parse.GetValue(nbdClientCa),
-                parse.GetValue(initPool)),
+                parse.GetValue(initPool),
+                NodeCommand.ParseAttach(parse.GetValue(attach))),
             ct));
         return up;
     }
@@ -165,8 +168,8 @@ internal static class UpCommand
     {
         using var pool = context.OpenPool(parse, request.InitPool);
 
-        // The node service attaches volumes through this process's own NBD server (nbdfuse + loop here,
-        // where no /dev/nbd exists), so it gets the NBD socket; the node is this machine.
+        // The node service attaches volumes through this process's own NBD server (kernel nbd or nbdfuse + loop,
+        // as --attach says), so it gets the NBD socket; the node is this machine.
         var nbdOptions = new NbdServerOptions
         {
             UnixSocketPath = Path.Combine(pool.Directory, "nbd.sock"),
@@ -181,6 +184,7 @@ internal static class UpCommand
             External = external,
             Nbd = nbdOptions,
             NodeId = request.NoNode ? null : Environment.MachineName,
+            NodeAttach = request.Attach,
             Identity = Identity(context.Host),
         };
         await using var stack = await LocalStack.StartAsync(pool, options, loggers, ct).ConfigureAwait(false);
@@ -202,6 +206,10 @@ internal static class UpCommand
         await o.WriteLineAsync($"  pool         {pool.Directory}").ConfigureAwait(false);
         await o.WriteLineAsync($"  NBD          {nbdOptions.UnixSocketPath}{string.Concat(stack.Nbd!.LocalEndpoints.OfType<System.Net.IPEndPoint>().Select(e => $", tcp {e}"))}").ConfigureAwait(false);
         await o.WriteLineAsync($"  CSI          {stack.Csi.SocketPath} (Identity, Controller, GroupController, {(request.NoNode ? "" : "Node, ")}SnapshotMetadata)").ConfigureAwait(false);
+        if (!request.NoNode)
+        {
+            await o.WriteLineAsync($"  attach       {NodeCommand.AttachSummary(new Dolly.Csi.CsiServerOptions { SocketPath = stack.Csi.SocketPath, NodeAttach = request.Attach })}").ConfigureAwait(false);
+        }
         if (api is not null)
         {
             await o.WriteLineAsync($"try: export KUBECONFIG={api.KubeconfigPath}; kubectl get namespaces").ConfigureAwait(false);
