@@ -204,27 +204,7 @@ internal static class BenchCommand
             var date = DateTimeOffset.UtcNow;
             var started = Stopwatch.GetTimestamp();
             var machine = BenchReport.Machine(parent);
-            IReadOnlyList<BenchFigure> figures;
-            try
-            {
-                var bench = new E2eBench(root, q ? E2eSizes.Quick : E2eSizes.Full, parse.GetValue(verbose), message =>
-                {
-                    context.Host.Error.WriteLine($"bench: {message}");
-                    context.Host.Error.Flush();
-                });
-                figures = await bench.RunAsync(ct);
-            }
-            finally
-            {
-                try
-                {
-                    Directory.Delete(root, recursive: true);
-                }
-                catch (IOException)
-                {
-                    context.Host.Error.WriteLine($"warning: could not remove '{root}'");
-                }
-            }
+            var figures = await InScratchAsync(context, root, say => new E2eBench(root, q ? E2eSizes.Quick : E2eSizes.Full, parse.GetValue(verbose), say).RunAsync(ct));
 
             return Report(context, figures, new ReportInfo(parse.GetValue(json), q, parse.GetValue(strict), 65536, machine, date, Stopwatch.GetElapsedTime(started)));
         });
@@ -268,31 +248,35 @@ internal static class BenchCommand
             var date = DateTimeOffset.UtcNow;
             var started = Stopwatch.GetTimestamp();
             var machine = BenchReport.Machine(parent);
-            IReadOnlyList<BenchFigure> figures;
-            try
-            {
-                var bench = new NbdBench(root, bytes, r, TimeSpan.FromSeconds(seconds), message =>
-                {
-                    context.Host.Error.WriteLine($"bench: {message}");
-                    context.Host.Error.Flush();
-                });
-                figures = await bench.RunAsync(ct);
-            }
-            finally
-            {
-                try
-                {
-                    Directory.Delete(root, recursive: true);
-                }
-                catch (IOException)
-                {
-                    context.Host.Error.WriteLine($"warning: could not remove '{root}'");
-                }
-            }
+            var figures = await InScratchAsync(context, root, say => new NbdBench(root, bytes, r, TimeSpan.FromSeconds(seconds), say).RunAsync(ct));
 
             return Report(context, figures, new ReportInfo(parse.GetValue(json), q, parse.GetValue(strict), 65536, machine, date, Stopwatch.GetElapsedTime(started)));
         });
         return nbd;
+    }
+
+    /// <summary>Runs a bench with progress on stderr, then removes its scratch directory whatever happened.</summary>
+    private static async Task<IReadOnlyList<BenchFigure>> InScratchAsync(CliContext context, string root, Func<Action<string>, Task<IReadOnlyList<BenchFigure>>> run)
+    {
+        try
+        {
+            return await run(message =>
+            {
+                context.Host.Error.WriteLine($"bench: {message}");
+                context.Host.Error.Flush();
+            }).ConfigureAwait(false);
+        }
+        finally
+        {
+            try
+            {
+                Directory.Delete(root, recursive: true);
+            }
+            catch (IOException)
+            {
+                context.Host.Error.WriteLine($"warning: could not remove '{root}'");
+            }
+        }
     }
 
     /// <summary>A fresh scratch directory <c>PREFIX-xxxx</c> in <paramref name="dir"/> (default /var/tmp), which must exist.</summary>

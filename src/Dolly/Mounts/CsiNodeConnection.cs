@@ -1,4 +1,3 @@
-using System.Net.Sockets;
 using Dolly.Csi.V1;
 using Grpc.Core;
 using Grpc.Net.Client;
@@ -17,11 +16,7 @@ internal sealed class CsiNodeConnection : IDisposable
     private CsiNodeConnection(string socketPath)
     {
         SocketPath = socketPath;
-        // The address is a placeholder that gives HTTP/2 its authority; every connection goes to the socket.
-        _channel = GrpcChannel.ForAddress("http://localhost", new GrpcChannelOptions
-        {
-            HttpHandler = new SocketsHttpHandler { ConnectCallback = ConnectAsync },
-        });
+        _channel = Dolly.Controllers.DollyControllers.ConnectCsi(socketPath);
         _node = new Node.NodeClient(_channel);
     }
 
@@ -104,19 +99,4 @@ internal sealed class CsiNodeConnection : IDisposable
 
     private static CliFailureException NotRunning(string socketPath) =>
         new(ExitCodes.NotRunning, $"no CSI driver at {socketPath}: is `dolly up` running?");
-
-    private async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken ct)
-    {
-        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try
-        {
-            await socket.ConnectAsync(new UnixDomainSocketEndPoint(SocketPath), ct).ConfigureAwait(false);
-            return new NetworkStream(socket, ownsSocket: true);
-        }
-        catch
-        {
-            socket.Dispose();
-            throw;
-        }
-    }
 }
