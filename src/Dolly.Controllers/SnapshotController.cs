@@ -452,6 +452,12 @@ internal sealed class SnapshotController : Reconciler
 
         string? bound = snapshot.Status?.BoundVolumeSnapshotContentName;
         var content = string.IsNullOrEmpty(bound) ? null : _c.Cluster.Contents.Get(bound);
+        if (content is null && string.IsNullOrEmpty(bound) && !string.IsNullOrEmpty(snapshot.Spec.Source.PersistentVolumeClaimName))
+        {
+            // Deleted between creating its content and recording the binding: the content is still this
+            // snapshot's (its name and ref carry the UID), so it goes with it rather than being orphaned.
+            content = await _c.Cluster.ReadContentAsync(Names.ContentName(meta.Uid), ct).ConfigureAwait(false);
+        }
 
         // Only a content that points back at this very snapshot (same UID) is ever deleted with it.
         if (content is not null && BelongsTo(content, snapshot, allowEmptyUid: false) && content.Spec.DeletionPolicy == "Delete" && content.Metadata.DeletionTimestamp is null)

@@ -152,6 +152,22 @@ internal sealed class Cluster
         }
     }
 
+    /// <summary>A content read from the API server (not the cache), or null when there is none.</summary>
+    public async Task<VolumeSnapshotContent?> ReadContentAsync(string name, CancellationToken ct)
+    {
+        try
+        {
+            object found = await Client.CustomObjects.GetClusterCustomObjectAsync(Names.SnapshotGroup, SnapshotVersion, "volumesnapshotcontents", name, ct).ConfigureAwait(false);
+            var content = Convert<VolumeSnapshotContent>(found);
+            Contents.Remember(content);
+            return content;
+        }
+        catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.NotFound)
+        {
+            return null;
+        }
+    }
+
     public async Task DeleteContentAsync(VolumeSnapshotContent content, CancellationToken ct)
     {
         try
