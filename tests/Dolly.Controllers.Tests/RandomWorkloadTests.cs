@@ -210,7 +210,31 @@ public sealed class RandomWorkloadTests : IAsyncLifetime
                     var patch = new V1Patch(body, V1Patch.PatchType.MergePatch);
                     ops.Add(Tolerate(K.CoreV1.PatchNamespacedPersistentVolumeClaimAsync(patch, grow.Name, grow.Ns, cancellationToken: Ct)));
                 }
-                else if (choice < 90)
+                else if (choice < 84)
+                {
+                    // An intruder: a snapshot naming a content that belongs to another snapshot. It must never
+                    // bind, and the content must stay its owner's.
+                    var contents = Items(await K.CustomObjects.ListClusterCustomObjectAsync(Group, "v1", "volumesnapshotcontents", cancellationToken: Ct));
+                    if (contents.Count > 0)
+                    {
+                        string target = Str(contents[random.Next(contents.Count)], "metadata", "name")!;
+                        snaps.Add(new Snap(ns, name, ""));
+                        ops.Add(K.CustomObjects.CreateNamespacedCustomObjectAsync(
+                            new Dictionary<string, object>
+                            {
+                                ["apiVersion"] = "snapshot.storage.k8s.io/v1",
+                                ["kind"] = "VolumeSnapshot",
+                                ["metadata"] = new Dictionary<string, object> { ["name"] = name },
+                                ["spec"] = new Dictionary<string, object> { ["source"] = new Dictionary<string, object> { ["volumeSnapshotContentName"] = target } },
+                            },
+                            Group,
+                            "v1",
+                            ns,
+                            "volumesnapshots",
+                            cancellationToken: Ct));
+                    }
+                }
+                else if (choice < 92)
                 {
                     var gone = claims[random.Next(claims.Count)];
                     claims.Remove(gone);
@@ -299,7 +323,9 @@ public sealed class RandomWorkloadTests : IAsyncLifetime
         {
             problems.AddRange(claimsByUid.Values.Select(c => $"claim {c.Metadata.NamespaceProperty}/{c.Metadata.Name} still exists"));
             problems.AddRange(snapshotObjects.Select(s => $"snapshot {Str(s, "metadata", "name")} still exists"));
-            problems.AddRange(pvs.Select(v => $"PV {v.Metadata.Name} still exists"));
+            problems.AddRange(pvs.Select(v =>
+                $"PV {v.Metadata.Name} still exists (phase {v.Status?.Phase}, claim {v.Spec.ClaimRef?.NamespaceProperty}/{v.Spec.ClaimRef?.Name}, " +
+                $"deleting {v.Metadata.DeletionTimestamp is not null}, finalizers [{string.Join(' ', v.Metadata.Finalizers ?? [])}], handle {v.Spec.Csi?.VolumeHandle})"));
             problems.AddRange(contents.Select(c => $"content {Str(c, "metadata", "name")} still exists"));
             problems.AddRange(volumes.Select(v => $"pool volume {v} leaked"));
             problems.AddRange(snapshots.Select(s => $"pool snapshot {s} leaked"));
@@ -335,6 +361,17 @@ public sealed class RandomWorkloadTests : IAsyncLifetime
             }
         }
 
+        // No snapshot is bound to a content that names another snapshot (an intruder never gets one).
+        foreach (var s in snapshotObjects.Where(s => Str(s, "status", "boundVolumeSnapshotContentName") is not null))
+        {
+            var content = contents.FirstOrDefault(c => Str(c, "metadata", "name") == Str(s, "status", "boundVolumeSnapshotContentName"));
+            if (content.ValueKind != JsonValueKind.Undefined
+                && (Str(content, "spec", "volumeSnapshotRef", "name") != Str(s, "metadata", "name") || Str(content, "spec", "volumeSnapshotRef", "namespace") != Str(s, "metadata", "namespace")))
+            {
+                problems.Add($"snapshot {Str(s, "metadata", "namespace")}/{Str(s, "metadata", "name")} is bound to {Str(content, "metadata", "name")}, which belongs to another");
+            }
+        }
+
         // Every snapshot that is ready is bound to a content that points back, on a snapshot the pool has;
         // every pool snapshot belongs to a content.
         foreach (var s in snapshotObjects.Where(s => Str(s, "status", "readyToUse") == "True"))
@@ -343,7 +380,8 @@ public sealed class RandomWorkloadTests : IAsyncLifetime
             var content = contents.FirstOrDefault(c => Str(c, "metadata", "name") == bound);
             if (content.ValueKind == JsonValueKind.Undefined || Str(content, "spec", "volumeSnapshotRef", "uid") != Str(s, "metadata", "uid"))
             {
-                problems.Add($"ready snapshot {Str(s, "metadata", "name")} is not bound both ways");
+                problems.Add($"ready snapshot {Str(s, "metadata", "namespace")}/{Str(s, "metadata", "name")} (uid {Str(s, "metadata", "uid")}) is not bound both ways: bound to {bound}, " +
+                    (content.ValueKind == JsonValueKind.Undefined ? "which does not exist" : $"whose ref is {Str(content, "spec", "volumeSnapshotRef")}"));
             }
             else if (Str(content, "status", "snapshotHandle") is not { } handle || !snapshots.Contains(handle))
             {

@@ -19,6 +19,10 @@ internal sealed class Informer<T> : IInformer
 
     // UIDs the watch reported deleted; UIDs are never reused, so a late write-through of one is stale.
     private readonly ConcurrentDictionary<string, byte> _deleted = new(StringComparer.Ordinal);
+
+    // Serialises changes to the cache (the watch on one side, write-throughs from workers on the other), so a
+    // write-through can never slip in between the watch's deletion and its record of the UID.
+    private readonly Lock _gate = new();
     private readonly Func<CancellationToken, Task<(IList<T> Items, string ResourceVersion)>> _list;
     private readonly Func<string, CancellationToken, IAsyncEnumerable<(WatchEventType, T)>> _watch;
     private readonly List<Action<T?, T?>> _handlers = [];
@@ -59,20 +63,22 @@ internal sealed class Informer<T> : IInformer
     {
         // A write that removed the last finalizer of a deleted object returns it one last time; the watch may
         // already have reported it gone. Either way it must not come back into the cache as a ghost.
-        if ((item.Metadata.DeletionTimestamp is not null && (item.Metadata.Finalizers is null || item.Metadata.Finalizers.Count == 0))
-            || (item.Metadata.Uid is { } uid && _deleted.ContainsKey(uid)))
+        if (item.Metadata.DeletionTimestamp is not null && (item.Metadata.Finalizers is null || item.Metadata.Finalizers.Count == 0))
         {
             return;
         }
 
         string key = Key(item);
-        _items.TryGetValue(key, out var old);
-        if (old is not null && IsNewer(old, item))
+        lock (_gate)
         {
-            return;
-        }
+            if ((item.Metadata.Uid is { } uid && _deleted.ContainsKey(uid))
+                || (_items.TryGetValue(key, out var old) && IsNewer(old, item)))
+            {
+                return;
+            }
 
-        _items[key] = item;
+            _items[key] = item;
+        }
     }
 
     /// <summary>Tells the handlers about every cached object again (a resync).</summary>
@@ -191,38 +197,61 @@ internal sealed class Informer<T> : IInformer
 
         foreach (var key in _items.Keys)
         {
-            if (!seen.Contains(key) && _items.TryRemove(key, out var old))
+            T? old;
+            lock (_gate)
             {
+                if (seen.Contains(key) || !_items.TryRemove(key, out old))
+                {
+                    continue;
+                }
+
                 if (old.Metadata?.Uid is { } uid)
                 {
                     _deleted[uid] = 0;
                 }
-
-                Fire(old, null);
             }
+
+            Fire(old, null);
         }
     }
 
     private void Apply(T item)
     {
         string key = Key(item);
-        _items.TryGetValue(key, out var old);
-        _items[key] = item;
+        T? old;
+        lock (_gate)
+        {
+            // A write-through already holds a newer version: this event is stale, and the watch will bring
+            // the newer one (and tell the handlers) in its turn.
+            if (_items.TryGetValue(key, out old) && IsNewer(old, item))
+            {
+                return;
+            }
+
+            _items[key] = item;
+        }
+
         Fire(old, item);
     }
 
     private void Remove(T item)
     {
-        if (item.Metadata?.Uid is { } uid)
+        T? old;
+        lock (_gate)
         {
-            _deleted[uid] = 0;
-            if (_deleted.Count > 100_000)
+            if (item.Metadata?.Uid is { } uid)
             {
-                _deleted.Clear();
+                if (_deleted.Count > 100_000)
+                {
+                    _deleted.Clear();
+                }
+
+                _deleted[uid] = 0;
             }
+
+            _items.TryRemove(Key(item), out old);
         }
 
-        _items.TryRemove(Key(item), out var old);
         Fire(old ?? item, null);
     }
 
