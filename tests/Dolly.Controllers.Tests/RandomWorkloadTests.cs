@@ -14,7 +14,8 @@ namespace Dolly.Controllers.Tests;
 /// claims, snapshots, restores (some too small), clones, cross-namespace restores, growth and deletions,
 /// issued in concurrent bursts. The API objects and the pool must then agree: every bound claim has its own
 /// volume, every ready snapshot its own driver snapshot, and the pool holds nothing that no object accounts
-/// for. Deleting everything must leave the pool empty: nothing leaks, whatever the interleaving.
+/// for. Deleting everything must leave the pool empty: nothing leaks, whatever the interleaving, and whenever
+/// the controllers are restarted (they are, at random points, with empty caches and queues).
 /// </summary>
 public sealed class RandomWorkloadTests : IAsyncLifetime
 {
@@ -24,7 +25,7 @@ public sealed class RandomWorkloadTests : IAsyncLifetime
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "dolly-random-" + Guid.NewGuid().ToString("N")[..10]);
-    private readonly CancellationTokenSource _stop = new();
+    private CancellationTokenSource _stop = new();
     private ApiServer? _api;
     private Pool? _pool;
     private CsiServer? _csi;
@@ -46,13 +47,7 @@ public sealed class RandomWorkloadTests : IAsyncLifetime
         await _csi.StartAsync(Ct);
         _client = new Kubernetes(KubernetesClientConfiguration.BuildConfigFromConfigFile(_api.KubeconfigPath));
         _channel = DollyControllers.ConnectCsi(Path.Combine(_dir, "csi.sock"));
-        var options = new ControllerOptions
-        {
-            BindVolumes = true,
-            RetryBaseDelay = TimeSpan.FromMilliseconds(50),
-            RetryMaxDelay = TimeSpan.FromMilliseconds(400),
-        };
-        _controllers = DollyControllers.RunAsync(_client, _channel.CreateCallInvoker(), options, NullLoggerFactory.Instance, _stop.Token);
+        StartControllers();
 
         await K.StorageV1.CreateStorageClassAsync(
             new V1StorageClass { Metadata = new V1ObjectMeta { Name = "dolly" }, Provisioner = "csi.dolly.io", AllowVolumeExpansion = true, ReclaimPolicy = "Delete" },
@@ -93,6 +88,27 @@ public sealed class RandomWorkloadTests : IAsyncLifetime
             "ns-a",
             "referencegrants",
             cancellationToken: Ct);
+    }
+
+    private void StartControllers()
+    {
+        var options = new ControllerOptions
+        {
+            BindVolumes = true,
+            RetryBaseDelay = TimeSpan.FromMilliseconds(50),
+            RetryMaxDelay = TimeSpan.FromMilliseconds(400),
+        };
+        _controllers = DollyControllers.RunAsync(_client!, _channel!.CreateCallInvoker(), options, NullLoggerFactory.Instance, _stop.Token);
+    }
+
+    /// <summary>Stops the controllers wherever they are and starts fresh ones: empty caches, empty queues.</summary>
+    private async Task RestartControllersAsync()
+    {
+        await _stop.CancelAsync();
+        await _controllers!;
+        _stop.Dispose();
+        _stop = new CancellationTokenSource();
+        StartControllers();
     }
 
     public async ValueTask DisposeAsync()
@@ -250,6 +266,12 @@ public sealed class RandomWorkloadTests : IAsyncLifetime
 
             await Task.WhenAll(ops);
             await Task.Delay(random.Next(0, 150), Ct);
+
+            // Now and then the controllers restart mid-work: they must carry on from the API objects alone.
+            if (random.Next(4) == 0)
+            {
+                await RestartControllersAsync();
+            }
         }
 
         // Settled: the objects and the pool agree.

@@ -108,7 +108,7 @@ internal sealed class Informer<T> : IInformer
                 _synced.TrySetResult();
                 failures = 0;
             }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            catch (Exception) when (cancellationToken.IsCancellationRequested)
             {
                 return;
             }
@@ -157,7 +157,7 @@ internal sealed class Informer<T> : IInformer
                         }
                     }
                 }
-                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                catch (Exception) when (cancellationToken.IsCancellationRequested)
                 {
                     return;
                 }

@@ -103,8 +103,10 @@ internal abstract class Reconciler
                     Queue.AddAfter(key, after);
                 }
             }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            catch (Exception) when (cancellationToken.IsCancellationRequested)
             {
+                // Stopping: whatever the interrupted call threw (a cancelled gRPC call is an RpcException), the
+                // key is simply left for the next run, which starts from the API objects.
                 return;
             }
             catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.Conflict)
