@@ -1,8 +1,11 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
 using Dolly.Controllers.Model;
 using Dolly.Controllers.Runtime;
 using Microsoft.Extensions.Logging;
 using Dolly.Csi.V1;
 using Grpc.Core;
+using k8s;
 using k8s.Models;
 
 namespace Dolly.Controllers;
@@ -100,7 +103,13 @@ internal sealed class Provisioner : Reconciler
     protected override async Task<Outcome> ReconcileAsync(string key, CancellationToken cancellationToken)
     {
         var claim = _c.Cluster.Claims.Get(key);
-        if (claim is null || claim.Metadata.DeletionTimestamp is not null || !string.IsNullOrEmpty(claim.Spec?.VolumeName))
+        if (claim is null)
+        {
+            return Outcome.Done;
+        }
+
+        bool holding = Cluster.HasFinalizer(claim.Metadata, Names.ProvisioningFinalizer);
+        if (!holding && (claim.Metadata.DeletionTimestamp is not null || !string.IsNullOrEmpty(claim.Spec?.VolumeName)))
         {
             return Outcome.Done;
         }
@@ -126,7 +135,16 @@ internal sealed class Provisioner : Reconciler
         string volumeName = Names.VolumeName(claim.Metadata.Uid);
         if (_c.Cluster.Volumes.Get(volumeName) is not null)
         {
+            // The PV accounts for the volume now (its reclaim policy decides its fate): let the claim go.
+            await ReleaseAsync(claim, cancellationToken).ConfigureAwait(false);
             return Outcome.Done;
+        }
+
+        if (claim.Metadata.DeletionTimestamp is not null)
+        {
+            // Deleted while CreateVolume may have run: repeat it exactly (it is idempotent) and make the PV, whose
+            // claim is gone, so the volume is reclaimed the ordinary way instead of leaking.
+            return await FinishForDeletedClaimAsync(claim, storageClass, volumeName, cancellationToken).ConfigureAwait(false);
         }
 
         long? request = Quantities.Request(claim);
@@ -159,22 +177,34 @@ internal sealed class Provisioner : Reconciler
         string claimName = $"{claim.Metadata.NamespaceProperty}/{claim.Metadata.Name}";
         await _c.Events.RecordAsync(claim, EventRecorder.Normal, "Provisioning", $"External provisioner is provisioning volume for claim \"{claimName}\"", cancellationToken).ConfigureAwait(false);
 
-        var capability = Capability(volumeMode, storageClass, claim.Spec?.AccessModes);
-        var create = new CreateVolumeRequest
+        // Before the driver creates anything, the claim records that it is being provisioned, and from what.
+        string recorded = contentSource?.Snapshot is { } snap ? "snapshot:" + snap.SnapshotId : contentSource?.Volume is { } vol ? "volume:" + vol.VolumeId : "";
+        long capacity = holding && long.TryParse(Cluster.Annotation(claim.Metadata, Names.ProvisioningCapacityAnnotation), CultureInfo.InvariantCulture, out long first)
+            ? first
+            : request.Value;
+        if (!holding || Cluster.Annotation(claim.Metadata, Names.ProvisioningSourceAnnotation) != recorded
+            || Cluster.Annotation(claim.Metadata, Names.ProvisioningCapacityAnnotation) is null)
         {
-            Name = volumeName,
-            CapacityRange = new CapacityRange { RequiredBytes = request.Value },
-            VolumeContentSource = contentSource,
-        };
-        create.VolumeCapabilities.Add(capability);
-        foreach (var (k, v) in storageClass.Parameters ?? new Dictionary<string, string>())
-        {
-            if (!k.StartsWith(Names.ReservedParameterPrefix, StringComparison.Ordinal))
-            {
-                create.Parameters[k] = v;
-            }
+            var finalizers = new JsonArray([.. (claim.Metadata.Finalizers ?? []).Where(f => f != Names.ProvisioningFinalizer).Append(Names.ProvisioningFinalizer).Select(f => (JsonNode)JsonValue.Create(f))]);
+            claim = await _c.Cluster.PatchClaimAsync(
+                claim,
+                new JsonObject
+                {
+                    ["metadata"] = new JsonObject
+                    {
+                        ["finalizers"] = finalizers,
+                        ["annotations"] = new JsonObject
+                        {
+                            [Names.ProvisioningSourceAnnotation] = recorded,
+                            [Names.ProvisioningCapacityAnnotation] = capacity.ToString(CultureInfo.InvariantCulture),
+                        },
+                    },
+                },
+                status: false,
+                cancellationToken).ConfigureAwait(false);
         }
 
+        var create = CreateRequest(claim, storageClass, volumeName, capacity, volumeMode, contentSource);
         CreateVolumeResponse created;
         try
         {
@@ -187,6 +217,111 @@ internal sealed class Provisioner : Reconciler
             throw new RetryLaterException(message, ex);
         }
 
+        await CreatePersistentVolumeAsync(claim, storageClass, volumeName, volumeMode, created, cancellationToken).ConfigureAwait(false);
+        await _c.Events.RecordAsync(claim, EventRecorder.Normal, "ProvisioningSucceeded", $"Successfully provisioned volume {volumeName}", cancellationToken).ConfigureAwait(false);
+        await ReleaseAsync(claim, cancellationToken).ConfigureAwait(false);
+        return Outcome.Done;
+    }
+
+    private static CreateVolumeRequest CreateRequest(V1PersistentVolumeClaim claim, V1StorageClass storageClass, string volumeName, long request, string volumeMode, VolumeContentSource? contentSource)
+    {
+        var create = new CreateVolumeRequest
+        {
+            Name = volumeName,
+            CapacityRange = new CapacityRange { RequiredBytes = request },
+            VolumeContentSource = contentSource,
+        };
+        create.VolumeCapabilities.Add(Capability(volumeMode, storageClass, claim.Spec?.AccessModes));
+        foreach (var (k, v) in storageClass.Parameters ?? new Dictionary<string, string>())
+        {
+            if (!k.StartsWith(Names.ReservedParameterPrefix, StringComparison.Ordinal))
+            {
+                create.Parameters[k] = v;
+            }
+        }
+
+        return create;
+    }
+
+    private async Task<Outcome> FinishForDeletedClaimAsync(V1PersistentVolumeClaim claim, V1StorageClass storageClass, string volumeName, CancellationToken ct)
+    {
+        // The cache may lag: a PV made (and perhaps already being reclaimed) means there is nothing to finish.
+        try
+        {
+            await _c.Cluster.Client.CoreV1.ReadPersistentVolumeAsync(volumeName, cancellationToken: ct).ConfigureAwait(false);
+            await ReleaseAsync(claim, ct).ConfigureAwait(false);
+            return Outcome.Done;
+        }
+        catch (k8s.Autorest.HttpOperationException ex) when (ex.Response.StatusCode == System.Net.HttpStatusCode.NotFound)
+        {
+        }
+
+        string recorded = Cluster.Annotation(claim.Metadata, Names.ProvisioningSourceAnnotation) ?? "";
+        VolumeContentSource? source = recorded.StartsWith("snapshot:", StringComparison.Ordinal)
+            ? new VolumeContentSource { Snapshot = new VolumeContentSource.Types.SnapshotSource { SnapshotId = recorded["snapshot:".Length..] } }
+            : recorded.StartsWith("volume:", StringComparison.Ordinal)
+                ? new VolumeContentSource { Volume = new VolumeContentSource.Types.VolumeSource { VolumeId = recorded["volume:".Length..] } }
+                : null;
+        string volumeMode = claim.Spec?.VolumeMode ?? "Filesystem";
+        long capacity = long.TryParse(Cluster.Annotation(claim.Metadata, Names.ProvisioningCapacityAnnotation), CultureInfo.InvariantCulture, out long first)
+            ? first
+            : Quantities.Request(claim) ?? 0;
+        var create = CreateRequest(claim, storageClass, volumeName, capacity, volumeMode, source);
+        CreateVolumeResponse created;
+        try
+        {
+            created = await _c.Csi.CreateVolumeAsync(create, _c.CsiCall(ct)).ConfigureAwait(false);
+        }
+        catch (RpcException ex) when (!ct.IsCancellationRequested && ex.StatusCode is StatusCode.NotFound)
+        {
+            // The source is gone, so no volume can be made from it now; one made earlier would have been found
+            // by name first. Nothing to reclaim.
+            await ReleaseAsync(claim, ct).ConfigureAwait(false);
+            return Outcome.Done;
+        }
+        catch (RpcException ex) when (!ct.IsCancellationRequested)
+        {
+            string message = $"claim deleted while its volume was being provisioned; finishing the volume so it can be reclaimed failed: {ControllerContext.Describe(ex)}";
+            await FailAsync(claim, message, ct).ConfigureAwait(false);
+            throw new RetryLaterException(message, ex);
+        }
+
+        await CreatePersistentVolumeAsync(claim, storageClass, volumeName, volumeMode, created, ct).ConfigureAwait(false);
+        await ReleaseAsync(claim, ct).ConfigureAwait(false);
+        return Outcome.Done;
+    }
+
+    /// <summary>
+    /// Drops the provisioning finalizer once the PV exists. Retried here against fresh reads rather than by
+    /// re-running the reconcile: a second pass could find the PV already reclaimed and make the volume again.
+    /// </summary>
+    private async Task ReleaseAsync(V1PersistentVolumeClaim claim, CancellationToken ct)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            if (Cluster.FinalizerPatch(claim.Metadata, Names.ProvisioningFinalizer, false) is not { } patch)
+            {
+                return;
+            }
+
+            try
+            {
+                await _c.Cluster.PatchClaimAsync(claim, patch, status: false, ct).ConfigureAwait(false);
+                return;
+            }
+            catch (k8s.Autorest.HttpOperationException ex) when (ex.Response.StatusCode == System.Net.HttpStatusCode.Conflict && attempt < 20)
+            {
+                claim = await _c.Cluster.Client.CoreV1.ReadNamespacedPersistentVolumeClaimAsync(claim.Metadata.Name, claim.Metadata.NamespaceProperty, cancellationToken: ct).ConfigureAwait(false);
+            }
+            catch (k8s.Autorest.HttpOperationException ex) when (ex.Response.StatusCode == System.Net.HttpStatusCode.NotFound)
+            {
+                return;
+            }
+        }
+    }
+
+    private async Task CreatePersistentVolumeAsync(V1PersistentVolumeClaim claim, V1StorageClass storageClass, string volumeName, string volumeMode, CreateVolumeResponse created, CancellationToken ct)
+    {
         var attributes = new Dictionary<string, string>(created.Volume.VolumeContext, StringComparer.Ordinal);
         var pv = new V1PersistentVolume
         {
@@ -224,9 +359,7 @@ internal sealed class Provisioner : Reconciler
                 },
             },
         };
-        await _c.Cluster.CreateVolumeAsync(pv, cancellationToken).ConfigureAwait(false);
-        await _c.Events.RecordAsync(claim, EventRecorder.Normal, "ProvisioningSucceeded", $"Successfully provisioned volume {volumeName}", cancellationToken).ConfigureAwait(false);
-        return Outcome.Done;
+        await _c.Cluster.CreateVolumeAsync(pv, ct).ConfigureAwait(false);
     }
 
     /// <summary>

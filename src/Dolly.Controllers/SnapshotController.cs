@@ -23,11 +23,16 @@ internal sealed class SnapshotController : Reconciler
     {
         _c = context;
         var cluster = context.Cluster;
-        cluster.Snapshots.OnChange((_, s) =>
+        cluster.Snapshots.OnChange((old, s) =>
         {
             if (s is not null)
             {
                 Queue.Add(Informer<VolumeSnapshot>.Key(s));
+            }
+            else if (old?.Spec.Source.PersistentVolumeClaimName is { Length: > 0 } claim)
+            {
+                // A snapshot gone (perhaps without ever holding finalizers): its claim may be free to go now.
+                Queue.Add(ClaimPrefix + Informer<VolumeSnapshot>.Key(old.Metadata.NamespaceProperty, claim));
             }
         });
         cluster.Contents.OnChange((old, now) =>
@@ -58,6 +63,11 @@ internal sealed class SnapshotController : Reconciler
         cluster.Claims.OnChange((old, now) =>
         {
             var claim = now ?? old!;
+            if (now is not null && Cluster.HasFinalizer(now.Metadata, Names.PvcAsSourceFinalizer))
+            {
+                Queue.Add(ClaimPrefix + Informer<V1PersistentVolumeClaim>.Key(now));
+            }
+
             foreach (var s in cluster.Snapshots.List())
             {
                 if (s.Metadata.NamespaceProperty == claim.Metadata.NamespaceProperty && s.Spec.Source.PersistentVolumeClaimName == claim.Metadata.Name)
@@ -113,8 +123,18 @@ internal sealed class SnapshotController : Reconciler
         return null;
     }
 
+    private const string ClaimPrefix = "claim:";
+
     protected override async Task<Outcome> ReconcileAsync(string key, CancellationToken cancellationToken)
     {
+        if (key.StartsWith(ClaimPrefix, StringComparison.Ordinal))
+        {
+            string claimKey = key[ClaimPrefix.Length..];
+            int slash = claimKey.IndexOf('/', StringComparison.Ordinal);
+            await ReleaseClaimAsync(claimKey[..slash], claimKey[(slash + 1)..], cancellationToken).ConfigureAwait(false);
+            return Outcome.Done;
+        }
+
         var snapshot = _c.Cluster.Snapshots.Get(key);
         if (snapshot is null)
         {
@@ -524,9 +544,13 @@ internal sealed class SnapshotController : Reconciler
             return;
         }
 
+        // Being cut: past its checks (it holds its finalizers, set just before the claim's) or bound, and not
+        // ready yet. A snapshot that failed its checks (say, its class is missing) cuts nothing and must not
+        // pin the claim.
         bool cutting = _c.Cluster.Snapshots.List().Any(s =>
             s.Metadata.NamespaceProperty == ns && s.Spec.Source.PersistentVolumeClaimName == claimName
-            && s.Metadata.DeletionTimestamp is null && s.Status?.ReadyToUse != true);
+            && s.Metadata.DeletionTimestamp is null && s.Status?.ReadyToUse != true
+            && (!string.IsNullOrEmpty(s.Status?.BoundVolumeSnapshotContentName) || Cluster.HasFinalizer(s.Metadata, Names.SnapshotAsSourceFinalizer)));
         if (!cutting)
         {
             await SetFinalizerAsync(claim, Names.PvcAsSourceFinalizer, false, ct).ConfigureAwait(false);

@@ -346,4 +346,38 @@ public sealed class DriverFaultTests : IAsyncLifetime
             async () => (await K.CoreV1.ReadPersistentVolumeAsync(claim.Spec.VolumeName, cancellationToken: Ct)).Spec.Capacity["storage"].ToString() == "3Gi" ? "grown" : null,
             "the PV never grew");
     }
+
+    [Fact]
+    public async Task AClaimDeletedWhileItsVolumeIsCreated_LeavesNoVolumeBehind()
+    {
+        // The driver creates the volume but the controller never hears back; then the claim is deleted.
+        _faults.Arm("CreateVolume", StatusCode.DeadlineExceeded, "deadline exceeded", callFirst: true);
+        await K.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(
+            new V1PersistentVolumeClaim
+            {
+                Metadata = new V1ObjectMeta { Name = "fleeting" },
+                Spec = new V1PersistentVolumeClaimSpec
+                {
+                    StorageClassName = "dolly",
+                    AccessModes = ["ReadWriteOnce"],
+                    Resources = new V1VolumeResourceRequirements { Requests = new Dictionary<string, ResourceQuantity> { ["storage"] = new("1Gi") } },
+                },
+            },
+            "default",
+            cancellationToken: Ct);
+        var csi = new Controller.ControllerClient(_channel!);
+        await Until(async () => (await csi.ListVolumesAsync(new ListVolumesRequest(), cancellationToken: Ct)).Entries.Count == 1 ? "cut" : null, "the driver never created the volume");
+        var claim = await ReadClaim("fleeting");
+        Assert.Contains("dolly.io/provisioning-protection", claim.Metadata.Finalizers);
+
+        await K.CoreV1.DeleteNamespacedPersistentVolumeClaimAsync("fleeting", "default", cancellationToken: Ct);
+        await Task.Delay(300, Ct);
+        _faults.Disarm("CreateVolume");
+
+        await Until(
+            async () => (await K.CoreV1.ListNamespacedPersistentVolumeClaimAsync("default", cancellationToken: Ct)).Items.All(c => c.Metadata.Name != "fleeting") ? "gone" : null,
+            "the claim never went");
+        await Until(async () => (await csi.ListVolumesAsync(new ListVolumesRequest(), cancellationToken: Ct)).Entries.Count == 0 ? "reclaimed" : null, "the volume leaked");
+        await Until(async () => (await K.CoreV1.ListPersistentVolumeAsync(cancellationToken: Ct)).Items.Count == 0 ? "none" : null, "a PV was left");
+    }
 }

@@ -343,8 +343,8 @@ public sealed class RandomWorkloadTests : IAsyncLifetime
 
         if (final)
         {
-            problems.AddRange(claimsByUid.Values.Select(c => $"claim {c.Metadata.NamespaceProperty}/{c.Metadata.Name} still exists"));
-            problems.AddRange(snapshotObjects.Select(s => $"snapshot {Str(s, "metadata", "name")} still exists"));
+            problems.AddRange(claimsByUid.Values.Select(c => $"claim {c.Metadata.NamespaceProperty}/{c.Metadata.Name} still exists (finalizers [{string.Join(' ', c.Metadata.Finalizers ?? [])}])"));
+            problems.AddRange(snapshotObjects.Select(s => $"snapshot {Str(s, "metadata", "name")} still exists (finalizers {Str(s, "metadata", "finalizers")})"));
             problems.AddRange(pvs.Select(v =>
                 $"PV {v.Metadata.Name} still exists (phase {v.Status?.Phase}, claim {v.Spec.ClaimRef?.NamespaceProperty}/{v.Spec.ClaimRef?.Name}, " +
                 $"deleting {v.Metadata.DeletionTimestamp is not null}, finalizers [{string.Join(' ', v.Metadata.Finalizers ?? [])}], handle {v.Spec.Csi?.VolumeHandle})"));

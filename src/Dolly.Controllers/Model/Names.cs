@@ -27,11 +27,27 @@ public static class Names
     /// <summary>Finalizer on a provisioned PV until its CSI volume is deleted.</summary>
     public const string PvDeletionFinalizer = "external-provisioner.volume.kubernetes.io/finalizer";
 
+    /// <summary>
+    /// Finalizer on a claim from just before CreateVolume until its PV exists, so a claim deleted in between
+    /// (or a controller restarted in between) never leaves a volume that no PV accounts for.
+    /// </summary>
+    public const string ProvisioningFinalizer = "dolly.io/provisioning-protection";
+
+    /// <summary>
+    /// On a claim being provisioned: the CSI content source CreateVolume was called with
+    /// (<c>snapshot:ID</c>, <c>volume:ID</c> or empty), so the call can be repeated identically after the source
+    /// itself is gone.
+    /// </summary>
+    public const string ProvisioningSourceAnnotation = "dolly.io/provisioning-source";
+
+    /// <summary>
+    /// On a claim being provisioned: the bytes CreateVolume was first asked for. Retries ask for the same, so a
+    /// request changed meanwhile cannot turn an idempotent retry into a conflict; the resizer grows it later.
+    /// </summary>
+    public const string ProvisioningCapacityAnnotation = "dolly.io/provisioning-capacity";
+
     /// <summary>Finalizer on a claim while a pod uses it.</summary>
     public const string PvcProtectionFinalizer = "kubernetes.io/pvc-protection";
-
-    /// <summary>Finalizer on a PV while it is bound.</summary>
-    public const string PvProtectionFinalizer = "kubernetes.io/pv-protection";
 
     /// <summary>Annotation that marks the default VolumeSnapshotClass of a driver.</summary>
     public const string DefaultSnapshotClassAnnotation = "snapshot.storage.kubernetes.io/is-default-class";
