@@ -19,6 +19,31 @@ internal sealed record BenchFigure(
 /// <summary>Rendering of figures as a table and as JSON, and a description of the machine.</summary>
 internal static class BenchReport
 {
+    /// <summary>
+    /// The p-th percentile of a sample (nearest rank), with the median (p = 50) the mean of the middle two for
+    /// an even count; NaN for no values.
+    /// </summary>
+    public static double Percentile(List<double> values, double p)
+    {
+        if (values.Count == 0)
+        {
+            return double.NaN;
+        }
+
+        var sorted = values.Order().ToList();
+        if (p == 50)
+        {
+            int mid = sorted.Count / 2;
+            return sorted.Count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+        }
+
+        int index = (int)Math.Ceiling(p / 100 * sorted.Count) - 1;
+        return sorted[Math.Clamp(index, 0, sorted.Count - 1)];
+    }
+
+    /// <summary>The median of a sample.</summary>
+    public static double Median(List<double> values) => Percentile(values, 50);
+
     public static Table Table(IReadOnlyList<BenchFigure> figures)
     {
         var table = new Table().Border(TableBorder.Rounded);

@@ -23,9 +23,8 @@ internal sealed record E2eSizes(int SnapshotRounds, int RestoreRounds, int Names
 internal sealed class E2eBench(string root, E2eSizes sizes, bool verbose, Action<string> log)
 {
     private const string Ns = "bench";
-    private const string Driver = "csi.dolly.io";
-    private const string StorageClass = "dolly";
-    private const string SnapshotClass = "dolly-snapshots";
+    private const string StorageClass = DefaultClasses.StorageClassName;
+    private const string SnapshotClass = DefaultClasses.SnapshotClassName;
     private const string SnapshotVersion = "v1";
     private const string SmallSource = "source-1gi";
     private const string LargeSource = "source-1ti";
@@ -147,12 +146,12 @@ internal sealed class E2eBench(string root, E2eSizes sizes, bool verbose, Action
         }
 
         const string group = "VolumeSnapshot apply -> readyToUse (source: Bound 1 GiB claim)";
-        double p50 = Percentile(ready, 50), p99 = Percentile(ready, 99);
+        double p50 = BenchReport.Percentile(ready, 50), p99 = BenchReport.Percentile(ready, 99);
         return
         [
             new(group, $"p50 ({ready.Count} snapshots)", p50, "ms", BenchReport.Ms(p50), "<= 100 ms", p50 <= 100,
-                $"p99 {BenchReport.Ms(p99)}; content created after {BenchReport.Ms(Percentile(contentSeen, 50))} (p50); {dataNote}",
-                Finite(new Dictionary<string, double> { ["p50"] = p50, ["p99"] = p99, ["rounds"] = ready.Count, ["contentCreatedP50"] = Percentile(contentSeen, 50) })),
+                $"p99 {BenchReport.Ms(p99)}; content created after {BenchReport.Ms(BenchReport.Percentile(contentSeen, 50))} (p50); {dataNote}",
+                Finite(new Dictionary<string, double> { ["p50"] = p50, ["p99"] = p99, ["rounds"] = ready.Count, ["contentCreatedP50"] = BenchReport.Percentile(contentSeen, 50) })),
         ];
     }
 
@@ -193,7 +192,7 @@ internal sealed class E2eBench(string root, E2eSizes sizes, bool verbose, Action
         var figures = new List<BenchFigure>();
         foreach (var (size, what) in new[] { ("1Gi", "1 GiB"), ("1Ti", "1 TiB") })
         {
-            double p50 = Percentile(bound[size], 50), p99 = Percentile(bound[size], 99), pv = Percentile(pvSeen[size], 50);
+            double p50 = BenchReport.Percentile(bound[size], 50), p99 = BenchReport.Percentile(bound[size], 99), pv = BenchReport.Percentile(pvSeen[size], 50);
             figures.Add(new(group, $"p50, snapshot of a {what} volume ({bound[size].Count} restores)", p50, "ms", BenchReport.Ms(p50), "<= 200 ms", p50 <= 200,
                 $"p99 {BenchReport.Ms(p99)}; PV created after {BenchReport.Ms(pv)} (p50); {dataNote}",
                 Finite(new Dictionary<string, double> { ["p50"] = p50, ["p99"] = p99, ["rounds"] = bound[size].Count, ["pvCreatedP50"] = pv })));
@@ -238,14 +237,14 @@ internal sealed class E2eBench(string root, E2eSizes sizes, bool verbose, Action
             $"{BenchReport.Num(seconds)} s",
             "<= 5 s",
             seconds <= 5,
-            $"{times.Count}/{namespaces.Count} Bound; all applies answered after {BenchReport.Ms(Ms(t0, applied))}; first Bound {BenchReport.Ms(times.Min())}, p50 {BenchReport.Ms(Percentile(times, 50))}; last PV created {BenchReport.Ms(pvTimes.DefaultIfEmpty(double.NaN).Max())}",
+            $"{times.Count}/{namespaces.Count} Bound; all applies answered after {BenchReport.Ms(Ms(t0, applied))}; first Bound {BenchReport.Ms(times.Min())}, p50 {BenchReport.Ms(BenchReport.Percentile(times, 50))}; last PV created {BenchReport.Ms(pvTimes.DefaultIfEmpty(double.NaN).Max())}",
             new Dictionary<string, double>
             {
                 ["claims"] = namespaces.Count,
                 ["bound"] = times.Count,
                 ["appliedMs"] = Ms(t0, applied),
                 ["firstBoundMs"] = times.Min(),
-                ["p50BoundMs"] = Percentile(times, 50),
+                ["p50BoundMs"] = BenchReport.Percentile(times, 50),
                 ["lastPvCreatedMs"] = pvTimes.Count > 0 ? pvTimes.Max() : 0,
             });
     }
@@ -254,29 +253,8 @@ internal sealed class E2eBench(string root, E2eSizes sizes, bool verbose, Action
 
     private async Task ApplyClassesAsync(CancellationToken ct)
     {
-        await Kube.StorageV1.CreateStorageClassAsync(
-            new V1StorageClass
-            {
-                ApiVersion = "storage.k8s.io/v1",
-                Kind = "StorageClass",
-                Metadata = new V1ObjectMeta { Name = StorageClass },
-                Provisioner = Driver,
-                ReclaimPolicy = "Delete",
-                VolumeBindingMode = "Immediate",
-                AllowVolumeExpansion = true,
-            },
-            cancellationToken: ct).ConfigureAwait(false);
-        var snapshotClass = new VolumeSnapshotClass
-        {
-            Metadata = new V1ObjectMeta
-            {
-                Name = SnapshotClass,
-                Annotations = new Dictionary<string, string> { [Names.DefaultSnapshotClassAnnotation] = "true" },
-            },
-            Driver = Driver,
-            DeletionPolicy = "Delete",
-        };
-        await Kube.CustomObjects.CreateClusterCustomObjectAsync(snapshotClass, Names.SnapshotGroup, SnapshotVersion, "volumesnapshotclasses", cancellationToken: ct).ConfigureAwait(false);
+        await Kube.StorageV1.CreateStorageClassAsync(DefaultClasses.StorageClass(), cancellationToken: ct).ConfigureAwait(false);
+        await Kube.CustomObjects.CreateClusterCustomObjectAsync(DefaultClasses.SnapshotClass(), Names.SnapshotGroup, SnapshotVersion, "volumesnapshotclasses", cancellationToken: ct).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -421,21 +399,4 @@ internal sealed class E2eBench(string root, E2eSizes sizes, bool verbose, Action
 
     private static double Ms(long from, long to) => Stopwatch.GetElapsedTime(from, to).TotalMilliseconds;
 
-    private static double Percentile(List<double> values, double p)
-    {
-        if (values.Count == 0)
-        {
-            return double.NaN;
-        }
-
-        var sorted = values.Order().ToList();
-        if (p == 50)
-        {
-            int mid = sorted.Count / 2;
-            return sorted.Count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-        }
-
-        int index = (int)Math.Ceiling(p / 100 * sorted.Count) - 1;
-        return sorted[Math.Clamp(index, 0, sorted.Count - 1)];
-    }
 }

@@ -7,19 +7,6 @@ namespace Dolly.Bench;
 // Timing, offsets and plain-file helpers of the engine benchmark.
 internal sealed partial class EngineBench
 {
-    private static double Percentile(List<double> values, double p)
-    {
-        var sorted = values.Order().ToList();
-        if (p == 50)
-        {
-            int mid = sorted.Count / 2;
-            return sorted.Count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-        }
-
-        int index = (int)Math.Ceiling(p / 100 * sorted.Count) - 1;
-        return sorted[Math.Clamp(index, 0, sorted.Count - 1)];
-    }
-
     /// <summary>Seconds spent writing, and writing plus the flush that makes it durable.</summary>
     private readonly record struct Timing(double Write, double Total)
     {

@@ -196,12 +196,12 @@ internal sealed partial class EngineBench(string root, BenchSizes sizes, int blo
     private void AddLatency(string what, string small, string large, List<double> onSmall, List<double> onLarge)
     {
         const double target = 2.0;
-        double ms = Percentile(onSmall, 50), ml = Percentile(onLarge, 50);
+        double ms = BenchReport.Percentile(onSmall, 50), ml = BenchReport.Percentile(onLarge, 50);
         string group = $"{what} latency ({onSmall.Count} each)";
         _figures.Add(new BenchFigure(group, $"median, {small} volume", ms, "ms", BenchReport.Ms(ms), "<= 2 ms", ms <= target,
-            $"p99 {BenchReport.Ms(Percentile(onSmall, 99))}", new Dictionary<string, double> { ["p99"] = Percentile(onSmall, 99) }));
+            $"p99 {BenchReport.Ms(BenchReport.Percentile(onSmall, 99))}", new Dictionary<string, double> { ["p99"] = BenchReport.Percentile(onSmall, 99) }));
         _figures.Add(new BenchFigure(group, $"median, {large} volume", ml, "ms", BenchReport.Ms(ml), "<= 2 ms", ml <= target,
-            $"p99 {BenchReport.Ms(Percentile(onLarge, 99))}", new Dictionary<string, double> { ["p99"] = Percentile(onLarge, 99) }));
+            $"p99 {BenchReport.Ms(BenchReport.Percentile(onLarge, 99))}", new Dictionary<string, double> { ["p99"] = BenchReport.Percentile(onLarge, 99) }));
         double ratio = ml / ms;
         _figures.Add(new BenchFigure(group, "large / small (median)", ratio, "ratio", BenchReport.Num(ratio), "<= 1.50", ratio <= 1.5));
     }
@@ -542,7 +542,7 @@ internal sealed partial class EngineBench(string root, BenchSizes sizes, int blo
         }
 
         string group = $"snapshot delete latency ({BenchSizes.Size(size)} volume)";
-        double ms = Percentile(shared, 50), me = Percentile(exclusive, 50);
+        double ms = BenchReport.Percentile(shared, 50), me = BenchReport.Percentile(exclusive, 50);
         _figures.Add(new BenchFigure(group, "all blocks shared (median)", ms, "ms", BenchReport.Ms(ms), null, null, $"{shared.Count} deletes, max {BenchReport.Ms(shared.Max())}; frees nothing"));
         _figures.Add(new BenchFigure(group, "all blocks exclusive (median)", me, "ms", BenchReport.Ms(me), null, null,
             $"{exclusive.Count} deletes, max {BenchReport.Ms(exclusive.Max())}; frees {ByteSize.Format(freed)} each"));

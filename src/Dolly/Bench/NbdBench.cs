@@ -93,7 +93,7 @@ internal sealed class NbdBench(string root, long size, int rounds, TimeSpan fioR
                     four.Add(Throughput(await TimeAsync("nbdcopy", ["--connections=4", uri, "null:"], ct).ConfigureAwait(false)));
                 }
 
-                double m1 = Median(one), m4 = Median(four);
+                double m1 = BenchReport.Median(one), m4 = BenchReport.Median(four);
                 figures.Add(new BenchFigure("connections (nbdcopy read)", $"{who}: 1 vs 4 connections", m4 / m1, "x", $"{Mb(m1)} -> {Mb(m4)} ({m4 / m1:0.00}x)", null, null));
             }
 
@@ -113,25 +113,19 @@ internal sealed class NbdBench(string root, long size, int rounds, TimeSpan fioR
 
     private static void AddRatio(List<BenchFigure> figures, string group, string name, List<double> dolly, List<double> kit, double target)
     {
-        double d = Median(dolly), k = Median(kit), ratio = d / k;
+        double d = BenchReport.Median(dolly), k = BenchReport.Median(kit), ratio = d / k;
         figures.Add(new BenchFigure(group, $"{name}: dolly / nbdkit", ratio, "ratio", $"{Mb(d)} vs {Mb(k)} = {ratio:0.00}", $">= {target:0.0}", ratio >= target,
             Details: new Dictionary<string, double> { ["dolly_bytes_per_s"] = d, ["nbdkit_bytes_per_s"] = k }));
     }
 
     private static void AddIops(List<BenchFigure> figures, string mode, List<double> dolly, List<double> kit)
     {
-        double d = Median(dolly), k = Median(kit), ratio = d / k;
+        double d = BenchReport.Median(dolly), k = BenchReport.Median(kit), ratio = d / k;
         figures.Add(new BenchFigure("4 KiB random (fio nbd engine, iodepth 16)", $"{mode}: dolly / nbdkit", ratio, "ratio", $"{d:0} vs {k:0} IOPS = {ratio:0.00}", ">= 0.8", ratio >= 0.8,
             Details: new Dictionary<string, double> { ["dolly_iops"] = d, ["nbdkit_iops"] = k }));
     }
 
     private static string Mb(double bytesPerSecond) => string.Create(CultureInfo.InvariantCulture, $"{bytesPerSecond / (1 << 20):0} MiB/s");
-
-    private static double Median(List<double> values)
-    {
-        var sorted = values.Order().ToList();
-        return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[(sorted.Count / 2) - 1] + sorted[sorted.Count / 2]) / 2;
-    }
 
     private async Task<double> FioIopsAsync(string uri, string mode, CancellationToken ct)
     {

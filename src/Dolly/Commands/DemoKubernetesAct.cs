@@ -26,9 +26,9 @@ namespace Dolly.Commands;
 internal sealed class DemoKubernetesAct(CliContext context, Pool pool)
 {
     private const string Ns = "demo";
-    private const string Driver = "csi.dolly.io";
-    private const string StorageClass = "dolly";
-    private const string SnapshotClass = "dolly-snapshots";
+    private const string Driver = DefaultClasses.Driver;
+    private const string StorageClass = DefaultClasses.StorageClassName;
+    private const string SnapshotClass = DefaultClasses.SnapshotClassName;
     private const string SnapshotVersion = "v1";
     private const int PayloadSize = 4096;
     private static readonly TimeSpan WaitTimeout = TimeSpan.FromSeconds(60);
@@ -106,31 +106,11 @@ internal sealed class DemoKubernetesAct(CliContext context, Pool pool)
         Say(++step, "The classes, as 'kubectl apply' would create them, and a namespace. The demo talks to the API server with the official KubernetesClient, so it needs no kubectl.");
         Echo("kubectl apply -f classes.yaml   # StorageClass dolly (provisioner csi.dolly.io), VolumeSnapshotClass dolly-snapshots (the default)");
         started = Stopwatch.GetTimestamp();
-        bool newClass = await CreateAsync(() => Kube.StorageV1.CreateStorageClassAsync(
-            new V1StorageClass
-            {
-                ApiVersion = "storage.k8s.io/v1",
-                Kind = "StorageClass",
-                Metadata = new V1ObjectMeta { Name = StorageClass },
-                Provisioner = Driver,
-                ReclaimPolicy = "Delete",
-                VolumeBindingMode = "Immediate",
-                AllowVolumeExpansion = true,
-            },
-            cancellationToken: ct)).ConfigureAwait(false);
+        bool newClass = await CreateAsync(() => Kube.StorageV1.CreateStorageClassAsync(DefaultClasses.StorageClass(), cancellationToken: ct)).ConfigureAwait(false);
         Out.WriteLine($"storageclass.storage.k8s.io/{StorageClass} {(newClass ? "created" : "already there, kept")} in {Took(started)}");
         started = Stopwatch.GetTimestamp();
         bool newSnapshotClass = await CreateAsync(() => Kube.CustomObjects.CreateClusterCustomObjectAsync(
-            new VolumeSnapshotClass
-            {
-                Metadata = new V1ObjectMeta
-                {
-                    Name = SnapshotClass,
-                    Annotations = new Dictionary<string, string> { [Names.DefaultSnapshotClassAnnotation] = "true" },
-                },
-                Driver = Driver,
-                DeletionPolicy = "Delete",
-            },
+            DefaultClasses.SnapshotClass(),
             Names.SnapshotGroup,
             SnapshotVersion,
             "volumesnapshotclasses",
