@@ -1,8 +1,5 @@
 using System.Collections.Concurrent;
-using Dolly.Api;
-using Dolly.Csi;
 using Dolly.Csi.V1;
-using Dolly.Storage;
 using Grpc.Core;
 using Grpc.Core.Interceptors;
 using k8s;
@@ -20,13 +17,9 @@ public sealed class DriverFaultTests : IAsyncLifetime
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "dolly-faults-" + Guid.NewGuid().ToString("N")[..10]);
     private readonly Faults _faults = new();
     private readonly CancellationTokenSource _stop = new();
-    private ApiServer? _api;
-    private Pool? _pool;
-    private CsiServer? _csi;
-    private Grpc.Net.Client.GrpcChannel? _channel;
+    private DriverStack? _stack;
     private Kubernetes? _client;
     private Task? _controllers;
 
@@ -69,14 +62,8 @@ public sealed class DriverFaultTests : IAsyncLifetime
 
     public async ValueTask InitializeAsync()
     {
-        Directory.CreateDirectory(_dir);
-        _api = new ApiServer(new ApiServerOptions(Path.Combine(_dir, "api"), "127.0.0.1", 0));
-        await _api.StartAsync(Ct);
-        _pool = Pool.Create(Path.Combine(_dir, "pool")).Value;
-        _csi = new CsiServer(_pool, new CsiServerOptions { SocketPath = Path.Combine(_dir, "csi.sock") });
-        await _csi.StartAsync(Ct);
-        _client = new Kubernetes(KubernetesClientConfiguration.BuildConfigFromConfigFile(_api.KubeconfigPath));
-        _channel = DollyControllers.ConnectCsi(Path.Combine(_dir, "csi.sock"));
+        _stack = await DriverStack.StartAsync("dolly-faults-", Ct);
+        _client = _stack.NewClient();
         var options = new ControllerOptions
         {
             BindVolumes = true,
@@ -84,24 +71,8 @@ public sealed class DriverFaultTests : IAsyncLifetime
             RetryBaseDelay = TimeSpan.FromMilliseconds(50),
             RetryMaxDelay = TimeSpan.FromMilliseconds(500),
         };
-        _controllers = DollyControllers.RunAsync(_client, _channel.Intercept(_faults), options, NullLoggerFactory.Instance, _stop.Token);
-
-        await K.StorageV1.CreateStorageClassAsync(
-            new V1StorageClass { Metadata = new V1ObjectMeta { Name = "dolly" }, Provisioner = "csi.dolly.io", AllowVolumeExpansion = true, ReclaimPolicy = "Delete" },
-            cancellationToken: Ct);
-        await K.CustomObjects.CreateClusterCustomObjectAsync(
-            new Dictionary<string, object>
-            {
-                ["apiVersion"] = "snapshot.storage.k8s.io/v1",
-                ["kind"] = "VolumeSnapshotClass",
-                ["metadata"] = new Dictionary<string, object> { ["name"] = "snaps", ["annotations"] = new Dictionary<string, string> { ["snapshot.storage.kubernetes.io/is-default-class"] = "true" } },
-                ["driver"] = "csi.dolly.io",
-                ["deletionPolicy"] = "Delete",
-            },
-            "snapshot.storage.k8s.io",
-            "v1",
-            "volumesnapshotclasses",
-            cancellationToken: Ct);
+        _controllers = DollyControllers.RunAsync(_client, _stack.Channel.Intercept(_faults), options, NullLoggerFactory.Instance, _stop.Token);
+        await DriverStack.CreateClassesAsync(_client, Ct);
     }
 
     public async ValueTask DisposeAsync()
@@ -113,20 +84,12 @@ public sealed class DriverFaultTests : IAsyncLifetime
         }
 
         _client?.Dispose();
-        _channel?.Dispose();
-        if (_csi is not null)
+        if (_stack is not null)
         {
-            await _csi.DisposeAsync();
-        }
-
-        _pool?.Dispose();
-        if (_api is not null)
-        {
-            await _api.DisposeAsync();
+            await _stack.DisposeAsync();
         }
 
         _stop.Dispose();
-        Directory.Delete(_dir, recursive: true);
     }
 
     private static async Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 30)
@@ -150,16 +113,7 @@ public sealed class DriverFaultTests : IAsyncLifetime
     private async Task<V1PersistentVolumeClaim> ClaimAsync(string name, string size = "1Gi")
     {
         await K.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(
-            new V1PersistentVolumeClaim
-            {
-                Metadata = new V1ObjectMeta { Name = name },
-                Spec = new V1PersistentVolumeClaimSpec
-                {
-                    StorageClassName = "dolly",
-                    AccessModes = ["ReadWriteOnce"],
-                    Resources = new V1VolumeResourceRequirements { Requests = new Dictionary<string, ResourceQuantity> { ["storage"] = new(size) } },
-                },
-            },
+            DriverStack.Claim(name, size),
             "default",
             cancellationToken: Ct);
         return await Until(async () => await ReadClaim(name) is { Status.Phase: "Bound" } c ? c : null, $"claim {name} never bound");
@@ -223,16 +177,7 @@ public sealed class DriverFaultTests : IAsyncLifetime
     {
         _faults.Arm("CreateVolume", StatusCode.ResourceExhausted, "the pool is full");
         await K.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(
-            new V1PersistentVolumeClaim
-            {
-                Metadata = new V1ObjectMeta { Name = "wants-space" },
-                Spec = new V1PersistentVolumeClaimSpec
-                {
-                    StorageClassName = "dolly",
-                    AccessModes = ["ReadWriteOnce"],
-                    Resources = new V1VolumeResourceRequirements { Requests = new Dictionary<string, ResourceQuantity> { ["storage"] = new("1Gi") } },
-                },
-            },
+            DriverStack.Claim("wants-space", "1Gi"),
             "default",
             cancellationToken: Ct);
         string events = await Until(
@@ -281,7 +226,7 @@ public sealed class DriverFaultTests : IAsyncLifetime
         await SnapshotAsync("lost", "lossy");
         var snapshot = await Until(async () => Str(await Get("volumesnapshots", "lost"), "status", "boundVolumeSnapshotContentName") is { } c ? c : null, "never bound");
         await Until(async () => Str(await Get("volumesnapshotcontents", snapshot, cluster: true), "status", "error", "message") is { } m ? m : null, "no error on the content");
-        var cut = await new Controller.ControllerClient(_channel!).ListSnapshotsAsync(new ListSnapshotsRequest { SourceVolumeId = volume }, cancellationToken: Ct);
+        var cut = await new Controller.ControllerClient(_stack!.Channel).ListSnapshotsAsync(new ListSnapshotsRequest { SourceVolumeId = volume }, cancellationToken: Ct);
         Assert.Single(cut.Entries);
 
         // Deleting it while the create is unresolved: the controller finishes the create to learn the handle,
@@ -291,7 +236,7 @@ public sealed class DriverFaultTests : IAsyncLifetime
         _faults.Disarm("CreateSnapshot");
         await Until(async () => await TryGet("volumesnapshotcontents", snapshot, cluster: true) is null ? "gone" : null, "the content never went");
         await Until(async () => await TryGet("volumesnapshots", "lost") is null ? "gone" : null, "the snapshot never went");
-        var left = await new Controller.ControllerClient(_channel!).ListSnapshotsAsync(new ListSnapshotsRequest { SourceVolumeId = volume }, cancellationToken: Ct);
+        var left = await new Controller.ControllerClient(_stack!.Channel).ListSnapshotsAsync(new ListSnapshotsRequest { SourceVolumeId = volume }, cancellationToken: Ct);
         Assert.Empty(left.Entries);
     }
 
@@ -353,19 +298,10 @@ public sealed class DriverFaultTests : IAsyncLifetime
         // The driver creates the volume but the controller never hears back; then the claim is deleted.
         _faults.Arm("CreateVolume", StatusCode.DeadlineExceeded, "deadline exceeded", callFirst: true);
         await K.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(
-            new V1PersistentVolumeClaim
-            {
-                Metadata = new V1ObjectMeta { Name = "fleeting" },
-                Spec = new V1PersistentVolumeClaimSpec
-                {
-                    StorageClassName = "dolly",
-                    AccessModes = ["ReadWriteOnce"],
-                    Resources = new V1VolumeResourceRequirements { Requests = new Dictionary<string, ResourceQuantity> { ["storage"] = new("1Gi") } },
-                },
-            },
+            DriverStack.Claim("fleeting", "1Gi"),
             "default",
             cancellationToken: Ct);
-        var csi = new Controller.ControllerClient(_channel!);
+        var csi = new Controller.ControllerClient(_stack!.Channel);
         await Until(async () => (await csi.ListVolumesAsync(new ListVolumesRequest(), cancellationToken: Ct)).Entries.Count == 1 ? "cut" : null, "the driver never created the volume");
         var claim = await ReadClaim("fleeting");
         Assert.Contains("dolly.io/provisioning-protection", claim.Metadata.Finalizers);

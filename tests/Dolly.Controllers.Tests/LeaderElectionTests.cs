@@ -1,6 +1,3 @@
-using Dolly.Api;
-using Dolly.Csi;
-using Dolly.Storage;
 using k8s;
 using k8s.Models;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -15,38 +12,19 @@ public sealed class LeaderElectionTests : IAsyncLifetime
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "dolly-ctrl-" + Guid.NewGuid().ToString("N")[..10]);
-    private ApiServer? _api;
-    private Pool? _pool;
-    private CsiServer? _csi;
+    private DriverStack? _stack;
 
-    public async ValueTask InitializeAsync()
-    {
-        Directory.CreateDirectory(_dir);
-        _api = new ApiServer(new ApiServerOptions(Path.Combine(_dir, "api"), "127.0.0.1", 0));
-        await _api.StartAsync(Ct);
-        _pool = Pool.Create(Path.Combine(_dir, "pool")).Value;
-        _csi = new CsiServer(_pool, new CsiServerOptions { SocketPath = Path.Combine(_dir, "csi.sock") });
-        await _csi.StartAsync(Ct);
-    }
+    public async ValueTask InitializeAsync() => _stack = await DriverStack.StartAsync("dolly-ctrl-", Ct);
 
     public async ValueTask DisposeAsync()
     {
-        if (_csi is not null)
+        if (_stack is not null)
         {
-            await _csi.DisposeAsync();
+            await _stack.DisposeAsync();
         }
-
-        _pool?.Dispose();
-        if (_api is not null)
-        {
-            await _api.DisposeAsync();
-        }
-
-        Directory.Delete(_dir, recursive: true);
     }
 
-    private Kubernetes Client() => new(KubernetesClientConfiguration.BuildConfigFromConfigFile(_api!.KubeconfigPath));
+    private Kubernetes Client() => _stack!.NewClient();
 
     private sealed record Replica(string Identity, CancellationTokenSource Stop, Task Run, Kubernetes Client, Grpc.Net.Client.GrpcChannel Channel) : IDisposable
     {
@@ -61,7 +39,7 @@ public sealed class LeaderElectionTests : IAsyncLifetime
     private Replica Start(string identity)
     {
         var client = Client();
-        var channel = DollyControllers.ConnectCsi(Path.Combine(_dir, "csi.sock"));
+        var channel = DollyControllers.ConnectCsi(_stack!.CsiSocket);
         var stop = CancellationTokenSource.CreateLinkedTokenSource(Ct);
         var options = new ControllerOptions
         {
@@ -107,16 +85,7 @@ public sealed class LeaderElectionTests : IAsyncLifetime
 
     private static Task<V1PersistentVolumeClaim> CreateClaimAsync(Kubernetes client, string name) =>
         client.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(
-            new V1PersistentVolumeClaim
-            {
-                Metadata = new V1ObjectMeta { Name = name },
-                Spec = new V1PersistentVolumeClaimSpec
-                {
-                    StorageClassName = "dolly",
-                    AccessModes = ["ReadWriteOnce"],
-                    Resources = new V1VolumeResourceRequirements { Requests = new Dictionary<string, ResourceQuantity> { ["storage"] = new("1Gi") } },
-                },
-            },
+            DriverStack.Claim(name, "1Gi"),
             "default",
             cancellationToken: Ct);
 

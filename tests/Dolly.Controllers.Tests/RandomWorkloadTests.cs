@@ -1,6 +1,4 @@
 using System.Text.Json;
-using Dolly.Api;
-using Dolly.Csi;
 using Dolly.Storage;
 using k8s;
 using k8s.Autorest;
@@ -24,47 +22,21 @@ public sealed class RandomWorkloadTests : IAsyncLifetime
 
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "dolly-random-" + Guid.NewGuid().ToString("N")[..10]);
     private CancellationTokenSource _stop = new();
-    private ApiServer? _api;
-    private Pool? _pool;
-    private CsiServer? _csi;
-    private Grpc.Net.Client.GrpcChannel? _channel;
+    private DriverStack? _stack;
     private Kubernetes? _client;
     private Task? _controllers;
 
     private Kubernetes K => _client!;
 
-    private Pool P => _pool!;
+    private Pool P => _stack!.Pool;
 
     public async ValueTask InitializeAsync()
     {
-        Directory.CreateDirectory(_dir);
-        _api = new ApiServer(new ApiServerOptions(Path.Combine(_dir, "api"), "127.0.0.1", 0));
-        await _api.StartAsync(Ct);
-        _pool = Pool.Create(Path.Combine(_dir, "pool")).Value;
-        _csi = new CsiServer(_pool, new CsiServerOptions { SocketPath = Path.Combine(_dir, "csi.sock") });
-        await _csi.StartAsync(Ct);
-        _client = new Kubernetes(KubernetesClientConfiguration.BuildConfigFromConfigFile(_api.KubeconfigPath));
-        _channel = DollyControllers.ConnectCsi(Path.Combine(_dir, "csi.sock"));
+        _stack = await DriverStack.StartAsync("dolly-random-", Ct);
+        _client = _stack.NewClient();
         StartControllers();
-
-        await K.StorageV1.CreateStorageClassAsync(
-            new V1StorageClass { Metadata = new V1ObjectMeta { Name = "dolly" }, Provisioner = "csi.dolly.io", AllowVolumeExpansion = true, ReclaimPolicy = "Delete" },
-            cancellationToken: Ct);
-        await K.CustomObjects.CreateClusterCustomObjectAsync(
-            new Dictionary<string, object>
-            {
-                ["apiVersion"] = "snapshot.storage.k8s.io/v1",
-                ["kind"] = "VolumeSnapshotClass",
-                ["metadata"] = new Dictionary<string, object> { ["name"] = "snaps", ["annotations"] = new Dictionary<string, string> { ["snapshot.storage.kubernetes.io/is-default-class"] = "true" } },
-                ["driver"] = "csi.dolly.io",
-                ["deletionPolicy"] = "Delete",
-            },
-            Group,
-            "v1",
-            "volumesnapshotclasses",
-            cancellationToken: Ct);
+        await DriverStack.CreateClassesAsync(K, Ct);
         foreach (string ns in Namespaces)
         {
             await K.CoreV1.CreateNamespaceAsync(new V1Namespace { Metadata = new V1ObjectMeta { Name = ns } }, cancellationToken: Ct);
@@ -98,7 +70,7 @@ public sealed class RandomWorkloadTests : IAsyncLifetime
             RetryBaseDelay = TimeSpan.FromMilliseconds(50),
             RetryMaxDelay = TimeSpan.FromMilliseconds(400),
         };
-        _controllers = DollyControllers.RunAsync(_client!, _channel!.CreateCallInvoker(), options, NullLoggerFactory.Instance, _stop.Token);
+        _controllers = DollyControllers.RunAsync(_client!, _stack!.Csi, options, NullLoggerFactory.Instance, _stop.Token);
     }
 
     /// <summary>Stops the controllers wherever they are and starts fresh ones: empty caches, empty queues.</summary>
@@ -120,38 +92,17 @@ public sealed class RandomWorkloadTests : IAsyncLifetime
         }
 
         _client?.Dispose();
-        _channel?.Dispose();
-        if (_csi is not null)
+        if (_stack is not null)
         {
-            await _csi.DisposeAsync();
-        }
-
-        _pool?.Dispose();
-        if (_api is not null)
-        {
-            await _api.DisposeAsync();
+            await _stack.DisposeAsync();
         }
 
         _stop.Dispose();
-        Directory.Delete(_dir, recursive: true);
     }
 
     private sealed record Claim(string Ns, string Name, int Gi);
 
     private sealed record Snap(string Ns, string Name, string Claim);
-
-    private static V1PersistentVolumeClaim ClaimObject(string name, int gi, V1TypedObjectReference? sourceRef = null, V1TypedLocalObjectReference? source = null) => new()
-    {
-        Metadata = new V1ObjectMeta { Name = name },
-        Spec = new V1PersistentVolumeClaimSpec
-        {
-            StorageClassName = "dolly",
-            AccessModes = ["ReadWriteOnce"],
-            Resources = new V1VolumeResourceRequirements { Requests = new Dictionary<string, ResourceQuantity> { ["storage"] = new($"{gi}Gi") } },
-            DataSource = source,
-            DataSourceRef = sourceRef,
-        },
-    };
 
     [Theory]
     [InlineData(1)]
@@ -180,7 +131,7 @@ public sealed class RandomWorkloadTests : IAsyncLifetime
                 {
                     int gi = 1 + random.Next(2);
                     claims.Add(new Claim(ns, name, gi));
-                    ops.Add(K.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(ClaimObject(name, gi), ns, cancellationToken: Ct));
+                    ops.Add(K.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(DriverStack.Claim(name, $"{gi}Gi"), ns, cancellationToken: Ct));
                 }
                 else if (choice < 45)
                 {
@@ -208,8 +159,8 @@ public sealed class RandomWorkloadTests : IAsyncLifetime
                     int gi = 1 + random.Next(2);
                     claims.Add(new Claim(into, name, gi));
                     var claim = into == snap.Ns
-                        ? ClaimObject(name, gi, source: new V1TypedLocalObjectReference { ApiGroup = Group, Kind = "VolumeSnapshot", Name = snap.Name })
-                        : ClaimObject(name, gi, sourceRef: new V1TypedObjectReference { ApiGroup = Group, Kind = "VolumeSnapshot", Name = snap.Name, NamespaceProperty = snap.Ns });
+                        ? DriverStack.Claim(name, $"{gi}Gi", source: new V1TypedLocalObjectReference { ApiGroup = Group, Kind = "VolumeSnapshot", Name = snap.Name })
+                        : DriverStack.Claim(name, $"{gi}Gi", sourceRef: new V1TypedObjectReference { ApiGroup = Group, Kind = "VolumeSnapshot", Name = snap.Name, NamespaceProperty = snap.Ns });
                     ops.Add(K.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(claim, into, cancellationToken: Ct));
                 }
                 else if (choice < 70)
@@ -217,7 +168,7 @@ public sealed class RandomWorkloadTests : IAsyncLifetime
                     var source = claims[random.Next(claims.Count)];
                     claims.Add(new Claim(source.Ns, name, 2));
                     ops.Add(K.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(
-                        ClaimObject(name, 2, source: new V1TypedLocalObjectReference { Kind = "PersistentVolumeClaim", Name = source.Name }), source.Ns, cancellationToken: Ct));
+                        DriverStack.Claim(name, "2Gi", source: new V1TypedLocalObjectReference { Kind = "PersistentVolumeClaim", Name = source.Name }), source.Ns, cancellationToken: Ct));
                 }
                 else if (choice < 78)
                 {
