@@ -30,6 +30,8 @@ public sealed partial class Pool
     /// <summary>Verifies every invariant of the open pool: maps, reference counts, free space and checksums.</summary>
     public CheckReport Check(IProgress<double>? progress = null)
     {
+        // No commit may be half-way through writing pages while they are compared with the disk.
+        _commitGate.Wait();
         _rw.EnterReadLock();
         try
         {
@@ -115,6 +117,7 @@ public sealed partial class Pool
         finally
         {
             _rw.ExitReadLock();
+            _commitGate.Release();
         }
     }
 
@@ -217,6 +220,7 @@ public sealed partial class Pool
         try
         {
             _data.Read((long)p * _blockSize, buffer);
+            _overlay.Merge(p, 0, buffer);
         }
         catch (IOException ex)
         {

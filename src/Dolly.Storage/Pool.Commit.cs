@@ -2,17 +2,30 @@ using Dolly.Storage.Engine;
 
 namespace Dolly.Storage;
 
-// Commit protocol, in order; each step is durable before the next starts:
-//   1. fdatasync the data file: every block the new state references is on disk;
-//   2. write the device records that changed, then every fresh page, into pages the committed state does not
-//      use, and fdatasync the metadata file;
-//   3. write the superblock into the slot the committed state does not use, and fdatasync again.
-// A crash before 3 completes leaves the previous superblock (and everything it reaches) intact; a torn
-// superblock fails its checksum and the other slot wins. Only after 3 may pages and blocks that the old state
-// referenced be reused, which is why they wait in the pending lists.
+// Commits. Two kinds, both run by one committer at a time (the holder of _commitGate):
+//
+// A full commit seals a new state. Under the pool's write lock it is prepared: the changed device records are
+// written into their pages, the overlay's sectors (in-place overwrites not yet in any batch) are laid out as a
+// journal batch of the new generation, the fresh pages are sealed and the transaction number moves on, so
+// nothing prepared is modified afterwards (later writes copy those pages and treat those blocks as committed).
+// Then, with no lock held, so reads and writes of every volume go on, it is made durable, each step before the
+// next: the batch is written and the journal synced; the data file synced (every block the new state
+// references holds its bytes); the pages written and synced; the superblock written into the slot the durable
+// state does not use and synced. A crash before the last sync leaves the previous superblock, whose pages were
+// never overwritten, and a torn superblock fails its checksum. Finally, under the lock again, pages and blocks
+// the previous state referenced become reusable and the batch's sectors are written to their blocks.
+//
+// A journal-only commit makes in-place overwrites durable without a new state: when nothing since the last
+// full commit allocated or freed a block, a flush writes the overlay's sectors as one batch of the durable
+// generation, syncs the journal (one sync), then writes the sectors to their blocks. After a crash, opening the
+// pool replays the complete batches that follow the superblock's journal start and carry its generation.
+//
+// Group commit: a flush waits for the committer; when its turn comes, a commit that started after its writes
+// may already have covered them (then it returns at once), otherwise it runs one covering every change so far.
 public sealed partial class Pool
 {
     private bool _dirty;
+    private bool _structDirty;
     private readonly HashSet<DeviceState> _dirtyDevices = [];
     private readonly List<int> _freeSlots = [];
     private int _slotHighWater;
@@ -20,69 +33,349 @@ public sealed partial class Pool
     private int _deviceDepth = 1;
     private ulong _nextDeviceId = 1;
     private ulong _generation;
+
+    // Generations are never reused: every full commit attempt takes a new one, and after opening the first skips one
+    // (an attempt that a crash interrupted may have used the next), so a journal record's generation names exactly
+    // one attempt. The superblock goes into the slot the durable one does not occupy.
+    private ulong _lastGeneration;
+    private int _durableSlot;
     private readonly byte[] _superPage = new byte[Layout.PageSize];
+    private readonly SemaphoreSlim _commitGate = new(1, 1);
+    private readonly List<uint> _unwrittenPages = [];
+    private long _changeSeq;
+    private long _durableSeq;
+    private ulong _batchIds;
+
+    // True while every record after the durable superblock's journal start belongs to a batch that completed.
+    // A failed commit of either kind may have left part of a batch behind, so the next commit must be a full one
+    // (a new generation, whose records cannot be mistaken for those).
+    private bool _journalClean;
+
+    private Journal _journal = null!;
+    private Overlay _overlay = null!;
+
+    /// <summary>Overlay sectors that make a write start a flush on its own (an eighth of the journal).</summary>
+    private int _overlayFlushSectors;
 
     private void MarkDirty(DeviceState d)
     {
         _dirtyDevices.Add(d);
-        _dirty = true;
+        Touch();
     }
 
+    /// <summary>Records that the in-memory state changed: a later flush must cover it.</summary>
+    private void Touch()
+    {
+        _dirty = true;
+        _changeSeq++;
+    }
+
+    /// <summary>What one commit writes, captured when it was prepared.</summary>
+    private sealed class CommitPlan
+    {
+        public required long Covers { get; init; }
+
+        public JournalBatch? Batch { get; init; }
+
+        public ulong BatchId { get; init; }
+
+        public Superblock? Super { get; init; }
+
+        public List<(uint Id, byte[] Page)> Pages { get; init; } = [];
+
+        public bool DataDirty { get; init; }
+
+        public int Slot { get; init; }
+
+        public List<uint> PendingPages { get; init; } = [];
+
+        public List<uint> PendingBlocks { get; init; } = [];
+
+        public List<uint> PendingReplaced { get; init; } = [];
+
+        public bool Full => Super is not null;
+    }
+
+    /// <summary>Makes every completed write durable: joins or runs a group commit.</summary>
+    public Result Flush()
+    {
+        long target;
+        _rw.EnterReadLock();
+        try
+        {
+            ThrowIfDisposed();
+            target = _changeSeq;
+        }
+        finally
+        {
+            _rw.ExitReadLock();
+        }
+
+        _commitGate.Wait();
+        try
+        {
+            if (Volatile.Read(ref _durableSeq) >= target)
+            {
+                return Result.Ok;
+            }
+
+            CommitPlan? plan;
+            _rw.EnterWriteLock();
+            try
+            {
+                ThrowIfDisposed();
+                plan = Prepare(journalOnlyAllowed: true);
+            }
+            finally
+            {
+                _rw.ExitWriteLock();
+            }
+
+            if (plan is null)
+            {
+                return Result.Ok;
+            }
+
+            var r = MakeDurable(plan);
+            _rw.EnterWriteLock();
+            try
+            {
+                Finish(plan, r);
+            }
+            finally
+            {
+                _rw.ExitWriteLock();
+            }
+
+            return r;
+        }
+        finally
+        {
+            _commitGate.Release();
+            DrainPunches();
+        }
+    }
+
+    /// <summary>A full commit made durable before it returns; the caller holds the commit gate and the write lock.</summary>
     private Result CommitCore()
     {
-        if (!_dirty)
+        var plan = Prepare(journalOnlyAllowed: false);
+        if (plan is null)
         {
             return Result.Ok;
         }
 
+        var r = MakeDurable(plan);
+        Finish(plan, r);
+        return r;
+    }
+
+    /// <summary>
+    /// Captures what the next commit writes, or null when nothing needs to be made durable. Holds the write lock.
+    /// </summary>
+    private CommitPlan? Prepare(bool journalOnlyAllowed)
+    {
+        long covers = _changeSeq;
+        if (!_dirty && _overlay.DirtySectors == 0)
+        {
+            _durableSeq = Math.Max(_durableSeq, covers);
+            return null;
+        }
+
+        int sectors = _overlay.DirtySectors;
+        long advance = sectors > 0 ? _journal.Advance(sectors) : 0;
+        if (journalOnlyAllowed && _journalClean && !_structDirty && _journal.Live + advance <= _journal.Size / 2)
+        {
+            if (sectors == 0)
+            {
+                // Only pages copied for checksums the journal already holds: nothing to make durable yet.
+                _durableSeq = Math.Max(_durableSeq, covers);
+                return null;
+            }
+
+            ulong id = ++_batchIds;
+            return new CommitPlan { Covers = covers, Batch = BuildBatch(_generation, id), BatchId = id };
+        }
+
+        if (_journal.Live + advance > _journal.Size)
+        {
+            // Cannot happen while the overlay stays below its bound and journal-only commits below half the ring.
+            throw new StorageException($"pool '{_directory}': the journal has no room for the overlay's {sectors} sectors");
+        }
+
+        WriteDeviceRecords();
+        ulong generation = ++_lastGeneration;
+        ulong batchId = sectors > 0 ? ++_batchIds : 0;
+        ulong start = _journal.Tail;
+        ulong startSeq = _journal.NextSeq;
+        var batch = sectors > 0 ? BuildBatch(generation, batchId) : null;
+        var pages = new List<(uint, byte[])>(_freshPages.Count + _unwrittenPages.Count);
+        var seen = new HashSet<uint>();
+        foreach (uint id in _unwrittenPages)
+        {
+            AddPage(id);
+        }
+
+        foreach (uint id in _freshPages)
+        {
+            if (_pageBorn[id] == _txn)
+            {
+                AddPage(id);
+            }
+        }
+
+        var plan = new CommitPlan
+        {
+            Covers = covers,
+            Batch = batch,
+            BatchId = batchId,
+            Slot = 1 - _durableSlot,
+            Super = new Superblock(
+                _blockSize, _poolId, generation, _deviceRoot, _deviceDepth, _nextDeviceId, _metaHighWater, _dataHighWater,
+                start, startSeq, (uint)(_journal.Size / Layout.PageSize)),
+            Pages = pages,
+            DataDirty = _dataDirty,
+            PendingPages = [.. _pendingPages],
+            PendingBlocks = [.. _pendingBlocks],
+            PendingReplaced = [.. _pendingReplaced],
+        };
+        _pendingPages.Clear();
+        _pendingBlocks.Clear();
+        _pendingReplaced.Clear();
+        _freshPages.Clear();
+        _unwrittenPages.Clear();
+        _txn++;
+        _txnAllocatedBytes = 0;
+        _dirty = false;
+        _structDirty = false;
+        _dataDirty = false;
+        return plan;
+
+        void AddPage(uint id)
+        {
+            if (_pageRef[id] > 0 && seen.Add(id))
+            {
+                var page = _pages[id]!;
+                Layout.SealPage(page);
+                pages.Add((id, page));
+            }
+        }
+    }
+
+    private JournalBatch BuildBatch(ulong generation, ulong batchId)
+    {
+        var items = _overlay.TakeDirty(batchId);
+        return _journal.Build(generation, items.Count, (i, target) =>
+        {
+            var (block, sector, device, lb, bytes) = items[i];
+            bytes.CopyTo(target);
+            return new JournalEntry(device, lb, block, sector, Layout.Checksum(bytes));
+        });
+    }
+
+    /// <summary>The durable part of a commit, in order; runs without the pool lock (or under it, for <see cref="CommitCore"/>).</summary>
+    private Result MakeDurable(CommitPlan plan)
+    {
         try
         {
-            if (_dataDirty)
+            if (plan.Batch is { } batch)
+            {
+                _journal.Write(batch);
+                _journal.Sync();
+            }
+
+            if (plan.Super is not { } super)
+            {
+                return Result.Ok;
+            }
+
+            if (plan.DataDirty)
             {
                 _data.Sync();
             }
 
-            WriteDeviceRecords();
-            foreach (uint id in _freshPages)
+            foreach (var (id, page) in plan.Pages)
             {
-                if (_pageRef[id] > 0 && _pageBorn[id] == _txn)
-                {
-                    var page = _pages[id]!;
-                    Layout.SealPage(page);
-                    _meta.Write((long)id * Layout.PageSize, page);
-                }
+                _meta.Write((long)id * Layout.PageSize, page);
             }
 
             _meta.Sync();
-            var super = new Superblock(_blockSize, _poolId, _generation + 1, _deviceRoot, _deviceDepth, _nextDeviceId, _metaHighWater, _dataHighWater);
             super.WriteTo(_superPage);
-            _meta.Write((long)(super.Generation % 2) * Layout.PageSize, _superPage);
+            _meta.Write((long)plan.Slot * Layout.PageSize, _superPage);
             _meta.Sync();
+            return Result.Ok;
         }
         catch (IOException ex)
         {
-            // Nothing the committed state references was touched; the in-memory state stays dirty and the
-            // next flush retries.
+            // Nothing the durable state references was touched; the changes stay in memory and the next flush
+            // retries them (as a full commit).
             return IsNoSpace(ex)
                 ? Result.Fail(StorageErrorCode.NoSpace, $"pool '{_directory}': no space left on the disk to commit metadata; unflushed writes are kept in memory and the flush can be retried")
                 : Result.Fail(StorageErrorCode.IoError, $"pool '{_directory}': committing metadata failed: {ex.Message}");
         }
+    }
 
-        _generation++;
-        _txn++;
-        _txnAllocatedBytes = 0;
-        _freshPages.Clear();
-        foreach (uint id in _pendingPages)
+    /// <summary>After the durable part, under the write lock: adopt the new state, or put the plan back for a retry.</summary>
+    private void Finish(CommitPlan plan, Result result)
+    {
+        if (!result.IsOk)
         {
-            _pageRef[id] = 0;
-            _freePages.Push(id);
+            _journalClean = false;
+            if (plan.BatchId != 0)
+            {
+                _overlay.Abort(plan.BatchId);
+            }
+
+            if (plan.Full)
+            {
+                _pendingPages.AddRange(plan.PendingPages);
+                _pendingBlocks.AddRange(plan.PendingBlocks);
+                _pendingReplaced.AddRange(plan.PendingReplaced);
+                _unwrittenPages.AddRange(plan.Pages.Select(p => p.Id));
+                _dataDirty |= plan.DataDirty;
+                _structDirty = true;
+                _dirty = true;
+            }
+
+            return;
         }
 
-        _pendingPages.Clear();
-        ReleasePendingBlocks();
-        _dirty = false;
-        _dataDirty = false;
-        return Result.Ok;
+        if (plan.Super is { } super)
+        {
+            _generation = super.Generation;
+            _durableSlot = plan.Slot;
+            _journal.DurableStart = super.JournalStart;
+            _journalClean = true;
+            foreach (uint id in plan.PendingPages)
+            {
+                _pageRef[id] = 0;
+                _freePages.Push(id);
+            }
+
+            ReleasePendingBlocks(plan.PendingBlocks, plan.PendingReplaced);
+        }
+
+        if (plan.BatchId != 0)
+        {
+            _overlay.Complete(plan.BatchId, WriteSectorsInPlace);
+        }
+
+        _durableSeq = Math.Max(_durableSeq, plan.Covers);
+    }
+
+    /// <summary>Writes journaled sectors to their block; false (they stay in the overlay) when the write fails.</summary>
+    private bool WriteSectorsInPlace(uint block, int firstSector, byte[] bytes)
+    {
+        try
+        {
+            _data.Write(((long)block * _blockSize) + ((long)firstSector * Layout.SectorSize), bytes);
+            _dataDirty = true;
+            return true;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
     }
 
     /// <summary>
@@ -93,34 +386,34 @@ public sealed partial class Pool
     /// punching a gigabyte takes long enough to stall every reader and writer. Until punched they are neither
     /// free nor referenced (count -2), so nothing can be written into them before the punch.
     /// </summary>
-    private void ReleasePendingBlocks()
+    private void ReleasePendingBlocks(List<uint> pendingBlocks, List<uint> pendingReplaced)
     {
         // Blocks replaced by copy-on-write keep their space whatever the reserve: their replacement took new
         // space, so keeping them costs no more than an in-place overwrite would have, and the next
         // copy-on-write of the same data lands on allocated (often still cached) file space.
-        foreach (uint p in _pendingReplaced)
+        foreach (uint p in pendingReplaced)
         {
             _blockRef[p] = 0;
             _blockKept[p] = true;
             _blockStale[p] = true;
         }
 
-        _keptFreeBlocks += _pendingReplaced.Count;
-        _freeBlocksBelowHighWater += _pendingReplaced.Count;
-        _pendingReplaced.Clear();
-        if (_pendingBlocks.Count == 0)
+        _keptFreeBlocks += pendingReplaced.Count;
+        _freeBlocksBelowHighWater += pendingReplaced.Count;
+        pendingReplaced.Clear();
+        if (pendingBlocks.Count == 0)
         {
             return;
         }
 
-        _pendingBlocks.Sort();
-        long used = _dataHighWater - _freeBlocksBelowHighWater - _pendingBlocks.Count;
+        pendingBlocks.Sort();
+        long used = _dataHighWater - _freeBlocksBelowHighWater - pendingBlocks.Count;
         long reserve = Math.Max(MinKeptBlocks * 65536L / _blockSize, used / 4);
         int i = 0;
-        while (i < _pendingBlocks.Count)
+        while (i < pendingBlocks.Count)
         {
             int j = i;
-            while (j + 1 < _pendingBlocks.Count && _pendingBlocks[j + 1] == _pendingBlocks[j] + 1)
+            while (j + 1 < pendingBlocks.Count && pendingBlocks[j + 1] == pendingBlocks[j] + 1)
             {
                 j++;
             }
@@ -128,7 +421,7 @@ public sealed partial class Pool
             int keep = (int)Math.Clamp(reserve - _keptFreeBlocks, 0, j - i + 1);
             for (int k = i; k < i + keep; k++)
             {
-                uint p = _pendingBlocks[k];
+                uint p = pendingBlocks[k];
                 _blockRef[p] = 0;
                 _blockKept[p] = true;
                 _blockStale[p] = true;
@@ -140,17 +433,17 @@ public sealed partial class Pool
             {
                 for (int k = i + keep; k <= j; k++)
                 {
-                    _blockRef[_pendingBlocks[k]] = Punching;
+                    _blockRef[pendingBlocks[k]] = Punching;
                 }
 
-                _punchQueue.Add((_pendingBlocks[i + keep], (uint)(j - i - keep + 1)));
+                _punchQueue.Add((pendingBlocks[i + keep], (uint)(j - i - keep + 1)));
                 _punchesQueued = _punchQueue.Count;
             }
 
             i = j + 1;
         }
 
-        _pendingBlocks.Clear();
+        pendingBlocks.Clear();
     }
 
     /// <summary>Reference count of a block waiting to be hole-punched.</summary>

@@ -126,6 +126,7 @@ public sealed partial class Pool
                 return Result.Fail(StorageErrorCode.IoError, $"{Describe(d)}: reading block {lb} failed: {ex.Message}");
             }
 
+            _overlay.Merge(p, s0, buffer);
             for (int s = s0; s < s1; s++)
             {
                 var sector = buffer.Slice((s - s0) * Layout.SectorSize, Layout.SectorSize);
@@ -205,7 +206,7 @@ public sealed partial class Pool
                 MarkDirty(d);
             }
 
-            _dirty = true;
+            Touch();
             uint old = LeafBlock(leaf, slot);
             var block = data.Slice(i * _blockSize, _blockSize);
             if (old != NoBlock && _blockRef[old] == 1 && _blockBorn[old] == _txn)
@@ -293,14 +294,24 @@ public sealed partial class Pool
             MarkDirty(d);
         }
 
-        _dirty = true;
+        Touch();
         uint old = LeafBlock(leaf, slot);
         int s0 = bo / Layout.SectorSize;
         int s1 = (bo + data.Length + Layout.SectorSize - 1) / Layout.SectorSize;
 
-        if (old != NoBlock && _blockRef[old] == 1 && _blockBorn[old] == _txn)
+        if (old != NoBlock && _blockRef[old] == 1)
         {
-            return WriteInPlace(d, lb, leaf, slot, old, bo, data, s0, s1);
+            if (_blockBorn[old] == _txn)
+            {
+                return WriteInPlace(d, lb, leaf, slot, old, bo, data, s0, s1);
+            }
+
+            // Committed and referenced by this device alone: overwrite in place through the journal, unless the
+            // overlay is at twice its flush point (a flush that keeps failing), when copying bounds the memory.
+            if (data.Length < _blockSize && _overlay.Sectors < 2 * _overlayFlushSectors)
+            {
+                return WriteJournaled(d, lb, leaf, slot, old, bo, data, s0, s1);
+            }
         }
 
         if (data.Length == _blockSize)
@@ -325,6 +336,7 @@ public sealed partial class Pool
             try
             {
                 _data.Read((long)old * _blockSize, block);
+                _overlay.Merge(old, 0, block);
             }
             catch (IOException ex)
             {
@@ -456,6 +468,76 @@ public sealed partial class Pool
         return Result.Ok;
     }
 
+    /// <summary>
+    /// Overwrites sectors of a committed block that only this device references: the new sectors go to the overlay
+    /// and their checksums into the (copied) leaf. Sectors the write covers only in part are completed from the
+    /// current bytes, which are verified first, so nothing is changed when they fail.
+    /// </summary>
+    private Result WriteJournaled(DeviceState d, long lb, uint leaf, int slot, uint p, int bo, ReadOnlySpan<byte> data, int s0, int s1)
+    {
+        var sums = LeafSums(leaf, slot);
+        Span<byte> first = stackalloc byte[Layout.SectorSize];
+        Span<byte> last = stackalloc byte[Layout.SectorSize];
+        bool firstPartial = bo % Layout.SectorSize != 0 || (s1 - s0 == 1 && data.Length != Layout.SectorSize);
+        bool lastPartial = s1 - s0 > 1 && (bo + data.Length) % Layout.SectorSize != 0;
+        if (firstPartial && CurrentSector(d, lb, p, s0, sums, first) is { } bad1)
+        {
+            return bad1;
+        }
+
+        if (lastPartial && CurrentSector(d, lb, p, s1 - 1, sums, last) is { } bad2)
+        {
+            return bad2;
+        }
+
+        Span<byte> sector = stackalloc byte[Layout.SectorSize];
+        for (int s = s0; s < s1; s++)
+        {
+            int start = s * Layout.SectorSize;
+            int from = Math.Max(bo, start);
+            int to = Math.Min(bo + data.Length, start + Layout.SectorSize);
+            if (s == s0 && firstPartial)
+            {
+                first.CopyTo(sector);
+            }
+            else if (s == s1 - 1 && lastPartial)
+            {
+                last.CopyTo(sector);
+            }
+
+            data.Slice(from - bo, to - from).CopyTo(sector[(from - start)..]);
+            _overlay.Put(p, d.Id, lb, s, sector);
+            BinaryPrimitives.WriteUInt32LittleEndian(sums[(s * 4)..], Layout.Checksum(sector));
+        }
+
+        return Result.Ok;
+    }
+
+    /// <summary>The current bytes of sector <paramref name="s"/> of committed block <paramref name="p"/>, verified; an error when they fail.</summary>
+    private StorageError? CurrentSector(DeviceState d, long lb, uint p, int s, ReadOnlySpan<byte> sums, Span<byte> target)
+    {
+        if (_overlay.TryGet(p, s, out var held))
+        {
+            held.CopyTo(target);
+            return null;
+        }
+
+        try
+        {
+            _data.Read(((long)p * _blockSize) + ((long)s * Layout.SectorSize), target);
+        }
+        catch (IOException ex)
+        {
+            return new StorageError(StorageErrorCode.IoError, $"{Describe(d)}: reading block {lb} failed: {ex.Message}");
+        }
+
+        return Layout.Checksum(target) == BinaryPrimitives.ReadUInt32LittleEndian(sums[(s * 4)..])
+            ? null
+            : new StorageError(
+                StorageErrorCode.Corrupt,
+                $"{Describe(d)}: data at byte offset {(lb * _blockSize) + ((long)s * Layout.SectorSize)} (block {lb}, sector {s}, physical block {p}) failed its checksum; the write that would merge with it was refused");
+    }
+
     /// <summary>Overwrites part of a block allocated in this transaction and referenced only here.</summary>
     private Result WriteInPlace(DeviceState d, long lb, uint leaf, int slot, uint p, int bo, ReadOnlySpan<byte> data, int s0, int s1)
     {
@@ -555,7 +637,7 @@ public sealed partial class Pool
                     MarkDirty(d);
                 }
 
-                _dirty = true;
+                Touch();
             }
 
             var head = WriteZeroBytes(d, offset, (firstFull * _blockSize) - offset);

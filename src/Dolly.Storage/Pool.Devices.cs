@@ -450,22 +450,6 @@ public sealed partial class Pool
         return ranges.Build();
     }
 
-    /// <summary>Makes every completed write durable.</summary>
-    public Result Flush()
-    {
-        _rw.EnterWriteLock();
-        try
-        {
-            ThrowIfDisposed();
-            return CommitCore();
-        }
-        finally
-        {
-            _rw.ExitWriteLock();
-            DrainPunches();
-        }
-    }
-
     /// <summary>Pool-wide figures.</summary>
     public PoolInfo GetInfo()
     {
@@ -645,6 +629,7 @@ public sealed partial class Pool
 
     private Result<T> Change<T>(Func<Result<T>> body)
     {
+        _commitGate.Wait();
         _rw.EnterWriteLock();
         try
         {
@@ -654,6 +639,7 @@ public sealed partial class Pool
         finally
         {
             _rw.ExitWriteLock();
+            _commitGate.Release();
             DrainPunches();
         }
     }

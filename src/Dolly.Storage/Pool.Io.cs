@@ -56,6 +56,7 @@ public sealed partial class Pool
 
     internal Result WriteDevice(BlockDevice device, long offset, ReadOnlySpan<byte> data, bool fua)
     {
+        bool flush;
         _rw.EnterWriteLock();
         try
         {
@@ -66,17 +67,24 @@ public sealed partial class Pool
             }
 
             var r = WriteCore(d.Value, offset, data);
-            return r.IsOk ? AfterWrite(fua) : r;
+            if (!r.IsOk)
+            {
+                return r;
+            }
+
+            flush = fua || FlushDue();
         }
         finally
         {
             _rw.ExitWriteLock();
-            DrainPunches();
         }
+
+        return AfterWrite(flush, fua);
     }
 
     internal Result ZeroDevice(BlockDevice device, long offset, long length, bool unmap, bool fua)
     {
+        bool flush;
         _rw.EnterWriteLock();
         try
         {
@@ -87,32 +95,46 @@ public sealed partial class Pool
             }
 
             var r = unmap ? ZeroCore(d.Value, offset, length) : WriteZeroBytesAllocating(d.Value, offset, length);
-            return r.IsOk ? AfterWrite(fua) : r;
+            if (!r.IsOk)
+            {
+                return r;
+            }
+
+            flush = fua || FlushDue();
         }
         finally
         {
             _rw.ExitWriteLock();
-            DrainPunches();
         }
+
+        return AfterWrite(flush, fua);
     }
 
     /// <summary>
-    /// After a successful write: commit when the client asked (FUA), or on our own once a transaction has
-    /// allocated <see cref="AutoCommitBytes"/> (1 GiB) of new blocks. Committing in slices bounds the work of the next
-    /// flush and lets a long overwrite reuse the space its own first part freed instead of growing the data
-    /// file by the whole amount (new file space is far slower to write than reused space on most disks). A
-    /// failed automatic commit is not the write's failure: the data stays pending for the next flush.
+    /// True when the engine should flush on its own after a write: a transaction has allocated
+    /// <see cref="AutoCommitBytes"/> (1 GiB) of new blocks, or the overlay holds an eighth of the journal. Committing
+    /// in slices bounds the work of the next flush and the memory held, and lets a long overwrite reuse the space
+    /// its own first part freed instead of growing the data file by the whole amount.
     /// </summary>
-    private Result AfterWrite(bool fua)
-    {
-        if (fua)
-        {
-            return CommitCore();
-        }
+    private bool FlushDue() => _txnAllocatedBytes >= AutoCommitBytes || _overlay.Sectors >= _overlayFlushSectors;
 
-        if (_txnAllocatedBytes >= AutoCommitBytes)
+    /// <summary>
+    /// After a successful write, outside the lock: flush when the client asked (FUA; its result is the write's) or
+    /// when <see cref="FlushDue"/> said so (then a failure is not the write's: the data stays pending for the next flush).
+    /// </summary>
+    private Result AfterWrite(bool flush, bool fua)
+    {
+        if (flush)
         {
-            _ = CommitCore();
+            var r = Flush();
+            if (fua)
+            {
+                return r;
+            }
+        }
+        else
+        {
+            DrainPunches();
         }
 
         return Result.Ok;

@@ -17,9 +17,13 @@ public sealed partial class Pool
         public int[] BlockRef { get; set; } = [];
     }
 
-    private static Superblock? ReadSuperblock(IStorageFile meta, string directory, List<CheckProblem> problems, out bool foreign)
+    private static Superblock? ReadSuperblock(IStorageFile meta, string directory, List<CheckProblem> problems, out bool foreign) =>
+        ReadSuperblock(meta, directory, problems, out foreign, out _);
+
+    private static Superblock? ReadSuperblock(IStorageFile meta, string directory, List<CheckProblem> problems, out bool foreign, out int bestSlot)
     {
         Superblock? best = null;
+        bestSlot = 0;
         bool anyMagic = false;
         var page = new byte[Layout.PageSize];
         var notes = new List<string>();
@@ -35,6 +39,7 @@ public sealed partial class Pool
             else if (best is null || sb.Generation > best.Generation)
             {
                 best = sb;
+                bestSlot = slot;
             }
         }
 
@@ -278,9 +283,9 @@ public sealed partial class Pool
         _txn++;
 
         var problems = new List<CheckProblem>();
-        var sb = ReadSuperblock(_meta, _directory, problems, out _)
+        var sb = ReadSuperblock(_meta, _directory, problems, out _, out int slot)
             ?? throw new StorageException($"pool '{_directory}': the committed superblock cannot be read back after a failed commit");
-        Initialize(sb);
+        Initialize(sb, slot);
         var ctx = new LoadContext();
         LoadTrees(sb, ctx);
         if (ctx.Problems.Count > 0)
@@ -289,6 +294,14 @@ public sealed partial class Pool
         }
 
         AdoptCounts(ctx);
+        _journal.DurableStart = sb.JournalStart;
+        ReplayJournal(sb, ctx, applyInPlace: true);
+        if (ctx.Problems.Count > 0)
+        {
+            throw new StorageException($"pool '{_directory}': the committed journal cannot be replayed after a failed commit: {ctx.Problems[0]}");
+        }
+
+        _journalClean = false;
 
         // Queued punches are dropped (those blocks are simply free again); a piece being punched right now
         // must not be handed out until its punch is done, when the drainer frees it.

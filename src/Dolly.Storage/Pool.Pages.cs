@@ -277,6 +277,7 @@ public sealed partial class Pool
         _blockRef[p] = 1;
         _blockBorn[p] = _txn;
         _dataDirty = true;
+        _structDirty = true;
         return p;
     }
 
@@ -287,11 +288,13 @@ public sealed partial class Pool
     private void DecBlock(uint p, bool replaced = false)
     {
         Debug.Assert(_blockRef[p] > 0, "block reference count underflow");
+        _structDirty = true;
         if (--_blockRef[p] > 0)
         {
             return;
         }
 
+        _overlay.Remove(p);
         if (_blockBorn[p] == _txn)
         {
             _freeBlocksBelowHighWater++;

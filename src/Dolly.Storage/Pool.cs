@@ -9,6 +9,12 @@ public sealed record PoolCreateOptions
 {
     /// <summary>Data block size: a power of two from 4 KiB to 1 MiB. 64 KiB (dm-thin's default) unless set.</summary>
     public int BlockSize { get; init; } = Layout.DefaultBlockSize;
+
+    /// <summary>
+    /// Size of the in-place overwrite journal, a multiple of 4 KiB from 128 KiB to 1 GiB; 64 MiB unless set. Unflushed
+    /// in-place overwrites are held in memory up to an eighth of it before a flush starts on its own.
+    /// </summary>
+    public long JournalSize { get; init; } = Layout.DefaultJournalBytes;
 }
 
 /// <summary>
@@ -22,6 +28,7 @@ public sealed partial class Pool : IDisposable
     private readonly IDisposable _dirLock;
     private readonly IStorageFile _meta;
     private readonly IStorageFile _data;
+    private IStorageFile? _journalFile;
     private readonly ReaderWriterLockSlim _rw = new(LockRecursionPolicy.NoRecursion);
     private readonly Dictionary<string, DeviceState> _byName = new(StringComparer.Ordinal);
     private readonly Dictionary<ulong, DeviceState> _byId = [];
@@ -60,9 +67,16 @@ public sealed partial class Pool : IDisposable
             return Result<Pool>.Fail(StorageErrorCode.InvalidArgument, $"block size {bs} is not a power of two between 4096 and 1048576");
         }
 
+        long js = options.JournalSize;
+        if (js < Layout.MinJournalBytes || js > Layout.MaxJournalBytes || js % Layout.PageSize != 0)
+        {
+            return Result<Pool>.Fail(StorageErrorCode.InvalidArgument, $"journal size {js} is not a multiple of 4096 between {Layout.MinJournalBytes} and {Layout.MaxJournalBytes}");
+        }
+
         IDisposable? dirLock = null;
         IStorageFile? meta = null;
         IStorageFile? data = null;
+        IStorageFile? journal = null;
         try
         {
             if (!fs.DirectoryExists(directory))
@@ -78,7 +92,7 @@ public sealed partial class Pool : IDisposable
 
             var metaPath = Path.Combine(directory, Layout.MetaFile);
             var dataPath = Path.Combine(directory, Layout.DataFile);
-            var other = fs.ListDirectory(directory).Where(n => n is not (Layout.LockFile or Layout.MetaFile or Layout.DataFile)).ToList();
+            var other = fs.ListDirectory(directory).Where(n => n is not (Layout.LockFile or Layout.MetaFile or Layout.DataFile or Layout.JournalFile)).ToList();
             if (other.Count > 0)
             {
                 return Fail(StorageErrorCode.NotAPool, $"directory '{directory}' is not empty (it holds '{other[0]}'); a pool needs an empty directory");
@@ -93,9 +107,11 @@ public sealed partial class Pool : IDisposable
             // interrupted creation, which the next Create recognises and redoes.
             data = fs.Open(dataPath, create: true);
             data.Sync();
+            journal = fs.Open(Path.Combine(directory, Layout.JournalFile), create: true);
+            journal.Sync();
             fs.SyncDirectory(directory);
             meta = fs.Open(metaPath, create: true);
-            var sb = new Superblock(bs, Guid.NewGuid(), 0, 0, 1, 1, 2, 0);
+            var sb = new Superblock(bs, Guid.NewGuid(), 0, 0, 1, 1, 2, 0, 0, 0, (uint)(js / Layout.PageSize));
             var page = new byte[Layout.PageSize];
             sb.WriteTo(page);
             meta.Write(0, page);
@@ -104,7 +120,10 @@ public sealed partial class Pool : IDisposable
             meta.Sync();
             fs.SyncDirectory(directory);
             var pool = new Pool(directory, fs, dirLock, meta, data, time ?? TimeProvider.System);
-            pool.Initialize(sb with { Generation = 1 });
+            pool._journalFile = journal;
+            pool.Initialize(sb with { Generation = 1 }, slot: 1);
+            pool.SetUpJournal(sb with { Generation = 1 });
+            pool._journalClean = true;
             return pool;
         }
         catch (IOException ex)
@@ -118,6 +137,7 @@ public sealed partial class Pool : IDisposable
 
         Result<Pool> Fail(StorageErrorCode code, string message)
         {
+            journal?.Dispose();
             data?.Dispose();
             meta?.Dispose();
             dirLock?.Dispose();
@@ -171,6 +191,7 @@ public sealed partial class Pool : IDisposable
         IDisposable? dirLock = null;
         IStorageFile? meta = null;
         IStorageFile? data = null;
+        IStorageFile? journal = null;
         try
         {
             if (!fs.DirectoryExists(directory))
@@ -196,28 +217,50 @@ public sealed partial class Pool : IDisposable
             }
 
             data = fs.Open(Path.Combine(directory, Layout.DataFile), create: false);
-            var sb = ReadSuperblock(meta, directory, problems, out bool foreign);
+            var sb = ReadSuperblock(meta, directory, problems, out bool foreign, out int slot);
             if (sb is null)
             {
                 return foreign
                     ? Fail(StorageErrorCode.NotAPool, $"'{directory}' is not a Dolly pool: {Layout.MetaFile} has no Dolly superblock")
-                    : Fail(StorageErrorCode.Corrupt, $"pool '{directory}' cannot be opened: {string.Join("; ", problems.Select(p => p.Message))}");
+                    : problems.Any(p => p.Message.Contains("unsupported pool format version", StringComparison.Ordinal))
+                        ? Fail(StorageErrorCode.NotAPool, $"pool '{directory}' cannot be opened: {string.Join("; ", problems.Select(p => p.Message))}")
+                        : Fail(StorageErrorCode.Corrupt, $"pool '{directory}' cannot be opened: {string.Join("; ", problems.Select(p => p.Message))}");
             }
 
+            string journalPath = Path.Combine(directory, Layout.JournalFile);
+            if (sb.Version >= 2 && !fs.FileExists(journalPath))
+            {
+                return Fail(StorageErrorCode.Corrupt, $"pool '{directory}' is damaged: {Layout.JournalFile} is missing");
+            }
+
+            // A version-1 pool has no journal: it gets one now, and the commit below makes it version 2.
+            journal = fs.Open(journalPath, create: true);
             var pool = new Pool(directory, fs, dirLock, meta, data, time);
+            pool._journalFile = journal;
             var ctx = new LoadContext();
-            pool.Initialize(sb);
+            pool.Initialize(sb, slot);
             pool.LoadTrees(sb, ctx);
             problems.AddRange(ctx.Problems);
             if (ctx.Problems.Count > 0 && !lenient)
             {
-                pool.Dispose();
+                pool.Abandon();
                 return Result<Pool>.Fail(
                     StorageErrorCode.Corrupt,
                     $"pool '{directory}' has damaged metadata ({ctx.Problems.Count} problem(s), first: {ctx.Problems[0]}); run 'dolly pool check' for the full list");
             }
 
             pool.AdoptCounts(ctx);
+            pool.SetUpJournal(sb);
+            pool.ReplayJournal(sb, ctx, applyInPlace: !lenient);
+            problems.AddRange(ctx.Problems);
+            if (ctx.Problems.Count > 0 && !lenient)
+            {
+                pool.Abandon();
+                return Result<Pool>.Fail(
+                    StorageErrorCode.Corrupt,
+                    $"pool '{directory}' has a damaged journal ({ctx.Problems.Count} problem(s), first: {ctx.Problems[0]}); run 'dolly pool check' for the full list");
+            }
+
             if (!lenient)
             {
                 // Blocks past the high-water mark may hold writes a crash left uncommitted; zero them so that
@@ -227,7 +270,23 @@ public sealed partial class Pool : IDisposable
                 {
                     data.PunchHole(end, data.Length - end);
                 }
+
+                // Seal what the journal replayed, retire its records and start a generation of its own (this is
+                // also what migrates a version-1 pool). If it fails, the records stay and the next commit retries.
+                pool._dirty = true;
+                pool._commitGate.Wait();
+                pool._rw.EnterWriteLock();
+                try
+                {
+                    _ = pool.CommitCore();
+                }
+                finally
+                {
+                    pool._rw.ExitWriteLock();
+                    pool._commitGate.Release();
+                }
             }
+
             return pool;
         }
         catch (IOException ex)
@@ -241,6 +300,7 @@ public sealed partial class Pool : IDisposable
 
         Result<Pool> Fail(StorageErrorCode code, string message)
         {
+            journal?.Dispose();
             data?.Dispose();
             meta?.Dispose();
             dirLock?.Dispose();
@@ -248,8 +308,10 @@ public sealed partial class Pool : IDisposable
         }
     }
 
-    private void Initialize(Superblock sb)
+    private void Initialize(Superblock sb, int slot)
     {
+        _durableSlot = slot;
+        _lastGeneration = Math.Max(_lastGeneration, sb.Generation + 1);
         _blockSize = sb.BlockSize;
         _poolId = sb.PoolId;
         _generation = sb.Generation;
@@ -269,6 +331,7 @@ public sealed partial class Pool : IDisposable
 
         EnsurePageCapacity(_metaHighWater);
         EnsureBlockCapacity(_dataHighWater);
+        _overlay = new Overlay(_sectorsPerBlock);
     }
 
     /// <summary>Commits outstanding changes and closes the pool.</summary>
@@ -279,6 +342,7 @@ public sealed partial class Pool : IDisposable
             return;
         }
 
+        _commitGate.Wait();
         _rw.EnterWriteLock();
         try
         {
@@ -292,20 +356,27 @@ public sealed partial class Pool : IDisposable
             {
                 _ = CommitCore();
             }
-            catch (IOException)
+            catch (Exception ex) when (ex is IOException or StorageException)
             {
                 // Closing after an I/O failure: unflushed changes are lost, as they would be in a crash.
             }
 
             DrainPunches(lockHeld: true);
-            _data.Dispose();
-            _meta.Dispose();
-            _dirLock.Dispose();
+            CloseFiles();
         }
         finally
         {
             _rw.ExitWriteLock();
+            _commitGate.Release();
         }
+    }
+
+    private void CloseFiles()
+    {
+        _journalFile?.Dispose();
+        _data.Dispose();
+        _meta.Dispose();
+        _dirLock.Dispose();
     }
 
     /// <summary>
@@ -313,17 +384,17 @@ public sealed partial class Pool : IDisposable
     /// </summary>
     internal void Abandon()
     {
+        _commitGate.Wait();
         _rw.EnterWriteLock();
         try
         {
             _disposed = true;
-            _data.Dispose();
-            _meta.Dispose();
-            _dirLock.Dispose();
+            CloseFiles();
         }
         finally
         {
             _rw.ExitWriteLock();
+            _commitGate.Release();
         }
     }
 }

@@ -11,6 +11,8 @@ namespace Dolly.Storage.Engine;
 ///              a block map (one per volume or snapshot, shared between them) or the device table.
 ///              Committed pages are never overwritten while the newest committed superblock reaches them.
 /// data.dolly   data blocks (64 KiB by default), block p at byte p * blockSize; freed blocks are hole-punched.
+/// journal.dolly  a ring of records holding in-place overwrites of committed blocks until a commit seals them
+///              (see <see cref="Journal"/>).
 /// pool.lock    flock'ed by the process that has the pool open.
 ///
 /// Tree page (4096 bytes), little-endian:
@@ -26,6 +28,12 @@ namespace Dolly.Storage.Engine;
 ///   0  u32 checksum   4 u64 "DOLLYSB1"   12 u32 format version   16 u32 block size   20 u32 reserved
 ///  24  16 bytes pool id   40 u64 generation   48 u32 device table root   52 u32 device table depth
 ///  56  u64 next device id   64 u32 metadata page high water   68 u32 data block high water
+///  72  u64 journal start     the ring position (a byte count that only grows; the file offset is it modulo the
+///                            ring size) of the first record this state replays at open
+///  80  u64 journal start seq the sequence number that record must carry
+///  88  u32 journal pages     the ring's size in 4 KiB pages
+///  Version 1 (no journal, bytes 72..91 zero) is migrated at the first open: a journal is created and the next
+///  superblock is version 2. A version this build does not know is refused with its number.
 /// </code>
 /// </summary>
 internal static class Layout
@@ -36,7 +44,10 @@ internal static class Layout
     public const int SectorSize = 4096;
     public const int DeviceRecordSize = 512;
     public const int DevicesPerLeaf = (PageSize - HeaderSize) / DeviceRecordSize;
-    public const int FormatVersion = 1;
+    public const int FormatVersion = 2;
+
+    /// <summary>The oldest format this build opens (and migrates).</summary>
+    public const int OldestFormatVersion = 1;
     public const int DefaultBlockSize = 64 * 1024;
     public const int MaxDepth = 6;
 
@@ -49,6 +60,13 @@ internal static class Layout
     public const string MetaFile = "meta.dolly";
     public const string DataFile = "data.dolly";
     public const string LockFile = "pool.lock";
+    public const string JournalFile = "journal.dolly";
+
+    /// <summary>The journal ring's size unless the pool was created with another.</summary>
+    public const long DefaultJournalBytes = 64L << 20;
+
+    public const long MinJournalBytes = 128L << 10;
+    public const long MaxJournalBytes = 1L << 30;
 
     public static uint Checksum(ReadOnlySpan<byte> data) => (uint)XxHash3.HashToUInt64(data);
 
@@ -119,13 +137,17 @@ internal sealed record Superblock(
     int DeviceDepth,
     ulong NextDeviceId,
     uint MetaHighWater,
-    uint DataHighWater)
+    uint DataHighWater,
+    ulong JournalStart = 0,
+    ulong JournalStartSeq = 0,
+    uint JournalPages = 0,
+    int Version = Layout.FormatVersion)
 {
     public void WriteTo(Span<byte> page)
     {
         page.Clear();
         BinaryPrimitives.WriteUInt64LittleEndian(page[4..], Layout.SuperMagic);
-        BinaryPrimitives.WriteUInt32LittleEndian(page[12..], Layout.FormatVersion);
+        BinaryPrimitives.WriteUInt32LittleEndian(page[12..], (uint)Version);
         BinaryPrimitives.WriteUInt32LittleEndian(page[16..], (uint)BlockSize);
         PoolId.TryWriteBytes(page[24..40]);
         BinaryPrimitives.WriteUInt64LittleEndian(page[40..], Generation);
@@ -134,6 +156,9 @@ internal sealed record Superblock(
         BinaryPrimitives.WriteUInt64LittleEndian(page[56..], NextDeviceId);
         BinaryPrimitives.WriteUInt32LittleEndian(page[64..], MetaHighWater);
         BinaryPrimitives.WriteUInt32LittleEndian(page[68..], DataHighWater);
+        BinaryPrimitives.WriteUInt64LittleEndian(page[72..], JournalStart);
+        BinaryPrimitives.WriteUInt64LittleEndian(page[80..], JournalStartSeq);
+        BinaryPrimitives.WriteUInt32LittleEndian(page[88..], JournalPages);
         Layout.SealPage(page);
     }
 
@@ -154,9 +179,16 @@ internal sealed record Superblock(
         }
 
         uint version = BinaryPrimitives.ReadUInt32LittleEndian(page[12..]);
-        if (version != Layout.FormatVersion)
+        if (version is < Layout.OldestFormatVersion or > Layout.FormatVersion)
         {
-            problem = $"unsupported pool format version {version} (this dolly reads version {Layout.FormatVersion})";
+            problem = $"unsupported pool format version {version} (this dolly reads versions {Layout.OldestFormatVersion} to {Layout.FormatVersion}; a newer pool needs a newer dolly)";
+            return null;
+        }
+
+        uint journalPages = version >= 2 ? BinaryPrimitives.ReadUInt32LittleEndian(page[88..]) : 0;
+        if (version >= 2 && ((long)journalPages * Layout.PageSize < Layout.MinJournalBytes || (long)journalPages * Layout.PageSize > Layout.MaxJournalBytes))
+        {
+            problem = $"invalid journal size of {journalPages} pages";
             return null;
         }
 
@@ -176,6 +208,10 @@ internal sealed record Superblock(
             (int)BinaryPrimitives.ReadUInt32LittleEndian(page[52..]),
             BinaryPrimitives.ReadUInt64LittleEndian(page[56..]),
             BinaryPrimitives.ReadUInt32LittleEndian(page[64..]),
-            BinaryPrimitives.ReadUInt32LittleEndian(page[68..]));
+            BinaryPrimitives.ReadUInt32LittleEndian(page[68..]),
+            version >= 2 ? BinaryPrimitives.ReadUInt64LittleEndian(page[72..]) : 0,
+            version >= 2 ? BinaryPrimitives.ReadUInt64LittleEndian(page[80..]) : 0,
+            journalPages,
+            (int)version);
     }
 }
