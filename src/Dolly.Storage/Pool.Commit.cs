@@ -45,6 +45,10 @@ public sealed partial class Pool
     private long _changeSeq;
     private long _durableSeq;
     private ulong _batchIds;
+    private int _commitWaiters;
+
+    /// <summary>Flushes waiting for the committer (tests use it to line flushes up behind a commit).</summary>
+    internal int CommitWaiters => Volatile.Read(ref _commitWaiters);
 
     // True while every record after the durable superblock's journal start belongs to a batch that completed.
     // A failed commit of either kind may have left part of a batch behind, so the next commit must be a full one
@@ -111,7 +115,9 @@ public sealed partial class Pool
             _rw.ExitReadLock();
         }
 
+        Interlocked.Increment(ref _commitWaiters);
         _commitGate.Wait();
+        Interlocked.Decrement(ref _commitWaiters);
         try
         {
             if (Volatile.Read(ref _durableSeq) >= target)
@@ -324,6 +330,7 @@ public sealed partial class Pool
             if (plan.BatchId != 0)
             {
                 _overlay.Abort(plan.BatchId);
+                _journal.Abandoned();
             }
 
             if (plan.Full)
@@ -355,20 +362,21 @@ public sealed partial class Pool
             ReleasePendingBlocks(plan.PendingBlocks, plan.PendingReplaced);
         }
 
-        if (plan.BatchId != 0)
+        if (plan.Batch is { } done)
         {
+            _journal.Completed(done);
             _overlay.Complete(plan.BatchId, WriteSectorsInPlace);
         }
 
         _durableSeq = Math.Max(_durableSeq, plan.Covers);
     }
 
-    /// <summary>Writes journaled sectors to their block; false (they stay in the overlay) when the write fails.</summary>
-    private bool WriteSectorsInPlace(uint block, int firstSector, byte[] bytes)
+    /// <summary>Writes a journaled sector to its block; false (it stays in the overlay) when the write fails.</summary>
+    private bool WriteSectorsInPlace(uint block, int sector, byte[] bytes)
     {
         try
         {
-            _data.Write(((long)block * _blockSize) + ((long)firstSector * Layout.SectorSize), bytes);
+            _data.Write(((long)block * _blockSize) + ((long)sector * Layout.SectorSize), bytes);
             _dataDirty = true;
             return true;
         }

@@ -308,7 +308,7 @@ public sealed partial class Pool
 
             // Committed and referenced by this device alone: overwrite in place through the journal, unless the
             // overlay is at twice its flush point (a flush that keeps failing), when copying bounds the memory.
-            if (data.Length < _blockSize && _overlay.Sectors < 2 * _overlayFlushSectors)
+            if (data.Length < _blockSize && _overlay.Sectors + (s1 - s0) <= 2 * _overlayFlushSectors)
             {
                 return WriteJournaled(d, lb, leaf, slot, old, bo, data, s0, s1);
             }

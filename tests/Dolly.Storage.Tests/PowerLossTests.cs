@@ -22,14 +22,17 @@ public sealed class PowerLossTests
         int baseSeed = (Support.Seed(seed) * 31) + blockSize;
         var rng = new Random(baseSeed);
         var options = new WorkloadOptions { BlockSize = blockSize, MaxVolumeBytes = blockSize * 24L, MaxDevices = 8, Abandon = false, Check = false };
-        CrashFileSystem fs = NewPool(blockSize);
+        // The smallest journal for one block size, so that random work wraps it and fills it (and makes it
+        // checkpoint) often; the default for the others.
+        long journal = blockSize == 65536 ? 128 << 10 : 64L << 20;
+        CrashFileSystem fs = NewPool(blockSize, journal);
         double callsPerStep = 20;
         int rounds = Rounds / 3;
         for (int round = 0; round < rounds; round++)
         {
             if (round % 10 == 9)
             {
-                fs = NewPool(blockSize); // a fresh pool now and then; otherwise recovery chains on the same one
+                fs = NewPool(blockSize, journal); // a fresh pool now and then; otherwise recovery chains on the same one
             }
 
             int workSeed = rng.Next();
@@ -358,10 +361,10 @@ public sealed class PowerLossTests
     /// </summary>
     private sealed record Outcome(List<ReferenceModel> Allowed, int StepsRun);
 
-    private static CrashFileSystem NewPool(int blockSize)
+    private static CrashFileSystem NewPool(int blockSize, long journalSize = 64L << 20)
     {
         var fs = new CrashFileSystem();
-        Pool.Create(Dir, new PoolCreateOptions { BlockSize = blockSize }, fs).Value.Dispose();
+        Pool.Create(Dir, new PoolCreateOptions { BlockSize = blockSize, JournalSize = journalSize }, fs).Value.Dispose();
         return fs;
     }
 

@@ -31,7 +31,7 @@ public sealed class ProcessCrashTests
             {
                 blockSize = round % 50 == 0 ? 4096 : 65536;
                 dir = tmp.Sub($"pool{round}");
-                Pool.Create(dir, new PoolCreateOptions { BlockSize = blockSize }).Value.Dispose();
+                Pool.Create(dir, new PoolCreateOptions { BlockSize = blockSize, JournalSize = blockSize == 4096 ? 64L << 20 : 128 << 10 }).Value.Dispose();
             }
 
             int seed = rng.Next();

@@ -16,7 +16,7 @@ internal sealed record JournalReplay(List<JournalBatchRead> Batches, ulong End, 
 /// The bytes of one batch, laid out from a ring position: at most two pieces, as a wrap splits it.
 /// <see cref="Start"/> and <see cref="StartSeq"/> are where its first record sits.
 /// </summary>
-internal sealed record JournalBatch(ulong Start, ulong StartSeq, IReadOnlyList<(long FileOffset, byte[] Bytes)> Pieces, int Sectors);
+internal sealed record JournalBatch(ulong Start, ulong StartSeq, ulong End, IReadOnlyList<(long FileOffset, byte[] Bytes)> Pieces, int Sectors);
 
 /// <summary>
 /// The in-place overwrite journal: a ring of records in its own file. A record is a 4 KiB header page followed
@@ -53,6 +53,7 @@ internal sealed class Journal : IDisposable
         Tail = start;
         NextSeq = startSeq;
         DurableStart = start;
+        NeededEnd = start;
     }
 
     /// <summary>The ring's size in bytes.</summary>
@@ -69,6 +70,18 @@ internal sealed class Journal : IDisposable
 
     /// <summary>Where the durable superblock's replay starts: records from here on may still be needed.</summary>
     public ulong DurableStart { get; set; }
+
+    /// <summary>The end of the last batch that became durable: what lies past it is of failed batches only.</summary>
+    public ulong NeededEnd { get; private set; }
+
+    /// <summary>A batch became durable: records up to its end may be needed.</summary>
+    public void Completed(JournalBatch batch) => NeededEnd = Math.Max(NeededEnd, batch.End);
+
+    /// <summary>
+    /// A batch failed: its space is taken again by the next one. That one is of a newer generation, with higher
+    /// sequence numbers, so nothing left of the failed batch can be read as part of it.
+    /// </summary>
+    public void Abandoned() => Tail = NeededEnd;
 
     /// <summary>Bytes of the ring that records still needed (or not yet known to be obsolete) occupy.</summary>
     public long Live => (long)(Tail - DurableStart);
@@ -150,7 +163,7 @@ internal sealed class Journal : IDisposable
         while (done < sectors);
 
         Tail = pos;
-        return new JournalBatch(start, startSeq, pieces, sectors);
+        return new JournalBatch(start, startSeq, pos, pieces, sectors);
     }
 
     /// <summary>The span of a batch's buffers that holds ring positions [pos, pos + length).</summary>
@@ -189,6 +202,7 @@ internal sealed class Journal : IDisposable
     public void Resume(ulong tail, ulong seq)
     {
         Tail = Math.Max(Tail, tail);
+        NeededEnd = Math.Max(NeededEnd, tail);
         NextSeq = Math.Max(NextSeq, seq);
     }
 

@@ -9,6 +9,7 @@ namespace Dolly.Storage.Engine;
 internal sealed class Overlay
 {
     private readonly Dictionary<uint, Block> _blocks = [];
+    private readonly Stack<byte[]> _spare = new();
     private readonly int _sectorsPerBlock;
 
     public Overlay(int sectorsPerBlock) => _sectorsPerBlock = sectorsPerBlock;
@@ -83,7 +84,7 @@ internal sealed class Overlay
 
         if (b.Data[sector] is null)
         {
-            b.Data[sector] = new byte[Layout.SectorSize];
+            b.Data[sector] = _spare.Count > 0 ? _spare.Pop() : new byte[Layout.SectorSize];
             Sectors++;
             DirtySectors++;
         }
@@ -106,14 +107,25 @@ internal sealed class Overlay
 
         for (int s = 0; s < _sectorsPerBlock; s++)
         {
-            if (b.Data[s] is not null)
+            if (b.Data[s] is { } data)
             {
                 Sectors--;
                 if (b.Batch[s] == 0)
                 {
                     DirtySectors--;
                 }
+
+                Recycle(data);
             }
+        }
+    }
+
+    // Sector buffers are reused, up to what a full overlay needs, instead of one allocation per overwrite.
+    private void Recycle(byte[] data)
+    {
+        if (_spare.Count < 4096)
+        {
+            _spare.Push(data);
         }
     }
 
@@ -121,8 +133,12 @@ internal sealed class Overlay
     public List<(uint Block, int Sector, ulong Device, long LogicalBlock, byte[] Bytes)> TakeDirty(ulong batch)
     {
         var list = new List<(uint, int, ulong, long, byte[])>(DirtySectors);
-        foreach (var (p, b) in _blocks.OrderBy(kv => kv.Key))
+        var keys = new uint[_blocks.Count];
+        _blocks.Keys.CopyTo(keys, 0);
+        Array.Sort(keys);
+        foreach (uint p in keys)
         {
+            var b = _blocks[p];
             for (int s = 0; s < _sectorsPerBlock; s++)
             {
                 if (b.Data[s] is { } data && b.Batch[s] == 0)
@@ -139,52 +155,32 @@ internal sealed class Overlay
 
     /// <summary>
     /// After <paramref name="batch"/> became durable: each sector it carried that was not written again since is
-    /// handed to <paramref name="write"/> (block, first sector, bytes of consecutive sectors) and, when that
-    /// succeeds, dropped. A sector whose write fails stays, dirty, for the next batch.
+    /// handed to <paramref name="write"/> (block, sector, bytes) and, when that succeeds, dropped. A sector whose
+    /// write fails stays, dirty, for the next batch.
     /// </summary>
     public void Complete(ulong batch, Func<uint, int, byte[], bool> write)
     {
         var emptied = new List<uint>();
         foreach (var (p, b) in _blocks)
         {
-            int s = 0;
-            while (s < _sectorsPerBlock)
+            for (int s = 0; s < _sectorsPerBlock; s++)
             {
-                if (b.Batch[s] != batch || b.Data[s] is null)
+                if (b.Batch[s] != batch || b.Data[s] is not { } data)
                 {
-                    s++;
                     continue;
                 }
 
-                int e = s + 1;
-                while (e < _sectorsPerBlock && b.Batch[e] == batch && b.Data[e] is not null)
+                b.Batch[s] = 0;
+                if (write(p, s, data))
                 {
-                    e++;
+                    b.Data[s] = null;
+                    Sectors--;
+                    Recycle(data);
                 }
-
-                var run = new byte[(e - s) * Layout.SectorSize];
-                for (int k = s; k < e; k++)
+                else
                 {
-                    b.Data[k]!.CopyTo(run.AsSpan((k - s) * Layout.SectorSize));
+                    DirtySectors++;
                 }
-
-                bool written = write(p, s, run);
-                for (int k = s; k < e; k++)
-                {
-                    if (written)
-                    {
-                        b.Data[k] = null;
-                        b.Batch[k] = 0;
-                        Sectors--;
-                    }
-                    else
-                    {
-                        b.Batch[k] = 0;
-                        DirtySectors++;
-                    }
-                }
-
-                s = e;
             }
 
             if (Array.TrueForAll(b.Data, d => d is null))
@@ -218,6 +214,7 @@ internal sealed class Overlay
     public void Clear()
     {
         _blocks.Clear();
+        _spare.Clear();
         Sectors = 0;
         DirtySectors = 0;
     }
