@@ -573,7 +573,8 @@ public sealed partial class Pool
 
     private void WriteDeviceRecords()
     {
-        foreach (var d in _dirtyDevices)
+        // Deleted devices first: a slot freed by one may already be taken by a new device.
+        foreach (var d in _dirtyDevices.OrderBy(d => !d.Deleted))
         {
             long capacity = _deviceGeometry.Covered(_deviceDepth - 1);
             if (d.Slot >= capacity)

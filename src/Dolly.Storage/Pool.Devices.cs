@@ -82,18 +82,15 @@ public sealed partial class Pool
             return Exists(snapshotName);
         }
 
-        if (BeginChange() is { } notCommitted)
-        {
-            return notCommitted;
-        }
-
         if (v.Root != 0)
         {
             _pageRef[v.Root]++;
         }
 
         var s = AddDevice(snapshotName, DeviceKind.Snapshot, v.Size, v.Root, v.Depth, v.Id, v.LineageId, _nextDeviceId++);
-        return Committed(s);
+        return CommitCreated([s]) is { } failed
+            ? new StorageError(failed.Code, $"{failed.Message}; the snapshot was not created")
+            : ToInfo(s);
     });
 
     /// <summary>
@@ -143,11 +140,6 @@ public sealed partial class Pool
             sources.Add(src.Value);
         }
 
-        if (BeginChange() is { } notCommitted)
-        {
-            return notCommitted;
-        }
-
         var created = new List<DeviceState>(members.Count);
         for (int i = 0; i < members.Count; i++)
         {
@@ -160,11 +152,9 @@ public sealed partial class Pool
             created.Add(AddDevice(members[i].Snapshot, DeviceKind.Snapshot, v.Size, v.Root, v.Depth, v.Id, v.LineageId, _nextDeviceId++));
         }
 
-        var r = CommitCore();
-        if (!r.IsOk)
+        if (CommitCreated(created) is { } failed)
         {
-            RollBackToCommitted(_devicesBeforeChange);
-            return new StorageError(r.Error.Code, $"{r.Error.Message}; no snapshot of the group was created");
+            return new StorageError(failed.Code, $"{failed.Message}; no snapshot of the group was created");
         }
 
         return Result<IReadOnlyList<DeviceInfo>>.Ok(created.Select(ToInfo).ToList());
@@ -329,20 +319,64 @@ public sealed partial class Pool
         }
 
             var d = found.Value;
-            if (d.Root != 0)
-            {
-                DecPage(d.Root);
-            }
-
-            d.Deleted = true;
-            d.Root = 0;
-            _byName.Remove(d.Name);
-            _byId.Remove(d.Id);
-            _freeSlots.Add(d.Slot);
-            MarkDirty(d);
+            RemoveDevice(d);
             return Committed(d);
         });
         return r.IsOk ? Result.Ok : Result.Fail(r.Error);
+    }
+
+    /// <summary>Drops a device: its tree loses a reference (freeing what nobody else holds) and its slot is free.</summary>
+    private void RemoveDevice(DeviceState d)
+    {
+        if (d.Root != 0)
+        {
+            DecPage(d.Root);
+        }
+
+        d.Deleted = true;
+        d.Root = 0;
+        _byName.Remove(d.Name);
+        _byId.Remove(d.Id);
+        _freeSlots.Add(d.Slot);
+        MarkDirty(d);
+    }
+
+    /// <summary>
+    /// Commits new snapshots together with every write before them, in one commit whose durable part runs without
+    /// the pool lock (so I/O goes on; the snapshots hold what the volumes held when it was prepared). Called with the
+    /// commit gate and the write lock held. When the commit fails the snapshots are removed again, leaving the
+    /// writes pending as they were, and the error is returned.
+    /// </summary>
+    private StorageError? CommitCreated(List<DeviceState> created)
+    {
+        var plan = Prepare(journalOnlyAllowed: false);
+        var r = Result.Ok;
+        if (plan is not null)
+        {
+            _rw.ExitWriteLock();
+            try
+            {
+                r = MakeDurable(plan);
+            }
+            finally
+            {
+                _rw.EnterWriteLock();
+            }
+
+            Finish(plan, r);
+        }
+
+        if (r.IsOk)
+        {
+            return null;
+        }
+
+        foreach (var d in created)
+        {
+            RemoveDevice(d);
+        }
+
+        return r.Error;
     }
 
     /// <summary>Logical, allocated and exclusive bytes of a device.</summary>

@@ -108,6 +108,36 @@ public sealed class GroupCommitTests
         reopened.Dispose();
     }
 
+    [Fact]
+    public async Task SnapshotStuckInItsCommit_WritesGoOn_AndTheSnapshotHoldsTheContentWhenItWasTaken()
+    {
+        using var tmp = new TempDir(memory: true);
+        var fs = new GatedFileSystem();
+        using var pool = Pool.Create(tmp.Sub("pool"), new PoolCreateOptions { BlockSize = 65536 }, fs).Value;
+        pool.CreateVolume("v", 1 << 20).ThrowIfFailed();
+        var v = pool.OpenDevice("v").Value;
+        v.Write(0, Support.Pattern(200_000, 1)).ThrowIfFailed(); // not flushed: the snapshot commits it too
+        var ct = TestContext.Current.CancellationToken;
+        fs.HoldSyncs();
+        var snapshot = Task.Run(() => pool.CreateSnapshot("v", "s"), ct);
+        Assert.True(fs.WaitUntilHeld(Stuck), "the snapshot never reached its sync");
+
+        var write = await Within(Task.Run(() => v.Write(1000, Support.Pattern(70_000, 2)), ct), "a write waited for the snapshot's sync");
+        Assert.True(write.IsOk, write.Error?.Message);
+        Assert.False(snapshot.IsCompleted, "the snapshot returned before its commit was durable");
+        fs.ReleaseSyncs();
+        var created = await Within(snapshot, "the snapshot did not finish once its sync was released");
+        Assert.True(created.IsOk, created.Error?.Message);
+
+        var expected = new byte[1 << 20];
+        Support.Pattern(200_000, 1).CopyTo(expected, 0);
+        Assert.Equal(expected, Support.ReadAll(pool, "s"));
+        Support.Pattern(70_000, 2).CopyTo(expected, 1000);
+        Assert.Equal(expected, Support.ReadAll(pool, "v"));
+        pool.Flush().ThrowIfFailed();
+        Support.AssertClean(pool.Check());
+    }
+
     private static async Task<T> Within<T>(Task<T> task, string what)
     {
         try
