@@ -29,6 +29,12 @@ public interface IFileSystem
 
     /// <summary>Makes the directory's entries (file creations) durable.</summary>
     void SyncDirectory(string path);
+
+    /// <summary>
+    /// True when different files may be written and synced from several threads at once (a commit then syncs the
+    /// journal, the data and the metadata together). An implementation that is not thread-safe leaves it false.
+    /// </summary>
+    bool ConcurrentFiles => false;
 }
 
 /// <summary>A file read and written at explicit offsets.</summary>
