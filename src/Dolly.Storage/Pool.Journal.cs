@@ -92,14 +92,14 @@ public sealed partial class Pool
             Touch();
         }
 
-        if (applyInPlace)
+        if (applyInPlace && WriteSectorsInPlace(e.Block, e.Sector, sector))
         {
-            _data.Write(((long)e.Block * _blockSize) + ((long)e.Sector * Layout.SectorSize), sector);
-            _dataDirty = true;
             Touch();
         }
         else
         {
+            // Check writes nothing; and a sector that cannot be written into its block now (a full disk under
+            // a sector that was a hole) is served from memory until a commit writes it again.
             _overlay.Put(e.Block, e.Device, e.LogicalBlock, e.Sector, sector);
         }
 

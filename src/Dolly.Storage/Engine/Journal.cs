@@ -183,9 +183,35 @@ internal sealed class Journal : IDisposable
         Layout.SealPage(header[..Layout.PageSize]);
     }
 
-    /// <summary>Writes a batch's records (not yet durable).</summary>
+    /// <summary>Zeros written ahead of the tail while the file is shorter than the ring.</summary>
+    private const long GrowthStep = 512L << 10;
+
+    /// <summary>
+    /// Writes a batch's records (not yet durable). During the ring's first lap the file is first extended with
+    /// zeros well past the batch, so that most syncs write only records, not also a new file size.
+    /// </summary>
     public void Write(JournalBatch batch)
     {
+        long end = batch.Pieces.Max(p => p.FileOffset + p.Bytes.Length);
+        long length = _file.Length;
+        if (end > length && length < Size)
+        {
+            long target = Math.Min(Size, Math.Max(end, length + Math.Min(GrowthStep, Size / 16)));
+            var zeros = new byte[Math.Min(target - length, 1L << 20)];
+            try
+            {
+                for (long at = length; at < target; at += zeros.Length)
+                {
+                    _file.Write(at, zeros.AsSpan(0, (int)Math.Min(zeros.Length, target - at)));
+                }
+            }
+            catch (IOException)
+            {
+                // Growing ahead only saves later syncs some work; the records themselves are written below (and
+                // fail there, with the real error, if they do not fit either).
+            }
+        }
+
         foreach (var (offset, bytes) in batch.Pieces)
         {
             _file.Write(offset, bytes);
