@@ -102,7 +102,11 @@ internal static class Errors
             d["group"] = group;
         }
 
-        d["kind"] = kind;
+        if (kind.Length > 0)
+        {
+            d["kind"] = kind;
+        }
+
         if (!string.IsNullOrEmpty(uid))
         {
             d["uid"] = uid;
@@ -167,10 +171,29 @@ internal static class Errors
 
     public static ApiErrorException Expired(string message) => new(410, "Expired", message);
 
+    /// <summary>A resourceVersion newer than the store's: kube-apiserver's 504 Timeout with a ResourceVersionTooLarge cause.</summary>
+    public static ApiErrorException TooLargeResourceVersion(long wanted, long current) =>
+        new(504, "Timeout", "Timeout: Too large resource version: " + wanted.ToString(CultureInfo.InvariantCulture) + ", current: " +
+            current.ToString(CultureInfo.InvariantCulture),
+            new JsonObject
+            {
+                ["causes"] = new JsonArray(new JsonObject { ["reason"] = "ResourceVersionTooLarge", ["message"] = "Too large resource version" }),
+                ["retryAfterSeconds"] = 1,
+            });
+
     public static ApiErrorException TooLarge(long limit) =>
         new(413, "RequestEntityTooLarge", "Request entity too large: limit is " + limit.ToString(CultureInfo.InvariantCulture));
 
     public static ApiErrorException NotAcceptable(string message) => new(406, "NotAcceptable", message);
+
+    /// <summary>
+    /// A JSON patch that decoded but cannot apply (a missing path, a failed test, an unknown op). kube-apiserver
+    /// answers 422 Invalid with this fixed message and empty details; the reason the patch failed goes in one
+    /// cause (message only, as in its InternalError causes), so the client can tell what to fix.
+    /// </summary>
+    public static ApiErrorException JsonPatchFailed(string detail) =>
+        new(422, "Invalid", "the server rejected our request due to an error in our request",
+            new JsonObject { ["causes"] = new JsonArray(new JsonObject { ["message"] = detail }) });
 
     public static ApiErrorException Decode(string kind, string version, string detail) =>
         BadRequest(kind + " in version \"" + version + "\" cannot be handled as a " + kind + ": " + detail);

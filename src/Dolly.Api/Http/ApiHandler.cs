@@ -4,12 +4,17 @@ using Dolly.Api.Resources;
 using Dolly.Api.Security;
 using Dolly.Api.Semantics;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Logging;
 
 namespace Dolly.Api.Http;
 
-/// <summary>One resource request after routing: the type, the namespace and name (may be empty), the subresource.</summary>
-internal sealed record ResourceRequest(ResourceType Type, string Namespace, string Name, string? Subresource, bool NamespaceInPath);
+/// <summary>
+/// One resource request after routing: the type, the namespace and name (may be empty), the subresource.
+/// <paramref name="NameInPath"/> is set when the path has a name segment, even an empty one, so "configmaps/" is
+/// refused as an item request without a name instead of acting on the whole collection.
+/// </summary>
+internal sealed record ResourceRequest(ResourceType Type, string Namespace, string Name, string? Subresource, bool NamespaceInPath, bool NameInPath = false);
 
 /// <summary>
 /// The single request delegate: authentication, routing of the Kubernetes REST paths, and the mapping of
@@ -56,7 +61,7 @@ internal sealed partial class ApiHandler
         catch (Exception e) when (e is not OperationCanceledException && !context.Response.HasStarted)
         {
             // A bug, not an expected outcome: log it and answer 500 as kube-apiserver does, keeping the server up.
-            ApiServerLog.RequestFailed(_logger, e, context.Request.Method, context.Request.Path.Value ?? "");
+            ApiServerLog.RequestFailed(_logger, e, context.Request.Method, context.Features.Get<IHttpRequestFeature>()?.RawTarget ?? context.Request.Path.Value ?? "");
             var error = new ApiErrorException(500, "InternalError", "Internal error occurred: " + e.Message);
             await Wire.WriteStatusAsync(context.Response, error, ct).ConfigureAwait(false);
         }
@@ -65,15 +70,17 @@ internal sealed partial class ApiHandler
     private async Task RouteAsync(HttpContext context, CancellationToken ct)
     {
         var request = context.Request;
-        string path = request.Path.Value ?? "/";
-        switch (path)
+        // Routing works on the raw segments, never on Kestrel's decoded and dot-collapsed Request.Path.
+        var target = RequestPath.Of(context);
+        string[] segments = target.Segments;
+        switch (segments.Length == 1 ? segments[0] : "")
         {
-            case "/healthz" or "/readyz" or "/livez" or "/healthz/" or "/readyz/" or "/livez/":
+            case "healthz" or "readyz" or "livez":
                 context.Response.ContentType = "text/plain; charset=utf-8";
                 context.Response.StatusCode = _ready() ? 200 : 500;
                 await context.Response.WriteAsync(_ready() ? "ok" : "not ready", ct).ConfigureAwait(false);
                 return;
-            case "/version" or "/version/":
+            case "version":
                 await Wire.WriteJsonAsync(context.Response, 200, Discovery.Version(), ct).ConfigureAwait(false);
                 return;
         }
@@ -83,21 +90,20 @@ internal sealed partial class ApiHandler
             throw new ApiErrorException(401, "Unauthorized", "Unauthorized");
         }
 
-        var segments = path.Trim('/').Split('/', StringSplitOptions.RemoveEmptyEntries);
-        if (segments.Length >= 1 && segments[0] == "openapi")
+        if (segments.Length >= 1 && segments[0] == "openapi" && !target.HasEmptySegment)
         {
             await _openApi.HandleAsync(context, segments, ct).ConfigureAwait(false);
             return;
         }
 
-        if (segments.Length == 0 || segments[0] is not ("api" or "apis"))
+        bool core = segments.Length > 0 && segments[0] == "api";
+        int gvLength = core ? 2 : 3;
+        if (segments.Length == 0 || segments[0] is not ("api" or "apis") || segments[..Math.Min(gvLength, segments.Length)].Any(s => s.Length == 0))
         {
             await NotFoundPlainAsync(context, ct).ConfigureAwait(false);
             return;
         }
 
-        bool core = segments[0] == "api";
-        int gvLength = core ? 2 : 3;
         if (segments.Length < gvLength)
         {
             if (request.Method != "GET")
@@ -112,6 +118,12 @@ internal sealed partial class ApiHandler
         string group = core ? "" : segments[1];
         string version = core ? segments[1] : segments[2];
         var rest = segments[gvLength..];
+        if (rest.Length > 0 && target.TrailingSlash)
+        {
+            // A trailing '/' after a resource path is an empty name (or subresource) segment, refused as such.
+            rest = [.. rest, ""];
+        }
+
         if (rest.Length == 0)
         {
             await _discovery.HandleAsync(context, segments, ct).ConfigureAwait(false);
@@ -159,8 +171,14 @@ internal sealed partial class ApiHandler
             return false;
         }
 
+        if (namespaced)
+        {
+            RequestPath.CheckNamespace(rest[1]);
+        }
+
         if (tail.Length == 2)
         {
+            RequestPath.CheckName(tail[1]);
             throw Errors.NotFound("", tail[0], tail[1]);
         }
 
@@ -198,14 +216,14 @@ internal sealed partial class ApiHandler
             return null;
         }
 
-        return new ResourceRequest(type, ns, rest.Length >= 2 ? rest[1] : "", sub, nsInPath);
+        return new ResourceRequest(type, ns, rest.Length >= 2 ? rest[1] : "", sub, nsInPath, NameInPath: rest.Length >= 2);
     }
 
     private async Task DispatchAsync(HttpContext context, ResourceRequest rr, CancellationToken ct)
     {
         var request = context.Request;
         var type = rr.Type;
-        bool collection = rr.Name.Length == 0;
+        bool collection = !rr.NameInPath;
         if (type.Namespaced && !rr.NamespaceInPath && !(collection && request.Method == "GET"))
         {
             // Namespaced objects are only addressable inside a namespace; the all-namespaces path is list/watch only.
@@ -225,6 +243,28 @@ internal sealed partial class ApiHandler
         if (!type.Verbs.Contains(verb) && !(verb is "update" or "patch" or "get" && rr.Subresource is not null))
         {
             throw Errors.MethodNotAllowed(verb, type.Group, type.Plural);
+        }
+
+        bool routed = (request.Method, collection) switch
+        {
+            ("GET", _) or ("POST", true) or ("PUT", false) or ("PATCH", false) => true,
+            ("DELETE", false) => rr.Subresource is null,
+            ("DELETE", true) => type.Verbs.Contains("deletecollection"),
+            _ => false,
+        };
+        if (routed)
+        {
+            // As kube-apiserver: a route that exists refuses a namespace or name that is empty or not a valid
+            // path segment (".", "..", containing "/" or "%") before touching storage; others answer 405 below.
+            if (rr.NamespaceInPath)
+            {
+                RequestPath.CheckNamespace(rr.Namespace);
+            }
+
+            if (rr.NameInPath)
+            {
+                RequestPath.CheckName(rr.Name);
+            }
         }
 
         switch (request.Method, collection)
@@ -292,6 +332,8 @@ internal sealed partial class ApiHandler
         }
     }
 
+    private const string ApplyPatchMediaType = "application/apply-patch+yaml";
+
     private static string VerbName(string method, bool collection) => (method, collection) switch
     {
         ("POST", false) => "create",
@@ -324,9 +366,12 @@ internal sealed partial class ApiHandler
             return Protobuf.Decode(bytes, type.ApiVersion, type.Kind) ?? throw Errors.Decode(type.Kind, type.Version, "the protobuf body is not a " + type.ApiVersion + " " + type.Kind);
         }
 
-        if (media is not ("application/json" or "application/yaml" or "" or "text/plain"))
+        // No Content-Type means JSON, as kube-apiserver assumes; any other type it cannot decode is 415.
+        if (media is not ("application/json" or "application/yaml" or ""))
         {
-            throw Errors.UnsupportedMediaType(["application/json", "application/yaml"]);
+            throw Errors.UnsupportedMediaType(type.Builtin && Protobuf.Supports(type.ApiVersion, type.Kind)
+                ? ["application/json", "application/yaml", Protobuf.MediaType]
+                : ["application/json", "application/yaml"]);
         }
 
         string text = await Wire.ReadBodyAsync(request, ct).ConfigureAwait(false);
@@ -359,9 +404,11 @@ internal sealed partial class ApiHandler
         }
 
         string manager = q["fieldManager"].ToString();
-        if (manager.Length == 0)
+        bool apply = request.Method == "PATCH" && Wire.MediaType(request.ContentType) == ApplyPatchMediaType;
+        if (manager.Length == 0 && !apply)
         {
-            // kube-apiserver names the manager after the User-Agent's program when the client gives none.
+            // kube-apiserver names the manager after the User-Agent's program when the client gives none, except
+            // for server-side apply, whose manager must be explicit (the patch is then refused with 422).
             manager = request.Headers.UserAgent.ToString().Split('/')[0];
         }
 
@@ -382,12 +429,18 @@ internal sealed partial class ApiHandler
         string text = await Wire.ReadBodyAsync(request, ct).ConfigureAwait(false);
         if (text.Trim().Length > 0)
         {
+            string media = Wire.MediaType(request.ContentType);
+            if (media is not ("application/json" or "application/yaml" or ""))
+            {
+                throw Errors.UnsupportedMediaType(["application/json", "application/yaml"]);
+            }
+
             JsonNode? body;
             try
             {
-                body = JsonNode.Parse(text);
+                body = media == "application/yaml" ? Yaml.Parse(text) : JsonNode.Parse(text);
             }
-            catch (JsonException e)
+            catch (Exception e) when (e is JsonException or YamlDotNet.Core.YamlException)
             {
                 throw Errors.BadRequest("error decoding DeleteOptions: " + e.Message);
             }

@@ -224,13 +224,27 @@ internal sealed partial class ListWatch
         }
 
         string? rvParam = request.Query["resourceVersion"].ToString() is { Length: > 0 } s ? s : null;
-        if (rvParam is not null && request.Query["resourceVersionMatch"].ToString() == "Exact" &&
-            long.Parse(rvParam, CultureInfo.InvariantCulture) < _store.CompactedThrough)
+        long wanted = rvParam is null ? 0 : long.Parse(rvParam, CultureInfo.InvariantCulture);
+        long current = _store.Revision;
+        if (wanted > current)
         {
-            throw Errors.Expired("The resourceVersion for the provided list is too old.");
+            // Neither that exact state nor one at least as new exists yet (kube-apiserver: 504 after waiting).
+            throw Errors.TooLargeResourceVersion(wanted, current);
         }
 
-        var (items, revision) = _store.List(type.StorageKey, rr.NamespaceInPath ? rr.Namespace : null);
+        string? ns = rr.NamespaceInPath ? rr.Namespace : null;
+        List<StoredObject> items;
+        long revision;
+        if (rvParam is not null && request.Query["resourceVersionMatch"].ToString() == "Exact")
+        {
+            // The list as it was at that revision, while the changes since are still kept; 410 Gone after.
+            items = _store.ListAt(type.StorageKey, ns, wanted) ?? throw Errors.Expired("The resourceVersion for the provided list is too old.");
+            revision = wanted;
+        }
+        else
+        {
+            (items, revision) = _store.List(type.StorageKey, ns);
+        }
         long listRv = token?.Rv ?? revision;
         var page = new List<JsonObject>();
         string? next = null;

@@ -7,7 +7,10 @@ namespace Dolly.Api.Semantics;
 /// <summary>JSON Patch (RFC 6902), JSON Merge Patch (RFC 7386) and Kubernetes strategic merge patch.</summary>
 internal static class Patches
 {
-    /// <summary>Applies an RFC 6902 patch document to a copy of <paramref name="target"/>.</summary>
+    /// <summary>
+    /// Applies an RFC 6902 patch document to a copy of <paramref name="target"/>. A document that is not a list of
+    /// operation objects cannot be decoded (400); an operation that cannot apply to this object is 422.
+    /// </summary>
     public static JsonNode? ApplyJsonPatch(JsonNode target, JsonNode? patch)
     {
         if (patch is not JsonArray ops)
@@ -23,8 +26,8 @@ internal static class Patches
                 throw Errors.BadRequest("json: cannot unmarshal into Go value of type jsonpatch.Operation");
             }
 
-            string kind = Json.Str(op["op"]) ?? throw Errors.BadRequest("Unexpected kind: unknown");
-            string path = Json.Str(op["path"]) ?? throw Errors.BadRequest("the server rejected our request due to an error in our request: missing path");
+            string kind = Json.Str(op["op"]) ?? throw Errors.JsonPatchFailed("Unexpected kind: unknown");
+            string path = Json.Str(op["path"]) ?? throw Errors.JsonPatchFailed("missing path");
             switch (kind)
             {
                 case "add":
@@ -39,7 +42,7 @@ internal static class Patches
                     break;
                 case "move":
                     {
-                        string from = Json.Str(op["from"]) ?? throw Errors.BadRequest("move operation missing from");
+                        string from = Json.Str(op["from"]) ?? throw Errors.JsonPatchFailed("move operation missing from");
                         doc = Remove(doc, from, out var moved);
                         doc = Add(doc, path, moved);
                         break;
@@ -47,7 +50,7 @@ internal static class Patches
 
                 case "copy":
                     {
-                        string from = Json.Str(op["from"]) ?? throw Errors.BadRequest("copy operation missing from");
+                        string from = Json.Str(op["from"]) ?? throw Errors.JsonPatchFailed("copy operation missing from");
                         doc = Add(doc, path, Get(doc, from)?.DeepClone());
                         break;
                     }
@@ -55,12 +58,12 @@ internal static class Patches
                 case "test":
                     if (!Json.Same(Get(doc, path), op["value"]))
                     {
-                        throw Errors.BadRequest("the server rejected our request due to an error in our request: testing value " + path + " failed: test failed");
+                        throw Errors.JsonPatchFailed("testing value " + path + " failed: test failed");
                     }
 
                     break;
                 default:
-                    throw Errors.BadRequest("Unexpected kind: " + kind);
+                    throw Errors.JsonPatchFailed("Unexpected kind: " + kind);
             }
         }
 
@@ -68,7 +71,7 @@ internal static class Patches
     }
 
     private static JsonNode? Value(JsonObject op) =>
-        op.ContainsKey("value") ? op["value"]?.DeepClone() : throw Errors.BadRequest("missing value for " + Json.Str(op["op"]) + " operation");
+        op.ContainsKey("value") ? op["value"]?.DeepClone() : throw Errors.JsonPatchFailed("missing value for " + Json.Str(op["op"]) + " operation");
 
     private static List<string> Pointer(string path)
     {
@@ -79,14 +82,14 @@ internal static class Patches
 
         if (path[0] != '/')
         {
-            throw Errors.BadRequest("the server rejected our request due to an error in our request: invalid JSON pointer \"" + path + "\"");
+            throw Errors.JsonPatchFailed("invalid JSON pointer \"" + path + "\"");
         }
 
         return [.. path[1..].Split('/').Select(p => p.Replace("~1", "/", StringComparison.Ordinal).Replace("~0", "~", StringComparison.Ordinal))];
     }
 
     private static ApiErrorException Missing(string path) =>
-        Errors.BadRequest("the server rejected our request due to an error in our request: doc is missing path: \"" + path + "\"");
+        Errors.JsonPatchFailed("doc is missing path: \"" + path + "\"");
 
     private static JsonNode? Get(JsonNode? doc, string path)
     {
@@ -109,7 +112,7 @@ internal static class Patches
         var parts = Pointer(path);
         if (parts.Count == 0)
         {
-            throw Errors.BadRequest("the server rejected our request due to an error in our request: the root document cannot be replaced");
+            throw Errors.JsonPatchFailed("the root document cannot be replaced");
         }
 
         var parent = parts.Count == 1 ? doc

@@ -92,7 +92,11 @@ internal sealed partial class ResourceService
 
             if (next["metadata"] is not JsonObject)
             {
-                throw Errors.Decode(type.Kind, type.Version, "the patched object's metadata must be an object");
+                // kube-apiserver cannot decode the patched object and answers 422 on the field "patch".
+                throw Errors.Invalid("", "", "", [FieldCause.Invalid("patch", JsonValue.Create(next.ToJsonString()),
+                    next["metadata"] is null ? "metadata is required"
+                    : "json: cannot unmarshal " + next["metadata"]!.GetValueKind().ToString().ToLowerInvariant() +
+                      " into Go struct field " + type.Kind + ".metadata of type v1.ObjectMeta")]);
             }
 
             string currentRv = current.ResourceVersion.ToString(CultureInfo.InvariantCulture);

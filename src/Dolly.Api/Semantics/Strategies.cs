@@ -303,9 +303,15 @@ internal static partial class Strategies
         {
             errors.Add(FieldCause.Required("spec.resources[storage]"));
         }
-        else if (!Quantity.TryParse(spec["resources"]!["requests"]!["storage"]!.ToString(), out _))
+        else if (!Quantity.TryParse(spec["resources"]!["requests"]!["storage"]!.ToString(), out decimal storage))
         {
             errors.Add(FieldCause.Invalid("spec.resources.requests[storage]", spec["resources"]!["requests"]!["storage"], "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"));
+        }
+        else if (storage <= 0)
+        {
+            // kube-apiserver's ValidatePositiveQuantityValue; it prints zero in canonical form ("0").
+            string shown = storage == 0 ? "0" : spec["resources"]!["requests"]!["storage"]!.ToString().Trim();
+            errors.Add(FieldCause.Invalid("spec.resources.requests[storage]", JsonValue.Create(shown), "must be greater than zero"));
         }
 
         if (old?["spec"] is JsonObject oldSpec)

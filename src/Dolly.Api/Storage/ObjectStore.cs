@@ -18,7 +18,10 @@ internal enum StoreEventType
     Deleted,
 }
 
-/// <summary>One committed change: the new state (the last state for a delete) and, for a modification, the state before.</summary>
+/// <summary>
+/// One committed change: the new state (the last state, at the deletion's revision, for a delete) and, for a
+/// modification or a delete, the state before (which keeps its own revision).
+/// </summary>
 internal sealed record StoreEvent(StoreEventType Type, StoredObject Stored, JsonObject? Previous = null)
 {
     public long ResourceVersion => Stored.ResourceVersion;
@@ -46,6 +49,7 @@ internal sealed class ObjectStore : IDisposable
     private readonly Lock _commitLock = new();
     private readonly SqliteLog _log;
     private List<PendingWrite> _pending = [];
+    private List<PendingWrite> _committing = [];
     private long _durable;
     private Exception? _failed;
     private readonly Dictionary<string, SortedDictionary<string, StoredObject>> _byResource = new(StringComparer.Ordinal);
@@ -156,6 +160,55 @@ internal sealed class ObjectStore : IDisposable
         }
     }
 
+    /// <summary>
+    /// One resource's objects (optionally one namespace) as they were at <paramref name="revision"/>, in key order:
+    /// the current state with every later change in the watch window undone. Null when changes after that revision
+    /// have left the window (the caller answers 410 Gone, as kube-apiserver after an etcd compaction).
+    /// </summary>
+    public List<StoredObject>? ListAt(string resource, string? ns, long revision)
+    {
+        lock (_sync)
+        {
+            if (revision < _compactedThrough || revision > _revision)
+            {
+                return null;
+            }
+
+            var state = _byResource.TryGetValue(resource, out var bucket)
+                ? new SortedDictionary<string, StoredObject>(bucket, StringComparer.Ordinal)
+                : new SortedDictionary<string, StoredObject>(StringComparer.Ordinal);
+            // Newest first: staged writes, the batch being committed, then the published window.
+            var newerFirst = _pending.Select(w => w.Event).Reverse()
+                .Concat(_committing.Select(w => w.Event).Reverse())
+                .Concat(Enumerable.Range(0, _windowCount).Select(i => _window[(_windowStart + _windowCount - 1 - i) % _window.Length]!));
+            foreach (var e in newerFirst)
+            {
+                if (e.ResourceVersion <= revision)
+                {
+                    break;
+                }
+
+                var s = e.Stored;
+                if (s.Resource != resource)
+                {
+                    continue;
+                }
+
+                if (e.Previous is null)
+                {
+                    state.Remove(Key(s.Namespace, s.Name));
+                }
+                else
+                {
+                    long before = long.Parse(e.Previous["metadata"]!["resourceVersion"]!.GetValue<string>(), CultureInfo.InvariantCulture);
+                    state[Key(s.Namespace, s.Name)] = new StoredObject(s.Resource, s.Namespace, s.Name, before, e.Previous);
+                }
+            }
+
+            return [.. state.Values.Where(o => ns is null || o.Namespace == ns)];
+        }
+    }
+
     /// <summary>Every stored object of every resource (for garbage collection scans).</summary>
     public List<StoredObject> All()
     {
@@ -234,7 +287,7 @@ internal sealed class ObjectStore : IDisposable
 
             // The DELETED event carries the last state with a fresh revision, as kube-apiserver's does.
             var last = (JsonObject)current.Object.DeepClone();
-            stored = Stage(resource, ns, name, last, StoreEventType.Deleted, null);
+            stored = Stage(resource, ns, name, last, StoreEventType.Deleted, current.Object);
             bucket.Remove(Key(ns, name));
             Index(current, null);
         }
@@ -339,6 +392,7 @@ internal sealed class ObjectStore : IDisposable
                 ThrowIfFailed();
                 batch = _pending;
                 _pending = [];
+                _committing = batch;
             }
 
             try
@@ -363,6 +417,8 @@ internal sealed class ObjectStore : IDisposable
                 {
                     Publish(write.Event);
                 }
+
+                _committing = [];
             }
         }
     }
