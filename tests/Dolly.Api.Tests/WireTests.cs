@@ -154,7 +154,7 @@ public sealed class WireTests(ServerFixture fx) : IClassFixture<ServerFixture>
         Assert.StartsWith("{\"apiVersion\":\"snapshot.storage.k8s.io/v1\",\"kind\":\"VolumeSnapshot\",\"metadata\":", await created.Content.ReadAsStringAsync(Ct), StringComparison.Ordinal);
         using var badPatch = await http.PatchAsync(new Uri("/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots/wire", UriKind.Relative),
             new StringContent("""[{"op":"replace","path":"/metadata","value":5}]""", Encoding.UTF8, "application/json-patch+json"), Ct);
-        Assert.Equal(HttpStatusCode.BadRequest, badPatch.StatusCode);
+        Assert.Equal((HttpStatusCode)422, badPatch.StatusCode);
         using var deleted = await http.DeleteAsync(new Uri("/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots?labelSelector=none", UriKind.Relative), Ct);
         Assert.Equal(HttpStatusCode.OK, deleted.StatusCode);
         using var all = await http.DeleteAsync(new Uri("/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots", UriKind.Relative), Ct);
