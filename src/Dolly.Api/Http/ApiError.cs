@@ -73,7 +73,7 @@ internal sealed class ApiErrorException : Exception
             ["message"] = Message,
             ["reason"] = Reason,
         };
-        if (Details is { Count: > 0 })
+        if (Details is not null)
         {
             status["details"] = Details.DeepClone();
         }
@@ -162,8 +162,12 @@ internal static class Errors
         return new ApiErrorException(403, "Forbidden", subject + " is forbidden: " + why, details);
     }
 
-    public static ApiErrorException MethodNotAllowed(string action, string group, string plural) =>
-        new(405, "MethodNotAllowed", action + " is not supported on resources of kind \"" + GroupResource(group, plural) + "\"");
+    /// <summary>
+    /// A path that exists without the request's method (POST on an item, PUT on a collection, a verb the kind does
+    /// not serve): kube-apiserver's router answers 405 with this fixed message and empty details.
+    /// </summary>
+    public static ApiErrorException RouteMethodNotAllowed() =>
+        new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource", []);
 
     public static ApiErrorException UnsupportedMediaType(IEnumerable<string> accepted) =>
         new(415, "UnsupportedMediaType",
@@ -188,12 +192,13 @@ internal static class Errors
 
     /// <summary>
     /// A JSON patch that decoded but cannot apply (a missing path, a failed test, an unknown op). kube-apiserver
-    /// answers 422 Invalid with this fixed message and empty details; the reason the patch failed goes in one
-    /// cause (message only, as in its InternalError causes), so the client can tell what to fix.
+    /// answers 422 Invalid with this fixed message and empty details; here the reason the patch failed goes in one
+    /// cause on the field "patch", so the client can tell what to fix (kubectl prints "The request is invalid:
+    /// patch: doc is missing path: ...").
     /// </summary>
     public static ApiErrorException JsonPatchFailed(string detail) =>
         new(422, "Invalid", "the server rejected our request due to an error in our request",
-            new JsonObject { ["causes"] = new JsonArray(new JsonObject { ["message"] = detail }) });
+            new JsonObject { ["causes"] = new JsonArray(new JsonObject { ["message"] = detail, ["field"] = "patch" }) });
 
     public static ApiErrorException Decode(string kind, string version, string detail) =>
         BadRequest(kind + " in version \"" + version + "\" cannot be handled as a " + kind + ": " + detail);

@@ -108,7 +108,7 @@ internal sealed partial class ApiHandler
         {
             if (request.Method != "GET")
             {
-                throw Errors.MethodNotAllowed(request.Method, "", "");
+                throw Errors.RouteMethodNotAllowed();
             }
 
             await _discovery.HandleAsync(context, segments, ct).ConfigureAwait(false);
@@ -226,8 +226,15 @@ internal sealed partial class ApiHandler
         bool collection = !rr.NameInPath;
         if (type.Namespaced && !rr.NamespaceInPath && !(collection && request.Method == "GET"))
         {
-            // Namespaced objects are only addressable inside a namespace; the all-namespaces path is list/watch only.
-            throw Errors.MethodNotAllowed(request.Method == "POST" ? "create" : request.Method, type.Group, type.Plural);
+            // Namespaced objects are only addressable inside a namespace; the all-namespaces path is list/watch
+            // only, and kube-apiserver has no route at all for an item without its namespace.
+            if (!collection)
+            {
+                await NotFoundPlainAsync(context, ct).ConfigureAwait(false);
+                return;
+            }
+
+            throw Errors.RouteMethodNotAllowed();
         }
 
         string verb = (request.Method, collection) switch
@@ -242,12 +249,13 @@ internal sealed partial class ApiHandler
         };
         if (!type.Verbs.Contains(verb) && !(verb is "update" or "patch" or "get" && rr.Subresource is not null))
         {
-            throw Errors.MethodNotAllowed(verb, type.Group, type.Plural);
+            throw Errors.RouteMethodNotAllowed();
         }
 
         bool routed = (request.Method, collection) switch
         {
-            ("GET", _) or ("POST", true) or ("PUT", false) or ("PATCH", false) => true,
+            ("GET", _) or ("POST", true) or ("PUT", false) => true,
+            ("PATCH", false) => rr.Subresource != "finalize",
             ("DELETE", false) => rr.Subresource is null,
             ("DELETE", true) => type.Verbs.Contains("deletecollection"),
             _ => false,
@@ -303,7 +311,7 @@ internal sealed partial class ApiHandler
                 {
                     if (rr.Subresource == "finalize")
                     {
-                        throw Errors.MethodNotAllowed("patch", type.Group, type.Plural + "/finalize");
+                        throw Errors.RouteMethodNotAllowed();
                     }
 
                     string text = await Wire.ReadBodyAsync(request, ct).ConfigureAwait(false);
@@ -328,21 +336,11 @@ internal sealed partial class ApiHandler
                 }
 
             default:
-                throw Errors.MethodNotAllowed(VerbName(request.Method, collection), type.Group, type.Plural);
+                throw Errors.RouteMethodNotAllowed();
         }
     }
 
     private const string ApplyPatchMediaType = "application/apply-patch+yaml";
-
-    private static string VerbName(string method, bool collection) => (method, collection) switch
-    {
-        ("POST", false) => "create",
-        ("PUT", true) => "update",
-        ("PATCH", true) => "patch",
-        ("DELETE", true) => "deletecollection",
-        ("DELETE", false) => "delete",
-        _ => method,
-    };
 
     private static bool IsWatch(HttpRequest request) =>
         request.Query["watch"].ToString() is "true" or "1" or "True";
@@ -391,16 +389,21 @@ internal sealed partial class ApiHandler
     private static WriteOptions WriteOptionsFrom(HttpRequest request)
     {
         var q = request.Query;
-        string dryRun = q["dryRun"].ToString();
-        if (dryRun.Length > 0 && dryRun != "All")
+        // Invalid options are 422 on the options kind of the verb, as kube-apiserver's ValidateCreateOptions & co.
+        string optionsKind = request.Method switch { "POST" => "CreateOptions", "PUT" => "UpdateOptions", _ => "PatchOptions" };
+        var dryRunValues = q["dryRun"].Select(v => v ?? "").ToList();
+        if (dryRunValues.Any(v => v != "All"))
         {
-            throw Errors.InvalidOptions("CreateOptions", FieldCause.Unsupported("dryRun", JsonValue.Create(dryRun), ["All"]));
+            // Go's %#v of the []string value, as field.NotSupported prints it.
+            string shown = "[]string{" + string.Join(", ", dryRunValues.Select(v => "\"" + v + "\"")) + "}";
+            throw Errors.InvalidOptions(optionsKind, new FieldCause("FieldValueNotSupported", "dryRun", "Unsupported value: " + shown + ": supported values: \"All\""));
         }
 
+        string dryRun = dryRunValues.Count > 0 ? "All" : "";
         string validation = q["fieldValidation"].ToString();
         if (validation.Length > 0 && validation is not ("Strict" or "Warn" or "Ignore"))
         {
-            throw Errors.BadRequest("fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\"");
+            throw Errors.InvalidOptions(optionsKind, FieldCause.Unsupported("fieldValidation", JsonValue.Create(validation), ["", "Ignore", "Strict", "Warn"]));
         }
 
         string manager = q["fieldManager"].ToString();
@@ -414,7 +417,7 @@ internal sealed partial class ApiHandler
 
         if (manager.Length > 128)
         {
-            throw Errors.InvalidOptions("PatchOptions", new FieldCause("FieldValueTooLong", "fieldManager", "Too long: may not be longer than 128"));
+            throw Errors.InvalidOptions(optionsKind, new FieldCause("FieldValueTooLong", "fieldManager", "Too long: may not be longer than 128"));
         }
 
         return new WriteOptions(dryRun == "All", manager, validation.Length == 0 ? "Warn" : validation, q["force"].ToString() is "true" or "1");
