@@ -11,10 +11,17 @@ namespace Dolly.Nbd;
 /// Buffers live outside the GC heap (anonymous <c>mmap</c> on Linux), in power-of-two size classes from 4 KiB.
 /// Every byte the pool has allocated counts against <see cref="Capacity"/>, whether it is rented or lying
 /// free, and is counted at its class size, never at the size asked for: that is what the process really holds.
-/// A rent that would go over the budget first unmaps free buffers of other classes, then waits (first come,
-/// first served) until buffers come back. Free buffers beyond <see cref="RetainLimit"/> are unmapped at once
-/// and <see cref="ReleaseFree"/> unmaps the rest, so the memory goes back to the operating system, not to a
-/// shared pool that keeps it for the life of the process (as <c>ArrayPool.Shared</c> would).
+/// Free buffers beyond <see cref="RetainLimit"/> are unmapped at once and <see cref="ReleaseFree"/> unmaps the
+/// rest, so memory goes back to the operating system, not to a shared pool that keeps it for the life of the
+/// process (as <c>ArrayPool.Shared</c> would).
+/// </para>
+/// <para>
+/// The capacity is split in two. Each connection has a small <see cref="Reservation"/> of its own
+/// (<see cref="ReservePerConnection"/>), carved out of the capacity for every connection the server admits;
+/// the rest is shared, first come first served. A rent that does not fit the shared part first unmaps free
+/// buffers, then falls back to the connection's reservation, then waits for the shared part. So clients that
+/// hold the whole shared part (large reads they never read the replies of) cannot stop another connection's
+/// ordinary requests: those fit its reservation.
 /// </para>
 /// </summary>
 internal sealed class NbdBufferPool : IDisposable
@@ -22,19 +29,28 @@ internal sealed class NbdBufferPool : IDisposable
     /// <summary>The smallest class; smaller requests get a 4 KiB buffer (one page).</summary>
     public const int MinClass = 4096;
 
+    /// <summary>What each connection can always rent, whatever the others hold.</summary>
+    public const long ReservePerConnection = 1 << 20;
+
     private readonly Lock _lock = new();
     private readonly Stack<NbdBuffer>[] _free;
     private readonly LinkedList<Waiter> _waiters = new();
+    private readonly long _sharedCapacity;
     private long _held;
+    private long _reserved;
     private long _rented;
     private long _retained;
     private long _peakHeld;
     private bool _disposed;
 
-    /// <summary>Creates a pool that never holds more than <paramref name="capacity"/> bytes.</summary>
-    public NbdBufferPool(long capacity, int maxBuffer, long retainLimit)
+    /// <summary>
+    /// Creates a pool that never holds more than <paramref name="capacity"/> bytes, of which
+    /// <paramref name="connections"/> reservations of <see cref="ReservePerConnection"/> are set aside.
+    /// </summary>
+    public NbdBufferPool(long capacity, int connections, int maxBuffer, long retainLimit)
     {
-        Debug.Assert(ClassSize(maxBuffer) <= capacity, "the budget must fit the largest buffer");
+        _sharedCapacity = capacity - (connections * ReservePerConnection);
+        Debug.Assert(ClassSize(maxBuffer) <= _sharedCapacity, "the shared part must fit the largest buffer");
         Capacity = capacity;
         RetainLimit = retainLimit;
         _free = new Stack<NbdBuffer>[ClassIndex(ClassSize(maxBuffer)) + 1];
@@ -91,20 +107,23 @@ internal sealed class NbdBufferPool : IDisposable
 
     private static int ClassIndex(int classSize) => BitOperations.Log2((uint)classSize) - BitOperations.Log2(MinClass);
 
+    // Bytes counted against the shared part: everything held except buffers rented on a reservation.
+    private long Shared => _held - _reserved;
+
     /// <summary>
-    /// Rents a buffer of at least <paramref name="length"/> bytes, waiting while the budget is used up.
-    /// Cancellation removes the wait; a buffer granted at that moment is returned to the pool.
+    /// Rents a buffer of at least <paramref name="length"/> bytes for a connection, waiting while the shared
+    /// budget is used up and the connection's reservation cannot hold it. Cancellation removes the wait.
     /// </summary>
-    public ValueTask<NbdBuffer> RentAsync(int length, CancellationToken cancellationToken)
+    public ValueTask<NbdBuffer> RentAsync(int length, Reservation reservation, CancellationToken cancellationToken)
     {
         int size = ClassSize(length);
         Waiter waiter;
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (size > Capacity)
+            if (size > _sharedCapacity)
             {
-                throw new ArgumentOutOfRangeException(nameof(length), $"a buffer of {length} bytes exceeds the pool's budget of {Capacity}");
+                throw new ArgumentOutOfRangeException(nameof(length), $"a buffer of {length} bytes exceeds the pool's budget of {_sharedCapacity}");
             }
 
             if (_waiters.Count == 0 && TryTake(size) is { } buffer)
@@ -112,7 +131,12 @@ internal sealed class NbdBufferPool : IDisposable
                 return ValueTask.FromResult(buffer);
             }
 
-            waiter = new Waiter(size);
+            if (reservation.Used + size <= ReservePerConnection)
+            {
+                return ValueTask.FromResult(TakeReserved(size, reservation));
+            }
+
+            waiter = new Waiter(size, reservation);
             waiter.Node = _waiters.AddLast(waiter);
         }
 
@@ -137,7 +161,15 @@ internal sealed class NbdBufferPool : IDisposable
         lock (_lock)
         {
             _rented -= buffer.Length;
-            if (_disposed || _retained + buffer.Length > RetainLimit)
+            if (buffer.ChargedTo is { } reservation)
+            {
+                reservation.Used -= buffer.Length;
+                _reserved -= buffer.Length;
+                buffer.ChargedTo = null;
+            }
+
+            // Free, the buffer counts against the shared part: keep it only if that part has room for it.
+            if (_disposed || _retained + buffer.Length > RetainLimit || Shared > _sharedCapacity)
             {
                 _held -= buffer.Length;
                 (unmap ??= []).Add(buffer);
@@ -191,23 +223,22 @@ internal sealed class NbdBufferPool : IDisposable
         ReleaseFree();
     }
 
-    // Called under _lock. Reuses a free buffer of the class, else allocates within the budget, unmapping free
-    // buffers of other classes when that makes room; null when the budget is used up by rented buffers.
+    // Called under _lock. Reuses a free buffer of the class, else allocates within the shared part, unmapping
+    // free buffers of other classes when that makes room; null when rented buffers fill the shared part.
     private NbdBuffer? TryTake(int size)
     {
-        var stack = _free[ClassIndex(size)];
-        if (stack.TryPop(out var reused))
+        if (_free[ClassIndex(size)].TryPop(out var reused))
         {
             _retained -= size;
             _rented += size;
             return reused;
         }
 
-        if (_held + size > Capacity && _held - _retained + size <= Capacity)
+        if (Shared + size > _sharedCapacity && Shared - _retained + size <= _sharedCapacity)
         {
-            for (int i = _free.Length - 1; i >= 0 && _held + size > Capacity; i--)
+            for (int i = _free.Length - 1; i >= 0 && Shared + size > _sharedCapacity; i--)
             {
-                while (_held + size > Capacity && _free[i].TryPop(out var evicted))
+                while (Shared + size > _sharedCapacity && _free[i].TryPop(out var evicted))
                 {
                     _held -= evicted.Length;
                     _retained -= evicted.Length;
@@ -216,11 +247,38 @@ internal sealed class NbdBufferPool : IDisposable
             }
         }
 
-        if (_held + size > Capacity)
+        if (Shared + size > _sharedCapacity)
         {
             return null;
         }
 
+        return Allocate(size);
+    }
+
+    // Called under _lock, when the reservation has room: never waits. A free buffer of the class moves from
+    // the shared part to the reservation.
+    private NbdBuffer TakeReserved(int size, Reservation reservation)
+    {
+        NbdBuffer buffer;
+        if (_free[ClassIndex(size)].TryPop(out var reused))
+        {
+            _retained -= size;
+            _rented += size;
+            buffer = reused;
+        }
+        else
+        {
+            buffer = Allocate(size);
+        }
+
+        buffer.ChargedTo = reservation;
+        reservation.Used += size;
+        _reserved += size;
+        return buffer;
+    }
+
+    private NbdBuffer Allocate(int size)
+    {
         var buffer = NbdBuffer.Allocate(size);
         _held += size;
         _rented += size;
@@ -228,21 +286,47 @@ internal sealed class NbdBufferPool : IDisposable
         return buffer;
     }
 
-    // Called under _lock. First come, first served: a large request at the head is not overtaken by small
-    // ones forever.
+    // Called under _lock. The shared part is first come, first served: a large request at the head is not
+    // overtaken by small ones forever. A waiter whose own reservation has room again (its connection's buffers
+    // came back) takes from it, whatever its place in the queue: that costs the others nothing.
     private void ServeWaiters(ref List<NbdBuffer>? unmap)
     {
-        while (_waiters.First is { } node && TryTake(node.Value.Size) is { } buffer)
+        while (_waiters.First is { } head && TryTake(head.Value.Size) is { } buffer)
         {
-            _waiters.RemoveFirst();
-            node.Value.Node = null;
-            node.Value.Registration.Dispose();
-            if (!node.Value.Completion.TrySetResult(buffer))
+            Grant(head.Value, buffer, ref unmap);
+        }
+
+        for (var node = _waiters.First; node is not null;)
+        {
+            var next = node.Next;
+            var w = node.Value;
+            if (w.Reservation.Used + w.Size <= ReservePerConnection)
             {
-                _rented -= buffer.Length;
-                _held -= buffer.Length;
-                (unmap ??= []).Add(buffer);
+                Grant(w, TakeReserved(w.Size, w.Reservation), ref unmap);
             }
+
+            node = next;
+        }
+    }
+
+    private void Grant(Waiter waiter, NbdBuffer buffer, ref List<NbdBuffer>? unmap)
+    {
+        _waiters.Remove(waiter.Node!);
+        waiter.Node = null;
+        waiter.Registration.Unregister();
+        if (!waiter.Completion.TrySetResult(buffer))
+        {
+            // Cannot happen while the waiter was still queued (cancellation dequeues under the lock); undo.
+            _rented -= buffer.Length;
+            _held -= buffer.Length;
+            if (buffer.ChargedTo is { } r)
+            {
+                r.Used -= buffer.Length;
+                _reserved -= buffer.Length;
+                buffer.ChargedTo = null;
+            }
+
+            (unmap ??= []).Add(buffer);
         }
     }
 
@@ -279,9 +363,17 @@ internal sealed class NbdBufferPool : IDisposable
         }
     }
 
-    private sealed class Waiter(int size)
+    /// <summary>One connection's share set aside in the pool; its fields change only under the pool's lock.</summary>
+    internal sealed class Reservation
+    {
+        public long Used { get; set; }
+    }
+
+    private sealed class Waiter(int size, Reservation reservation)
     {
         public int Size { get; } = size;
+
+        public Reservation Reservation { get; } = reservation;
 
         public TaskCompletionSource<NbdBuffer> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -312,6 +404,9 @@ internal sealed unsafe partial class NbdBuffer : MemoryManager<byte>
 
     /// <summary>The buffer's size (its class size).</summary>
     public int Length { get; }
+
+    /// <summary>The reservation it is rented on, or null when it counts against the shared part.</summary>
+    internal NbdBufferPool.Reservation? ChargedTo { get; set; }
 
     public static NbdBuffer Allocate(int length)
     {

@@ -13,6 +13,7 @@ namespace Dolly.Nbd;
 // connection (CAN_MULTI_CONN).
 internal sealed partial class NbdConnection
 {
+    private readonly NbdBufferPool.Reservation _reservation = new();
     private ByteBudget? _budget;
     private SemaphoreSlim? _slots;
     private NbdReplySender? _sender;
@@ -93,30 +94,22 @@ internal sealed partial class NbdConnection
                     throw new NbdProtocolException($"write of {req.Length} bytes exceeds the maximum payload of {_options.MaxPayload}");
                 }
 
+                // The request slot first, then the buffer: a connection holds at most its request count of
+                // buffers, also while it waits.
+                await _slots.WaitAsync(ct).ConfigureAwait(false);
                 NbdBuffer? buffer = null;
                 long budget = 0;
-                bool needsBuffer = req.Type == Nbd.CmdWrite || (req.Type == Nbd.CmdRead && req.Length is > 0 && req.Length <= (uint)_options.MaxPayload);
-                if (needsBuffer)
+                try
                 {
-                    (buffer, budget) = await RentAsync((int)req.Length, ct).ConfigureAwait(false);
-                    if (req.Type == Nbd.CmdWrite)
+                    bool needsBuffer = req.Type == Nbd.CmdWrite || (req.Type == Nbd.CmdRead && req.Length is > 0 && req.Length <= (uint)_options.MaxPayload);
+                    if (needsBuffer)
                     {
-                        try
+                        (buffer, budget) = await RentAsync((int)req.Length, ct).ConfigureAwait(false);
+                        if (req.Type == Nbd.CmdWrite)
                         {
                             await ReadExactAsync(buffer.Memory[..(int)req.Length], ct).ConfigureAwait(false);
                         }
-                        catch
-                        {
-                            _pool.Return(buffer);
-                            _budget.Release(budget);
-                            throw;
-                        }
                     }
-                }
-
-                try
-                {
-                    await _slots.WaitAsync(ct).ConfigureAwait(false);
                 }
                 catch
                 {
@@ -126,6 +119,7 @@ internal sealed partial class NbdConnection
                         _budget.Release(budget);
                     }
 
+                    _slots.Release();
                     throw;
                 }
 
@@ -145,14 +139,14 @@ internal sealed partial class NbdConnection
                 // with a client that pipelines its requests and reads replies only after sending them all:
                 // its send blocked on the bytes this loop no longer reads, our replies on its full receive
                 // window. Requests already executing still complete; they are only not acknowledged.
-                _abort.Cancel();
+                Break();
             }
 
             // Outstanding requests finish (and, after a clean end, are answered) before closing.
             if (Interlocked.Decrement(ref _inFlight) > 0 && !await DrainedWithinAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false))
             {
                 // A client that ended cleanly but stopped reading its replies: give up on them.
-                _abort.Cancel();
+                Break();
                 await DrainedWithinAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
             }
 
@@ -174,7 +168,7 @@ internal sealed partial class NbdConnection
         await _budget!.AcquireAsync(budget, ct).ConfigureAwait(false);
         try
         {
-            return (await _pool.RentAsync(length, ct).ConfigureAwait(false), budget);
+            return (await _pool.RentAsync(length, _reservation, ct).ConfigureAwait(false), budget);
         }
         catch
         {
@@ -198,6 +192,24 @@ internal sealed partial class NbdConnection
         {
             NbdLog.Unexpected(_logger, _id, ex);
             _abort.Cancel();
+        }
+    }
+
+    /// <summary>
+    /// Stops both loops at once: cancellation, and a shutdown of the socket so that a send blocked on a client
+    /// that does not read fails now rather than whenever the peer's window opens (the send loop must end
+    /// before the connection can be released).
+    /// </summary>
+    private void Break()
+    {
+        _abort.Cancel();
+        try
+        {
+            _socket.Shutdown(System.Net.Sockets.SocketShutdown.Both);
+        }
+        catch (Exception ex) when (ex is System.Net.Sockets.SocketException or ObjectDisposedException)
+        {
+            // Already closed.
         }
     }
 

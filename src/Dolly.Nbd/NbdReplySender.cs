@@ -297,6 +297,12 @@ internal sealed class NbdReplySender
         public readonly void Complete(NbdBuffer? owner, long budget)
         {
             var target = Target;
+            if (_dropped is null && target.Replies == 0 && !_sender._writing)
+            {
+                // The first reply after a quiet spell: a stall is measured from now, not from the last write.
+                _sender._lastProgress = _sender._time.GetTimestamp();
+            }
+
             if (owner is not null)
             {
                 target.Owners.Add(owner);

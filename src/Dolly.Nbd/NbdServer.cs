@@ -39,10 +39,11 @@ public sealed class NbdServer : IAsyncDisposable
         _options = options;
         _logger = (ILogger?)logger ?? NullLogger.Instance;
         _time = timeProvider ?? TimeProvider.System;
-        _pool = new NbdBufferPool(
-            Math.Max(options.MaxBufferBytes, NbdBufferPool.ClassSize(Math.Max(options.MaxPayload, NbdBufferPool.MinClass))),
-            options.MaxPayload,
-            options.MaxBufferBytes / 2);
+        // Options are validated at Start; until then build a pool that at least holds together.
+        int maxPayload = Math.Max(options.MaxPayload, NbdBufferPool.MinClass);
+        int connections = Math.Max(options.MaxConnections, 0);
+        long capacity = Math.Max(options.MaxBufferBytes, (connections * NbdBufferPool.ReservePerConnection) + NbdBufferPool.ClassSize(maxPayload));
+        _pool = new NbdBufferPool(capacity, connections, maxPayload, capacity / 2);
     }
 
     /// <summary>Bytes of payload buffers the server holds now (rented or kept for reuse), at their allocated size.</summary>

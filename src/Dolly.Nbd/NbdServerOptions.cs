@@ -1,5 +1,6 @@
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
+using Dolly.Storage;
 
 namespace Dolly.Nbd;
 
@@ -29,8 +30,10 @@ public sealed record NbdServerOptions
 
     /// <summary>
     /// Bytes of payload buffers the whole server may hold at once, rented or kept for reuse (the server-wide
-    /// memory budget). Counted at the size really allocated (the buffer's power-of-two class). A connection
-    /// whose next buffer does not fit waits (first come, first served) until others give buffers back.
+    /// memory budget), counted at the size really allocated (the buffer's power-of-two class). 1 MiB of it is
+    /// set aside per connection (<see cref="MaxConnections"/>) so that every client's ordinary requests are
+    /// served whatever the others hold; the rest is shared, first come first served, and a connection whose
+    /// next buffer does not fit waits until others give buffers back.
     /// </summary>
     public long MaxBufferBytes { get; init; } = 128L << 20;
 
@@ -80,9 +83,10 @@ public sealed record NbdServerOptions
             return "limits must be positive, the payload at least 4096 bytes and the in-flight budget at least one payload";
         }
 
-        if (MaxBufferBytes < NbdBufferPool.ClassSize(MaxPayload))
+        long needed = (MaxConnections * NbdBufferPool.ReservePerConnection) + NbdBufferPool.ClassSize(MaxPayload);
+        if (MaxBufferBytes < needed)
         {
-            return $"the server's buffer budget ({MaxBufferBytes} bytes) must hold at least one buffer of the largest payload ({NbdBufferPool.ClassSize(MaxPayload)} bytes)";
+            return $"the server's buffer budget ({ByteSize.Format(MaxBufferBytes)}) must hold a {ByteSize.Format(NbdBufferPool.ReservePerConnection)} reserve per connection ({MaxConnections}) plus one buffer of the largest payload ({ByteSize.Format(NbdBufferPool.ClassSize(MaxPayload))}): at least {ByteSize.Format(needed)}";
         }
 
         if (IdleTimeout <= TimeSpan.Zero && IdleTimeout != Timeout.InfiniteTimeSpan)
