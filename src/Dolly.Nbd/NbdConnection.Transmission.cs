@@ -1,19 +1,23 @@
-using System.Buffers;
 using System.Buffers.Binary;
-using System.Text;
 using Dolly.Storage;
 
 namespace Dolly.Nbd;
 
-// Transmission: one receive loop reads requests (and write payloads) in order and hands each to the thread
-// pool, so reads run in parallel and a slow request does not hold up the next. Replies may complete out of
-// order, as the protocol allows; each reply is written whole under the send lock. A FLUSH commits the pool,
-// which covers every write already acknowledged on any connection (CAN_MULTI_CONN).
+// Transmission: one receive loop reads requests (and write payloads) in order and hands every request to the
+// thread pool, so the loop itself never calls the engine and never waits for its lock: a FLUSH making a
+// commit durable, or a read queued behind one, does not stop this connection from reading its next requests.
+// Replies may complete out of order, as the protocol allows; each is posted whole to the connection's one send
+// loop (NbdReplySender). Memory is bounded three ways before a payload is read or a read is started: the
+// connection's byte budget, its request count, and the server-wide buffer pool (NbdBufferPool), each counted
+// at the size really allocated. A FLUSH commits the pool, which covers every write already acknowledged on any
+// connection (CAN_MULTI_CONN).
 internal sealed partial class NbdConnection
 {
-    private readonly SemaphoreSlim _sendLock = new(1, 1);
+    private readonly NbdBufferPool.Reservation _reservation = new();
     private ByteBudget? _budget;
     private SemaphoreSlim? _slots;
+    private NbdReplySender? _sender;
+
     // Requests handed to the thread pool and not yet answered, plus one reference held by the receive loop
     // until it stops reading: the count can reach zero only once, after the loop has stopped, so _drained
     // completes exactly when the last outstanding request is answered (NBD_CMD_DISC: "the server MUST handle
@@ -21,16 +25,31 @@ internal sealed partial class NbdConnection
     // went idle, and a later DISC closed the socket under requests still in flight.
     private int _inFlight = 1;
     private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-    /// <summary>Reads and writes up to this size are answered on the receive loop itself.</summary>
-    private const int InlineLimit = 64 << 10;
+    private volatile bool _transmitting;
+    private long _lastActivity;
 
     private readonly record struct Request(ushort Flags, ushort Type, ulong Cookie, ulong Offset, uint Length);
+
+    /// <summary>
+    /// How long the connection has been in transmission with no request outstanding and none received, or
+    /// null while it is haggling or busy.
+    /// </summary>
+    public TimeSpan? IdleFor() =>
+        _transmitting && Volatile.Read(ref _inFlight) == 1 ? _time.GetElapsedTime(Interlocked.Read(ref _lastActivity)) : null;
+
+    /// <summary>How long replies have waited for the client to read them, or null when none waits.</summary>
+    public TimeSpan? StalledFor() => _transmitting ? _sender?.StalledFor() : null;
+
+    private void Touch() => Interlocked.Exchange(ref _lastActivity, _time.GetTimestamp());
 
     private async Task<string> TransmitAsync(BlockDevice export, CancellationToken ct)
     {
         _budget = new ByteBudget(_options.MaxInFlightBytesPerConnection);
         _slots = new SemaphoreSlim(_options.MaxInFlightRequestsPerConnection, _options.MaxInFlightRequestsPerConnection);
+        _sender = new NbdReplySender(_pool, _budget, OnReplied, _time);
+        var sendLoop = Task.Run(() => SendLoopAsync(_sender, ct), CancellationToken.None);
+        Touch();
+        _transmitting = true;
         var header = new byte[28];
         string reason;
         bool clean = false;
@@ -49,6 +68,7 @@ internal sealed partial class NbdConnection
                     break;
                 }
 
+                Touch();
                 if (BinaryPrimitives.ReadUInt32BigEndian(header) != Nbd.RequestMagic)
                 {
                     throw new NbdProtocolException("request without the request magic");
@@ -68,39 +88,46 @@ internal sealed partial class NbdConnection
                     break;
                 }
 
-                byte[]? payload = null;
-                long budgeted = 0;
-                if (req.Type == Nbd.CmdWrite)
+                if (req.Type == Nbd.CmdWrite && req.Length > _options.MaxPayload)
                 {
-                    if (req.Length > _options.MaxPayload)
+                    // The payload cannot be held; the stream cannot be resynchronised without reading it all.
+                    throw new NbdProtocolException($"write of {req.Length} bytes exceeds the maximum payload of {_options.MaxPayload}");
+                }
+
+                // The request slot first, then the buffer: a connection holds at most its request count of
+                // buffers, also while it waits.
+                await _slots.WaitAsync(ct).ConfigureAwait(false);
+                NbdBuffer? buffer = null;
+                long budget = 0;
+                try
+                {
+                    bool needsBuffer = req.Type == Nbd.CmdWrite || (req.Type == Nbd.CmdRead && req.Length is > 0 && req.Length <= (uint)_options.MaxPayload);
+                    if (needsBuffer)
                     {
-                        // The payload cannot be held; the stream cannot be resynchronised without reading it all.
-                        throw new NbdProtocolException($"write of {req.Length} bytes exceeds the maximum payload of {_options.MaxPayload}");
+                        (buffer, budget) = await RentAsync((int)req.Length, ct).ConfigureAwait(false);
+                        if (req.Type == Nbd.CmdWrite)
+                        {
+                            await ReadExactAsync(buffer.Memory[..(int)req.Length], ct).ConfigureAwait(false);
+                        }
+                    }
+                }
+                catch
+                {
+                    if (buffer is not null)
+                    {
+                        _pool.Return(buffer);
+                        _budget.Release(budget);
                     }
 
-                    budgeted = req.Length;
-                    await _budget.AcquireAsync(budgeted, ct).ConfigureAwait(false);
-                    payload = ArrayPool<byte>.Shared.Rent((int)req.Length);
-                    await ReadExactAsync(payload.AsMemory(0, (int)req.Length), ct).ConfigureAwait(false);
-                }
-                else if (req.Type == Nbd.CmdRead && req.Length <= _options.MaxPayload)
-                {
-                    budgeted = req.Length;
-                    await _budget.AcquireAsync(budgeted, ct).ConfigureAwait(false);
+                    _slots.Release();
+                    throw;
                 }
 
-                await _slots.WaitAsync(ct).ConfigureAwait(false);
                 Interlocked.Increment(ref _inFlight);
-                if (req.Type is Nbd.CmdRead or Nbd.CmdWrite && req.Length <= InlineLimit)
-                {
-                    // A small read or write costs less than handing it to another thread: answer it here.
-                    // Larger requests, flushes and zeroing of large ranges go to the thread pool.
-                    await ProcessAsync(export, req, payload, budgeted, ct).ConfigureAwait(false);
-                }
-                else
-                {
-                    _ = Task.Run(() => ProcessAsync(export, req, payload, budgeted, ct), CancellationToken.None);
-                }
+                ThreadPool.UnsafeQueueUserWorkItem(
+                    static s => s.Connection.Process(s.Export, s.Request, s.Buffer, s.Budget),
+                    (Connection: this, Export: export, Request: req, Buffer: buffer, Budget: budget),
+                    preferLocal: false);
             }
         }
         finally
@@ -108,23 +135,92 @@ internal sealed partial class NbdConnection
             if (!clean)
             {
                 // A broken connection (protocol error, reset, server shutdown): the stream is out of step or
-                // gone, so replies still queued are cancelled rather than waited for. Waiting was a deadlock
+                // gone, so replies still queued are dropped rather than waited for. Waiting was a deadlock
                 // with a client that pipelines its requests and reads replies only after sending them all:
                 // its send blocked on the bytes this loop no longer reads, our replies on its full receive
                 // window. Requests already executing still complete; they are only not acknowledged.
-                _abort.Cancel();
+                Break();
             }
 
             // Outstanding requests finish (and, after a clean end, are answered) before closing.
             if (Interlocked.Decrement(ref _inFlight) > 0 && !await DrainedWithinAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false))
             {
                 // A client that ended cleanly but stopped reading its replies: give up on them.
-                _abort.Cancel();
+                Break();
                 await DrainedWithinAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
             }
+
+            _transmitting = false;
+            _sender.Close();
+            await sendLoop.ConfigureAwait(false);
         }
 
         return reason;
+    }
+
+    /// <summary>
+    /// Takes a request's share of the connection's budget, then a buffer from the server's pool; both are
+    /// counted at the buffer's real (class) size. Waiting here stalls only this connection's receive loop.
+    /// </summary>
+    private async Task<(NbdBuffer Buffer, long Budget)> RentAsync(int length, CancellationToken ct)
+    {
+        long budget = NbdBufferPool.ClassSize(length);
+        await _budget!.AcquireAsync(budget, ct).ConfigureAwait(false);
+        try
+        {
+            return (await _pool.RentAsync(length, _reservation, ct).ConfigureAwait(false), budget);
+        }
+        catch
+        {
+            _budget.Release(budget);
+            throw;
+        }
+    }
+
+    private async Task SendLoopAsync(NbdReplySender sender, CancellationToken ct)
+    {
+        try
+        {
+            await sender.RunAsync(_stream, ct).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException or System.Net.Sockets.SocketException)
+        {
+            // The client went away mid-reply (or the connection is being aborted); the receive loop stops too.
+            _abort.Cancel();
+        }
+        catch (Exception ex)
+        {
+            NbdLog.Unexpected(_logger, _id, ex);
+            _abort.Cancel();
+        }
+    }
+
+    /// <summary>
+    /// Stops both loops at once: cancellation, and a shutdown of the socket so that a send blocked on a client
+    /// that does not read fails now rather than whenever the peer's window opens (the send loop must end
+    /// before the connection can be released).
+    /// </summary>
+    private void Break()
+    {
+        _abort.Cancel();
+        try
+        {
+            _socket.Shutdown(System.Net.Sockets.SocketShutdown.Both);
+        }
+        catch (Exception ex) when (ex is System.Net.Sockets.SocketException or ObjectDisposedException)
+        {
+            // Already closed.
+        }
+    }
+
+    private void OnReplied(int replies)
+    {
+        Touch();
+        _slots!.Release(replies);
+        if (Interlocked.Add(ref _inFlight, -replies) == 0)
+        {
+            _drained.TrySetResult();
+        }
     }
 
     private async Task<bool> DrainedWithinAsync(TimeSpan timeout)
@@ -140,41 +236,45 @@ internal sealed partial class NbdConnection
         }
     }
 
-    private async Task ProcessAsync(BlockDevice export, Request req, byte[]? payload, long budgeted, CancellationToken ct)
+    /// <summary>
+    /// Runs one request on a thread pool thread and posts its reply. The read buffer passes to the reply (it is
+    /// released once written); anything not handed over is released here, also when the handler fails.
+    /// </summary>
+    private void Process(BlockDevice export, Request req, NbdBuffer? buffer, long budget)
     {
+        bool posted = false;
         try
         {
-            await HandleAsync(export, req, payload, ct).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException or System.Net.Sockets.SocketException)
-        {
-            // The client went away mid-reply; the receive loop sees it too.
-            _abort.Cancel();
+            Handle(export, req, ref buffer, ref budget);
+            posted = true;
         }
         catch (Exception ex)
         {
-            // A bug. This runs on the thread pool, so without this the exception would vanish with the task and
-            // the client would wait forever for a reply that never comes: log it and end the connection.
+            // A bug. Without this the client would wait forever for a reply that never comes: log it and end
+            // the connection.
             NbdLog.Unexpected(_logger, _id, ex);
             _abort.Cancel();
         }
         finally
         {
-            if (payload is not null)
+            if (buffer is not null)
             {
-                ArrayPool<byte>.Shared.Return(payload);
+                _pool.Return(buffer);
             }
 
-            _budget!.Release(budgeted);
-            _slots!.Release();
-            if (Interlocked.Decrement(ref _inFlight) == 0)
+            if (budget > 0)
             {
-                _drained.TrySetResult();
+                _budget!.Release(budget);
+            }
+
+            if (!posted)
+            {
+                OnReplied(1);
             }
         }
     }
 
-    private async Task HandleAsync(BlockDevice export, Request req, byte[]? payload, CancellationToken ct)
+    private void Handle(BlockDevice export, Request req, ref NbdBuffer? buffer, ref long budget)
     {
         if (req.Type is not (Nbd.CmdWrite or Nbd.CmdTrim or Nbd.CmdWriteZeroes))
         {
@@ -187,7 +287,7 @@ internal sealed partial class NbdConnection
         {
             // Checked before the bounds: a deleted device has size -1, and "beyond the end" (EINVAL) would
             // tell the client its request was wrong rather than that the export is gone.
-            await ErrorAsync(req, Nbd.EIo, $"'{export.Name}' was deleted", ct).ConfigureAwait(false);
+            Error(req, Nbd.EIo, $"'{export.Name}' was deleted");
             return;
         }
 
@@ -197,48 +297,48 @@ internal sealed partial class NbdConnection
             case Nbd.CmdRead:
                 if (!FlagsAllowed(req, _structured ? Nbd.CmdFlagDf : (ushort)0))
                 {
-                    await ErrorAsync(req, Nbd.EInval, "unsupported flag for NBD_CMD_READ", ct).ConfigureAwait(false);
+                    Error(req, Nbd.EInval, "unsupported flag for NBD_CMD_READ");
                 }
                 else if (req.Length > _options.MaxPayload)
                 {
-                    await ErrorAsync(req, Nbd.EInval, $"read of {req.Length} bytes exceeds the maximum payload of {_options.MaxPayload}", ct).ConfigureAwait(false);
+                    Error(req, Nbd.EInval, $"read of {req.Length} bytes exceeds the maximum payload of {_options.MaxPayload}");
                 }
                 else if (!InBounds(export, req))
                 {
-                    await ErrorAsync(req, Nbd.EInval, "read beyond the end of the export", ct).ConfigureAwait(false);
+                    Error(req, Nbd.EInval, "read beyond the end of the export");
                 }
                 else if (req.Length == 0)
                 {
                     // proto.md: every structured content chunk MUST describe at least one byte, so an empty
                     // read is answered with a bare NONE chunk (or a simple reply without data).
-                    await CompleteAsync(req, (0, null), ct).ConfigureAwait(false);
+                    Complete(req, (0, null));
                 }
                 else
                 {
-                    await ReadAsync(export, req, ct).ConfigureAwait(false);
+                    Read(export, req, ref buffer, ref budget);
                 }
 
                 break;
             case Nbd.CmdWrite:
-                await CompleteAsync(req, CheckWrite(export, req, Nbd.CmdFlagFua) ?? Map(export.Write((long)req.Offset, payload.AsSpan(0, (int)req.Length), fua)), ct).ConfigureAwait(false);
+                Complete(req, CheckWrite(export, req, Nbd.CmdFlagFua) ?? Map(export.Write((long)req.Offset, buffer!.GetSpan()[..(int)req.Length], fua)));
                 break;
             case Nbd.CmdFlush:
-                await CompleteAsync(req, FlagsAllowed(req, 0) ? Map(export.Flush()) : (Nbd.EInval, "unsupported flag for NBD_CMD_FLUSH"), ct).ConfigureAwait(false);
+                Complete(req, FlagsAllowed(req, 0) ? Map(export.Flush()) : (Nbd.EInval, "unsupported flag for NBD_CMD_FLUSH"));
                 break;
             case Nbd.CmdTrim:
-                await CompleteAsync(req, CheckWrite(export, req, Nbd.CmdFlagFua) ?? Map(export.Trim((long)req.Offset, req.Length, fua)), ct).ConfigureAwait(false);
+                Complete(req, CheckWrite(export, req, Nbd.CmdFlagFua) ?? Map(export.Trim((long)req.Offset, req.Length, fua)));
                 break;
             case Nbd.CmdWriteZeroes:
-                await CompleteAsync(req, CheckWrite(export, req, Nbd.CmdFlagFua | Nbd.CmdFlagNoHole | Nbd.CmdFlagFastZero) ?? WriteZeroes(export, req, fua), ct).ConfigureAwait(false);
+                Complete(req, CheckWrite(export, req, Nbd.CmdFlagFua | Nbd.CmdFlagNoHole | Nbd.CmdFlagFastZero) ?? WriteZeroes(export, req, fua));
                 break;
             case Nbd.CmdCache:
-                await CompleteAsync(req, !FlagsAllowed(req, 0) ? (Nbd.EInval, "unsupported flag for NBD_CMD_CACHE") : InBounds(export, req) ? (0, null) : (Nbd.EInval, "cache request beyond the end of the export"), ct).ConfigureAwait(false);
+                Complete(req, !FlagsAllowed(req, 0) ? (Nbd.EInval, "unsupported flag for NBD_CMD_CACHE") : InBounds(export, req) ? (0, null) : (Nbd.EInval, "cache request beyond the end of the export"));
                 break;
             case Nbd.CmdBlockStatus:
-                await BlockStatusAsync(export, req, ct).ConfigureAwait(false);
+                BlockStatus(export, req);
                 break;
             default:
-                await ErrorAsync(req, Nbd.EInval, $"unknown command {req.Type}", ct).ConfigureAwait(false);
+                Error(req, Nbd.EInval, $"unknown command {req.Type}");
                 break;
         }
     }
@@ -291,282 +391,6 @@ internal sealed partial class NbdConnection
             StorageErrorCode.InvalidArgument => Nbd.EInval,
             _ => Nbd.EIo,
         }, r.Error.Message);
-
-    private async Task ReadAsync(BlockDevice export, Request req, CancellationToken ct)
-    {
-        int length = (int)req.Length;
-        int headerSize = _structured ? 28 : 16;
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(headerSize + length);
-        try
-        {
-            var data = buffer.AsMemory(headerSize, length);
-            var r = export.Read((long)req.Offset, data.Span);
-            if (!r.IsOk)
-            {
-                var (error, message) = Map(r);
-                await ErrorAsync(req, error, message!, ct).ConfigureAwait(false);
-                return;
-            }
-
-            if (!_structured)
-            {
-                WriteSimpleHeader(buffer, 0, req.Cookie);
-                await SendAsync(buffer.AsMemory(0, headerSize + length), ct).ConfigureAwait(false);
-                return;
-            }
-
-            bool df = (req.Flags & Nbd.CmdFlagDf) != 0;
-            var holes = df || length == 0 ? null : Holes(export, req);
-            if (holes is null || holes.Count == 0)
-            {
-                WriteChunkHeader(buffer, Nbd.ReplyFlagDone, Nbd.ReplyTypeOffsetData, req.Cookie, 8 + (uint)length);
-                BinaryPrimitives.WriteUInt64BigEndian(buffer.AsSpan(20), req.Offset);
-                await SendAsync(buffer.AsMemory(0, headerSize + length), ct).ConfigureAwait(false);
-                return;
-            }
-
-            await SendSparseReadAsync(req, buffer, headerSize, holes, ct).ConfigureAwait(false);
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
-    }
-
-    /// <summary>Unallocated ranges (relative to the request) of at least 4 KiB, worth sending as holes.</summary>
-    private static List<ByteRange>? Holes(BlockDevice export, Request req)
-    {
-        var allocated = export.GetAllocatedRanges((long)req.Offset, req.Length);
-        if (!allocated.IsOk)
-        {
-            return null;
-        }
-
-        var holes = new List<ByteRange>();
-        long pos = (long)req.Offset;
-        long end = pos + req.Length;
-        foreach (var a in allocated.Value.Append(new ByteRange(end, 0)))
-        {
-            if (a.Offset - pos >= 4096)
-            {
-                holes.Add(new ByteRange(pos - (long)req.Offset, a.Offset - pos));
-            }
-
-            pos = Math.Max(pos, a.End);
-        }
-
-        return holes;
-    }
-
-    private async Task SendSparseReadAsync(Request req, byte[] buffer, int headerSize, List<ByteRange> holes, CancellationToken ct)
-    {
-        var chunk = new byte[32];
-        await _sendLock.WaitAsync(ct).ConfigureAwait(false);
-        try
-        {
-            long pos = 0;
-            long length = req.Length;
-            int index = 0;
-            while (pos < length)
-            {
-                ByteRange? hole = index < holes.Count ? holes[index] : null;
-                bool last;
-                if (hole is { } h && h.Offset == pos)
-                {
-                    last = h.End == length;
-                    WriteChunkHeader(chunk, last ? Nbd.ReplyFlagDone : (ushort)0, Nbd.ReplyTypeOffsetHole, req.Cookie, 12);
-                    BinaryPrimitives.WriteUInt64BigEndian(chunk.AsSpan(20), req.Offset + (ulong)pos);
-                    BinaryPrimitives.WriteUInt32BigEndian(chunk.AsSpan(28), (uint)h.Length);
-                    await _stream.WriteAsync(chunk.AsMemory(0, 32), ct).ConfigureAwait(false);
-                    pos = h.End;
-                    index++;
-                    continue;
-                }
-
-                long dataEnd = hole?.Offset ?? length;
-                last = dataEnd == length;
-                WriteChunkHeader(chunk, last ? Nbd.ReplyFlagDone : (ushort)0, Nbd.ReplyTypeOffsetData, req.Cookie, 8 + (uint)(dataEnd - pos));
-                BinaryPrimitives.WriteUInt64BigEndian(chunk.AsSpan(20), req.Offset + (ulong)pos);
-                await _stream.WriteAsync(chunk.AsMemory(0, 28), ct).ConfigureAwait(false);
-                await _stream.WriteAsync(buffer.AsMemory(headerSize + (int)pos, (int)(dataEnd - pos)), ct).ConfigureAwait(false);
-                pos = dataEnd;
-            }
-
-            await _stream.FlushAsync(ct).ConfigureAwait(false);
-        }
-        finally
-        {
-            _sendLock.Release();
-        }
-    }
-
-    private async Task BlockStatusAsync(BlockDevice export, Request req, CancellationToken ct)
-    {
-        if (!_structured || _contexts.Count == 0)
-        {
-            await ErrorAsync(req, Nbd.EInval, "NBD_CMD_BLOCK_STATUS needs structured replies and a selected meta context", ct).ConfigureAwait(false);
-            return;
-        }
-
-        if (!FlagsAllowed(req, Nbd.CmdFlagReqOne))
-        {
-            await ErrorAsync(req, Nbd.EInval, "unsupported flag for NBD_CMD_BLOCK_STATUS", ct).ConfigureAwait(false);
-            return;
-        }
-
-        if (req.Length == 0 || !InBounds(export, req))
-        {
-            await ErrorAsync(req, Nbd.EInval, "block status request empty or beyond the end of the export", ct).ConfigureAwait(false);
-            return;
-        }
-
-        bool one = (req.Flags & Nbd.CmdFlagReqOne) != 0;
-        var chunks = new List<byte[]>();
-        foreach (var context in _contexts)
-        {
-            Result<IReadOnlyList<ByteRange>> marked;
-            uint markedState, otherState;
-            if (context.Base is null)
-            {
-                marked = export.GetAllocatedRanges((long)req.Offset, req.Length);
-                markedState = 0;
-                otherState = Nbd.StateHole | Nbd.StateZero;
-            }
-            else
-            {
-                marked = export.GetChangedRanges(context.Base, (long)req.Offset, req.Length);
-                markedState = Nbd.StateDirty;
-                otherState = 0;
-            }
-
-            if (!marked.IsOk)
-            {
-                var (error, message) = Map(Result.Fail(marked.Error));
-                await ErrorAsync(req, error, $"{context.Name}: {message}", ct).ConfigureAwait(false);
-                return;
-            }
-
-            var descriptors = Describe((long)req.Offset, (long)req.Offset + req.Length, marked.Value, markedState, otherState, one);
-            var chunk = new byte[20 + 4 + (descriptors.Count * 8)];
-            BinaryPrimitives.WriteUInt32BigEndian(chunk.AsSpan(20), context.Id);
-            for (int i = 0; i < descriptors.Count; i++)
-            {
-                BinaryPrimitives.WriteUInt32BigEndian(chunk.AsSpan(24 + (i * 8)), (uint)descriptors[i].Length);
-                BinaryPrimitives.WriteUInt32BigEndian(chunk.AsSpan(28 + (i * 8)), descriptors[i].State);
-            }
-
-            chunks.Add(chunk);
-        }
-
-        await _sendLock.WaitAsync(ct).ConfigureAwait(false);
-        try
-        {
-            for (int i = 0; i < chunks.Count; i++)
-            {
-                WriteChunkHeader(chunks[i], i == chunks.Count - 1 ? Nbd.ReplyFlagDone : (ushort)0, Nbd.ReplyTypeBlockStatus, req.Cookie, (uint)(chunks[i].Length - 20));
-                await _stream.WriteAsync(chunks[i], ct).ConfigureAwait(false);
-            }
-
-            await _stream.FlushAsync(ct).ConfigureAwait(false);
-        }
-        finally
-        {
-            _sendLock.Release();
-        }
-    }
-
-    /// <summary>Turns marked ranges into consecutive (length, state) descriptors covering [start, end).</summary>
-    private static List<(long Length, uint State)> Describe(long start, long end, IReadOnlyList<ByteRange> marked, uint markedState, uint otherState, bool one)
-    {
-        var result = new List<(long Length, uint State)>();
-        long pos = start;
-        foreach (var m in marked)
-        {
-            if (m.Offset > pos)
-            {
-                result.Add((m.Offset - pos, otherState));
-            }
-
-            result.Add((m.End - Math.Max(m.Offset, pos), markedState));
-            pos = m.End;
-        }
-
-        if (pos < end)
-        {
-            result.Add((end - pos, otherState));
-        }
-
-        return one ? result.GetRange(0, 1) : result;
-    }
-
-    private Task CompleteAsync(Request req, (uint Error, string? Message) outcome, CancellationToken ct)
-    {
-        if (outcome.Error != 0)
-        {
-            NbdLog.CommandFailed(_logger, _id, CommandName(req.Type), outcome.Message ?? "error");
-            return ErrorAsync(req, outcome.Error, outcome.Message ?? string.Empty, ct);
-        }
-
-        var reply = new byte[_structured ? 20 : 16];
-        if (_structured)
-        {
-            WriteChunkHeader(reply, Nbd.ReplyFlagDone, Nbd.ReplyTypeNone, req.Cookie, 0);
-        }
-        else
-        {
-            WriteSimpleHeader(reply, 0, req.Cookie);
-        }
-
-        return SendAsync(reply, ct);
-    }
-
-    private Task ErrorAsync(Request req, uint error, string message, CancellationToken ct)
-    {
-        if (!_structured)
-        {
-            var reply = new byte[16];
-            WriteSimpleHeader(reply, error, req.Cookie);
-            return SendAsync(reply, ct);
-        }
-
-        var text = Encoding.UTF8.GetBytes(message.Length > 1024 ? message[..1024] : message);
-        var chunk = new byte[20 + 6 + text.Length];
-        WriteChunkHeader(chunk, Nbd.ReplyFlagDone, Nbd.ReplyTypeError, req.Cookie, (uint)(6 + text.Length));
-        BinaryPrimitives.WriteUInt32BigEndian(chunk.AsSpan(20), error);
-        BinaryPrimitives.WriteUInt16BigEndian(chunk.AsSpan(24), (ushort)text.Length);
-        text.CopyTo(chunk, 26);
-        return SendAsync(chunk, ct);
-    }
-
-    private static void WriteSimpleHeader(Span<byte> buffer, uint error, ulong cookie)
-    {
-        BinaryPrimitives.WriteUInt32BigEndian(buffer, Nbd.SimpleReplyMagic);
-        BinaryPrimitives.WriteUInt32BigEndian(buffer[4..], error);
-        BinaryPrimitives.WriteUInt64BigEndian(buffer[8..], cookie);
-    }
-
-    private static void WriteChunkHeader(Span<byte> buffer, ushort flags, ushort type, ulong cookie, uint length)
-    {
-        BinaryPrimitives.WriteUInt32BigEndian(buffer, Nbd.StructuredReplyMagic);
-        BinaryPrimitives.WriteUInt16BigEndian(buffer[4..], flags);
-        BinaryPrimitives.WriteUInt16BigEndian(buffer[6..], type);
-        BinaryPrimitives.WriteUInt64BigEndian(buffer[8..], cookie);
-        BinaryPrimitives.WriteUInt32BigEndian(buffer[16..], length);
-    }
-
-    private async Task SendAsync(ReadOnlyMemory<byte> message, CancellationToken ct)
-    {
-        await _sendLock.WaitAsync(ct).ConfigureAwait(false);
-        try
-        {
-            await _stream.WriteAsync(message, ct).ConfigureAwait(false);
-            await _stream.FlushAsync(ct).ConfigureAwait(false);
-        }
-        finally
-        {
-            _sendLock.Release();
-        }
-    }
 
     private static string CommandName(ushort type) => type switch
     {

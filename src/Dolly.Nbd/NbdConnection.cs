@@ -21,6 +21,8 @@ internal sealed partial class NbdConnection : IAsyncDisposable
     private readonly ExportCatalog _catalog;
     private readonly NbdServerOptions _options;
     private readonly ILogger _logger;
+    private readonly NbdBufferPool _pool;
+    private readonly TimeProvider _time;
     private readonly CancellationTokenSource _abort = new();
     private Stream _stream;
     private Stream _in;
@@ -33,8 +35,10 @@ internal sealed partial class NbdConnection : IAsyncDisposable
     /// <summary>A selected metadata context: base:allocation (Base null) or a delta against a snapshot.</summary>
     private sealed record MetaContext(uint Id, string Name, string? Base);
 
-    public NbdConnection(long id, Socket socket, bool isTcp, ExportCatalog catalog, NbdServerOptions options, ILogger logger)
+    public NbdConnection(long id, Socket socket, bool isTcp, ExportCatalog catalog, NbdServerOptions options, NbdBufferPool pool, TimeProvider time, ILogger logger)
     {
+        _pool = pool;
+        _time = time;
         _id = id;
         _socket = socket;
         _isTcp = isTcp;
@@ -42,8 +46,17 @@ internal sealed partial class NbdConnection : IAsyncDisposable
         _options = options;
         _logger = logger;
         _stream = new NetworkStream(socket, ownsSocket: true);
-        _in = new BufferedStream(_stream, 256 << 10);
+        _in = new BufferedStream(_stream, ReceiveBufferSize);
     }
+
+    /// <summary>
+    /// Read-ahead for request headers. Write payloads larger than this bypass it (BufferedStream reads them
+    /// straight into their pooled buffer), so it only needs to hold a burst of headers.
+    /// </summary>
+    private const int ReceiveBufferSize = 64 << 10;
+
+    /// <summary>The connection's id (for the server's table and the log).</summary>
+    public long Id => _id;
 
     private bool TlsRequired => _isTcp && _options.Certificate is not null;
 
@@ -149,6 +162,13 @@ internal sealed partial class NbdConnection : IAsyncDisposable
 
             uint option = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(8));
             uint length = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(12));
+            if (length > _options.MaxOptionLength && option == Nbd.OptExportName)
+            {
+                // NBD_OPT_EXPORT_NAME has no reply in the protocol, not even an error: the client reads export
+                // data next, so the only answer to a name too long to hold is to close.
+                throw new NbdProtocolException($"NBD_OPT_EXPORT_NAME with {length} bytes of data (limit {_options.MaxOptionLength})");
+            }
+
             if (length > _options.MaxOptionLength)
             {
                 // The data cannot be skipped safely without reading it all; a client sending this is broken.
@@ -324,7 +344,7 @@ internal sealed partial class NbdConnection : IAsyncDisposable
             },
             ct).ConfigureAwait(false);
         _stream = ssl;
-        _in = new BufferedStream(ssl, 256 << 10);
+        _in = new BufferedStream(ssl, ReceiveBufferSize);
         _tls = true;
 
         // Anything negotiated in clear text is void after STARTTLS.

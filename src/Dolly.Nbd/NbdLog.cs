@@ -24,4 +24,10 @@ internal static partial class NbdLog
 
     [LoggerMessage(EventId = 7, Level = LogLevel.Error, Message = "NBD connection {Connection} failed unexpectedly")]
     public static partial void Unexpected(ILogger logger, long connection, Exception exception);
+
+    [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "NBD connection {Connection} closed after {Seconds:0} s idle: its slot was needed by a new client ({Limit} connections open)")]
+    public static partial void IdleEvicted(ILogger logger, long connection, double seconds, int limit);
+
+    [LoggerMessage(EventId = 9, Level = LogLevel.Warning, Message = "NBD connection {Connection}: the client has not read its replies for {Seconds:0} s, disconnecting")]
+    public static partial void Stalled(ILogger logger, long connection, double seconds);
 }

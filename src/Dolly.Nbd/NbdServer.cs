@@ -8,8 +8,9 @@ namespace Dolly.Nbd;
 
 /// <summary>
 /// A fixed-newstyle NBD server exporting a pool's volumes (read-write) and snapshots (read-only) over a unix
-/// socket and TCP, with STARTTLS. Each connection runs its own receive loop; replies are serialised per
-/// connection; a misbehaving client is disconnected without affecting the others.
+/// socket and TCP, with STARTTLS. Each connection runs its own receive loop and send loop; payload buffers
+/// come from one server-wide pool whose size is the server's memory budget; a misbehaving client is
+/// disconnected without affecting the others.
 /// </summary>
 public sealed class NbdServer : IAsyncDisposable
 {
@@ -21,15 +22,42 @@ public sealed class NbdServer : IAsyncDisposable
     private readonly ConcurrentDictionary<long, NbdConnection> _connections = new();
     private readonly CancellationTokenSource _stopping = new();
     private readonly Lock _admission = new();
+    private readonly NbdBufferPool _pool;
+    private readonly TimeProvider _time;
+    private ITimer? _sweeper;
     private long _nextConnectionId;
+    private int _running;
+    private int _admittedSinceIdle;
+
+    /// <summary>Connections served since the server was last idle that make a collection worth it when it is again.</summary>
+    private const int CollectAfterConnections = 16;
 
     /// <summary>Creates a server; call <see cref="Start"/> to listen.</summary>
-    public NbdServer(ExportCatalog catalog, NbdServerOptions options, ILogger<NbdServer>? logger = null)
+    /// <param name="catalog">What is exported.</param>
+    /// <param name="options">Listeners and limits.</param>
+    /// <param name="logger">Where connection events go.</param>
+    /// <param name="timeProvider">Clock for the idle and stalled-reply timeouts (tests pass a fake one).</param>
+    public NbdServer(ExportCatalog catalog, NbdServerOptions options, ILogger<NbdServer>? logger = null, TimeProvider? timeProvider = null)
     {
         _catalog = catalog;
         _options = options;
         _logger = (ILogger?)logger ?? NullLogger.Instance;
+        _time = timeProvider ?? TimeProvider.System;
+        // Options are validated at Start; until then build a pool that at least holds together.
+        int maxPayload = Math.Max(options.MaxPayload, NbdBufferPool.MinClass);
+        int connections = Math.Max(options.MaxConnections, 0);
+        long capacity = Math.Max(options.MaxBufferBytes, (connections * NbdBufferPool.ReservePerConnection) + NbdBufferPool.ClassSize(maxPayload));
+        _pool = new NbdBufferPool(capacity, connections, maxPayload, capacity / 2);
     }
+
+    /// <summary>Bytes of payload buffers the server holds now (rented or kept for reuse), at their allocated size.</summary>
+    public long BufferBytesHeld => _pool.HeldBytes;
+
+    /// <summary>Bytes of payload buffers in use by requests and replies now.</summary>
+    public long BufferBytesInUse => _pool.RentedBytes;
+
+    /// <summary>The most payload buffer bytes held at once since the server started.</summary>
+    public long BufferBytesPeak => _pool.PeakHeldBytes;
 
     /// <summary>The bound endpoints (TCP ports resolved when 0 was asked for).</summary>
     public IReadOnlyList<EndPoint> LocalEndpoints => _listeners.Select(l => l.LocalEndPoint!).ToList();
@@ -82,6 +110,12 @@ public sealed class NbdServer : IAsyncDisposable
 
             _listeners.Clear();
             throw;
+        }
+
+        if (_options.IdleTimeout != Timeout.InfiniteTimeSpan)
+        {
+            var period = TimeSpan.FromTicks(Math.Max(_options.IdleTimeout.Ticks / 4, TimeSpan.FromMilliseconds(100).Ticks));
+            _sweeper = _time.CreateTimer(static s => ((NbdServer)s!).CloseStalled(), this, period, period);
         }
 
         foreach (var l in _listeners)
@@ -155,18 +189,38 @@ public sealed class NbdServer : IAsyncDisposable
             }
 
             long id = Interlocked.Increment(ref _nextConnectionId);
-            var connection = new NbdConnection(id, client, isTcp, _catalog, _options, _logger);
+            var connection = new NbdConnection(id, client, isTcp, _catalog, _options, _pool, _time, _logger);
 
             // Check and add under one lock: each listener has its own accept loop, and two loops checking the
             // count at once could both admit the last slot.
             bool admitted;
+            NbdConnection? evicted = null;
             lock (_admission)
             {
                 admitted = _connections.Count < _options.MaxConnections;
+                if (!admitted && LongestIdle() is { } idle)
+                {
+                    // Full, but a connection has sat idle past the timeout: it gives its slot to the newcomer,
+                    // so idle sockets cannot lock everyone out. Idle connections are not closed otherwise: a
+                    // mounted file system's connection may rightly idle for hours, and neither nbdfuse nor the
+                    // kernel's nbd driver reconnects.
+                    _connections.TryRemove(idle.Id, out _);
+                    evicted = idle;
+                    admitted = true;
+                }
+
                 if (admitted)
                 {
                     _connections[id] = connection;
+                    Interlocked.Increment(ref _running);
+                    Interlocked.Increment(ref _admittedSinceIdle);
                 }
+            }
+
+            if (evicted is not null)
+            {
+                NbdLog.IdleEvicted(_logger, evicted.Id, evicted.IdleFor()?.TotalSeconds ?? 0, _options.MaxConnections);
+                evicted.Abort();
             }
 
             if (!admitted)
@@ -180,6 +234,42 @@ public sealed class NbdServer : IAsyncDisposable
         }
     }
 
+    // Called under _admission.
+    private NbdConnection? LongestIdle()
+    {
+        if (_options.IdleTimeout == Timeout.InfiniteTimeSpan)
+        {
+            return null;
+        }
+
+        NbdConnection? longest = null;
+        TimeSpan longestIdle = _options.IdleTimeout;
+        foreach (var c in _connections.Values)
+        {
+            if (c.IdleFor() is { } idle && idle >= longestIdle)
+            {
+                longest = c;
+                longestIdle = idle;
+            }
+        }
+
+        return longest;
+    }
+
+    // Timer callback: a connection whose replies have waited past the idle timeout for a client that does not
+    // read them holds its budget for nothing; closing it gives the buffers back to everyone else.
+    private void CloseStalled()
+    {
+        foreach (var c in _connections.Values)
+        {
+            if (c.StalledFor() is { } stalled && stalled >= _options.IdleTimeout)
+            {
+                NbdLog.Stalled(_logger, c.Id, stalled.TotalSeconds);
+                c.Abort();
+            }
+        }
+    }
+
     private async Task RunConnectionAsync(long id, NbdConnection connection)
     {
         try
@@ -190,6 +280,19 @@ public sealed class NbdServer : IAsyncDisposable
         {
             _connections.TryRemove(id, out _);
             await connection.DisposeAsync().ConfigureAwait(false);
+            if (Interlocked.Decrement(ref _running) == 0)
+            {
+                // The last connection is gone: nothing will reuse the free buffers soon, give them back.
+                _pool.ReleaseFree();
+                if (Interlocked.Exchange(ref _admittedSinceIdle, 0) >= CollectAfterConnections)
+                {
+                    // Each connection also leaves some 200 KiB of managed garbage (its receive buffer, send
+                    // blocks, sockets, tasks). With nothing left to allocate, the GC would not run, and would
+                    // keep the freed regions committed if it did: after a burst of connections (64 clients
+                    // leave 15 MiB), one compacting collection gives that memory back to the system too.
+                    GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+                }
+            }
         }
     }
 
@@ -202,6 +305,11 @@ public sealed class NbdServer : IAsyncDisposable
         }
 
         await _stopping.CancelAsync().ConfigureAwait(false);
+        if (_sweeper is not null)
+        {
+            await _sweeper.DisposeAsync().ConfigureAwait(false);
+        }
+
         foreach (var l in _listeners)
         {
             l.Dispose();
@@ -225,5 +333,8 @@ public sealed class NbdServer : IAsyncDisposable
         }
 
         _stopping.Dispose();
+
+        // Buffers still rented by a connection that did not end in time are unmapped as they come back.
+        _pool.Dispose();
     }
 }

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
+using Dolly.Storage;
 
 namespace Dolly.Nbd;
 
@@ -26,6 +27,23 @@ public sealed record NbdServerOptions
 
     /// <summary>Bytes of request and reply payload one connection may have in flight.</summary>
     public long MaxInFlightBytesPerConnection { get; init; } = 64L << 20;
+
+    /// <summary>
+    /// Bytes of payload buffers the whole server may hold at once, rented or kept for reuse (the server-wide
+    /// memory budget), counted at the size really allocated (the buffer's power-of-two class). 1 MiB of it is
+    /// set aside per connection (<see cref="MaxConnections"/>) so that every client's ordinary requests are
+    /// served whatever the others hold; the rest is shared, first come first served, and a connection whose
+    /// next buffer does not fit waits until others give buffers back.
+    /// </summary>
+    public long MaxBufferBytes { get; init; } = 128L << 20;
+
+    /// <summary>
+    /// How long a connection in transmission may sit idle (no request outstanding) before its slot may be
+    /// given to a new client when the server is at <see cref="MaxConnections"/>; also how long replies may wait
+    /// for a client that does not read them before that connection is closed.
+    /// <see cref="Timeout.InfiniteTimeSpan"/> turns both off.
+    /// </summary>
+    public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
     /// <summary>Requests one connection may have in flight.</summary>
     public int MaxInFlightRequestsPerConnection { get; init; } = 64;
@@ -63,6 +81,17 @@ public sealed record NbdServerOptions
         if (MaxConnections < 1 || MaxPayload < 4096 || MaxInFlightBytesPerConnection < MaxPayload || MaxInFlightRequestsPerConnection < 1)
         {
             return "limits must be positive, the payload at least 4096 bytes and the in-flight budget at least one payload";
+        }
+
+        long needed = (MaxConnections * NbdBufferPool.ReservePerConnection) + NbdBufferPool.ClassSize(MaxPayload);
+        if (MaxBufferBytes < needed)
+        {
+            return $"the server's buffer budget ({ByteSize.Format(MaxBufferBytes)}) must hold a {ByteSize.Format(NbdBufferPool.ReservePerConnection)} reserve per connection ({MaxConnections}) plus one buffer of the largest payload ({ByteSize.Format(NbdBufferPool.ClassSize(MaxPayload))}): at least {ByteSize.Format(needed)}";
+        }
+
+        if (IdleTimeout <= TimeSpan.Zero && IdleTimeout != Timeout.InfiniteTimeSpan)
+        {
+            return "the idle timeout must be positive (or infinite)";
         }
 
         return null;

@@ -45,6 +45,9 @@ public sealed class NbdCommandTests : CliTestBase
         await Fails(ExitCodes.InvalidArgument, "limits must be positive", "nbd", "serve", "--max-payload", "1Ki");
         await Fails(ExitCodes.InvalidArgument, "limits must be positive", "nbd", "serve", "--max-payload", "32Mi", "--max-in-flight", "1Mi");
         await Fails(ExitCodes.InvalidArgument, "--max-payload", "nbd", "serve", "--max-payload", "big");
+        await Fails(ExitCodes.InvalidArgument, "buffer budget", "nbd", "serve", "--max-buffer", "64Mi");
+        await Fails(ExitCodes.InvalidArgument, "buffer budget", "nbd", "serve", "--max-connections", "1000");
+        await Fails(ExitCodes.InvalidArgument, "--idle-timeout", "nbd", "serve", "--idle-timeout", "-1");
     }
 
     [Fact]

@@ -211,6 +211,8 @@ internal static class BenchCommand
         return e2e;
     }
 
+    private const string NbdTransferSection = "transfer";
+
     /// <summary><c>dolly bench nbd</c>: Dolly's NBD server against nbdkit's file plugin with nbdcopy and fio.</summary>
     private static Command BuildNbd(CliContext context)
     {
@@ -221,15 +223,29 @@ internal static class BenchCommand
         var rounds = new Option<int>("--rounds") { Description = "Rounds, alternating Dolly and nbdkit; medians are reported", DefaultValueFactory = _ => 3 };
         var fioSeconds = new Option<int>("--fio-seconds") { Description = "Run time of each fio random-I/O job", DefaultValueFactory = _ => 5 };
         var strict = new Option<bool>("--strict") { Description = "Exit 13 when any target is missed" };
+        var only = new Option<string[]>("--only")
+        {
+            Description = $"Run only these sections: {NbdTransferSection} (nbdcopy and fio against nbdkit), {NbdMemoryBench.Section} (server RSS with 64 clients that read nothing)",
+            AllowMultipleArgumentsPerToken = true,
+            HelpName = "SECTION",
+        };
         var nbd = new Command(
             "nbd",
             "Measure the NBD server against nbdkit's file plugin serving a raw file in the same directory: nbdcopy sequential write and read " +
-            "(target ratio >= 1.0), fio 4 KiB random read and write (target >= 0.8), 1 vs 4 connections. Needs nbdcopy, nbdkit and fio.")
+            "(target ratio >= 1.0), fio 4 KiB random read and write (target >= 0.8), 1 vs 4 connections (needs nbdcopy, nbdkit and fio); " +
+            "and the server's RSS with 64 connections sending 32 MiB reads and reading nothing (target <= 256 MiB above idle, back to idle after they leave).")
         {
-            json, quick, dir, size, rounds, fioSeconds, strict,
+            json, quick, dir, size, rounds, fioSeconds, strict, only,
         };
         nbd.SetAction(async (parse, ct) =>
         {
+            var sections = (parse.GetValue(only) ?? []).SelectMany(o => o.Split(',')).ToHashSet();
+            if (sections.FirstOrDefault(s => s is not (NbdTransferSection or NbdMemoryBench.Section)) is { } unknown)
+            {
+                throw new CliFailureException(ExitCodes.InvalidArgument, $"--only '{unknown}' is not a section of the NBD benchmark: {NbdTransferSection}, {NbdMemoryBench.Section}");
+            }
+
+            bool all = sections.Count == 0;
             bool q = parse.GetValue(quick);
             long bytes = q ? 64L << 20 : CliContext.ParseSize(parse.GetValue(size), "--size");
             if (bytes <= 0 || bytes % 4096 != 0)
@@ -248,7 +264,21 @@ internal static class BenchCommand
             var date = DateTimeOffset.UtcNow;
             var started = Stopwatch.GetTimestamp();
             var machine = BenchReport.Machine(parent);
-            var figures = await InScratchAsync(context, root, say => new NbdBench(root, bytes, r, TimeSpan.FromSeconds(seconds), say).RunAsync(ct));
+            var figures = await InScratchAsync(context, root, async say =>
+            {
+                var results = new List<BenchFigure>();
+                if (all || sections.Contains(NbdTransferSection))
+                {
+                    results.AddRange(await new NbdBench(root, bytes, r, TimeSpan.FromSeconds(seconds), say).RunAsync(ct));
+                }
+
+                if (all || sections.Contains(NbdMemoryBench.Section))
+                {
+                    results.AddRange(await new NbdMemoryBench(root, q, say).RunAsync(ct));
+                }
+
+                return results;
+            });
 
             return Report(context, figures, new ReportInfo(parse.GetValue(json), q, parse.GetValue(strict), 65536, machine, date, Stopwatch.GetElapsedTime(started)));
         });

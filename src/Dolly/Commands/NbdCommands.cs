@@ -26,9 +26,21 @@ internal static class NbdCommands
         var maxConnections = new Option<int>("--max-connections") { Description = "Connections served at once; more are closed at accept", DefaultValueFactory = _ => 64 };
         var maxPayload = new Option<string>("--max-payload") { Description = "Largest READ or WRITE accepted", DefaultValueFactory = _ => "32Mi", HelpName = "SIZE" };
         var maxInFlight = new Option<string>("--max-in-flight") { Description = "Payload bytes one connection may hold at once (bounds its memory)", DefaultValueFactory = _ => "64Mi", HelpName = "SIZE" };
+        var maxBuffer = new Option<string>("--max-buffer")
+        {
+            Description = "Payload buffer memory the whole server may hold (1 MiB of it reserved per connection); clients beyond it wait",
+            DefaultValueFactory = _ => "128Mi",
+            HelpName = "SIZE",
+        };
+        var idleTimeout = new Option<int>("--idle-timeout")
+        {
+            Description = "Seconds after which an idle connection gives its slot to a new client when the server is full, and a client that does not read its replies is disconnected; 0 = never",
+            DefaultValueFactory = _ => 60,
+            HelpName = "SECONDS",
+        };
         var serve = new Command("serve", "Serve the pool's volumes and snapshots until interrupted (Ctrl-C). Unix socket (mode 0600) by default")
         {
-            socket, tcp, cert, key, clientCa, maxConnections, maxPayload, maxInFlight,
+            socket, tcp, cert, key, clientCa, maxConnections, maxPayload, maxInFlight, maxBuffer, idleTimeout,
         };
         serve.SetAction((parse, ct) => ServeAsync(
             context,
@@ -41,7 +53,9 @@ internal static class NbdCommands
                 parse.GetValue(clientCa),
                 parse.GetValue(maxConnections),
                 CliContext.ParseSize(parse.GetValue(maxPayload), "--max-payload"),
-                CliContext.ParseSize(parse.GetValue(maxInFlight), "--max-in-flight")),
+                CliContext.ParseSize(parse.GetValue(maxInFlight), "--max-in-flight"),
+                CliContext.ParseSize(parse.GetValue(maxBuffer), "--max-buffer"),
+                parse.GetValue(idleTimeout)),
             ct));
         nbd.Subcommands.Add(serve);
 
@@ -61,11 +75,16 @@ internal static class NbdCommands
         HelpName = "PATH",
     };
 
-    private sealed record ServeRequest(string? Socket, string[] Tcp, string? Cert, string? Key, string? ClientCa, int MaxConnections, long MaxPayload, long MaxInFlight);
+    private sealed record ServeRequest(string? Socket, string[] Tcp, string? Cert, string? Key, string? ClientCa, int MaxConnections, long MaxPayload, long MaxInFlight, long MaxBuffer, int IdleTimeoutSeconds);
 
     private static async Task<int> ServeAsync(CliContext context, ParseResult parse, ServeRequest request, CancellationToken ct)
     {
         var endpoints = request.Tcp.Select(ParseEndpoint).ToList();
+        if (request.IdleTimeoutSeconds < 0)
+        {
+            throw new CliFailureException(ExitCodes.InvalidArgument, $"--idle-timeout {request.IdleTimeoutSeconds} must be 0 (never) or a number of seconds");
+        }
+
         if ((request.Cert is null) != (request.Key is null))
         {
             throw new CliFailureException(ExitCodes.InvalidArgument, "--tls-cert and --tls-key go together");
@@ -95,6 +114,8 @@ internal static class NbdCommands
                 MaxConnections = request.MaxConnections,
                 MaxPayload = (int)Math.Clamp(request.MaxPayload, 0, int.MaxValue),
                 MaxInFlightBytesPerConnection = request.MaxInFlight,
+                MaxBufferBytes = request.MaxBuffer,
+                IdleTimeout = request.IdleTimeoutSeconds == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(request.IdleTimeoutSeconds),
             };
             if (options.Validate() is { } problem)
             {

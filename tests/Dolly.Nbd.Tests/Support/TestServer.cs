@@ -64,7 +64,7 @@ internal sealed class TestServer : IAsyncDisposable
 
     public int Port => TcpEndPoint.Port;
 
-    public static TestServer Start(Func<NbdServerOptions, NbdServerOptions>? configure = null, PoolCreateOptions? poolOptions = null)
+    public static TestServer Start(Func<NbdServerOptions, NbdServerOptions>? configure = null, PoolCreateOptions? poolOptions = null, TimeProvider? time = null)
     {
         var dir = new TempDir();
         var pool = Pool.Create(dir.Sub("pool"), poolOptions).Value;
@@ -80,7 +80,7 @@ internal sealed class TestServer : IAsyncDisposable
         }
 
         var log = new CapturingLogger();
-        var server = new NbdServer(new ExportCatalog(pool), options, log);
+        var server = new NbdServer(new ExportCatalog(pool), options, log, time);
         server.Start();
         return new TestServer(dir, pool, server, socket, options, log);
     }
