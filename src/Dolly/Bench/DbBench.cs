@@ -42,7 +42,7 @@ internal sealed class DbBench(string root, DbBenchOptions options, DbTools tools
         using var pool = Pool.Create(Path.Combine(root, "pool")).OrFail();
         pool.CreateVolume(Volume, options.VolumeSize).OrFail();
         var server = new NbdServer(new ExportCatalog(pool), new NbdServerOptions { UnixSocketPath = dollySocket });
-        using var kit = NbdBench.StartNbdkit(kitSocket, raw);
+        using var kit = BenchProcess.StartBackground(tools.Setsid, [tools.Nbdkit, "--foreground", "--exit-with-parent", "-U", kitSocket, "file", raw], new System.Text.StringBuilder());
         DbStack? dolly = null, plain = null;
         try
         {

@@ -170,7 +170,7 @@ internal sealed partial class DbStack : IAsyncDisposable
         _log($"{Name}: nbdfuse {uri}");
         string pidFile = Path.Combine(SocketDir, "nbdfuse.pid");
         string disk = Path.Combine(_fuseDir, "disk");
-        _fuse = BenchProcess.StartBackground(_tools.Nbdfuse, ["-P", pidFile, disk, uri], _fuseErrors);
+        _fuse = BenchProcess.StartBackground(_tools.Setsid, [_tools.Nbdfuse, "-P", pidFile, disk, uri], _fuseErrors);
         await WaitForAsync(() => File.Exists(pidFile) && File.Exists(disk), "nbdfuse to serve the export", ct).ConfigureAwait(false);
 
         _loop = (await BenchProcess.RunAsync(_tools.Losetup, ["--find", "--show", disk], ct).ConfigureAwait(false)).Trim();

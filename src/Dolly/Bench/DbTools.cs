@@ -3,7 +3,9 @@ namespace Dolly.Bench;
 /// <summary>
 /// The programs <c>dolly bench db</c> drives, by full path: PostgreSQL's server binaries (run as the
 /// <c>postgres</c> user, as the server refuses root), the NBD client stack (nbdfuse, a loop device, ext4) and
-/// nbdkit as the baseline server.
+/// nbdkit as the baseline server. <see cref="Setsid"/> starts nbdfuse and nbdkit in a session of their own:
+/// Ctrl-C in a terminal signals the whole foreground process group, and those helpers dying with it would
+/// leave the file system above them without a disk while teardown still has to unmount it cleanly.
 /// </summary>
 internal sealed record DbTools(
     string PgBin,
@@ -15,7 +17,8 @@ internal sealed record DbTools(
     string Mount,
     string Umount,
     string Runuser,
-    string Chown)
+    string Chown,
+    string Setsid)
 {
     /// <summary>The user PostgreSQL runs as (created by Debian's postgresql-common).</summary>
     public const string PostgresUser = "postgres";
@@ -73,7 +76,8 @@ internal sealed record DbTools(
             Need("mount", "mount"),
             Need("umount", "mount"),
             Need("runuser", "util-linux"),
-            Need("chown", "coreutils"));
+            Need("chown", "coreutils"),
+            Need("setsid", "util-linux"));
         if (missing.Count > 0)
         {
             throw new CliFailureException(
