@@ -23,6 +23,8 @@ internal static partial class BenchProcess
         var r = await TryAsync(file, args, ct).ConfigureAwait(false);
         if (!r.Ok)
         {
+            // Ctrl-C in a terminal also signals the child; its death is then the cancellation, not a failure.
+            ct.ThrowIfCancellationRequested();
             string why = string.IsNullOrWhiteSpace(r.Err) ? r.Out.Trim() : r.Err.Trim();
             throw new CliFailureException(ExitCodes.IoError, $"{Path.GetFileName(file)} {string.Join(' ', args)} failed (exit {r.ExitCode}): {why}");
         }
