@@ -18,6 +18,10 @@ have losetup || need+=(mount)
 # The CSI node's kernel NBD path (tests/Dolly.Csi.Tests KernelNodeTests). The package installs without the nbd
 # kernel module; where /dev/nbd0 is absent those tests skip and say so.
 have nbd-client || need+=(nbd-client)
+# PostgreSQL 15 for `dolly bench db` and its smoke test (server, pgbench and psql, run as the postgres user
+# the package creates), found where Debian puts it rather than on PATH.
+pg_missing=false
+ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 || { pg_missing=true; need+=(postgresql-15); }
 
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
@@ -25,4 +29,9 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq >/dev/null
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # The package creates and starts a "main" cluster on port 5432 that nothing here uses: stop it (its data
+  # stays), as the benchmark runs clusters of its own on Unix sockets.
+  if $pg_missing && command -v pg_ctlcluster >/dev/null 2>&1; then
+    $SUDO pg_ctlcluster 15 main stop >/dev/null 2>&1 || true
+  fi
 fi

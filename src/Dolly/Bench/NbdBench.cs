@@ -49,6 +49,13 @@ internal sealed class NbdBench(string root, long size, int rounds, TimeSpan fioR
             string dolly = $"nbd+unix:///{Volume}?socket={dollySocket}";
             string nbdkit = $"nbd+unix:///?socket={kitSocket}";
 
+            // Every measured write lands on data written before (as a database's writes do), not on fresh blocks.
+            foreach (var uri in new[] { dolly, nbdkit })
+            {
+                log($"filling {(uri == dolly ? "dolly" : "nbdkit")} (not measured)");
+                await TimeAsync("nbdcopy", ["--flush", source, uri], ct).ConfigureAwait(false);
+            }
+
             var writes = new Dictionary<string, List<double>> { [dolly] = [], [nbdkit] = [] };
             var reads = new Dictionary<string, List<double>> { [dolly] = [], [nbdkit] = [] };
             for (int round = 0; round < rounds; round++)
@@ -64,8 +71,8 @@ internal sealed class NbdBench(string root, long size, int rounds, TimeSpan fioR
             }
 
             var figures = new List<BenchFigure>();
-            AddRatio(figures, "sequential (nbdcopy, 256 KiB requests, 4 connections)", "write", writes[dolly], writes[nbdkit], 1.0);
-            AddRatio(figures, "sequential (nbdcopy, 256 KiB requests, 4 connections)", "read", reads[dolly], reads[nbdkit], 1.0);
+            AddRatio(figures, "sequential over data already written (nbdcopy, 256 KiB requests, 4 connections)", "write", writes[dolly], writes[nbdkit], 1.0);
+            AddRatio(figures, "sequential over data already written (nbdcopy, 256 KiB requests, 4 connections)", "read", reads[dolly], reads[nbdkit], 1.0);
 
             foreach (var mode in new[] { "randread", "randwrite" })
             {
@@ -74,11 +81,25 @@ internal sealed class NbdBench(string root, long size, int rounds, TimeSpan fioR
                 for (int round = 0; round < rounds; round++)
                 {
                     log($"round {round + 1}/{rounds}: fio {mode} on dolly and nbdkit");
-                    d.Add(await FioIopsAsync(dolly, mode, ct).ConfigureAwait(false));
-                    k.Add(await FioIopsAsync(nbdkit, mode, ct).ConfigureAwait(false));
+                    d.Add(await FioIopsAsync(dolly, mode, FioShape.Deep, ct).ConfigureAwait(false));
+                    k.Add(await FioIopsAsync(nbdkit, mode, FioShape.Deep, ct).ConfigureAwait(false));
                 }
 
-                AddIops(figures, mode, d, k);
+                AddIops(figures, "4 KiB random (fio nbd engine, iodepth 16)", mode, d, k, mode == "randwrite" ? 0.9 : 0.8);
+            }
+
+            foreach (var shape in new[] { FioShape.FlushEach, FioShape.FlushPer32 })
+            {
+                var d = new List<double>();
+                var k = new List<double>();
+                for (int round = 0; round < rounds; round++)
+                {
+                    log($"round {round + 1}/{rounds}: fio randwrite, {shape.Name}, on dolly and nbdkit");
+                    d.Add(await FioIopsAsync(dolly, "randwrite", shape, ct).ConfigureAwait(false));
+                    k.Add(await FioIopsAsync(nbdkit, "randwrite", shape, ct).ConfigureAwait(false));
+                }
+
+                AddIops(figures, "4 KiB random write with flushes (fio nbd engine)", shape.Name, d, k, shape.Target);
             }
 
             foreach (var uri in new[] { dolly, nbdkit })
@@ -118,22 +139,23 @@ internal sealed class NbdBench(string root, long size, int rounds, TimeSpan fioR
             Details: new Dictionary<string, double> { ["dolly_bytes_per_s"] = d, ["nbdkit_bytes_per_s"] = k }));
     }
 
-    private static void AddIops(List<BenchFigure> figures, string mode, List<double> dolly, List<double> kit)
+    private static void AddIops(List<BenchFigure> figures, string group, string name, List<double> dolly, List<double> kit, double target)
     {
         double d = BenchReport.Median(dolly), k = BenchReport.Median(kit), ratio = d / k;
-        figures.Add(new BenchFigure("4 KiB random (fio nbd engine, iodepth 16)", $"{mode}: dolly / nbdkit", ratio, "ratio", $"{d:0} vs {k:0} IOPS = {ratio:0.00}", ">= 0.8", ratio >= 0.8,
+        figures.Add(new BenchFigure(group, $"{name}: dolly / nbdkit", ratio, "ratio", $"{d:0} vs {k:0} IOPS = {ratio:0.00}", $">= {target:0.0}", ratio >= target,
             Details: new Dictionary<string, double> { ["dolly_iops"] = d, ["nbdkit_iops"] = k }));
     }
 
     private static string Mb(double bytesPerSecond) => string.Create(CultureInfo.InvariantCulture, $"{bytesPerSecond / (1 << 20):0} MiB/s");
 
-    private async Task<double> FioIopsAsync(string uri, string mode, CancellationToken ct)
+    private async Task<double> FioIopsAsync(string uri, string mode, FioShape shape, CancellationToken ct)
     {
+        string[] flushes = shape.FlushEvery > 0 ? [$"--fsync={shape.FlushEvery}"] : [];
         string output = await RunAsync(
             "fio",
             [
-                "--name=bench", "--ioengine=nbd", $"--uri={uri}", $"--rw={mode}", "--bs=4k", "--iodepth=16", "--numjobs=1",
-                "--time_based", $"--runtime={(int)fioRuntime.TotalSeconds}", $"--size={size}", "--output-format=json", "--randrepeat=1",
+                "--name=bench", "--ioengine=nbd", $"--uri={uri}", $"--rw={mode}", "--bs=4k", $"--iodepth={shape.IoDepth}", "--numjobs=1",
+                "--time_based", $"--runtime={(int)fioRuntime.TotalSeconds}", $"--size={size}", "--output-format=json", "--randrepeat=1", .. flushes,
             ],
             ct).ConfigureAwait(false);
         int start = output.IndexOf('{', StringComparison.Ordinal);
@@ -169,7 +191,7 @@ internal sealed class NbdBench(string root, long size, int rounds, TimeSpan fioR
         return await stdout.ConfigureAwait(false);
     }
 
-    private static Process StartNbdkit(string socket, string raw)
+    internal static Process StartNbdkit(string socket, string raw)
     {
         var psi = new ProcessStartInfo("nbdkit") { UseShellExecute = false, RedirectStandardError = true };
         foreach (var a in new[] { "--foreground", "--exit-with-parent", "-U", socket, "file", raw })
@@ -180,7 +202,7 @@ internal sealed class NbdBench(string root, long size, int rounds, TimeSpan fioR
         return Process.Start(psi) ?? throw new CliFailureException(ExitCodes.IoError, "cannot start nbdkit");
     }
 
-    private static async Task WaitForSocketAsync(string path, CancellationToken ct)
+    internal static async Task WaitForSocketAsync(string path, CancellationToken ct)
     {
         var deadline = Stopwatch.GetTimestamp();
         while (!File.Exists(path))
@@ -207,4 +229,17 @@ internal sealed class NbdBench(string root, long size, int rounds, TimeSpan fioR
 
     internal static string? FindOnPath(string tool) =>
         (Environment.GetEnvironmentVariable("PATH") ?? string.Empty).Split(':').Select(d => Path.Combine(d, tool)).FirstOrDefault(File.Exists);
+
+    /// <summary>
+    /// The queue depth of a fio job and how often it flushes (fio's --fsync=N: an NBD_CMD_FLUSH after every N
+    /// writes, 0 for never), with the Dolly / nbdkit target of issue 9 for that shape.
+    /// </summary>
+    private sealed record FioShape(string Name, int IoDepth, int FlushEvery, double Target)
+    {
+        public static FioShape Deep { get; } = new("iodepth 16", 16, 0, 0.9);
+
+        public static FioShape FlushEach { get; } = new("flush after every write, iodepth 1", 1, 1, 0.9);
+
+        public static FioShape FlushPer32 { get; } = new("flush every 32 writes, iodepth 4", 4, 32, 1.0);
+    }
 }

@@ -7,7 +7,7 @@ using Dolly.Storage;
 namespace Dolly.Commands;
 
 /// <summary><c>dolly bench engine [--json FILE] [--quick] [--dir DIR] [--strict]</c>.</summary>
-internal static class BenchCommand
+internal static partial class BenchCommand
 {
     public static Command Build(CliContext context)
     {
@@ -45,6 +45,7 @@ internal static class BenchCommand
             new BenchRequest(parse.GetValue(json), parse.GetValue(quick), parse.GetValue(dir), parse.GetValue(strict), parse.GetValue(blockSize)!, parse.GetValue(only) ?? [])));
         bench.Subcommands.Add(engine);
         bench.Subcommands.Add(BuildNbd(context));
+        bench.Subcommands.Add(BuildDb(context));
         bench.Subcommands.Add(BuildApi(context));
         bench.Subcommands.Add(BuildE2e(context));
         return bench;
