@@ -52,17 +52,27 @@ internal sealed class GroupSnapshotController : Reconciler
             }
         });
 
-        // A claim that appears, binds or changes labels may be what an unbound group snapshot waits for.
+        // A claim that appears, binds or changes labels, or a class that appears, may be what an unbound group
+        // snapshot waits for.
         cluster.Claims.OnChange((_, claim) =>
         {
-            foreach (var g in cluster.GroupSnapshots.List())
+            if (claim is not null)
             {
-                if (claim is not null && g.Metadata.NamespaceProperty == claim.Metadata.NamespaceProperty && string.IsNullOrEmpty(g.Status?.BoundVolumeGroupSnapshotContentName))
-                {
-                    Queue.Add(Informer<VolumeGroupSnapshot>.Key(g));
-                }
+                RetryUnbound(claim.Metadata.NamespaceProperty);
             }
         });
+        cluster.GroupClasses.OnChange((_, _) => RetryUnbound(null));
+    }
+
+    private void RetryUnbound(string? ns)
+    {
+        foreach (var g in _c.Cluster.GroupSnapshots.List())
+        {
+            if ((ns is null || g.Metadata.NamespaceProperty == ns) && string.IsNullOrEmpty(g.Status?.BoundVolumeGroupSnapshotContentName))
+            {
+                Queue.Add(Informer<VolumeGroupSnapshot>.Key(g));
+            }
+        }
     }
 
     protected override async Task<Outcome> ReconcileAsync(string key, CancellationToken cancellationToken)

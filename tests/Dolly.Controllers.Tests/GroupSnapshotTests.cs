@@ -289,6 +289,52 @@ public sealed class GroupSnapshotTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task WriterAlternatingBetweenTwoVolumes_RestoredPairShowsNoTear()
+    {
+        // The writer puts sequence number n on the WAL volume, then n on the data volume: at every instant wal is
+        // data or data + 1. A group snapshot cut one volume after the other could catch data ahead of wal, or
+        // wal ahead by more than one.
+        await GroupClassAsync("groups", "Delete", isDefault: true);
+        var labels = new Dictionary<string, string> { ["app"] = "seq" };
+        await ClaimAsync("seq-wal", labels);
+        await ClaimAsync("seq-data", labels);
+        var wal = S.Pool.OpenDevice(await HandleOf("seq-wal")).Value;
+        var data = S.Pool.OpenDevice(await HandleOf("seq-data")).Value;
+        long written = 0;
+        using var stopWriter = new CancellationTokenSource();
+        var writer = Task.Run(
+            () =>
+            {
+                var block = new byte[4096];
+                for (long n = 1; !stopWriter.IsCancellationRequested; n++)
+                {
+                    BitConverter.TryWriteBytes(block, n);
+                    wal.Write(0, block).ThrowIfFailed();
+                    data.Write(0, block).ThrowIfFailed();
+                    Interlocked.Exchange(ref written, n);
+                }
+            },
+            Ct);
+        await Until(() => Task.FromResult(Interlocked.Read(ref written) > 200), "the writer never got going");
+        await GroupSnapshotAsync("seq-snap", Selector("app", "seq"));
+        await UntilFound(async () => await TryGet(Group, Version, "volumegroupsnapshots", "seq-snap") is { } g && Str(g, "status", "readyToUse") == "True" ? g : null, "group never ready");
+        await stopWriter.CancelAsync();
+        await writer;
+
+        var members = (await List("snapshot.storage.k8s.io", "v1", "volumesnapshots")).Where(m => Str(m, "metadata", "labels", "dolly.io/volume-group-snapshot") == "seq-snap")
+            .ToDictionary(m => Str(m, "metadata", "annotations", "dolly.io/source-persistent-volume-claim")!, m => Str(m, "metadata", "name")!);
+        var seen = new Dictionary<string, long>();
+        foreach (var (claim, member) in members)
+        {
+            await ClaimAsync("back-" + claim, source: new V1TypedLocalObjectReference { ApiGroup = "snapshot.storage.k8s.io", Kind = "VolumeSnapshot", Name = member });
+            seen[claim] = BitConverter.ToInt64(Read(await HandleOf("back-" + claim), 0, 4096));
+        }
+
+        Assert.InRange(seen["seq-data"], 200, Interlocked.Read(ref written));
+        Assert.InRange(seen["seq-wal"] - seen["seq-data"], 0, 1);
+    }
+
+    [Fact]
     public async Task RetainPolicy_ContentOutlivesTheGroup_AndBindsAgainPreProvisioned()
     {
         await GroupClassAsync("keep", "Retain", isDefault: true);
@@ -384,6 +430,20 @@ public sealed class GroupSnapshotTests : IAsyncLifetime
         // Deleting a group snapshot that never bound leaves nothing behind.
         await K.CustomObjects.DeleteNamespacedCustomObjectAsync(Group, Version, "default", "volumegroupsnapshots", name, cancellationToken: Ct);
         await Until(async () => await TryGet(Group, Version, "volumegroupsnapshots", name) is null, "group never deleted");
+    }
+
+    [Fact]
+    public async Task NoDefaultClassYet_Waits_ThenCutOnceOneIsMade()
+    {
+        await ClaimAsync("late", new Dictionary<string, string> { ["app"] = "late" });
+        await GroupSnapshotAsync("waits", Selector("app", "late"));
+        await UntilFound(async () => await TryGet(Group, Version, "volumegroupsnapshots", "waits") is { } g && Str(g, "status", "error", "message") is not null ? g : null, "no error while no class exists");
+        Assert.Empty(S.Pool.ListDevices(Storage.DeviceKind.Snapshot));
+        await GroupClassAsync("arrives", "Delete", isDefault: true);
+        var group = await UntilFound(async () => await TryGet(Group, Version, "volumegroupsnapshots", "waits") is { } g && Str(g, "status", "readyToUse") == "True" ? g : null, "never cut after the class was made");
+        Assert.Null(Str(group, "status", "error"));
+        Assert.Equal("arrives", Str(group, "spec", "volumeGroupSnapshotClassName"));
+        Assert.Single(S.Pool.ListDevices(Storage.DeviceKind.Snapshot));
     }
 
     [Fact]
