@@ -383,6 +383,7 @@ public sealed class GroupSnapshotTests : IAsyncLifetime
         { "other-driver-class", "class-other", "VolumeGroupSnapshotClass elsewhere is of driver other.example.com, but the claims are volumes of csi.dolly.io" },
         { "no-default", "no-default", "cannot find a default VolumeGroupSnapshotClass for driver csi.dolly.io" },
         { "pre-provisioned-missing", "content-missing", "VolumeGroupSnapshotContent absent does not exist" },
+        { "mixed-drivers", "other-driver-claim", "PersistentVolumeClaim default/foreign is a volume of driver other.example.com, the others of csi.dolly.io: one group snapshot is cut by one driver" },
     };
 
     [Theory]
@@ -410,6 +411,29 @@ public sealed class GroupSnapshotTests : IAsyncLifetime
                 await GroupSnapshotAsync(name, Selector("app", "db"), className: "elsewhere");
                 break;
             case "no-default":
+                await GroupSnapshotAsync(name, Selector("app", "db"));
+                break;
+            case "other-driver-claim":
+                await GroupClassAsync("groups", "Delete", isDefault: true);
+                await K.CoreV1.CreatePersistentVolumeAsync(
+                    new V1PersistentVolume
+                    {
+                        Metadata = new V1ObjectMeta { Name = "foreign-pv" },
+                        Spec = new V1PersistentVolumeSpec
+                        {
+                            Capacity = new Dictionary<string, ResourceQuantity> { ["storage"] = new("16Mi") },
+                            AccessModes = ["ReadWriteOnce"],
+                            StorageClassName = "",
+                            Csi = new V1CSIPersistentVolumeSource { Driver = "other.example.com", VolumeHandle = "elsewhere-1" },
+                        },
+                    },
+                    cancellationToken: Ct);
+                var foreign = DriverStack.Claim("foreign", "16Mi");
+                foreign.Metadata.Labels = new Dictionary<string, string> { ["app"] = "db" };
+                foreign.Spec.StorageClassName = "";
+                foreign.Spec.VolumeName = "foreign-pv";
+                await K.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(foreign, "default", cancellationToken: Ct);
+                await Until(async () => (await K.CoreV1.ReadNamespacedPersistentVolumeClaimAsync("foreign", "default", cancellationToken: Ct)).Status?.Phase == "Bound", "foreign claim never bound");
                 await GroupSnapshotAsync(name, Selector("app", "db"));
                 break;
             case "content-missing":
