@@ -195,13 +195,37 @@ public sealed class ApiServer : IAsyncDisposable
         var crdType = service.Registry.Find("apiextensions.k8s.io", "v1", "customresourcedefinitions")!;
         foreach (var crd in ResourceRegistry.BootstrapCrds())
         {
-            if (service.Store.Get(crdType.StorageKey, "", Json.Name(crd)) is null)
+            var stored = service.Store.Get(crdType.StorageKey, "", Json.Name(crd));
+            if (stored is null)
             {
                 service.Create(crdType, "", (JsonObject)crd.DeepClone(), WriteOptions.Default with { FieldManager = "dolly-apiserver" });
+            }
+            else if (MissingVersions(service.Get(crdType, "", Json.Name(crd)), crd) is { } upgraded)
+            {
+                // A state directory from before a version was shipped (groupsnapshot v1beta2): serve it too.
+                service.Update(crdType, "", Json.Name(crd), upgraded, null, WriteOptions.Default with { FieldManager = "dolly-apiserver" });
             }
         }
 
         service.RefreshCrds();
+    }
+
+    /// <summary>
+    /// The stored CRD with the shipped one's versions when the shipped one serves a version the stored one lacks;
+    /// null when nothing is missing. Versions share one schema and storage, so no object needs converting.
+    /// </summary>
+    private static JsonObject? MissingVersions(JsonObject stored, JsonObject shipped)
+    {
+        static IEnumerable<string> Names(JsonObject crd) =>
+            (crd["spec"]?["versions"] as JsonArray ?? []).Select(v => v?["name"]?.GetValue<string>() ?? "");
+        if (Names(shipped).All(n => Names(stored).Contains(n, StringComparer.Ordinal)))
+        {
+            return null;
+        }
+
+        var upgraded = (JsonObject)stored.DeepClone();
+        upgraded["spec"]!["versions"] = shipped["spec"]!["versions"]!.DeepClone();
+        return upgraded;
     }
 
     /// <summary>Ends watches, stops listening, stops the controllers and closes the database.</summary>

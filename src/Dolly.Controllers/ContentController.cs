@@ -205,7 +205,9 @@ internal sealed class ContentController : Reconciler
             }
         }
 
-        if (content.Spec.DeletionPolicy == "Delete" && !string.IsNullOrEmpty(handle))
+        // A member of a group snapshot is deleted with its group (DeleteVolumeGroupSnapshot), never on its own.
+        bool groupMember = !string.IsNullOrEmpty(Cluster.Annotation(content.Metadata, GroupNames.MemberOfGroupAnnotation));
+        if (content.Spec.DeletionPolicy == "Delete" && !string.IsNullOrEmpty(handle) && !groupMember)
         {
             try
             {

@@ -134,6 +134,8 @@ public static class DollyControllers
             new SourceGuard(context),
             new VolumeReaper(context),
             new Resizer(context),
+            new GroupSnapshotController(context),
+            new GroupContentController(context),
         };
         if (options.BindVolumes)
         {

@@ -452,6 +452,12 @@ internal sealed class SnapshotController : Reconciler
             return;
         }
 
+        // A member of a group snapshot goes with its group: GroupSnapshotController lifts this finalizer then.
+        if (Cluster.HasFinalizer(meta, GroupNames.InGroupFinalizer))
+        {
+            return;
+        }
+
         // A restore still waiting for its volume keeps the snapshot.
         var restoring = _c.Cluster.Claims.List()
             .Where(c => c.Metadata.DeletionTimestamp is null && string.IsNullOrEmpty(c.Spec?.VolumeName)

@@ -63,7 +63,7 @@ internal sealed class GroupControllerService(Pool pool, ILogger<GroupControllerS
         lock (_gate)
         {
             // A group made before: the same name with the same sources is a retry, anything else a conflict.
-            var existing = pool.ListDevices(DeviceKind.Snapshot).Where(s => CsiNames.IsGroupMemberName(group, s.Name)).ToList();
+            var existing = ExistingMembers(group);
             if (existing.Count > 0)
             {
                 bool same = existing.Count == members.Count
@@ -108,18 +108,22 @@ internal sealed class GroupControllerService(Pool pool, ILogger<GroupControllerS
 
     public override Task<DeleteVolumeGroupSnapshotResponse> DeleteVolumeGroupSnapshot(DeleteVolumeGroupSnapshotRequest request, ServerCallContext context)
     {
-        string group = request.GroupSnapshotId;
+        const string Rpc = "DeleteVolumeGroupSnapshot";
+        string group = RequireGroupId(request.GroupSnapshotId, Rpc);
         lock (_gate)
         {
-            var members = Members(group, request.SnapshotIds, "DeleteVolumeGroupSnapshot");
-            foreach (var s in members)
+            // A group that is gone (or never was) is deleted: the spec wants OK, whatever snapshot_ids says, so
+            // a retry after a lost reply or a partial delete never wedges the content.
+            var existing = ExistingMembers(group);
+            if (existing.Count == 0)
             {
-                // Already gone: deleted by an earlier try.
-                if (s is null)
-                {
-                    continue;
-                }
+                return Task.FromResult(new DeleteVolumeGroupSnapshotResponse());
+            }
 
+            // Every member is listed once Listed returns, so deleting what exists deletes what was asked for.
+            Listed(group, request.SnapshotIds, existing, Rpc);
+            foreach (var s in existing)
+            {
                 var deleted = pool.Delete(s.Name);
                 if (!deleted.IsOk && deleted.Error.Code != StorageErrorCode.NotFound)
                 {
@@ -135,60 +139,78 @@ internal sealed class GroupControllerService(Pool pool, ILogger<GroupControllerS
 
     public override Task<GetVolumeGroupSnapshotResponse> GetVolumeGroupSnapshot(GetVolumeGroupSnapshotRequest request, ServerCallContext context)
     {
-        string group = request.GroupSnapshotId;
-        var members = Members(group, request.SnapshotIds, "GetVolumeGroupSnapshot");
-        if (members.Any(s => s is null))
+        const string Rpc = "GetVolumeGroupSnapshot";
+        string group = RequireGroupId(request.GroupSnapshotId, Rpc);
+        var existing = ExistingMembers(group);
+        if (existing.Count == 0)
         {
-            throw CsiStatus.NotFound(
-                $"GetVolumeGroupSnapshot: group snapshot '{group}' is missing {string.Join(", ", request.SnapshotIds.Where((_, i) => members[i] is null).Select(id => $"'{id}'"))}");
+            throw CsiStatus.NotFound($"{Rpc}: group snapshot '{group}' not found");
         }
 
-        return Task.FromResult(new GetVolumeGroupSnapshotResponse { GroupSnapshot = ToGroup(group, members.Select(s => s!).ToList()) });
+        var listed = Listed(group, request.SnapshotIds, existing, Rpc);
+        var missing = listed.Where(id => !existing.Any(s => s.Name == id)).ToList();
+        if (missing.Count > 0)
+        {
+            // Some members were deleted behind the group's back: the group as asked for no longer exists.
+            throw CsiStatus.NotFound($"{Rpc}: group snapshot '{group}' is missing {string.Join(", ", missing.Select(id => $"'{id}'"))}");
+        }
+
+        return Task.FromResult(new GetVolumeGroupSnapshotResponse { GroupSnapshot = ToGroup(group, listed.Select(id => existing.First(s => s.Name == id)).ToList()) });
     }
 
-    /// <summary>
-    /// The member snapshots <paramref name="snapshotIds"/> of <paramref name="group"/>, null where one is
-    /// gone; an id that is no member of the group is refused.
-    /// </summary>
-    private List<DeviceInfo?> Members(string group, RepeatedField<string> snapshotIds, string rpc)
-    {
-        if (string.IsNullOrEmpty(group))
-        {
-            throw CsiStatus.InvalidArgument($"{rpc}: group_snapshot_id is required");
-        }
+    private static string RequireGroupId(string group, string rpc) =>
+        string.IsNullOrEmpty(group) ? throw CsiStatus.InvalidArgument($"{rpc}: group_snapshot_id is required") : group;
 
+    /// <summary>
+    /// The member snapshots of <paramref name="group"/> in the pool: snapshots with its member name whose source
+    /// volume, where it still exists, hashes to that name (a member whose volume is gone is judged by its name).
+    /// </summary>
+    private List<DeviceInfo> ExistingMembers(string group) =>
+        [.. pool.ListDevices(DeviceKind.Snapshot).Where(s =>
+            CsiNames.IsGroupMemberName(group, s.Name) && (s.SourceName is null || CsiNames.ToGroupMemberName(group, s.SourceName) == s.Name))];
+
+    /// <summary>
+    /// <paramref name="snapshotIds"/> checked against the members the pool holds, as the spec asks of a plugin that
+    /// can detect a mismatch: required, no id that is no member of the group, and every existing member listed.
+    /// An id listed but gone is no mismatch (an earlier delete took it).
+    /// </summary>
+    private List<string> Listed(string group, RepeatedField<string> snapshotIds, List<DeviceInfo> existing, string rpc)
+    {
         if (snapshotIds.Count == 0)
         {
-            throw CsiStatus.InvalidArgument($"{rpc} '{group}': snapshot_ids are required");
+            throw CsiStatus.InvalidArgument($"{rpc} '{group}': snapshot_ids are required (the group has {string.Join(", ", existing.Select(s => $"'{s.Name}'"))})");
         }
 
-        var members = new List<DeviceInfo?>(snapshotIds.Count);
+        var listed = new List<string>(snapshotIds.Count);
         foreach (string id in snapshotIds)
         {
-            if (!CsiNames.IsGroupMemberName(group, id))
+            if (string.IsNullOrEmpty(id) || !CsiNames.IsGroupMemberName(group, id))
             {
                 throw CsiStatus.InvalidArgument($"{rpc} '{group}': snapshot '{id}' is not a member of the group");
             }
 
-            var found = pool.GetDevice(id);
-            if (!found.IsOk)
+            if (listed.Contains(id, StringComparer.Ordinal))
             {
-                members.Add(found.Error.Code is StorageErrorCode.NotFound or StorageErrorCode.InvalidName ? null : throw CsiStatus.From(found.Error));
                 continue;
             }
 
-            // A member whose volume still exists must carry that volume's hash; one whose volume is gone
-            // can only be judged by its shape.
-            var s = found.Value;
-            if (s.Kind != DeviceKind.Snapshot || (s.SourceName is not null && CsiNames.ToGroupMemberName(group, s.SourceName) != s.Name))
+            // A device by that name that is not among the members is another object with a look-alike name.
+            if (!existing.Any(s => s.Name == id) && pool.GetDevice(id).IsOk)
             {
                 throw CsiStatus.InvalidArgument($"{rpc} '{group}': '{id}' is not a member of the group");
             }
 
-            members.Add(s);
+            listed.Add(id);
         }
 
-        return members;
+        var unlisted = existing.Where(s => !listed.Contains(s.Name, StringComparer.Ordinal)).ToList();
+        if (unlisted.Count > 0)
+        {
+            throw CsiStatus.InvalidArgument(
+                $"{rpc} '{group}': snapshot_ids do not match the group: it also has {string.Join(", ", unlisted.Select(s => $"'{s.Name}'"))}");
+        }
+
+        return listed;
     }
 
     /// <summary>The existing members in the order of the request's source volumes.</summary>

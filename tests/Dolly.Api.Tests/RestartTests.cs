@@ -51,6 +51,26 @@ public sealed class RestartTests(ServerFixture fx) : IClassFixture<ServerFixture
     }
 
     [Fact]
+    public async Task Restart_ServesAShippedCrdVersionTheStoredDefinitionLacks()
+    {
+        // State written before groupsnapshot v1beta2 shipped: the stored definition serves v1 only.
+        const string Crd = "volumegroupsnapshotclasses.groupsnapshot.storage.k8s.io";
+        string v1 = (await fx.KubectlAsync("get", "crd", Crd, "-o", "jsonpath={.spec.versions[?(@.name==\"v1\")]}")).ShouldSucceed().Stdout;
+        var only = System.Text.Json.Nodes.JsonNode.Parse(v1)!.AsObject();
+        only["storage"] = true;
+        string patch = new System.Text.Json.Nodes.JsonArray(new System.Text.Json.Nodes.JsonObject { ["op"] = "replace", ["path"] = "/spec/versions", ["value"] = new System.Text.Json.Nodes.JsonArray(only) }).ToJsonString();
+        (await fx.KubectlAsync("patch", "crd", Crd, "--type=json", "-p", patch)).ShouldSucceed();
+        (await fx.KubectlWithInputAsync("apiVersion: groupsnapshot.storage.k8s.io/v1\nkind: VolumeGroupSnapshotClass\nmetadata: {name: old-class}\ndriver: csi.dolly.io\ndeletionPolicy: Retain\n", "apply", "-f", "-")).ShouldSucceed();
+        Assert.NotEqual(0, (await fx.KubectlAsync("get", "volumegroupsnapshotclasses.v1beta2.groupsnapshot.storage.k8s.io", "old-class")).ExitCode);
+
+        await fx.RestartAsync();
+        var names = (await fx.KubectlAsync("get", "crd", Crd, "-o", "jsonpath={.spec.versions[*].name}")).ShouldSucceed();
+        Assert.Equal(["v1", "v1beta2"], names.Stdout.Split(' ').Order(StringComparer.Ordinal));
+        var kept = (await fx.KubectlAsync("get", "volumegroupsnapshotclasses.v1beta2.groupsnapshot.storage.k8s.io", "old-class", "-o", "jsonpath={.apiVersion} {.deletionPolicy}")).ShouldSucceed();
+        Assert.Equal("groupsnapshot.storage.k8s.io/v1beta2 Retain", kept.Stdout);
+    }
+
+    [Fact]
     public async Task Crash_AcknowledgedWritesSurvive_WhenTheFilesAreTakenAsTheyAreOnDisk()
     {
         using var client = fx.Client();

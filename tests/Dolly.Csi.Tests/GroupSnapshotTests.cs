@@ -163,7 +163,8 @@ public sealed class GroupSnapshotTests : CsiTestBase
 
         await AssertStatus(StatusCode.InvalidArgument, () => GetGroupAsync("", ids), "group_snapshot_id");
         await AssertStatus(StatusCode.InvalidArgument, () => GetGroupAsync("group-get", []), "snapshot_ids");
-        await AssertStatus(StatusCode.InvalidArgument, () => GetGroupAsync("group-other", ids), ids[0]);
+        await AssertStatus(StatusCode.NotFound, () => GetGroupAsync("group-other", ids), "group-other");
+        await AssertStatus(StatusCode.InvalidArgument, () => GetGroupAsync("group-get", ids.Take(2)), "do not match", ids[2]);
 
         Pool.Delete(ids[1]).ThrowIfFailed();
         await AssertStatus(StatusCode.NotFound, () => GetGroupAsync("group-get", ids), "group-get", ids[1]);
@@ -206,5 +207,70 @@ public sealed class GroupSnapshotTests : CsiTestBase
         var ids = group.Snapshots.Select(s => s.SnapshotId).ToList();
         await DeleteGroupAsync("group-orphan", ids);
         Assert.Empty(Pool.ListDevices(DeviceKind.Snapshot));
+    }
+
+    /// <summary>What csi-sanity's GroupController cases send for a group the plugin never made: ids it generates as invalid, and no snapshot_ids.</summary>
+    public static TheoryData<string> UnknownGroups() => ["fake-volume-id", "group-never-made", "Not_A_Pool_Name", new string('x', 300)];
+
+    [Theory]
+    [MemberData(nameof(UnknownGroups))]
+    public async Task UnknownGroup_GetNotFound_DeleteOk_WithOrWithoutSnapshotIds(string group)
+    {
+        await CreateVolumesAsync();
+        var kept = await CreateGroupAsync("group-kept", Volumes);
+        await AssertStatus(StatusCode.NotFound, () => GetGroupAsync(group, []), group);
+        await AssertStatus(StatusCode.NotFound, () => GetGroupAsync(group, kept.Snapshots.Select(s => s.SnapshotId)), group);
+        await DeleteGroupAsync(group, []);
+        await DeleteGroupAsync(group, kept.Snapshots.Select(s => s.SnapshotId));
+        Assert.Equal(3, Pool.ListDevices(DeviceKind.Snapshot).Count);
+    }
+
+    [Fact]
+    public async Task NoGroupId_InvalidArgument_ForGetAndDelete()
+    {
+        await AssertStatus(StatusCode.InvalidArgument, () => GetGroupAsync("", []), "group_snapshot_id");
+        await AssertStatus(StatusCode.InvalidArgument, () => DeleteGroupAsync("", []), "group_snapshot_id");
+    }
+
+    [Fact]
+    public async Task ExistingGroup_MissingOrMismatchedSnapshotIds_InvalidArgument_NothingDeleted()
+    {
+        await CreateVolumesAsync();
+        var group = await CreateGroupAsync("group-m", Volumes);
+        var ids = group.Snapshots.Select(s => s.SnapshotId).ToList();
+        string lookAlike = CsiNames.ToGroupMemberName("group-m", "pvc-other");
+        var cases = new (IEnumerable<string> Ids, string[] Named)[]
+        {
+            ([], ["snapshot_ids are required", ids[0]]),
+            (ids.Take(1), ["do not match", ids[1], ids[2]]),
+            ([.. ids, ""], ["''", "not a member"]),
+            ([.. ids, "snap-plain"], ["snap-plain"]),
+        };
+        foreach (var (list, named) in cases)
+        {
+            await AssertStatus(StatusCode.InvalidArgument, () => GetGroupAsync("group-m", list), named);
+            await AssertStatus(StatusCode.InvalidArgument, () => DeleteGroupAsync("group-m", list), named);
+        }
+
+        // A listed member-shaped id that is gone is no mismatch (a retried delete lists what it took), and a
+        // device with a look-alike name that is not a member is refused, not deleted.
+        Assert.Equal(group, await GetGroupAsync("group-m", [.. ids, ids[0]]));
+        await CreateSnapshotAsync(lookAlike, "pvc-a");
+        await AssertStatus(StatusCode.InvalidArgument, () => DeleteGroupAsync("group-m", [.. ids, lookAlike]), lookAlike);
+        Assert.Equal(4, Pool.ListDevices(DeviceKind.Snapshot).Count);
+    }
+
+    [Fact]
+    public async Task Delete_RetriedAfterAPartialDelete_RemovesTheRest()
+    {
+        await CreateVolumesAsync();
+        var group = await CreateGroupAsync("group-partial", Volumes);
+        var ids = group.Snapshots.Select(s => s.SnapshotId).ToList();
+        Pool.Delete(ids[0]).ThrowIfFailed();
+        await AssertStatus(StatusCode.NotFound, () => GetGroupAsync("group-partial", ids), ids[0]);
+        await DeleteGroupAsync("group-partial", ids);
+        Assert.Empty(Pool.ListDevices(DeviceKind.Snapshot));
+        await DeleteGroupAsync("group-partial", ids);
+        await DeleteGroupAsync("group-partial", []);
     }
 }

@@ -13,7 +13,7 @@ namespace Dolly.Controllers.Runtime;
 /// The controllers' view of the cluster: one informer per kind they read, and the writes they make
 /// (each written object goes back into its cache at once).
 /// </summary>
-internal sealed class Cluster
+internal sealed partial class Cluster
 {
     private const string SnapshotVersion = "v1";
     private const string GrantGroup = "gateway.networking.k8s.io";
@@ -57,6 +57,9 @@ internal sealed class Cluster
         Contents = Custom<VolumeSnapshotContent>(client, "VolumeSnapshotContent", Names.SnapshotGroup, SnapshotVersion, "volumesnapshotcontents", log);
         SnapshotClasses = Custom<VolumeSnapshotClass>(client, "VolumeSnapshotClass", Names.SnapshotGroup, SnapshotVersion, "volumesnapshotclasses", log);
         Grants = Custom<ReferenceGrant>(client, "ReferenceGrant", GrantGroup, GrantVersion, "referencegrants", log);
+        GroupSnapshots = Custom<VolumeGroupSnapshot>(client, "VolumeGroupSnapshot", GroupNames.Group, GroupNames.Version, GroupSnapshotsPlural, log);
+        GroupContents = Custom<VolumeGroupSnapshotContent>(client, "VolumeGroupSnapshotContent", GroupNames.Group, GroupNames.Version, GroupContentsPlural, log);
+        GroupClasses = Custom<VolumeGroupSnapshotClass>(client, "VolumeGroupSnapshotClass", GroupNames.Group, GroupNames.Version, "volumegroupsnapshotclasses", log);
     }
 
     public IKubernetes Client { get; }
@@ -75,7 +78,7 @@ internal sealed class Cluster
 
     public Informer<ReferenceGrant> Grants { get; }
 
-    public IEnumerable<IInformer> All => [Claims, Volumes, StorageClasses, Snapshots, Contents, SnapshotClasses, Grants];
+    public IEnumerable<IInformer> All => [Claims, Volumes, StorageClasses, Snapshots, Contents, SnapshotClasses, Grants, GroupSnapshots, GroupContents, GroupClasses];
 
     /// <summary>Resync: every handler sees every cached object again.</summary>
     public void Touch()
