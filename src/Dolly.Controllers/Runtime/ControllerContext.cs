@@ -12,6 +12,7 @@ internal sealed class ControllerContext
         Cluster = cluster;
         Events = events;
         Csi = new Controller.ControllerClient(csi);
+        CsiInvoker = csi;
         Options = options;
         Loggers = loggers;
     }
@@ -22,6 +23,9 @@ internal sealed class ControllerContext
 
     /// <summary>The driver's CSI Controller service.</summary>
     public Controller.ControllerClient Csi { get; }
+
+    /// <summary>The driver's connection, for its other services (SnapshotMetadata).</summary>
+    public CallInvoker CsiInvoker { get; }
 
     public ControllerOptions Options { get; }
 

@@ -31,6 +31,7 @@ internal sealed class ScheduleController : Reconciler
     private readonly ControllerContext _c;
     private readonly TimeProvider _time;
     private readonly IReadOnlyList<ISnapshotHolder> _holders;
+    private readonly UnchangedCheck _unchanged;
 
     public ScheduleController(ControllerContext context)
         : base("snapshot-schedules", context.Options.RetryBaseDelay, context.Options.RetryMaxDelay, context.Loggers.CreateLogger<ScheduleController>())
@@ -38,6 +39,7 @@ internal sealed class ScheduleController : Reconciler
         _c = context;
         _time = context.Options.TimeProvider;
         _holders = SnapshotHolders.For(context.Cluster);
+        _unchanged = new UnchangedCheck(context);
         var cluster = context.Cluster;
         cluster.Schedules.OnChange((_, s) => Enqueue(s));
         cluster.ClusterSchedules.OnChange((_, s) => Enqueue(s));
@@ -131,6 +133,7 @@ internal sealed class ScheduleController : Reconciler
 
         var nextRun = suspended ? null : timing.Next(now > anchor ? now : anchor);
         next.NextRun = nextRun?.UtcDateTime;
+        await CheckUnchangedAsync(schedule, next, cancellationToken).ConfigureAwait(false);
         var (kept, recheck) = await ApplyRetentionAsync(schedule, timing, now, cancellationToken).ConfigureAwait(false);
         next.Kept = kept;
         next.KeptCount = kept.Count;
@@ -193,6 +196,12 @@ internal sealed class ScheduleController : Reconciler
         }
 
         string label = ScheduleNames.LabelFor(schedule.IsCluster);
+        var annotations = new Dictionary<string, string> { [ScheduleNames.RunTimeAnnotation] = at.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture) };
+        if (schedule.Spec.SkipUnchanged == true && Previous(schedule, claim, name) is { } previous)
+        {
+            annotations[ScheduleNames.CompareWithAnnotation] = previous.Metadata.Name;
+        }
+
         var snapshot = new VolumeSnapshot
         {
             Metadata = new V1ObjectMeta
@@ -200,7 +209,7 @@ internal sealed class ScheduleController : Reconciler
                 Name = name,
                 NamespaceProperty = claim.Metadata.NamespaceProperty,
                 Labels = new Dictionary<string, string> { [label] = schedule.Metadata.Name },
-                Annotations = new Dictionary<string, string> { [ScheduleNames.RunTimeAnnotation] = at.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture) },
+                Annotations = annotations,
             },
             Spec = new VolumeSnapshotSpec
             {
@@ -245,18 +254,13 @@ internal sealed class ScheduleController : Reconciler
     /// </summary>
     private async Task<(List<KeptSnapshot> Kept, DateTimeOffset? Recheck)> ApplyRetentionAsync(SnapshotSchedule schedule, ScheduleTiming timing, DateTimeOffset now, CancellationToken ct)
     {
-        string label = ScheduleNames.LabelFor(schedule.IsCluster);
-        var mine = _c.Cluster.Snapshots.List()
-            .Where(s => s.Metadata.DeletionTimestamp is null
-                && s.Metadata.Labels?.TryGetValue(label, out var owner) == true && owner == schedule.Metadata.Name
-                && (schedule.IsCluster || s.Metadata.NamespaceProperty == schedule.Metadata.NamespaceProperty))
-            .ToDictionary(s => (s.Metadata.NamespaceProperty, s.Metadata.Name));
+        var mine = Mine(schedule).ToDictionary(s => (s.Metadata.NamespaceProperty, s.Metadata.Name));
         var retained = mine.Values.Select(s => new RetainedSnapshot(
             s.Metadata.NamespaceProperty,
             s.Metadata.Name,
             s.Metadata.NamespaceProperty + "/" + s.Spec.Source.PersistentVolumeClaimName,
             RunTime(s),
-            s.Status?.ReadyToUse == true,
+            s.Status?.ReadyToUse == true && Cluster.Annotation(s.Metadata, ScheduleNames.CompareWithAnnotation) is null,
             SnapshotHolders.Of(_holders, s)));
         var decisions = Retention.Decide(retained, timing.Retention, timing.Zone, now);
         foreach (var d in decisions.Where(d => d.Delete))
@@ -279,7 +283,73 @@ internal sealed class ScheduleController : Reconciler
         return (kept, recheck);
     }
 
-    private async Task DeleteAsync(VolumeSnapshot snapshot, CancellationToken ct)
+    /// <summary>The schedule's snapshots that are not being deleted.</summary>
+    private IEnumerable<VolumeSnapshot> Mine(SnapshotSchedule schedule)
+    {
+        string label = ScheduleNames.LabelFor(schedule.IsCluster);
+        return _c.Cluster.Snapshots.List().Where(s => s.Metadata.DeletionTimestamp is null
+            && s.Metadata.Labels?.TryGetValue(label, out var owner) == true && owner == schedule.Metadata.Name
+            && (schedule.IsCluster || s.Metadata.NamespaceProperty == schedule.Metadata.NamespaceProperty));
+    }
+
+    /// <summary>The claim's newest ready, compared snapshot of this schedule other than <paramref name="except"/>.</summary>
+    private VolumeSnapshot? Previous(SnapshotSchedule schedule, V1PersistentVolumeClaim claim, string except) =>
+        Mine(schedule)
+            .Where(s => s.Metadata.NamespaceProperty == claim.Metadata.NamespaceProperty && s.Spec.Source.PersistentVolumeClaimName == claim.Metadata.Name
+                && s.Metadata.Name != except && s.Status?.ReadyToUse == true && Cluster.Annotation(s.Metadata, ScheduleNames.CompareWithAnnotation) is null)
+            .OrderByDescending(RunTime).ThenByDescending(s => s.Metadata.Name, StringComparer.Ordinal)
+            .FirstOrDefault();
+
+    /// <summary>
+    /// skipUnchanged: each ready snapshot still to be compared is compared with the claim's previous one; when no
+    /// block differs and nothing holds it, it is deleted and the claim's result says so; otherwise the mark goes.
+    /// </summary>
+    private async Task CheckUnchangedAsync(SnapshotSchedule schedule, SnapshotScheduleStatus status, CancellationToken ct)
+    {
+        foreach (var s in Mine(schedule).Where(s => s.Status?.ReadyToUse == true).ToList())
+        {
+            if (Cluster.Annotation(s.Metadata, ScheduleNames.CompareWithAnnotation) is not { } baseName)
+            {
+                continue;
+            }
+
+            var previous = _c.Cluster.Snapshots.Get(s.Metadata.NamespaceProperty, baseName);
+            var (verdict, problem) = previous is { Metadata.DeletionTimestamp: null, Status.ReadyToUse: true }
+                ? await _unchanged.CompareAsync(previous, s, ct).ConfigureAwait(false)
+                : (UnchangedCheck.Verdict.Changed, null);
+            if (verdict == UnchangedCheck.Verdict.NotYet)
+            {
+                continue;
+            }
+
+            var result = status.Claims?.FirstOrDefault(r => r.Namespace == s.Metadata.NamespaceProperty && r.Snapshot == s.Metadata.Name);
+            if (verdict == UnchangedCheck.Verdict.Unchanged && SnapshotHolders.Of(_holders, s).Count == 0)
+            {
+                if (await DeleteAsync(s, ct).ConfigureAwait(false))
+                {
+                    string message = $"no block changed since {baseName}";
+                    if (result is not null)
+                    {
+                        Set(result, Skipped, null, message);
+                    }
+
+                    await _c.Events.RecordAsync(schedule, EventRecorder.Normal, "SkippedUnchanged", $"{s.Metadata.NamespaceProperty}/{s.Spec.Source.PersistentVolumeClaimName}: {message}", ct).ConfigureAwait(false);
+                }
+
+                continue;
+            }
+
+            var patch = new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = new JsonObject { [ScheduleNames.CompareWithAnnotation] = null } } };
+            await _c.Cluster.PatchSnapshotAsync(s, patch, status: false, ct).ConfigureAwait(false);
+            if (problem is not null && result is not null)
+            {
+                result.Message = problem;
+            }
+        }
+    }
+
+    /// <summary>Deletes the snapshot unless it changed since judged; true when it is gone.</summary>
+    private async Task<bool> DeleteAsync(VolumeSnapshot snapshot, CancellationToken ct)
     {
         try
         {
@@ -291,14 +361,16 @@ internal sealed class ScheduleController : Reconciler
                 new V1DeleteOptions { Preconditions = new V1Preconditions { Uid = snapshot.Metadata.Uid, ResourceVersion = snapshot.Metadata.ResourceVersion } },
                 cancellationToken: ct).ConfigureAwait(false);
             ControllerLog.Action(Logger, Name, snapshot.Metadata.NamespaceProperty + "/" + snapshot.Metadata.Name, "deleted by retention");
+            return true;
         }
         catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.NotFound)
         {
-            // Already gone.
+            return true;
         }
         catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.Conflict)
         {
             ControllerLog.Action(Logger, Name, snapshot.Metadata.NamespaceProperty + "/" + snapshot.Metadata.Name, "changed since judged by retention; judged again");
+            return false;
         }
     }
 

@@ -50,6 +50,12 @@ public sealed class SnapshotScheduleSpec
     /// <summary>No scheduled runs while true (run-now still runs; retention still applies).</summary>
     [JsonPropertyName("suspend")] public bool? Suspend { get; set; }
 
+    /// <summary>
+    /// No new snapshot when no block of the claim changed since this schedule's previous one: the new snapshot is
+    /// compared with it through the driver's SnapshotMetadata service and deleted when identical.
+    /// </summary>
+    [JsonPropertyName("skipUnchanged")] public bool? SkipUnchanged { get; set; }
+
     /// <summary>Which snapshots to keep; all when absent.</summary>
     [JsonPropertyName("retention")] public RetentionSpec? Retention { get; set; }
 }
@@ -168,6 +174,12 @@ public static class ScheduleNames
 
     /// <summary>Label on the snapshots of a ClusterSnapshotSchedule: the schedule's name.</summary>
     public const string ClusterScheduleLabel = "dolly.io/cluster-snapshot-schedule";
+
+    /// <summary>
+    /// Annotation on a scheduled snapshot of a skipUnchanged schedule, until it has been compared: the claim's
+    /// previous snapshot, which it is compared with once ready.
+    /// </summary>
+    public const string CompareWithAnnotation = "dolly.io/compare-with";
 
     /// <summary>Annotation on a scheduled snapshot: the UTC time of the run that made it (RFC 3339).</summary>
     public const string RunTimeAnnotation = "dolly.io/scheduled-time";

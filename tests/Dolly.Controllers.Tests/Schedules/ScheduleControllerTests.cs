@@ -12,8 +12,8 @@ namespace Dolly.Controllers.Tests.Schedules;
 /// <summary>
 /// Snapshot schedules on the embedded stack (API server, controllers, CSI driver over a real pool) with a fake
 /// clock: run-now, scheduled runs that make real ready snapshots, one catch-up run after a long gap, retention
-/// that waits for what a pending restore or the keep annotation holds, suspend, cluster-wide schedules, and
-/// invalid specs reported in status.
+/// that waits for what a pending restore or the keep annotation holds, suspend, skip-unchanged through the
+/// driver's SnapshotMetadata service, cluster-wide schedules, and invalid specs reported in status.
 /// </summary>
 public sealed class ScheduleControllerTests : IAsyncLifetime
 {
@@ -136,6 +136,38 @@ public sealed class ScheduleControllerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task SkipUnchanged_RemovesTheNewSnapshot_OnlyWhenNoBlockChanged()
+    {
+        await ClaimAsync("db", new() { ["tier"] = "data" });
+        var start = _clock.GetUtcNow();
+        string first = Stamp("db", "quiet", start);
+        await CreateScheduleAsync("quiet", "0 * * * *", null, runNow: true, skipUnchanged: true);
+        await Until(async () => await ReadySnapshotsAsync("quiet") is { Count: 1 } s && s[0].Metadata.Annotations?.ContainsKey(ScheduleNames.CompareWithAnnotation) != true, "the first snapshot, with nothing to compare with");
+
+        // Nothing written since: the next run's snapshot is compared with the first and removed.
+        var hour1 = NextHour(start);
+        await AdvanceToAsync(hour1, "quiet");
+        var skipped = await Until(async () => await ReadScheduleAsync("quiet") is { Status.Claims: [{ Result: "Skipped" } r] } ? r : null, "the unchanged run skipped");
+        Assert.Equal($"no block changed since {first}", skipped.Message);
+        await Until(async () => (await SnapshotsAsync("quiet")).Select(x => x.Metadata.Name).SequenceEqual([first]), "only the first snapshot left");
+
+        // One block written: the next run's snapshot differs and stays, no longer marked for comparison.
+        var claim = await K.CoreV1.ReadNamespacedPersistentVolumeClaimAsync("db", Ns, cancellationToken: Ct);
+        var pv = await K.CoreV1.ReadPersistentVolumeAsync(claim.Spec.VolumeName, cancellationToken: Ct);
+        var device = _stack!.Pool.OpenDevice(pv.Spec.Csi.VolumeHandle).Value;
+        Assert.True(device.Write(1 << 20, Enumerable.Repeat((byte)0x5A, 4096).ToArray()).IsOk);
+        Assert.True(device.Flush().IsOk);
+        var hour2 = hour1.AddHours(1);
+        await AdvanceToAsync(hour2, "quiet");
+        var kept = await Until(
+            async () => await ReadySnapshotsAsync("quiet") is { Count: 2 } s && s.All(x => x.Metadata.Annotations?.ContainsKey(ScheduleNames.CompareWithAnnotation) != true) ? s : null,
+            "the changed run's snapshot kept");
+        Assert.Equal([first, Stamp("db", "quiet", hour2)], kept.Select(x => x.Metadata.Name).Order(StringComparer.Ordinal));
+        var status = await Until(async () => await ReadScheduleAsync("quiet") is { Status.Claims: [{ Result: "Created" } r] } ? r : null, "the changed run's result");
+        Assert.Null(status.Message);
+    }
+
+    [Fact]
     public async Task ClusterSchedule_SelectsNamespacesByLabel()
     {
         await K.CoreV1.CreateNamespaceAsync(new V1Namespace { Metadata = new V1ObjectMeta { Name = "team-a", Labels = new Dictionary<string, string> { ["backup"] = "yes" } } }, cancellationToken: Ct);
@@ -205,7 +237,7 @@ public sealed class ScheduleControllerTests : IAsyncLifetime
         await Until(async () => (await K.CoreV1.ReadNamespacedPersistentVolumeClaimAsync(name, ns, cancellationToken: Ct)).Status?.Phase == "Bound", $"claim {ns}/{name} bound");
     }
 
-    private async Task CreateScheduleAsync(string name, string cron, string? zone, bool runNow, Dictionary<string, object>? retention = null)
+    private async Task CreateScheduleAsync(string name, string cron, string? zone, bool runNow, Dictionary<string, object>? retention = null, bool skipUnchanged = false)
     {
         var spec = new Dictionary<string, object> { ["schedule"] = cron, ["claimSelector"] = new Dictionary<string, object> { ["matchLabels"] = new Dictionary<string, string> { ["tier"] = "data" } } };
         if (zone is not null)
@@ -216,6 +248,11 @@ public sealed class ScheduleControllerTests : IAsyncLifetime
         if (retention is not null)
         {
             spec["retention"] = retention;
+        }
+
+        if (skipUnchanged)
+        {
+            spec["skipUnchanged"] = true;
         }
 
         var meta = new Dictionary<string, object> { ["name"] = name };
