@@ -43,6 +43,16 @@ internal sealed class ScheduleController : Reconciler
         var cluster = context.Cluster;
         cluster.Schedules.OnChange((_, s) => Enqueue(s));
         cluster.ClusterSchedules.OnChange((_, s) => Enqueue(s));
+
+        // A class created (or removed) may make a schedule that names it valid (or not).
+        cluster.SnapshotClasses.OnChange((old, now) =>
+        {
+            string? name = (now ?? old)?.Metadata.Name;
+            foreach (var s in cluster.Schedules.List().Concat(cluster.ClusterSchedules.List()).Where(s => s.Spec.SnapshotClassName == name))
+            {
+                Enqueue(s);
+            }
+        });
         cluster.Snapshots.OnChange((old, now) =>
         {
             EnqueueOwner(old);
@@ -102,7 +112,10 @@ internal sealed class ScheduleController : Reconciler
         var status = schedule.Status ?? new SnapshotScheduleStatus();
         var (timing, error) = ScheduleTiming.Parse(schedule.Spec);
         error ??= LabelSelectors.Problem(schedule.Spec.ClaimSelector, "spec.claimSelector")
-            ?? (schedule.IsCluster ? LabelSelectors.Problem(schedule.Spec.NamespaceSelector, "spec.namespaceSelector") : null);
+            ?? (schedule.IsCluster ? LabelSelectors.Problem(schedule.Spec.NamespaceSelector, "spec.namespaceSelector") : null)
+            ?? (schedule.Spec.SnapshotClassName is { Length: > 0 } cls && _c.Cluster.SnapshotClasses.Get(cls) is null
+                ? $"spec.snapshotClassName \"{cls}\" names no VolumeSnapshotClass; no snapshot is taken until it exists (every run would leave one that never becomes ready)"
+                : null);
         if (timing is null || error is not null)
         {
             if (status.Error != error)

@@ -206,6 +206,16 @@ public sealed class ScheduleControllerTests : IAsyncLifetime
         await PatchScheduleAsync("broken", new { spec = new { timeZone = "Asia/Tokyo" } });
         await Until(async () => await ReadScheduleAsync("broken") is { Status: { Error: null, NextRun: not null } }, "the error cleared");
 
+        // A class that does not exist: no run (each would leave a snapshot that never becomes ready) until it does.
+        await CreateScheduleAsync("classy", "@daily", null, runNow: true, snapshotClass: "gold");
+        var classError = await Until(async () => (await ReadScheduleAsync("classy")).Status?.Error, "the missing class reported");
+        Assert.Contains("spec.snapshotClassName \"gold\" names no VolumeSnapshotClass", classError, StringComparison.Ordinal);
+        Assert.Empty(await SnapshotsAsync("classy"));
+        await K.CustomObjects.CreateClusterCustomObjectAsync(
+            new Dictionary<string, object> { ["apiVersion"] = "snapshot.storage.k8s.io/v1", ["kind"] = "VolumeSnapshotClass", ["metadata"] = new Dictionary<string, object> { ["name"] = "gold" }, ["driver"] = "csi.dolly.io", ["deletionPolicy"] = "Delete" },
+            Names.SnapshotGroup, "v1", "volumesnapshotclasses", cancellationToken: Ct);
+        await Until(async () => await ReadScheduleAsync("classy") is { Status: { Error: null, NextRun: not null } } s && s.Metadata.Annotations?.ContainsKey(ScheduleNames.RunNowAnnotation) != true, "the schedule running once the class exists");
+
         // What the schema can tell is refused by the API server itself.
         var refused = await Assert.ThrowsAsync<HttpOperationException>(() => CreateScheduleAsync("bad-age", "@daily", null, runNow: false, retention: new() { ["maxAge"] = "7 days" }));
         Assert.Equal(System.Net.HttpStatusCode.UnprocessableEntity, refused.Response.StatusCode);
@@ -237,7 +247,7 @@ public sealed class ScheduleControllerTests : IAsyncLifetime
         await Until(async () => (await K.CoreV1.ReadNamespacedPersistentVolumeClaimAsync(name, ns, cancellationToken: Ct)).Status?.Phase == "Bound", $"claim {ns}/{name} bound");
     }
 
-    private async Task CreateScheduleAsync(string name, string cron, string? zone, bool runNow, Dictionary<string, object>? retention = null, bool skipUnchanged = false)
+    private async Task CreateScheduleAsync(string name, string cron, string? zone, bool runNow, Dictionary<string, object>? retention = null, bool skipUnchanged = false, string? snapshotClass = null)
     {
         var spec = new Dictionary<string, object> { ["schedule"] = cron, ["claimSelector"] = new Dictionary<string, object> { ["matchLabels"] = new Dictionary<string, string> { ["tier"] = "data" } } };
         if (zone is not null)
@@ -253,6 +263,11 @@ public sealed class ScheduleControllerTests : IAsyncLifetime
         if (skipUnchanged)
         {
             spec["skipUnchanged"] = true;
+        }
+
+        if (snapshotClass is not null)
+        {
+            spec["snapshotClassName"] = snapshotClass;
         }
 
         var meta = new Dictionary<string, object> { ["name"] = name };
