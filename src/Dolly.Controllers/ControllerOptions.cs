@@ -46,6 +46,9 @@ public sealed record ControllerOptions
     /// <summary>Deadline of one CSI call (upstream sidecars use one minute).</summary>
     public TimeSpan CsiTimeout { get; init; } = TimeSpan.FromMinutes(1);
 
+    /// <summary>The clock of snapshot schedules and their retention (a fake one in tests).</summary>
+    public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
+
     /// <summary>How often every object is reconciled again even without a change.</summary>
     public TimeSpan Resync { get; init; } = TimeSpan.FromMinutes(10);
 }

@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using Dolly.Controllers.Runtime;
+using Dolly.Controllers.Schedules;
 using Grpc.Core;
 using Grpc.Net.Client;
 using k8s;
@@ -12,7 +13,7 @@ namespace Dolly.Controllers;
 /// <summary>
 /// Runs Dolly's controllers against an API server (the embedded one or a real cluster's) and a CSI
 /// driver: the snapshot controller, the csi-snapshotter's part, the provisioner with its source guard
-/// and volume reaper, the resizer and, when <see cref="ControllerOptions.BindVolumes"/>, the volume
+/// and volume reaper, the resizer, snapshot schedules and, when <see cref="ControllerOptions.BindVolumes"/>, the volume
 /// binder. With <see cref="ControllerOptions.LeaderElection"/> they run only while this replica holds the
 /// Lease, and <see cref="RunAsync"/> returns when it loses it (the process should then exit and restart).
 /// </summary>
@@ -137,18 +138,22 @@ public static class DollyControllers
             new GroupSnapshotController(context),
             new GroupContentController(context),
         };
+
+        // Made now, so its change handlers see every event; run once the dolly.io informers have listed.
+        var schedules = new ScheduleController(context);
         if (options.BindVolumes)
         {
             reconcilers.Add(new VolumeBinder(context));
         }
 
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        var informers = cluster.All.Select(i => i.RunAsync(stop.Token)).ToList();
+        var informers = cluster.All.Concat(cluster.Own).Select(i => i.RunAsync(stop.Token)).ToList();
         try
         {
             // Reconcile only once every cache holds a full list, so nothing is judged on a partial view.
             await Task.WhenAll(cluster.All.Select(i => i.Synced)).WaitAsync(ct).ConfigureAwait(false);
             var workers = reconcilers.Select(r => r.RunAsync(options.Workers, stop.Token)).ToList();
+            workers.Add(RunWhenSyncedAsync(schedules, cluster.Own, options.Workers, stop.Token));
             var resync = ResyncAsync(cluster, options.Resync, stop.Token);
             await Task.WhenAll([.. workers, resync]).ConfigureAwait(false);
         }
@@ -160,6 +165,22 @@ public static class DollyControllers
             await stop.CancelAsync().ConfigureAwait(false);
             await Task.WhenAll(informers).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>Runs a controller once its informers have listed; until then (their CRDs missing) it waits, and the rest run.</summary>
+    private static async Task RunWhenSyncedAsync(Reconciler reconciler, IEnumerable<IInformer> informers, int workers, CancellationToken ct)
+    {
+        try
+        {
+            await Task.WhenAll(informers.Select(i => i.Synced)).WaitAsync(ct).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            reconciler.Queue.Dispose();
+            return;
+        }
+
+        await reconciler.RunAsync(workers, ct).ConfigureAwait(false);
     }
 
     /// <summary>Every so often, every object is looked at again, so nothing waits forever on a missed change.</summary>

@@ -6,7 +6,7 @@ namespace Dolly.Api.Tests;
 /// <summary>The embedded kind definitions (Definitions/*.yaml) are well-formed schemas.</summary>
 public sealed class DefinitionTests
 {
-    public static TheoryData<string> Definitions() => ["core.yaml", "storage.yaml", "apps.yaml", "rbac.yaml", "bootstrap-snapshot.yaml"];
+    public static TheoryData<string> Definitions() => ["core.yaml", "storage.yaml", "apps.yaml", "rbac.yaml", "bootstrap-snapshot.yaml", "bootstrap-dolly.yaml"];
 
     [Theory]
     [MemberData(nameof(Definitions))]

@@ -27,8 +27,11 @@ internal sealed class ResourceRegistry
     /// <summary>The embedded definitions of the compiled-in kinds, one file per API group family.</summary>
     public static readonly IReadOnlyList<string> BuiltinDefinitions = ["core.yaml", "storage.yaml", "apps.yaml", "rbac.yaml"];
 
+    /// <summary>The embedded CRD files: the upstream snapshot kinds, and Dolly's own (dolly.io).</summary>
+    public static readonly IReadOnlyList<string> BootstrapDefinitions = ["bootstrap-snapshot.yaml", "bootstrap-dolly.yaml"];
+
     /// <summary>CRDs shipped with the server and installed on first start.</summary>
-    public static IReadOnlyList<JsonObject> BootstrapCrds() => LoadEmbedded("bootstrap-snapshot.yaml");
+    public static IReadOnlyList<JsonObject> BootstrapCrds() => [.. BootstrapDefinitions.SelectMany(LoadEmbedded)];
 
     private static List<JsonObject> LoadEmbedded(string name)
     {

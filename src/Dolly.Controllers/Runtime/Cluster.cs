@@ -2,6 +2,7 @@ using System.Net;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Dolly.Controllers.Model;
+using Dolly.Controllers.Schedules;
 using k8s;
 using k8s.Autorest;
 using k8s.Models;
@@ -60,6 +61,18 @@ internal sealed partial class Cluster
         GroupSnapshots = Custom<VolumeGroupSnapshot>(client, "VolumeGroupSnapshot", GroupNames.Group, GroupNames.Version, GroupSnapshotsPlural, log);
         GroupContents = Custom<VolumeGroupSnapshotContent>(client, "VolumeGroupSnapshotContent", GroupNames.Group, GroupNames.Version, GroupContentsPlural, log);
         GroupClasses = Custom<VolumeGroupSnapshotClass>(client, "VolumeGroupSnapshotClass", GroupNames.Group, GroupNames.Version, "volumegroupsnapshotclasses", log);
+        Namespaces = new Informer<V1Namespace>(
+            "Namespace",
+            async ct =>
+            {
+                var l = await client.CoreV1.ListNamespaceAsync(cancellationToken: ct).ConfigureAwait(false);
+                return (l.Items, l.Metadata.ResourceVersion);
+            },
+            (rv, ct) => client.CoreV1.WatchListNamespaceAsync(
+                allowWatchBookmarks: true, resourceVersion: rv, timeoutSeconds: 600, cancellationToken: ct),
+            log);
+        Schedules = Custom<SnapshotSchedule>(client, ScheduleNames.NamespacedKind, ScheduleNames.Group, ScheduleNames.Version, ScheduleNames.NamespacedPlural, log);
+        ClusterSchedules = Custom<SnapshotSchedule>(client, ScheduleNames.ClusterKind, ScheduleNames.Group, ScheduleNames.Version, ScheduleNames.ClusterPlural, log);
     }
 
     public IKubernetes Client { get; }
@@ -78,12 +91,27 @@ internal sealed partial class Cluster
 
     public Informer<ReferenceGrant> Grants { get; }
 
-    public IEnumerable<IInformer> All => [Claims, Volumes, StorageClasses, Snapshots, Contents, SnapshotClasses, Grants, GroupSnapshots, GroupContents, GroupClasses];
+    /// <summary>Namespaces (their labels select the claims of a ClusterSnapshotSchedule).</summary>
+    public Informer<V1Namespace> Namespaces { get; }
+
+    /// <summary>SnapshotSchedules.</summary>
+    public Informer<SnapshotSchedule> Schedules { get; }
+
+    /// <summary>ClusterSnapshotSchedules.</summary>
+    public Informer<SnapshotSchedule> ClusterSchedules { get; }
+
+    public IEnumerable<IInformer> All => [Claims, Volumes, StorageClasses, Snapshots, Contents, SnapshotClasses, Grants, GroupSnapshots, GroupContents, GroupClasses, Namespaces];
+
+    /// <summary>
+    /// Informers of Dolly's own kinds (dolly.io). Kept apart from <see cref="All"/>: on a cluster without their CRDs
+    /// they never sync, and that must hold up only the controllers that read them.
+    /// </summary>
+    public IEnumerable<IInformer> Own => [Schedules, ClusterSchedules];
 
     /// <summary>Resync: every handler sees every cached object again.</summary>
     public void Touch()
     {
-        foreach (var informer in All)
+        foreach (var informer in All.Concat(Own))
         {
             informer.Touch();
         }

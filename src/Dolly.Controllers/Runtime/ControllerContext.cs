@@ -13,6 +13,7 @@ internal sealed class ControllerContext
         Events = events;
         Csi = new Controller.ControllerClient(csi);
         Groups = new GroupController.GroupControllerClient(csi);
+        CsiInvoker = csi;
         Options = options;
         Loggers = loggers;
     }
@@ -26,6 +27,8 @@ internal sealed class ControllerContext
 
     /// <summary>The driver's CSI GroupController service.</summary>
     public GroupController.GroupControllerClient Groups { get; }
+    /// <summary>The driver's connection, for its other services (SnapshotMetadata).</summary>
+    public CallInvoker CsiInvoker { get; }
 
     public ControllerOptions Options { get; }
 
