@@ -18,6 +18,12 @@ have losetup || need+=(mount)
 # The CSI node's kernel NBD path (tests/Dolly.Csi.Tests KernelNodeTests). The package installs without the nbd
 # kernel module; where /dev/nbd0 is absent those tests skip and say so.
 have nbd-client || need+=(nbd-client)
+# The image test (tests/Dolly.IntegrationTests ImageTests), only when asked for: it runs
+# deploy/kubernetes/build-image.sh, which needs debootstrap and buildah.
+if [ "${DOLLY_IMAGE_TESTS:-}" = 1 ]; then
+  have debootstrap || need+=(debootstrap)
+  have buildah || need+=(buildah)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
