@@ -52,6 +52,27 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# The arguments first, so that a mistake costs nothing.
+# An image name as docker and containerd accept it: [registry[:port]/]path[:tag], lower-case path components.
+name_re='^([a-z0-9.-]+(:[0-9]+)?/)?[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$'
+[[ "$tag" =~ $name_re ]] || die "--tag '$tag' is not an image name ([registry/]name[:tag], lower-case name)"
+# The archive names the image as docker.io/library/NAME for a bare NAME: what `docker load`, containerd (kind)
+# and a pod's `image: NAME` resolve NAME to (buildah alone would call it localhost/NAME).
+case "${tag##*/}" in *:*) ;; *) tag=$tag:latest ;; esac
+case "$tag" in
+  */*) first=${tag%%/*}
+       case "$first" in *.*|*:*|localhost) image_ref=$tag ;; *) image_ref=docker.io/$tag ;; esac ;;
+  *) image_ref=docker.io/library/$tag ;;
+esac
+for m in "$mirror" "$security_mirror"; do
+  case "$m" in ""|http://?*|https://?*|file:/?*) ;; *) die "mirror '$m' is not an http://, https:// or file:/ URL" ;; esac
+done
+[ -z "$keep_rootfs" ] || [ ! -e "$keep_rootfs" ] || die "--rootfs $keep_rootfs exists already; name a new directory"
+[ ! -d "$archive" ] || die "--archive $archive is a directory; name the tarball to write"
+archive_dir=$(dirname -- "$archive")
+[ -d "$archive_dir" ] || die "the directory of --archive $archive ($archive_dir) does not exist"
+archive=$(cd "$archive_dir" && pwd)/$(basename -- "$archive")
+
 [ "$(id -u)" -eq 0 ] || die "run as root: debootstrap and the package scripts in the chroot need it"
 missing=()
 for tool in debootstrap:debootstrap buildah:buildah unshare:util-linux chroot:coreutils tar:tar; do
@@ -59,19 +80,6 @@ for tool in debootstrap:debootstrap buildah:buildah unshare:util-linux chroot:co
 done
 [ ${#missing[@]} -eq 0 ] || die "missing programs; install the Debian packages: ${missing[*]}"
 command -v dotnet >/dev/null 2>&1 || die "dotnet (the .NET 10 SDK) is not on PATH"
-case "$tag" in *[[:space:]]*|"") die "--tag '$tag' is not an image name" ;; esac
-# The archive names the image as docker.io/library/NAME for a bare NAME: what `docker load`, containerd (kind)
-# and a pod's `image: NAME` resolve NAME to (buildah alone would call it localhost/NAME).
-case "${tag##*/}" in *:*|*@*) ;; *) tag=$tag:latest ;; esac
-case "$tag" in
-  */*) first=${tag%%/*}
-       case "$first" in *.*|*:*|localhost) image_ref=$tag ;; *) image_ref=docker.io/$tag ;; esac ;;
-  *) image_ref=docker.io/library/$tag ;;
-esac
-[ -z "$keep_rootfs" ] || [ ! -e "$keep_rootfs" ] || die "--rootfs $keep_rootfs exists already; name a new directory"
-archive_dir=$(dirname -- "$archive")
-[ -d "$archive_dir" ] || die "the directory of --archive ($archive_dir) does not exist"
-archive=$(cd "$archive_dir" && pwd)/$(basename -- "$archive")
 
 arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
 case "$arch" in
@@ -125,6 +133,7 @@ rootfs=$work/rootfs
 # Runs a command inside the root file system with /proc, /sys and /dev as a container has them, in a mount
 # namespace of its own so that nothing stays mounted if the build stops half way.
 in_root() {
+  # shellcheck disable=SC2016 # $root and $@ belong to the inner shell
   unshare --mount --propagation private -- sh -ec '
     root=$1; shift
     mount -t proc proc "$root/proc"
@@ -177,10 +186,14 @@ cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
 # No service starts inside the build (nbd-client ships an init script).
 printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d"
 chmod 0755 "$rootfs/usr/sbin/policy-rc.d"
-in_root apt-get update -qq >&2
-in_root apt-get -y -qq -o Dpkg::Options::=--force-confold dist-upgrade >&2
-in_root apt-get -y -qq -o Dpkg::Options::=--force-confold install --no-install-recommends "${IMAGE_PACKAGES[@]}" >&2
-in_root apt-get clean
+apt_in_root() {
+  in_root apt-get -y -qq -o Dpkg::Options::=--force-confold "$@" >>"$work/apt.log" 2>&1 \
+    || { tail -n 30 "$work/apt.log" >&2; die "apt-get $* failed in the root file system (log above)"; }
+}
+apt_in_root update
+apt_in_root dist-upgrade
+apt_in_root install --no-install-recommends "${IMAGE_PACKAGES[@]}"
+apt_in_root clean
 write_sources "$PUBLIC_MIRROR" "$PUBLIC_SECURITY_MIRROR"
 rm -f "$rootfs/usr/sbin/policy-rc.d" "$rootfs/etc/resolv.conf"
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb \
@@ -209,7 +222,7 @@ buildah "${storage[@]}" umount "$container" >/dev/null
 buildah "${storage[@]}" config --os linux --arch "$arch" --env "PATH=$IMAGE_PATH" --workingdir / \
   --entrypoint '["dolly"]' --cmd '["--help"]' \
   --label org.opencontainers.image.title=dolly --label "org.opencontainers.image.version=$version" \
-  --label "org.opencontainers.image.base.name=debian:$SUITE-slim" "$container"
+  --label "org.opencontainers.image.base.name=debian:$SUITE-slim" "$container" >&2
 buildah "${storage[@]}" commit --quiet --format docker --rm "$container" "$image_ref" >/dev/null
 container=""
 rm -f "$archive"

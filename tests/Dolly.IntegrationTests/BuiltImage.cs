@@ -69,7 +69,7 @@ public sealed class BuiltImage : IAsyncLifetime
         if (Environment.GetEnvironmentVariable(EnableVariable) != "1")
         {
             Unavailable = $"the image build (deploy/kubernetes/build-image.sh: debootstrap from the Debian mirror, dotnet publish, buildah) "
-                + $"takes minutes and needs the mirror: set {EnableVariable}=1 to run it ({ArchiveVariable}=path tests a docker-archive built before)";
+                + $"takes minutes and needs the mirror: set {EnableVariable}=1 to run it ({ArchiveVariable}=path tests an archive the script built before from the same commit)";
             return;
         }
 
