@@ -22,6 +22,12 @@ have nbd-client || need+=(nbd-client)
 # the package creates), found where Debian puts it rather than on PATH.
 pg_missing=false
 ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 || { pg_missing=true; need+=(postgresql-15); }
+# The image test (tests/Dolly.IntegrationTests ImageTests), only when asked for: it runs
+# deploy/kubernetes/build-image.sh, which needs debootstrap and buildah.
+if [ "${DOLLY_IMAGE_TESTS:-}" = 1 ]; then
+  have debootstrap || need+=(debootstrap)
+  have buildah || need+=(buildah)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""

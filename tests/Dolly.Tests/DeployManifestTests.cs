@@ -251,8 +251,8 @@ public sealed class DeployManifestTests : IAsyncLifetime
         string publish = lines.Single(l => l.Contains("dotnet publish", StringComparison.Ordinal));
         string project = publish.Split(' ', StringSplitOptions.RemoveEmptyEntries).Single(p => p.EndsWith(".csproj", StringComparison.Ordinal));
         Assert.Contains("<AssemblyName>dolly</AssemblyName>", File.ReadAllText(Path.Combine(RepoRoot, project)), StringComparison.Ordinal);
-        Assert.Contains("FROM mcr.microsoft.com/dotnet/sdk:10.0 AS build", lines);
-        Assert.Contains("FROM mcr.microsoft.com/dotnet/aspnet:10.0", lines);
+        Assert.Contains("FROM --platform=$BUILDPLATFORM mcr.microsoft.com/dotnet/sdk:10.0 AS build", lines);
+        Assert.Contains("FROM debian:bookworm-slim", lines);
         Assert.Contains("ENTRYPOINT [\"dolly\"]", lines);
         string install = string.Join(' ', lines.SkipWhile(l => !l.Contains("apt-get install", StringComparison.Ordinal)).Take(2));
         Assert.All(new[] { "nbd-client", "libnbd-bin", "fuse3", "e2fsprogs", "xfsprogs", "util-linux", "mount" }, p => Assert.Contains(" " + p, install, StringComparison.Ordinal));
