@@ -38,7 +38,7 @@ public sealed partial class Pool
             ThrowIfDisposed();
             var problems = new List<CheckProblem>();
             var pageRef = new int[_pages.Length];
-            var blockRef = new int[_blockRef.Length];
+            var blockRef = new int[_blocks.HighWater];
             var blockSums = new Dictionary<uint, (byte[] Sums, string Owner, long Block)>();
             long pagesVerified = 0;
 
@@ -64,7 +64,7 @@ public sealed partial class Pool
                     problems.Add(new CheckProblem($"metadata page {id}", $"reference count is {held} but {expected} tree pointer(s) reach it"));
                 }
 
-                if (expected > 0 && _pageBorn[id] != _txn)
+                if (expected > 0 && _pageBorn[id] != _clock.Current)
                 {
                     pagesVerified++;
                     VerifyCommittedPage(id, problems);
@@ -72,23 +72,23 @@ public sealed partial class Pool
             }
 
             long free = 0;
-            for (uint p = 0; p < _dataHighWater; p++)
+            for (uint p = 0; p < _blocks.HighWater; p++)
             {
-                int held = _blockRef[p] < 0 ? 0 : _blockRef[p];
+                int held = _blocks.References(p);
                 if (blockRef[p] != held)
                 {
                     problems.Add(new CheckProblem($"physical block {p}", $"reference count is {held} but {blockRef[p]} map entries reference it"));
                 }
 
-                if (_blockRef[p] == 0)
+                if (_blocks.Phase(p) == BlockPhase.Free)
                 {
                     free++;
                 }
             }
 
-            if (free != _freeBlocksBelowHighWater)
+            if (free != _blocks.FreeBelowHighWater)
             {
-                problems.Add(new CheckProblem("free space", $"{free} data blocks are free but the allocator counts {_freeBlocksBelowHighWater}"));
+                problems.Add(new CheckProblem("free space", $"{free} data blocks are free but the allocator counts {_blocks.FreeBelowHighWater}"));
             }
 
             foreach (uint id in _freePages)
@@ -170,7 +170,7 @@ public sealed partial class Pool
                 continue;
             }
 
-            if (p >= _dataHighWater)
+            if (p >= _blocks.HighWater)
             {
                 problems.Add(new CheckProblem(subject, $"block {start + i} maps to physical block {p}, beyond the data high-water mark"));
                 continue;

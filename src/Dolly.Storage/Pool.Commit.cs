@@ -93,9 +93,7 @@ public sealed partial class Pool
 
         public List<uint> PendingPages { get; init; } = [];
 
-        public List<uint> PendingBlocks { get; init; } = [];
-
-        public List<uint> PendingReplaced { get; init; } = [];
+        public RetiredBlocks? Retired { get; init; }
 
         public bool Full => Super is not null;
     }
@@ -224,7 +222,7 @@ public sealed partial class Pool
 
         foreach (uint id in _freshPages)
         {
-            if (_pageBorn[id] == _txn)
+            if (_pageBorn[id] == _clock.Current)
             {
                 AddPage(id);
             }
@@ -237,21 +235,17 @@ public sealed partial class Pool
             BatchId = batchId,
             Slot = 1 - _durableSlot,
             Super = new Superblock(
-                _blockSize, _poolId, generation, _deviceRoot, _deviceDepth, _nextDeviceId, _metaHighWater, _dataHighWater,
+                _blockSize, _poolId, generation, _deviceRoot, _deviceDepth, _nextDeviceId, _metaHighWater, _blocks.HighWater,
                 start, startSeq, (uint)(_journal.Size / Layout.PageSize)),
             Pages = pages,
             DataDirty = _dataDirty,
             PendingPages = [.. _pendingPages],
-            PendingBlocks = [.. _pendingBlocks],
-            PendingReplaced = [.. _pendingReplaced],
+            Retired = _blocks.TakeRetired(),
         };
         _pendingPages.Clear();
-        _pendingBlocks.Clear();
-        _pendingReplaced.Clear();
         _freshPages.Clear();
         _unwrittenPages.Clear();
-        _txn++;
-        _txnAllocatedBytes = 0;
+        _clock.Advance();
         _dirty = false;
         _structDirty = false;
         _dataDirty = false;
@@ -366,8 +360,7 @@ public sealed partial class Pool
             if (plan.Full)
             {
                 _pendingPages.AddRange(plan.PendingPages);
-                _pendingBlocks.AddRange(plan.PendingBlocks);
-                _pendingReplaced.AddRange(plan.PendingReplaced);
+                _blocks.ReturnRetired(plan.Retired!);
                 _unwrittenPages.AddRange(plan.Pages.Select(p => p.Id));
                 _dataDirty |= plan.DataDirty;
                 _structDirty = true;
@@ -389,7 +382,7 @@ public sealed partial class Pool
                 _freePages.Push(id);
             }
 
-            ReleasePendingBlocks(plan.PendingBlocks, plan.PendingReplaced);
+            _blocks.Reclaim(plan.Retired!, MinKeptBlocks * 65536L / _blockSize);
         }
 
         if (plan.Batch is { } done)
@@ -416,138 +409,48 @@ public sealed partial class Pool
         }
     }
 
-    /// <summary>
-    /// Frees the blocks the last commit stopped referencing. Blocks deleted, trimmed or reverted away keep
-    /// their disk space up to a reserve (256 MiB, or a quarter of the data in use), so that copy-on-write overwrites reuse allocated file space instead
-    /// of making the host file system allocate again. The rest are queued to be hole-punched, which returns
-    /// their space to the host: that happens outside the pool lock (<see cref="DrainPunches"/>), because
-    /// punching a gigabyte takes long enough to stall every reader and writer. Until punched they are neither
-    /// free nor referenced (count -2), so nothing can be written into them before the punch.
-    /// </summary>
-    private void ReleasePendingBlocks(List<uint> pendingBlocks, List<uint> pendingReplaced)
-    {
-        // Blocks replaced by copy-on-write keep their space whatever the reserve: their replacement took new
-        // space, so keeping them costs no more than an in-place overwrite would have, and the next
-        // copy-on-write of the same data lands on allocated (often still cached) file space.
-        foreach (uint p in pendingReplaced)
-        {
-            _blockRef[p] = 0;
-            _blockKept[p] = true;
-            _blockStale[p] = true;
-        }
+    // At most one thread punches at a time (the allocator holds the queue; the punch itself runs outside the lock).
+    private int _draining;
 
-        _keptFreeBlocks += pendingReplaced.Count;
-        _freeBlocksBelowHighWater += pendingReplaced.Count;
-        pendingReplaced.Clear();
-        if (pendingBlocks.Count == 0)
+    /// <summary>
+    /// Punches the blocks the allocator queued (<see cref="BlockAllocator.Reclaim"/>) in pieces of at most 64 MiB
+    /// without holding the pool lock, because punching a gigabyte takes long enough to stall every reader and
+    /// writer; each piece becomes allocatable once punched. Called by whichever thread just committed, after
+    /// releasing the lock; when <paramref name="lockHeld"/> (closing the pool) everything is punched at once.
+    /// </summary>
+    private void DrainPunches(bool lockHeld = false)
+    {
+        if (_blocks.QueuedPunches == 0)
         {
             return;
         }
 
-        pendingBlocks.Sort();
-        long used = _dataHighWater - _freeBlocksBelowHighWater - pendingBlocks.Count;
-        long reserve = Math.Max(MinKeptBlocks * 65536L / _blockSize, used / 4);
-        int i = 0;
-        while (i < pendingBlocks.Count)
+        if (lockHeld)
         {
-            int j = i;
-            while (j + 1 < pendingBlocks.Count && pendingBlocks[j + 1] == pendingBlocks[j] + 1)
+            while (_blocks.TryTakePunch(uint.MaxValue, out var run))
             {
-                j++;
+                Punch(run);
+                _blocks.FinishPunch(run);
             }
 
-            int keep = (int)Math.Clamp(reserve - _keptFreeBlocks, 0, j - i + 1);
-            for (int k = i; k < i + keep; k++)
-            {
-                uint p = pendingBlocks[k];
-                _blockRef[p] = 0;
-                _blockKept[p] = true;
-                _blockStale[p] = true;
-            }
-
-            _keptFreeBlocks += keep;
-            _freeBlocksBelowHighWater += keep;
-            if (i + keep <= j)
-            {
-                for (int k = i + keep; k <= j; k++)
-                {
-                    _blockRef[pendingBlocks[k]] = Punching;
-                }
-
-                _punchQueue.Add((pendingBlocks[i + keep], (uint)(j - i - keep + 1)));
-                _punchesQueued = _punchQueue.Count;
-            }
-
-            i = j + 1;
-        }
-
-        pendingBlocks.Clear();
-    }
-
-    /// <summary>Reference count of a block waiting to be hole-punched.</summary>
-    private const int Punching = -2;
-
-    // Runs of freed blocks waiting to be punched, and the piece being punched right now (at most one thread
-    // drains at a time). Both are guarded by the pool's write lock; the punch itself runs outside it.
-    private readonly List<(uint First, uint Count)> _punchQueue = [];
-    private (uint First, uint Count)? _punchingNow;
-    private int _punchesQueued;
-    private int _draining;
-
-    /// <summary>
-    /// Punches the queued runs of freed blocks in pieces of at most 64 MiB without holding the pool lock, then
-    /// makes them allocatable. Called by whichever thread just committed, after releasing the lock; when
-    /// <paramref name="lockHeld"/> (closing the pool) everything is punched at once.
-    /// </summary>
-    private void DrainPunches(bool lockHeld = false)
-    {
-        if (Volatile.Read(ref _punchesQueued) == 0)
-        {
             return;
         }
 
         uint pieceBlocks = (uint)Math.Max(1, (64 << 20) / _blockSize);
-        if (lockHeld)
-        {
-            foreach (var run in _punchQueue)
-            {
-                Punch(run);
-                MarkPunched(run);
-            }
-
-            _punchQueue.Clear();
-            _punchesQueued = 0;
-            return;
-        }
-
-        while (Volatile.Read(ref _punchesQueued) > 0 && Interlocked.Exchange(ref _draining, 1) == 0)
+        while (_blocks.QueuedPunches > 0 && Interlocked.Exchange(ref _draining, 1) == 0)
         {
             try
             {
                 while (true)
                 {
-                    (uint First, uint Count) piece;
+                    BlockRun piece;
                     _rw.EnterWriteLock();
                     try
                     {
-                        if (_punchQueue.Count == 0)
+                        if (!_blocks.TryTakePunch(pieceBlocks, out piece))
                         {
                             break;
                         }
-
-                        var run = _punchQueue[0];
-                        piece = (run.First, Math.Min(pieceBlocks, run.Count));
-                        if (piece.Count == run.Count)
-                        {
-                            _punchQueue.RemoveAt(0);
-                        }
-                        else
-                        {
-                            _punchQueue[0] = (run.First + piece.Count, run.Count - piece.Count);
-                        }
-
-                        _punchesQueued = _punchQueue.Count;
-                        _punchingNow = piece;
                     }
                     finally
                     {
@@ -558,12 +461,10 @@ public sealed partial class Pool
                     _rw.EnterWriteLock();
                     try
                     {
-                        if (_punchingNow == piece && !_disposed)
+                        if (!_disposed)
                         {
-                            MarkPunched(piece);
+                            _blocks.FinishPunch(piece);
                         }
-
-                        _punchingNow = null;
                     }
                     finally
                     {
@@ -578,7 +479,7 @@ public sealed partial class Pool
         }
     }
 
-    private void Punch((uint First, uint Count) run)
+    private void Punch(BlockRun run)
     {
         try
         {
@@ -588,17 +489,6 @@ public sealed partial class Pool
         {
             // Punching only returns space to the host early; the blocks are free either way.
         }
-    }
-
-    private void MarkPunched((uint First, uint Count) run)
-    {
-        for (uint p = run.First; p < run.First + run.Count; p++)
-        {
-            _blockRef[p] = 0;
-            _blockStale[p] = false;
-        }
-
-        _freeBlocksBelowHighWater += run.Count;
     }
 
     private void WriteDeviceRecords()

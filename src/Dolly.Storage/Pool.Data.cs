@@ -209,7 +209,7 @@ public sealed partial class Pool
             Touch();
             uint old = LeafBlock(leaf, slot);
             var block = data.Slice(i * _blockSize, _blockSize);
-            if (old != NoBlock && _blockRef[old] == 1 && _blockBorn[old] == _txn)
+            if (old != NoBlock && _blocks.References(old) == 1 && _blocks.IsFresh(old))
             {
                 var flushed = FlushRun(d, firstLb, data, run, runStart, runFirst, sums);
                 run.Clear();
@@ -299,9 +299,9 @@ public sealed partial class Pool
         int s0 = bo / Layout.SectorSize;
         int s1 = (bo + data.Length + Layout.SectorSize - 1) / Layout.SectorSize;
 
-        if (old != NoBlock && _blockRef[old] == 1)
+        if (old != NoBlock && _blocks.References(old) == 1)
         {
-            if (_blockBorn[old] == _txn)
+            if (_blocks.IsFresh(old))
             {
                 return WriteInPlace(d, lb, leaf, slot, old, bo, data, s0, s1);
             }

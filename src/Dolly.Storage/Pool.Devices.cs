@@ -409,7 +409,7 @@ public sealed partial class Pool
                 if (p != NoBlock)
                 {
                     allocated++;
-                    if (!shared && _blockRef[p] == 1)
+                    if (!shared && _blocks.References(p) == 1)
                     {
                         exclusive++;
                     }
@@ -491,14 +491,7 @@ public sealed partial class Pool
         try
         {
             ThrowIfDisposed();
-            long used = 0;
-            for (uint p = 0; p < _dataHighWater; p++)
-            {
-                if (_blockRef[p] > 0)
-                {
-                    used++;
-                }
-            }
+            long used = _blocks.CountLive();
 
             long pages = 2;
             for (uint id = 2; id < _metaHighWater; id++)
@@ -517,7 +510,7 @@ public sealed partial class Pool
                 _byName.Values.Count(d => d.Kind == DeviceKind.Volume),
                 _byName.Values.Count(d => d.Kind == DeviceKind.Snapshot),
                 used,
-                _dataHighWater - used,
+                _blocks.HighWater - used,
                 _data.AllocatedBytes,
                 pages,
                 pages * Layout.PageSize,

@@ -83,7 +83,7 @@ public sealed partial class Pool
                 MarkDirty(d);
             }
 
-            if (_blockRef[e.Block] != 1)
+            if (_blocks.References(e.Block) != 1)
             {
                 return $"a record for block {e.LogicalBlock} of {Describe(d)} changes physical block {e.Block}, which is shared";
             }

@@ -15,6 +15,9 @@ public sealed partial class Pool
         public int[] PageRef { get; set; } = [];
 
         public int[] BlockRef { get; set; } = [];
+
+        /// <summary>The data high-water mark of the state loaded.</summary>
+        public uint DataHighWater { get; set; }
     }
 
     private static Superblock? ReadSuperblock(IStorageFile meta, string directory, List<CheckProblem> problems, out bool foreign) =>
@@ -59,11 +62,10 @@ public sealed partial class Pool
     private void LoadTrees(Superblock sb, LoadContext ctx)
     {
         _metaHighWater = Math.Max(2u, sb.MetaHighWater);
-        _dataHighWater = sb.DataHighWater;
         EnsurePageCapacity(_metaHighWater);
-        EnsureBlockCapacity(_dataHighWater);
         ctx.PageRef = new int[_pages.Length];
-        ctx.BlockRef = new int[_blockRef.Length];
+        ctx.DataHighWater = sb.DataHighWater;
+        ctx.BlockRef = new int[sb.DataHighWater];
         _deviceRoot = sb.DeviceRoot;
         _deviceDepth = Math.Clamp(sb.DeviceDepth, 1, Layout.MaxDepth);
         _nextDeviceId = sb.NextDeviceId;
@@ -119,9 +121,9 @@ public sealed partial class Pool
                             continue;
                         }
 
-                        if (p >= _dataHighWater)
+                        if (p >= ctx.DataHighWater)
                         {
-                            ctx.Problems.Add(new CheckProblem(subject, $"block {leaf.Start + i} maps to physical block {p}, beyond the data high-water mark {_dataHighWater}"));
+                            ctx.Problems.Add(new CheckProblem(subject, $"block {leaf.Start + i} maps to physical block {p}, beyond the data high-water mark {ctx.DataHighWater}"));
                             continue;
                         }
 
@@ -261,17 +263,6 @@ public sealed partial class Pool
         _freePages.Clear();
         _pendingPages.Clear();
         _freshPages.Clear();
-        _blockRef = new int[64];
-        _blockBorn = new uint[64];
-        _blockKept = new bool[64];
-        _blockStale = new bool[64];
-        _keptFreeBlocks = 0;
-        _pendingBlocks.Clear();
-        _pendingReplaced.Clear();
-        _punchQueue.Clear();
-        _punchesQueued = 0;
-        _freeBlocksBelowHighWater = 0;
-        _blockCursor = 0;
         _dirtyDevices.Clear();
         _freeSlots.Clear();
         _slotHighWater = 0;
@@ -279,8 +270,7 @@ public sealed partial class Pool
         _byId.Clear();
         _dirty = false;
         _dataDirty = false;
-        _txnAllocatedBytes = 0;
-        _txn++;
+        _clock.Advance();
 
         var problems = new List<CheckProblem>();
         var sb = ReadSuperblock(_meta, _directory, problems, out _, out int slot)
@@ -302,18 +292,6 @@ public sealed partial class Pool
         }
 
         _journalClean = false;
-
-        // Queued punches are dropped (those blocks are simply free again); a piece being punched right now
-        // must not be handed out until its punch is done, when the drainer frees it.
-        if (_punchingNow is { } busy)
-        {
-            for (uint p = busy.First; p < busy.First + busy.Count; p++)
-            {
-                _blockRef[p] = Punching;
-            }
-
-            _freeBlocksBelowHighWater -= busy.Count;
-        }
 
         foreach (var old in known)
         {
@@ -337,22 +315,15 @@ public sealed partial class Pool
     private void AdoptCounts(LoadContext ctx)
     {
         Array.Copy(ctx.PageRef, _pageRef, Math.Min(ctx.PageRef.Length, _pageRef.Length));
-        Array.Copy(ctx.BlockRef, _blockRef, Math.Min(ctx.BlockRef.Length, _blockRef.Length));
+
+        // Queued punches are dropped (those blocks are simply free again); a piece being punched right now stays
+        // unallocatable until its punch is done, when the drainer frees it.
+        _blocks.Adopt(ctx.DataHighWater, ctx.BlockRef);
         for (uint id = _metaHighWater - 1; id >= 2; id--)
         {
             if (_pageRef[id] == 0)
             {
                 _freePages.Push(id);
-            }
-        }
-
-        _freeBlocksBelowHighWater = 0;
-        for (uint p = 0; p < _dataHighWater; p++)
-        {
-            if (_blockRef[p] == 0)
-            {
-                _freeBlocksBelowHighWater++;
-                _blockStale[p] = true;
             }
         }
     }

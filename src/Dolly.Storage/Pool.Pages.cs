@@ -4,14 +4,14 @@ using Dolly.Storage.Engine;
 
 namespace Dolly.Storage;
 
-// Page cache, reference counts and allocation of metadata pages and data blocks.
+// Page cache and reference counts of metadata pages; data blocks belong to the BlockAllocator.
 //
 // Reference counts are not stored on disk: they are derived at open by walking every tree from the device
 // table, and maintained incrementally afterwards (check compares the two). A page or block is "fresh" when it
-// was allocated in the current, uncommitted transaction (born == _txn); only fresh, unshared pages and blocks
+// was allocated in the current, uncommitted transaction (TxnClock); only fresh, unshared pages and blocks
 // are modified in place. Everything else is copied first, so the committed state on disk is never touched
-// until the next superblock points away from it. A committed page or block whose count drops to zero is
-// "pending" (count -1) until the commit that stops referencing it is durable, then becomes free.
+// until the next superblock points away from it. A committed page whose count drops to zero is "pending"
+// (count -1) until the commit that stops referencing it is durable, then becomes free.
 public sealed partial class Pool
 {
     private byte[]?[] _pages = new byte[]?[64];
@@ -22,26 +22,11 @@ public sealed partial class Pool
     private readonly List<uint> _freshPages = [];
     private uint _metaHighWater = 2;
 
-    private int[] _blockRef = new int[64];
-    private uint[] _blockBorn = new uint[64];
-    private readonly List<uint> _pendingBlocks = [];
-    private readonly List<uint> _pendingReplaced = [];
-    private uint _dataHighWater;
-    private long _freeBlocksBelowHighWater;
-    private uint _blockCursor;
+    private readonly TxnClock _clock = new();
+    private readonly BlockAllocator _blocks;
 
-    private uint _txn = 1;
-    private long _txnAllocatedBytes;
-
-    // Free blocks whose disk space was kept for reuse (see ReleasePendingBlocks).
+    // Free blocks whose disk space is kept for reuse at least (see BlockAllocator.Reclaim), at 64 KiB blocks.
     private const int MinKeptBlocks = 4096;
-    private bool[] _blockKept = new bool[64];
-
-    // A free block is "stale" when its bytes in the data file may be non-zero (kept for reuse, freed within
-    // the transaction, or of unknown content after open). A block that is not stale reads as zeros, so a
-    // partial write into it needs to write only the sectors it touches.
-    private bool[] _blockStale = new bool[64];
-    private long _keptFreeBlocks;
 
     private Span<byte> Page(uint id) => _pages[id]!;
 
@@ -64,14 +49,6 @@ public sealed partial class Pool
         Grow(ref _pages, (long)id + 1);
         Grow(ref _pageRef, (long)id + 1);
         Grow(ref _pageBorn, (long)id + 1);
-    }
-
-    private void EnsureBlockCapacity(uint block)
-    {
-        Grow(ref _blockRef, (long)block + 1);
-        Grow(ref _blockBorn, (long)block + 1);
-        Grow(ref _blockKept, (long)block + 1);
-        Grow(ref _blockStale, (long)block + 1);
     }
 
     /// <summary>A new, zeroed, fresh page with one reference.</summary>
@@ -99,7 +76,7 @@ public sealed partial class Pool
         Layout.WriteHeader(page, magic, id, level);
         _pages[id] = page;
         _pageRef[id] = 1;
-        _pageBorn[id] = _txn;
+        _pageBorn[id] = _clock.Current;
         _freshPages.Add(id);
         return id;
     }
@@ -110,7 +87,7 @@ public sealed partial class Pool
     /// </summary>
     private uint Shadow(uint id)
     {
-        if (_pageRef[id] == 1 && _pageBorn[id] == _txn)
+        if (_pageRef[id] == 1 && _pageBorn[id] == _clock.Current)
         {
             return id;
         }
@@ -157,7 +134,7 @@ public sealed partial class Pool
                     uint p = LeafBlock(page, i);
                     if (p != NoBlock)
                     {
-                        _blockRef[p]++;
+                        _blocks.AddReference(p);
                     }
                 }
 
@@ -214,7 +191,7 @@ public sealed partial class Pool
     private void ReleasePage(uint id)
     {
         Debug.Assert(_pageRef[id] == 1, "only the last reference can be released");
-        if (_pageBorn[id] == _txn)
+        if (_pageBorn[id] == _clock.Current)
         {
             _pageRef[id] = 0;
             _freePages.Push(id);
@@ -231,79 +208,22 @@ public sealed partial class Pool
     /// <summary>Allocates a data block; <paramref name="zeroed"/> tells whether its bytes are known to be zero.</summary>
     private uint AllocBlock(out bool zeroed)
     {
-        uint p;
-        if (_freeBlocksBelowHighWater > 0)
-        {
-            // Scan forward from the last allocation so sequential writes land on sequential blocks.
-            p = _blockCursor;
-            while (true)
-            {
-                if (p >= _dataHighWater)
-                {
-                    p = 0;
-                }
-
-                if (_blockRef[p] == 0)
-                {
-                    break;
-                }
-
-                p++;
-            }
-
-            _freeBlocksBelowHighWater--;
-        }
-        else
-        {
-            if (_dataHighWater >= uint.MaxValue - 1)
-            {
-                throw new StorageException(new StorageError(StorageErrorCode.NoSpace, "the pool has reached its maximum of 2^32 data blocks"));
-            }
-
-            p = _dataHighWater++;
-            EnsureBlockCapacity(p);
-        }
-
-        _blockCursor = p + 1;
-        if (_blockKept[p])
-        {
-            _blockKept[p] = false;
-            _keptFreeBlocks--;
-        }
-
-        _txnAllocatedBytes += _blockSize;
-        zeroed = !_blockStale[p];
-        _blockStale[p] = false;
-        _blockRef[p] = 1;
-        _blockBorn[p] = _txn;
+        uint p = _blocks.Allocate(out zeroed);
         _dataDirty = true;
         _structDirty = true;
         return p;
     }
 
     /// <summary>
-    /// Drops a reference to a data block. <paramref name="replaced"/> says a copy-on-write write put a new block
-    /// in its place: the space is then kept for the next copy-on-write rather than returned to the host.
+    /// Drops a reference to a data block (see <see cref="BlockAllocator.Release"/>); a block nobody references any
+    /// more leaves the overlay, whose sectors would otherwise outlive it.
     /// </summary>
     private void DecBlock(uint p, bool replaced = false)
     {
-        Debug.Assert(_blockRef[p] > 0, "block reference count underflow");
         _structDirty = true;
-        if (--_blockRef[p] > 0)
+        if (_blocks.Release(p, replaced))
         {
-            return;
-        }
-
-        _overlay.Remove(p);
-        if (_blockBorn[p] == _txn)
-        {
-            _freeBlocksBelowHighWater++;
-            _blockStale[p] = true;
-        }
-        else
-        {
-            _blockRef[p] = -1;
-            (replaced ? _pendingReplaced : _pendingBlocks).Add(p);
+            _overlay.Remove(p);
         }
     }
 }

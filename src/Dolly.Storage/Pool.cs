@@ -45,6 +45,7 @@ public sealed partial class Pool : IDisposable
         _meta = meta;
         _data = data;
         _time = time;
+        _blocks = new BlockAllocator(_clock);
     }
 
     /// <summary>The pool directory.</summary>
@@ -265,7 +266,7 @@ public sealed partial class Pool : IDisposable
             {
                 // Blocks past the high-water mark may hold writes a crash left uncommitted; zero them so that
                 // every block the allocator hands out from there reads as zeros.
-                long end = (long)pool._dataHighWater * pool._blockSize;
+                long end = (long)pool._blocks.HighWater * pool._blockSize;
                 if (data.Length > end)
                 {
                     data.PunchHole(end, data.Length - end);
@@ -319,7 +320,6 @@ public sealed partial class Pool : IDisposable
         _deviceDepth = Math.Max(1, sb.DeviceDepth);
         _nextDeviceId = sb.NextDeviceId;
         _metaHighWater = Math.Max(2u, sb.MetaHighWater);
-        _dataHighWater = sb.DataHighWater;
         _sectorsPerBlock = _blockSize / Layout.SectorSize;
         _entrySize = 4 + (4 * _sectorsPerBlock);
         _mapGeometry = new TreeGeometry((Layout.PageSize - Layout.HeaderSize) / _entrySize);
@@ -330,7 +330,6 @@ public sealed partial class Pool : IDisposable
         }
 
         EnsurePageCapacity(_metaHighWater);
-        EnsureBlockCapacity(_dataHighWater);
         _overlay = new Overlay(_sectorsPerBlock);
     }
 
