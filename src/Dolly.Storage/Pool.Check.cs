@@ -21,7 +21,7 @@ public sealed partial class Pool
         using var pool = opened.Value;
         if (problems.Count > 0)
         {
-            return new CheckReport(problems, pool._byId.Count, 0, 0);
+            return new CheckReport(problems, pool._devices.Count, 0, 0);
         }
 
         return pool.Check(progress);
@@ -37,7 +37,7 @@ public sealed partial class Pool
         {
             ThrowIfDisposed();
             var problems = new List<CheckProblem>();
-            var pageRef = new int[_pages.Length];
+            var pageRef = new int[_pages.HighWater];
             var blockRef = new int[_blocks.HighWater];
             var blockSums = new Dictionary<uint, (byte[] Sums, string Owner, long Block)>();
             long pagesVerified = 0;
@@ -47,7 +47,7 @@ public sealed partial class Pool
                 CountTree(_deviceRoot, _deviceDepth - 1, map: false, pageRef, blockRef, null, "device table", problems);
             }
 
-            foreach (var d in _byId.Values.OrderBy(d => d.Id))
+            foreach (var d in _devices.All.OrderBy(d => d.Id))
             {
                 if (d.Root != 0)
                 {
@@ -55,16 +55,16 @@ public sealed partial class Pool
                 }
             }
 
-            for (uint id = 2; id < _metaHighWater; id++)
+            for (uint id = 2; id < _pages.HighWater; id++)
             {
                 int expected = pageRef[id];
-                int held = _pageRef[id] < 0 ? 0 : _pageRef[id];
+                int held = _pages.References(id);
                 if (expected != held)
                 {
                     problems.Add(new CheckProblem($"metadata page {id}", $"reference count is {held} but {expected} tree pointer(s) reach it"));
                 }
 
-                if (expected > 0 && _pageBorn[id] != _clock.Current)
+                if (expected > 0 && !_pages.IsFresh(id))
                 {
                     pagesVerified++;
                     VerifyCommittedPage(id, problems);
@@ -91,7 +91,7 @@ public sealed partial class Pool
                 problems.Add(new CheckProblem("free space", $"{free} data blocks are free but the allocator counts {_blocks.FreeBelowHighWater}"));
             }
 
-            foreach (uint id in _freePages)
+            foreach (uint id in _pages.FreePages)
             {
                 if (pageRef[id] != 0)
                 {
@@ -112,7 +112,7 @@ public sealed partial class Pool
             }
 
             progress?.Report(1);
-            return new CheckReport(problems, _byId.Count, pagesVerified, verified);
+            return new CheckReport(problems, _devices.Count, pagesVerified, verified);
         }
         finally
         {
@@ -123,7 +123,7 @@ public sealed partial class Pool
 
     private void CountTree(uint id, int level, bool map, int[] pageRef, int[] blockRef, Dictionary<uint, (byte[] Sums, string Owner, long Block)>? sums, string subject, List<CheckProblem> problems, long start = 0)
     {
-        if (id < 2 || id >= _metaHighWater || _pages[id] is null)
+        if (id < 2 || !_pages.IsLoaded(id))
         {
             problems.Add(new CheckProblem(subject, $"pointer to missing metadata page {id}"));
             return;
@@ -134,7 +134,7 @@ public sealed partial class Pool
             return;
         }
 
-        var page = _pages[id]!;
+        var page = _pages[id];
         var (interior, leafMagic) = Magics(map);
         if (Layout.Magic(page) != (level == 0 ? leafMagic : interior) || Layout.Level(page) != level || Layout.PageId(page) != id)
         {

@@ -26,12 +26,8 @@ public sealed partial class Pool
 {
     private bool _dirty;
     private bool _structDirty;
-    private readonly HashSet<DeviceState> _dirtyDevices = [];
-    private readonly List<int> _freeSlots = [];
-    private int _slotHighWater;
     private uint _deviceRoot;
     private int _deviceDepth = 1;
-    private ulong _nextDeviceId = 1;
     private ulong _generation;
 
     // Generations are never reused: every full commit attempt takes a new one, and after opening the first skips one
@@ -41,7 +37,6 @@ public sealed partial class Pool
     private int _durableSlot;
     private readonly byte[] _superPage = new byte[Layout.PageSize];
     private readonly SemaphoreSlim _commitGate = new(1, 1);
-    private readonly List<uint> _unwrittenPages = [];
     private long _changeSeq;
     private long _durableSeq;
     private ulong _batchIds;
@@ -63,7 +58,7 @@ public sealed partial class Pool
 
     private void MarkDirty(DeviceState d)
     {
-        _dirtyDevices.Add(d);
+        _devices.MarkDirty(d);
         Touch();
     }
 
@@ -91,7 +86,7 @@ public sealed partial class Pool
 
         public int Slot { get; init; }
 
-        public List<uint> PendingPages { get; init; } = [];
+        public List<uint> RetiredPages { get; init; } = [];
 
         public RetiredBlocks? Retired { get; init; }
 
@@ -213,21 +208,6 @@ public sealed partial class Pool
         ulong start = _journal.Tail;
         ulong startSeq = _journal.NextSeq;
         var batch = sectors > 0 ? BuildBatch(generation, batchId) : null;
-        var pages = new List<(uint, byte[])>(_freshPages.Count + _unwrittenPages.Count);
-        var seen = new HashSet<uint>();
-        foreach (uint id in _unwrittenPages)
-        {
-            AddPage(id);
-        }
-
-        foreach (uint id in _freshPages)
-        {
-            if (_pageBorn[id] == _clock.Current)
-            {
-                AddPage(id);
-            }
-        }
-
         var plan = new CommitPlan
         {
             Covers = covers,
@@ -235,31 +215,18 @@ public sealed partial class Pool
             BatchId = batchId,
             Slot = 1 - _durableSlot,
             Super = new Superblock(
-                _blockSize, _poolId, generation, _deviceRoot, _deviceDepth, _nextDeviceId, _metaHighWater, _blocks.HighWater,
+                _blockSize, _poolId, generation, _deviceRoot, _deviceDepth, _devices.NextId, _pages.HighWater, _blocks.HighWater,
                 start, startSeq, (uint)(_journal.Size / Layout.PageSize)),
-            Pages = pages,
+            Pages = _pages.TakeUnwritten(),
             DataDirty = _dataDirty,
-            PendingPages = [.. _pendingPages],
+            RetiredPages = _pages.TakeRetired(),
             Retired = _blocks.TakeRetired(),
         };
-        _pendingPages.Clear();
-        _freshPages.Clear();
-        _unwrittenPages.Clear();
         _clock.Advance();
         _dirty = false;
         _structDirty = false;
         _dataDirty = false;
         return plan;
-
-        void AddPage(uint id)
-        {
-            if (_pageRef[id] > 0 && seen.Add(id))
-            {
-                var page = _pages[id]!;
-                Layout.SealPage(page);
-                pages.Add((id, page));
-            }
-        }
     }
 
     private JournalBatch BuildBatch(ulong generation, ulong batchId)
@@ -359,9 +326,8 @@ public sealed partial class Pool
 
             if (plan.Full)
             {
-                _pendingPages.AddRange(plan.PendingPages);
+                _pages.ReturnToNextCommit(plan.Pages.Select(p => p.Id), plan.RetiredPages);
                 _blocks.ReturnRetired(plan.Retired!);
-                _unwrittenPages.AddRange(plan.Pages.Select(p => p.Id));
                 _dataDirty |= plan.DataDirty;
                 _structDirty = true;
                 _dirty = true;
@@ -376,11 +342,7 @@ public sealed partial class Pool
             _durableSlot = plan.Slot;
             _journal.DurableStart = super.JournalStart;
             _journalClean = true;
-            foreach (uint id in plan.PendingPages)
-            {
-                _pageRef[id] = 0;
-                _freePages.Push(id);
-            }
+            _pages.Reclaim(plan.RetiredPages);
 
             _blocks.Reclaim(plan.Retired!, MinKeptBlocks * 65536L / _blockSize);
         }
@@ -493,8 +455,7 @@ public sealed partial class Pool
 
     private void WriteDeviceRecords()
     {
-        // Deleted devices first: a slot freed by one may already be taken by a new device.
-        foreach (var d in _dirtyDevices.OrderBy(d => !d.Deleted))
+        foreach (var d in _devices.TakeDirty())
         {
             long capacity = _deviceGeometry.Covered(_deviceDepth - 1);
             if (d.Slot >= capacity)
@@ -505,7 +466,5 @@ public sealed partial class Pool
             uint leaf = LeafForWrite(ref _deviceRoot, _deviceDepth, _deviceGeometry, map: false, d.Slot, out int pos);
             d.WriteRecord(_pages[leaf].AsSpan(Layout.HeaderSize + (pos * Layout.DeviceRecordSize), Layout.DeviceRecordSize));
         }
-
-        _dirtyDevices.Clear();
     }
 }

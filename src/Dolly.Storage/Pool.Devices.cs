@@ -14,7 +14,7 @@ public sealed partial class Pool
         try
         {
             ThrowIfDisposed();
-            return _byName.Values.Where(d => kind is null || d.Kind == kind).OrderBy(d => d.Name, StringComparer.Ordinal).Select(ToInfo).ToList();
+            return _devices.All.Where(d => kind is null || d.Kind == kind).OrderBy(d => d.Name, StringComparer.Ordinal).Select(ToInfo).ToList();
         }
         finally
         {
@@ -42,7 +42,7 @@ public sealed partial class Pool
             return badSize;
         }
 
-        if (_byName.ContainsKey(name))
+        if (_devices.Contains(name))
         {
             return Exists(name);
         }
@@ -52,7 +52,7 @@ public sealed partial class Pool
             return notCommitted;
         }
 
-        ulong id = _nextDeviceId++;
+        ulong id = _devices.TakeId();
         var d = AddDevice(name, DeviceKind.Volume, size, root: 0, _mapGeometry.DepthFor(BlocksFor(size)), sourceId: 0, lineageId: id, id);
         return Committed(d);
     });
@@ -77,17 +77,17 @@ public sealed partial class Pool
             return new StorageError(StorageErrorCode.InvalidArgument, $"'{volumeName}' is a snapshot; snapshots are taken of volumes (clone it first)");
         }
 
-        if (_byName.ContainsKey(snapshotName))
+        if (_devices.Contains(snapshotName))
         {
             return Exists(snapshotName);
         }
 
         if (v.Root != 0)
         {
-            _pageRef[v.Root]++;
+            _pages.AddReference(v.Root);
         }
 
-        var s = AddDevice(snapshotName, DeviceKind.Snapshot, v.Size, v.Root, v.Depth, v.Id, v.LineageId, _nextDeviceId++);
+        var s = AddDevice(snapshotName, DeviceKind.Snapshot, v.Size, v.Root, v.Depth, v.Id, v.LineageId, _devices.TakeId());
         return CommitCreated([s]) is { } failed
             ? new StorageError(failed.Code, $"{failed.Message}; the snapshot was not created")
             : ToInfo(s);
@@ -132,7 +132,7 @@ public sealed partial class Pool
                 return new StorageError(StorageErrorCode.InvalidArgument, $"volume '{volume}' appears twice in the snapshot group");
             }
 
-            if (_byName.ContainsKey(snapshot) || !seenSnapshots.Add(snapshot))
+            if (_devices.Contains(snapshot) || !seenSnapshots.Add(snapshot))
             {
                 return Exists(snapshot);
             }
@@ -146,10 +146,10 @@ public sealed partial class Pool
             var v = sources[i];
             if (v.Root != 0)
             {
-                _pageRef[v.Root]++;
+                _pages.AddReference(v.Root);
             }
 
-            created.Add(AddDevice(members[i].Snapshot, DeviceKind.Snapshot, v.Size, v.Root, v.Depth, v.Id, v.LineageId, _nextDeviceId++));
+            created.Add(AddDevice(members[i].Snapshot, DeviceKind.Snapshot, v.Size, v.Root, v.Depth, v.Id, v.LineageId, _devices.TakeId()));
         }
 
         if (CommitCreated(created) is { } failed)
@@ -189,7 +189,7 @@ public sealed partial class Pool
             return new StorageError(StorageErrorCode.InvalidArgument, $"clone '{cloneName}' cannot be smaller ({newSize} bytes) than its source {Describe(s)} ({s.Size} bytes)");
         }
 
-        if (_byName.ContainsKey(cloneName))
+        if (_devices.Contains(cloneName))
         {
             return Exists(cloneName);
         }
@@ -201,10 +201,10 @@ public sealed partial class Pool
 
         if (s.Root != 0)
         {
-            _pageRef[s.Root]++;
+            _pages.AddReference(s.Root);
         }
 
-        var c = AddDevice(cloneName, DeviceKind.Volume, s.Size, s.Root, s.Depth, s.Id, s.LineageId, _nextDeviceId++);
+        var c = AddDevice(cloneName, DeviceKind.Volume, s.Size, s.Root, s.Depth, s.Id, s.LineageId, _devices.TakeId());
         GrowTo(c, newSize);
         return Committed(c);
     });
@@ -251,7 +251,7 @@ public sealed partial class Pool
 
         if (s.Root != 0)
         {
-            _pageRef[s.Root]++;
+            _pages.AddReference(s.Root);
         }
 
         if (v.Root != 0)
@@ -313,10 +313,10 @@ public sealed partial class Pool
                 return found.Error;
             }
 
-        if (BeginChange() is { } notCommitted)
-        {
-            return notCommitted;
-        }
+            if (BeginChange() is { } notCommitted)
+            {
+                return notCommitted;
+            }
 
             var d = found.Value;
             RemoveDevice(d);
@@ -333,12 +333,8 @@ public sealed partial class Pool
             DecPage(d.Root);
         }
 
-        d.Deleted = true;
-        d.Root = 0;
-        _byName.Remove(d.Name);
-        _byId.Remove(d.Id);
-        _freeSlots.Add(d.Slot);
-        MarkDirty(d);
+        _devices.Remove(d);
+        Touch();
     }
 
     /// <summary>
@@ -400,7 +396,7 @@ public sealed partial class Pool
 
     private void CountSpace(uint id, int level, bool shared, ref long allocated, ref long exclusive)
     {
-        shared |= _pageRef[id] > 1;
+        shared |= _pages.References(id) > 1;
         if (level == 0)
         {
             for (int i = 0; i < _mapGeometry.LeafFanout; i++)
@@ -493,28 +489,21 @@ public sealed partial class Pool
             ThrowIfDisposed();
             long used = _blocks.CountLive();
 
-            long pages = 2;
-            for (uint id = 2; id < _metaHighWater; id++)
-            {
-                if (_pageRef[id] != 0)
-                {
-                    pages++;
-                }
-            }
+            long pages = _pages.CountInUse();
 
             return new PoolInfo(
                 _directory,
                 _poolId,
                 _blockSize,
                 _generation,
-                _byName.Values.Count(d => d.Kind == DeviceKind.Volume),
-                _byName.Values.Count(d => d.Kind == DeviceKind.Snapshot),
+                _devices.All.Count(d => d.Kind == DeviceKind.Volume),
+                _devices.All.Count(d => d.Kind == DeviceKind.Snapshot),
                 used,
                 _blocks.HighWater - used,
                 _data.AllocatedBytes,
                 pages,
                 pages * Layout.PageSize,
-                _byName.Values.Sum(d => d.Size));
+                _devices.All.Sum(d => d.Size));
         }
         finally
         {
@@ -531,33 +520,8 @@ public sealed partial class Pool
 
     private DeviceState AddDevice(string name, DeviceKind kind, long size, uint root, int depth, ulong sourceId, ulong lineageId, ulong id)
     {
-        int slot;
-        if (_freeSlots.Count > 0)
-        {
-            slot = _freeSlots.Min();
-            _freeSlots.Remove(slot);
-        }
-        else
-        {
-            slot = _slotHighWater++;
-        }
-
-        var d = new DeviceState
-        {
-            Id = id,
-            Name = name,
-            Kind = kind,
-            Slot = slot,
-            CreatedUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
-            SourceId = sourceId,
-            LineageId = lineageId,
-            Size = size,
-            Root = root,
-            Depth = depth,
-        };
-        _byName[name] = d;
-        _byId[id] = d;
-        MarkDirty(d);
+        var d = _devices.Add(name, kind, size, root, depth, sourceId, lineageId, id, _time.GetUtcNow().ToUnixTimeMilliseconds());
+        Touch();
         return d;
     }
 
@@ -604,7 +568,7 @@ public sealed partial class Pool
 
     private Result<DeviceState> Find(string name)
     {
-        if (_byName.TryGetValue(name, out var d))
+        if (_devices.TryGet(name, out var d))
         {
             return d;
         }
@@ -621,7 +585,7 @@ public sealed partial class Pool
         d.Size,
         DateTimeOffset.FromUnixTimeMilliseconds(d.CreatedUnixMs),
         d.SourceId,
-        _byId.TryGetValue(d.SourceId, out var s) ? s.Name : null,
+        _devices.TryGet(d.SourceId, out var s) ? s.Name : null,
         d.LineageId);
 
     /// <summary>
@@ -684,7 +648,7 @@ public sealed partial class Pool
             return new StorageError(pending.Error.Code, $"nothing was changed: earlier writes could not be committed first: {pending.Error.Message}");
         }
 
-        _devicesBeforeChange = [.. _byId.Values];
+        _devicesBeforeChange = [.. _devices.All];
         return null;
     }
 

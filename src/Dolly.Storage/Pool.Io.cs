@@ -10,7 +10,7 @@ public sealed partial class Pool
         _rw.EnterReadLock();
         try
         {
-            return !_disposed && _byId.TryGetValue(id, out var d) ? d.Size : -1;
+            return !_disposed && _devices.TryGet(id, out var d) ? d.Size : -1;
         }
         finally
         {

@@ -57,7 +57,7 @@ public sealed partial class Pool
 
     private string? ReplayEntry(JournalEntry e, byte[] sector, bool applyInPlace)
     {
-        if (!_byId.TryGetValue(e.Device, out var d))
+        if (!_devices.TryGet(e.Device, out var d))
         {
             return $"a record for device id {e.Device}, which does not exist";
         }

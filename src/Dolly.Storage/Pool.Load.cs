@@ -61,14 +61,12 @@ public sealed partial class Pool
     /// <summary>Loads the device table and every map reachable from it; problems are collected.</summary>
     private void LoadTrees(Superblock sb, LoadContext ctx)
     {
-        _metaHighWater = Math.Max(2u, sb.MetaHighWater);
-        EnsurePageCapacity(_metaHighWater);
-        ctx.PageRef = new int[_pages.Length];
+        ctx.PageRef = new int[_pages.HighWater];
         ctx.DataHighWater = sb.DataHighWater;
         ctx.BlockRef = new int[sb.DataHighWater];
         _deviceRoot = sb.DeviceRoot;
         _deviceDepth = Math.Clamp(sb.DeviceDepth, 1, Layout.MaxDepth);
-        _nextDeviceId = sb.NextDeviceId;
+        _devices.Reset(sb.NextDeviceId);
         if (sb.DeviceDepth != _deviceDepth)
         {
             ctx.Problems.Add(new CheckProblem("device table", $"invalid depth {sb.DeviceDepth}"));
@@ -106,9 +104,7 @@ public sealed partial class Pool
                 continue;
             }
 
-            _byName[d.Name] = d;
-            _byId[d.Id] = d;
-            _slotHighWater = Math.Max(_slotHighWater, d.Slot + 1);
+            _devices.Load(d);
             if (d.Root != 0)
             {
                 VisitPage(d.Root, d.Depth - 1, map: true, subject, ctx, leaf =>
@@ -136,7 +132,7 @@ public sealed partial class Pool
         if (ctx.Problems.Count == 0)
         {
             // Nothing may be mapped past a device's end (the last partial block aside): walk only that range.
-            foreach (var d in _byId.Values)
+            foreach (var d in _devices.All)
             {
                 long sizeBlocks = (d.Size + _blockSize - 1) / _blockSize;
                 long firstBeyond = -1;
@@ -148,13 +144,7 @@ public sealed partial class Pool
             }
         }
 
-        for (int slot = 0; slot < _slotHighWater; slot++)
-        {
-            if (!devices.Any(d => d.Slot == slot && _byId.ContainsKey(d.Id)))
-            {
-                _freeSlots.Add(slot);
-            }
-        }
+        _devices.FinishLoad();
     }
 
     private bool ValidateDevice(DeviceState d, string subject, LoadContext ctx)
@@ -166,14 +156,14 @@ public sealed partial class Pool
             problems.Add(new CheckProblem(subject, nameError.Message));
         }
 
-        if (_byName.ContainsKey(d.Name))
+        if (_devices.Contains(d.Name))
         {
             problems.Add(new CheckProblem(subject, "the name is used by another device"));
         }
 
-        if (_byId.ContainsKey(d.Id) || d.Id >= _nextDeviceId)
+        if (_devices.Contains(d.Id) || d.Id >= _devices.NextId)
         {
-            problems.Add(new CheckProblem(subject, $"the id is duplicated or not below the next id {_nextDeviceId}"));
+            problems.Add(new CheckProblem(subject, $"the id is duplicated or not below the next id {_devices.NextId}"));
         }
 
         if (d.Size <= 0 || d.Size > ByteSize.MaxVolumeSize || d.Size % Layout.SectorSize != 0)
@@ -185,7 +175,7 @@ public sealed partial class Pool
             problems.Add(new CheckProblem(subject, $"map depth {d.Depth} does not cover the size {d.Size}"));
         }
 
-        if (d.Root >= _metaHighWater || d.Root == 1)
+        if (d.Root >= _pages.HighWater || d.Root == 1)
         {
             problems.Add(new CheckProblem(subject, $"map root page {d.Root} is out of range"));
         }
@@ -200,9 +190,9 @@ public sealed partial class Pool
     /// </summary>
     private void VisitPage(uint id, int level, bool map, string subject, LoadContext ctx, Action<LeafRef> onLeaf, long start = 0)
     {
-        if (id < 2 || id >= _metaHighWater)
+        if (id < 2 || id >= _pages.HighWater)
         {
-            ctx.Problems.Add(new CheckProblem(subject, $"reference to page {id}, outside the metadata file's pages 2..{_metaHighWater - 1}"));
+            ctx.Problems.Add(new CheckProblem(subject, $"reference to page {id}, outside the metadata file's pages 2..{_pages.HighWater - 1}"));
             return;
         }
 
@@ -228,7 +218,7 @@ public sealed partial class Pool
             return;
         }
 
-        _pages[id] = page;
+        _pages.Load(id, page);
         if (level == 0)
         {
             onLeaf(new LeafRef(id, start));
@@ -257,17 +247,6 @@ public sealed partial class Pool
     /// </summary>
     private void RollBackToCommitted(IReadOnlyCollection<DeviceState> known)
     {
-        _pages = new byte[]?[64];
-        _pageRef = new int[64];
-        _pageBorn = new uint[64];
-        _freePages.Clear();
-        _pendingPages.Clear();
-        _freshPages.Clear();
-        _dirtyDevices.Clear();
-        _freeSlots.Clear();
-        _slotHighWater = 0;
-        _byName.Clear();
-        _byId.Clear();
         _dirty = false;
         _dataDirty = false;
         _clock.Advance();
@@ -295,14 +274,13 @@ public sealed partial class Pool
 
         foreach (var old in known)
         {
-            if (_byId.TryGetValue(old.Id, out var loaded))
+            if (_devices.TryGet(old.Id, out var loaded))
             {
                 old.Root = loaded.Root;
                 old.Depth = loaded.Depth;
                 old.Size = loaded.Size;
                 old.Deleted = false;
-                _byId[old.Id] = old;
-                _byName[old.Name] = old;
+                _devices.Rebind(old);
             }
             else
             {
@@ -314,17 +292,10 @@ public sealed partial class Pool
     /// <summary>Adopts the reference counts computed by a load and builds the free lists from them.</summary>
     private void AdoptCounts(LoadContext ctx)
     {
-        Array.Copy(ctx.PageRef, _pageRef, Math.Min(ctx.PageRef.Length, _pageRef.Length));
+        _pages.Adopt(ctx.PageRef);
 
         // Queued punches are dropped (those blocks are simply free again); a piece being punched right now stays
         // unallocatable until its punch is done, when the drainer frees it.
         _blocks.Adopt(ctx.DataHighWater, ctx.BlockRef);
-        for (uint id = _metaHighWater - 1; id >= 2; id--)
-        {
-            if (_pageRef[id] == 0)
-            {
-                _freePages.Push(id);
-            }
-        }
     }
 }

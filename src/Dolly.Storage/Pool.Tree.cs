@@ -19,19 +19,19 @@ public sealed partial class Pool
 
     /// <summary>The physical block of a leaf entry, or <see cref="NoBlock"/>.</summary>
     private uint LeafBlock(uint leaf, int index) =>
-        BinaryPrimitives.ReadUInt32LittleEndian(_pages[leaf]!.AsSpan(EntryOffset(index))) - 1;
+        BinaryPrimitives.ReadUInt32LittleEndian(_pages[leaf].AsSpan(EntryOffset(index))) - 1;
 
     private Span<byte> LeafSums(uint leaf, int index) =>
-        _pages[leaf]!.AsSpan(EntryOffset(index) + 4, _sectorsPerBlock * 4);
+        _pages[leaf].AsSpan(EntryOffset(index) + 4, _sectorsPerBlock * 4);
 
     private void SetLeafEntry(uint leaf, int index, uint block, ReadOnlySpan<byte> sums)
     {
-        var entry = _pages[leaf]!.AsSpan(EntryOffset(index), _entrySize);
+        var entry = _pages[leaf].AsSpan(EntryOffset(index), _entrySize);
         BinaryPrimitives.WriteUInt32LittleEndian(entry, block + 1);
         sums.CopyTo(entry[4..]);
     }
 
-    private void ClearLeafEntry(uint leaf, int index) => _pages[leaf]!.AsSpan(EntryOffset(index), _entrySize).Clear();
+    private void ClearLeafEntry(uint leaf, int index) => _pages[leaf].AsSpan(EntryOffset(index), _entrySize).Clear();
 
     private static (uint Interior, uint Leaf) Magics(bool map) =>
         map ? (Layout.MagicMapInterior, Layout.MagicMapLeaf) : (Layout.MagicDevInterior, Layout.MagicDevLeaf);

@@ -30,8 +30,7 @@ public sealed partial class Pool : IDisposable
     private readonly IStorageFile _data;
     private IStorageFile? _journalFile;
     private readonly ReaderWriterLockSlim _rw = new(LockRecursionPolicy.NoRecursion);
-    private readonly Dictionary<string, DeviceState> _byName = new(StringComparer.Ordinal);
-    private readonly Dictionary<ulong, DeviceState> _byId = [];
+    private readonly DeviceTable _devices = new();
     private readonly TimeProvider _time;
     private int _blockSize;
     private Guid _poolId;
@@ -45,6 +44,7 @@ public sealed partial class Pool : IDisposable
         _meta = meta;
         _data = data;
         _time = time;
+        _pages = new PageStore(_clock);
         _blocks = new BlockAllocator(_clock);
     }
 
@@ -318,8 +318,7 @@ public sealed partial class Pool : IDisposable
         _generation = sb.Generation;
         _deviceRoot = sb.DeviceRoot;
         _deviceDepth = Math.Max(1, sb.DeviceDepth);
-        _nextDeviceId = sb.NextDeviceId;
-        _metaHighWater = Math.Max(2u, sb.MetaHighWater);
+        _pages.Reset(sb.MetaHighWater);
         _sectorsPerBlock = _blockSize / Layout.SectorSize;
         _entrySize = 4 + (4 * _sectorsPerBlock);
         _mapGeometry = new TreeGeometry((Layout.PageSize - Layout.HeaderSize) / _entrySize);
@@ -329,7 +328,6 @@ public sealed partial class Pool : IDisposable
             BinaryPrimitives.WriteUInt32LittleEndian(_zeroSums.AsSpan(s * 4), ZeroSectorSum);
         }
 
-        EnsurePageCapacity(_metaHighWater);
         _overlay = new Overlay(_sectorsPerBlock);
     }
 
