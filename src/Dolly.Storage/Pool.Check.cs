@@ -135,7 +135,7 @@ public sealed partial class Pool
         }
 
         var page = _pages[id];
-        var (interior, leafMagic) = Magics(map);
+        var (interior, leafMagic) = MapTree.Magics(map);
         if (Layout.Magic(page) != (level == 0 ? leafMagic : interior) || Layout.Level(page) != level || Layout.PageId(page) != id)
         {
             problems.Add(new CheckProblem(subject, $"metadata page {id} is not the level-{level} page its parent expects"));
@@ -144,10 +144,10 @@ public sealed partial class Pool
 
         if (level > 0)
         {
-            long covered = (map ? _mapGeometry : _deviceGeometry).Covered(level - 1);
+            long covered = (map ? _tree.MapGeometry : _tree.DeviceGeometry).Covered(level - 1);
             for (int ci = 0; ci < Layout.InteriorFanout; ci++)
             {
-                uint child = GetU32(id, ci);
+                uint child = _tree.GetU32(id, ci);
                 if (child != 0)
                 {
                     CountTree(child, level - 1, map, pageRef, blockRef, sums, subject, problems, start + (ci * covered));
@@ -162,9 +162,9 @@ public sealed partial class Pool
             return;
         }
 
-        for (int i = 0; i < _mapGeometry.LeafFanout; i++)
+        for (int i = 0; i < _tree.MapGeometry.LeafFanout; i++)
         {
-            uint p = LeafBlock(id, i);
+            uint p = _tree.LeafBlock(id, i);
             if (p == NoBlock)
             {
                 continue;
@@ -177,7 +177,7 @@ public sealed partial class Pool
             }
 
             blockRef[p]++;
-            var entrySums = LeafSums(id, i);
+            var entrySums = _tree.LeafSums(id, i);
             if (sums!.TryGetValue(p, out var first))
             {
                 if (!entrySums.SequenceEqual(first.Sums))

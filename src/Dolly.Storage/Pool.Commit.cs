@@ -183,7 +183,7 @@ public sealed partial class Pool
 
         int sectors = _overlay.DirtySectors;
         long advance = sectors > 0 ? _journal.Advance(sectors) : 0;
-        if (journalOnlyAllowed && _journalClean && !_structDirty && _journal.Live + advance <= _journal.Size / 2)
+        if (journalOnlyAllowed && _journalClean && !_structDirty && !_blocks.ChangedSinceCommit && _journal.Live + advance <= _journal.Size / 2)
         {
             if (sectors == 0)
             {
@@ -457,13 +457,13 @@ public sealed partial class Pool
     {
         foreach (var d in _devices.TakeDirty())
         {
-            long capacity = _deviceGeometry.Covered(_deviceDepth - 1);
+            long capacity = _tree.DeviceGeometry.Covered(_deviceDepth - 1);
             if (d.Slot >= capacity)
             {
-                DeepenTo(ref _deviceRoot, ref _deviceDepth, _deviceGeometry, map: false, d.Slot + 1L);
+                _tree.DeepenTo(ref _deviceRoot, ref _deviceDepth, _tree.DeviceGeometry, map: false, d.Slot + 1L);
             }
 
-            uint leaf = LeafForWrite(ref _deviceRoot, _deviceDepth, _deviceGeometry, map: false, d.Slot, out int pos);
+            uint leaf = _tree.LeafForWrite(ref _deviceRoot, _deviceDepth, _tree.DeviceGeometry, map: false, d.Slot, out int pos);
             d.WriteRecord(_pages[leaf].AsSpan(Layout.HeaderSize + (pos * Layout.DeviceRecordSize), Layout.DeviceRecordSize));
         }
     }

@@ -53,7 +53,7 @@ public sealed partial class Pool
         }
 
         ulong id = _devices.TakeId();
-        var d = AddDevice(name, DeviceKind.Volume, size, root: 0, _mapGeometry.DepthFor(BlocksFor(size)), sourceId: 0, lineageId: id, id);
+        var d = AddDevice(name, DeviceKind.Volume, size, root: 0, _tree.MapGeometry.DepthFor(BlocksFor(size)), sourceId: 0, lineageId: id, id);
         return Committed(d);
     });
 
@@ -256,7 +256,7 @@ public sealed partial class Pool
 
         if (v.Root != 0)
         {
-            DecPage(v.Root);
+            _tree.DecPage(v.Root);
         }
 
         long size = Math.Max(v.Size, s.Size);
@@ -330,7 +330,7 @@ public sealed partial class Pool
     {
         if (d.Root != 0)
         {
-            DecPage(d.Root);
+            _tree.DecPage(d.Root);
         }
 
         _devices.Remove(d);
@@ -399,9 +399,9 @@ public sealed partial class Pool
         shared |= _pages.References(id) > 1;
         if (level == 0)
         {
-            for (int i = 0; i < _mapGeometry.LeafFanout; i++)
+            for (int i = 0; i < _tree.MapGeometry.LeafFanout; i++)
             {
-                uint p = LeafBlock(id, i);
+                uint p = _tree.LeafBlock(id, i);
                 if (p != NoBlock)
                 {
                     allocated++;
@@ -417,7 +417,7 @@ public sealed partial class Pool
 
         for (int ci = 0; ci < Layout.InteriorFanout; ci++)
         {
-            uint child = GetU32(id, ci);
+            uint child = _tree.GetU32(id, ci);
             if (child != 0)
             {
                 CountSpace(child, level - 1, shared, ref allocated, ref exclusive);
@@ -441,7 +441,7 @@ public sealed partial class Pool
         }
 
         var ranges = new RangeBuilder(offset, end);
-        WalkMapped(d.Root, d.Depth, offset / _blockSize, (end + _blockSize - 1) / _blockSize, (lb, _, _) => ranges.Add(lb * _blockSize, _blockSize));
+        _tree.WalkMapped(d.Root, d.Depth, offset / _blockSize, (end + _blockSize - 1) / _blockSize, (lb, _, _) => ranges.Add(lb * _blockSize, _blockSize));
         return ranges.Build();
     }
 
@@ -476,7 +476,7 @@ public sealed partial class Pool
         }
 
         var ranges = new RangeBuilder(offset, Math.Min(end, size));
-        WalkChanged(a, b, offset / _blockSize, (end + _blockSize - 1) / _blockSize, lb => ranges.Add(lb * _blockSize, _blockSize));
+        _tree.WalkChanged(a, b, offset / _blockSize, (end + _blockSize - 1) / _blockSize, lb => ranges.Add(lb * _blockSize, _blockSize));
         return ranges.Build();
     }
 
@@ -534,7 +534,7 @@ public sealed partial class Pool
 
         uint root = d.Root;
         int depth = d.Depth;
-        DeepenTo(ref root, ref depth, _mapGeometry, map: true, BlocksFor(size));
+        _tree.DeepenTo(ref root, ref depth, _tree.MapGeometry, map: true, BlocksFor(size));
         d.Root = root;
         d.Depth = depth;
         d.Size = size;

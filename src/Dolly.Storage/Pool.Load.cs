@@ -109,9 +109,9 @@ public sealed partial class Pool
             {
                 VisitPage(d.Root, d.Depth - 1, map: true, subject, ctx, leaf =>
                 {
-                    for (int i = 0; i < _mapGeometry.LeafFanout; i++)
+                    for (int i = 0; i < _tree.MapGeometry.LeafFanout; i++)
                     {
-                        uint p = LeafBlock(leaf.Id, i);
+                        uint p = _tree.LeafBlock(leaf.Id, i);
                         if (p == NoBlock)
                         {
                             continue;
@@ -136,7 +136,7 @@ public sealed partial class Pool
             {
                 long sizeBlocks = (d.Size + _blockSize - 1) / _blockSize;
                 long firstBeyond = -1;
-                WalkMapped(d.Root, d.Depth, sizeBlocks, _mapGeometry.Covered(d.Depth - 1), (lb, _, _) => firstBeyond = firstBeyond < 0 ? lb : firstBeyond);
+                _tree.WalkMapped(d.Root, d.Depth, sizeBlocks, _tree.MapGeometry.Covered(d.Depth - 1), (lb, _, _) => firstBeyond = firstBeyond < 0 ? lb : firstBeyond);
                 if (firstBeyond >= 0)
                 {
                     ctx.Problems.Add(new CheckProblem($"{Describe(d)} (id {d.Id})", $"block {firstBeyond} is mapped beyond the device size of {d.Size} bytes"));
@@ -170,7 +170,7 @@ public sealed partial class Pool
         {
             problems.Add(new CheckProblem(subject, $"invalid size {d.Size}"));
         }
-        else if (d.Depth is < 1 or > Layout.MaxDepth || _mapGeometry.Covered(d.Depth - 1) * _blockSize < d.Size)
+        else if (d.Depth is < 1 or > Layout.MaxDepth || _tree.MapGeometry.Covered(d.Depth - 1) * _blockSize < d.Size)
         {
             problems.Add(new CheckProblem(subject, $"map depth {d.Depth} does not cover the size {d.Size}"));
         }
@@ -196,7 +196,7 @@ public sealed partial class Pool
             return;
         }
 
-        var (interior, leafMagic) = Magics(map);
+        var (interior, leafMagic) = MapTree.Magics(map);
         uint expected = level == 0 ? leafMagic : interior;
         if (ctx.PageRef[id]++ > 0)
         {
@@ -225,11 +225,11 @@ public sealed partial class Pool
             return;
         }
 
-        var geometry = map ? _mapGeometry : _deviceGeometry;
+        var geometry = map ? _tree.MapGeometry : _tree.DeviceGeometry;
         long covered = geometry.Covered(level - 1);
         for (int ci = 0; ci < Layout.InteriorFanout; ci++)
         {
-            uint child = GetU32(id, ci);
+            uint child = _tree.GetU32(id, ci);
             if (child != 0)
             {
                 VisitPage(child, level - 1, map, subject, ctx, onLeaf, start + (ci * covered));

@@ -320,8 +320,7 @@ public sealed partial class Pool : IDisposable
         _deviceDepth = Math.Max(1, sb.DeviceDepth);
         _pages.Reset(sb.MetaHighWater);
         _sectorsPerBlock = _blockSize / Layout.SectorSize;
-        _entrySize = 4 + (4 * _sectorsPerBlock);
-        _mapGeometry = new TreeGeometry((Layout.PageSize - Layout.HeaderSize) / _entrySize);
+        _tree = new MapTree(_pages, _blocks, _blockSize, BlockDropped);
         _zeroSums = new byte[_sectorsPerBlock * 4];
         for (int s = 0; s < _sectorsPerBlock; s++)
         {

@@ -77,6 +77,12 @@ internal sealed class BlockAllocator
     /// <summary>Blocks allocated since the last full commit was prepared (or the last <see cref="Adopt"/>).</summary>
     public long AllocatedSinceCommit { get; private set; }
 
+    /// <summary>
+    /// True when a block was allocated or a reference to one dropped since the last full commit was prepared (or the
+    /// last <see cref="Adopt"/>): the maps changed in a way only a full commit can make durable.
+    /// </summary>
+    public bool ChangedSinceCommit { get; private set; }
+
     /// <summary>Runs queued to be punched; may be read without the pool lock.</summary>
     public int QueuedPunches => Volatile.Read(ref _punchesQueued);
 
@@ -116,6 +122,7 @@ internal sealed class BlockAllocator
         FreeBelowHighWater = 0;
         KeptFree = 0;
         AllocatedSinceCommit = 0;
+        ChangedSinceCommit = false;
         _cursor = 0;
         _retiring.Clear();
         _retiringReplaced.Clear();
@@ -206,6 +213,7 @@ internal sealed class BlockAllocator
         e.Phase = BlockPhase.Live;
         e.Born = _clock.Current;
         AllocatedSinceCommit++;
+        ChangedSinceCommit = true;
         return p;
     }
 
@@ -235,6 +243,7 @@ internal sealed class BlockAllocator
             ThrowNotLive(p, e.Phase);
         }
 
+        ChangedSinceCommit = true;
         if (--e.Refs > 0)
         {
             return false;
@@ -257,7 +266,7 @@ internal sealed class BlockAllocator
 
     /// <summary>
     /// Called when a full commit is prepared: takes the blocks retired so far (that commit frees them) and restarts
-    /// <see cref="AllocatedSinceCommit"/>.
+    /// <see cref="AllocatedSinceCommit"/> and <see cref="ChangedSinceCommit"/>.
     /// </summary>
     public RetiredBlocks TakeRetired()
     {
@@ -265,6 +274,7 @@ internal sealed class BlockAllocator
         _retiring = [];
         _retiringReplaced = [];
         AllocatedSinceCommit = 0;
+        ChangedSinceCommit = false;
         return taken;
     }
 
