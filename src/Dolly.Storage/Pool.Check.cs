@@ -21,7 +21,7 @@ public sealed partial class Pool
         using var pool = opened.Value;
         if (problems.Count > 0)
         {
-            return new CheckReport(problems, pool._byId.Count, 0, 0);
+            return new CheckReport(problems, pool._devices.Count, 0, 0);
         }
 
         return pool.Check(progress);
@@ -37,8 +37,8 @@ public sealed partial class Pool
         {
             ThrowIfDisposed();
             var problems = new List<CheckProblem>();
-            var pageRef = new int[_pages.Length];
-            var blockRef = new int[_blockRef.Length];
+            var pageRef = new int[_pages.HighWater];
+            var blockRef = new int[_blocks.HighWater];
             var blockSums = new Dictionary<uint, (byte[] Sums, string Owner, long Block)>();
             long pagesVerified = 0;
 
@@ -47,7 +47,7 @@ public sealed partial class Pool
                 CountTree(_deviceRoot, _deviceDepth - 1, map: false, pageRef, blockRef, null, "device table", problems);
             }
 
-            foreach (var d in _byId.Values.OrderBy(d => d.Id))
+            foreach (var d in _devices.All.OrderBy(d => d.Id))
             {
                 if (d.Root != 0)
                 {
@@ -55,16 +55,16 @@ public sealed partial class Pool
                 }
             }
 
-            for (uint id = 2; id < _metaHighWater; id++)
+            for (uint id = 2; id < _pages.HighWater; id++)
             {
                 int expected = pageRef[id];
-                int held = _pageRef[id] < 0 ? 0 : _pageRef[id];
+                int held = _pages.References(id);
                 if (expected != held)
                 {
                     problems.Add(new CheckProblem($"metadata page {id}", $"reference count is {held} but {expected} tree pointer(s) reach it"));
                 }
 
-                if (expected > 0 && _pageBorn[id] != _txn)
+                if (expected > 0 && !_pages.IsFresh(id))
                 {
                     pagesVerified++;
                     VerifyCommittedPage(id, problems);
@@ -72,26 +72,26 @@ public sealed partial class Pool
             }
 
             long free = 0;
-            for (uint p = 0; p < _dataHighWater; p++)
+            for (uint p = 0; p < _blocks.HighWater; p++)
             {
-                int held = _blockRef[p] < 0 ? 0 : _blockRef[p];
+                int held = _blocks.References(p);
                 if (blockRef[p] != held)
                 {
                     problems.Add(new CheckProblem($"physical block {p}", $"reference count is {held} but {blockRef[p]} map entries reference it"));
                 }
 
-                if (_blockRef[p] == 0)
+                if (_blocks.Phase(p) == BlockPhase.Free)
                 {
                     free++;
                 }
             }
 
-            if (free != _freeBlocksBelowHighWater)
+            if (free != _blocks.FreeBelowHighWater)
             {
-                problems.Add(new CheckProblem("free space", $"{free} data blocks are free but the allocator counts {_freeBlocksBelowHighWater}"));
+                problems.Add(new CheckProblem("free space", $"{free} data blocks are free but the allocator counts {_blocks.FreeBelowHighWater}"));
             }
 
-            foreach (uint id in _freePages)
+            foreach (uint id in _pages.FreePages)
             {
                 if (pageRef[id] != 0)
                 {
@@ -112,7 +112,7 @@ public sealed partial class Pool
             }
 
             progress?.Report(1);
-            return new CheckReport(problems, _byId.Count, pagesVerified, verified);
+            return new CheckReport(problems, _devices.Count, pagesVerified, verified);
         }
         finally
         {
@@ -123,7 +123,7 @@ public sealed partial class Pool
 
     private void CountTree(uint id, int level, bool map, int[] pageRef, int[] blockRef, Dictionary<uint, (byte[] Sums, string Owner, long Block)>? sums, string subject, List<CheckProblem> problems, long start = 0)
     {
-        if (id < 2 || id >= _metaHighWater || _pages[id] is null)
+        if (id < 2 || !_pages.IsLoaded(id))
         {
             problems.Add(new CheckProblem(subject, $"pointer to missing metadata page {id}"));
             return;
@@ -134,8 +134,8 @@ public sealed partial class Pool
             return;
         }
 
-        var page = _pages[id]!;
-        var (interior, leafMagic) = Magics(map);
+        var page = _pages[id];
+        var (interior, leafMagic) = MapTree.Magics(map);
         if (Layout.Magic(page) != (level == 0 ? leafMagic : interior) || Layout.Level(page) != level || Layout.PageId(page) != id)
         {
             problems.Add(new CheckProblem(subject, $"metadata page {id} is not the level-{level} page its parent expects"));
@@ -144,10 +144,10 @@ public sealed partial class Pool
 
         if (level > 0)
         {
-            long covered = (map ? _mapGeometry : _deviceGeometry).Covered(level - 1);
+            long covered = (map ? _tree.MapGeometry : _tree.DeviceGeometry).Covered(level - 1);
             for (int ci = 0; ci < Layout.InteriorFanout; ci++)
             {
-                uint child = GetU32(id, ci);
+                uint child = _tree.GetU32(id, ci);
                 if (child != 0)
                 {
                     CountTree(child, level - 1, map, pageRef, blockRef, sums, subject, problems, start + (ci * covered));
@@ -162,22 +162,22 @@ public sealed partial class Pool
             return;
         }
 
-        for (int i = 0; i < _mapGeometry.LeafFanout; i++)
+        for (int i = 0; i < _tree.MapGeometry.LeafFanout; i++)
         {
-            uint p = LeafBlock(id, i);
+            uint p = _tree.LeafBlock(id, i);
             if (p == NoBlock)
             {
                 continue;
             }
 
-            if (p >= _dataHighWater)
+            if (p >= _blocks.HighWater)
             {
                 problems.Add(new CheckProblem(subject, $"block {start + i} maps to physical block {p}, beyond the data high-water mark"));
                 continue;
             }
 
             blockRef[p]++;
-            var entrySums = LeafSums(id, i);
+            var entrySums = _tree.LeafSums(id, i);
             if (sums!.TryGetValue(p, out var first))
             {
                 if (!entrySums.SequenceEqual(first.Sums))

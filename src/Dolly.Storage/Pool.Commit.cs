@@ -26,12 +26,8 @@ public sealed partial class Pool
 {
     private bool _dirty;
     private bool _structDirty;
-    private readonly HashSet<DeviceState> _dirtyDevices = [];
-    private readonly List<int> _freeSlots = [];
-    private int _slotHighWater;
     private uint _deviceRoot;
     private int _deviceDepth = 1;
-    private ulong _nextDeviceId = 1;
     private ulong _generation;
 
     // Generations are never reused: every full commit attempt takes a new one, and after opening the first skips one
@@ -41,7 +37,6 @@ public sealed partial class Pool
     private int _durableSlot;
     private readonly byte[] _superPage = new byte[Layout.PageSize];
     private readonly SemaphoreSlim _commitGate = new(1, 1);
-    private readonly List<uint> _unwrittenPages = [];
     private long _changeSeq;
     private long _durableSeq;
     private ulong _batchIds;
@@ -63,7 +58,7 @@ public sealed partial class Pool
 
     private void MarkDirty(DeviceState d)
     {
-        _dirtyDevices.Add(d);
+        _devices.MarkDirty(d);
         Touch();
     }
 
@@ -91,11 +86,9 @@ public sealed partial class Pool
 
         public int Slot { get; init; }
 
-        public List<uint> PendingPages { get; init; } = [];
+        public List<uint> RetiredPages { get; init; } = [];
 
-        public List<uint> PendingBlocks { get; init; } = [];
-
-        public List<uint> PendingReplaced { get; init; } = [];
+        public RetiredBlocks? Retired { get; init; }
 
         public bool Full => Super is not null;
     }
@@ -190,7 +183,7 @@ public sealed partial class Pool
 
         int sectors = _overlay.DirtySectors;
         long advance = sectors > 0 ? _journal.Advance(sectors) : 0;
-        if (journalOnlyAllowed && _journalClean && !_structDirty && _journal.Live + advance <= _journal.Size / 2)
+        if (journalOnlyAllowed && _journalClean && !_structDirty && !_blocks.ChangedSinceCommit && _journal.Live + advance <= _journal.Size / 2)
         {
             if (sectors == 0)
             {
@@ -215,21 +208,6 @@ public sealed partial class Pool
         ulong start = _journal.Tail;
         ulong startSeq = _journal.NextSeq;
         var batch = sectors > 0 ? BuildBatch(generation, batchId) : null;
-        var pages = new List<(uint, byte[])>(_freshPages.Count + _unwrittenPages.Count);
-        var seen = new HashSet<uint>();
-        foreach (uint id in _unwrittenPages)
-        {
-            AddPage(id);
-        }
-
-        foreach (uint id in _freshPages)
-        {
-            if (_pageBorn[id] == _txn)
-            {
-                AddPage(id);
-            }
-        }
-
         var plan = new CommitPlan
         {
             Covers = covers,
@@ -237,35 +215,18 @@ public sealed partial class Pool
             BatchId = batchId,
             Slot = 1 - _durableSlot,
             Super = new Superblock(
-                _blockSize, _poolId, generation, _deviceRoot, _deviceDepth, _nextDeviceId, _metaHighWater, _dataHighWater,
+                _blockSize, _poolId, generation, _deviceRoot, _deviceDepth, _devices.NextId, _pages.HighWater, _blocks.HighWater,
                 start, startSeq, (uint)(_journal.Size / Layout.PageSize)),
-            Pages = pages,
+            Pages = _pages.TakeUnwritten(),
             DataDirty = _dataDirty,
-            PendingPages = [.. _pendingPages],
-            PendingBlocks = [.. _pendingBlocks],
-            PendingReplaced = [.. _pendingReplaced],
+            RetiredPages = _pages.TakeRetired(),
+            Retired = _blocks.TakeRetired(),
         };
-        _pendingPages.Clear();
-        _pendingBlocks.Clear();
-        _pendingReplaced.Clear();
-        _freshPages.Clear();
-        _unwrittenPages.Clear();
-        _txn++;
-        _txnAllocatedBytes = 0;
+        _clock.Advance();
         _dirty = false;
         _structDirty = false;
         _dataDirty = false;
         return plan;
-
-        void AddPage(uint id)
-        {
-            if (_pageRef[id] > 0 && seen.Add(id))
-            {
-                var page = _pages[id]!;
-                Layout.SealPage(page);
-                pages.Add((id, page));
-            }
-        }
     }
 
     private JournalBatch BuildBatch(ulong generation, ulong batchId)
@@ -365,10 +326,8 @@ public sealed partial class Pool
 
             if (plan.Full)
             {
-                _pendingPages.AddRange(plan.PendingPages);
-                _pendingBlocks.AddRange(plan.PendingBlocks);
-                _pendingReplaced.AddRange(plan.PendingReplaced);
-                _unwrittenPages.AddRange(plan.Pages.Select(p => p.Id));
+                _pages.ReturnToNextCommit(plan.Pages.Select(p => p.Id), plan.RetiredPages);
+                _blocks.ReturnRetired(plan.Retired!);
                 _dataDirty |= plan.DataDirty;
                 _structDirty = true;
                 _dirty = true;
@@ -383,13 +342,9 @@ public sealed partial class Pool
             _durableSlot = plan.Slot;
             _journal.DurableStart = super.JournalStart;
             _journalClean = true;
-            foreach (uint id in plan.PendingPages)
-            {
-                _pageRef[id] = 0;
-                _freePages.Push(id);
-            }
+            _pages.Reclaim(plan.RetiredPages);
 
-            ReleasePendingBlocks(plan.PendingBlocks, plan.PendingReplaced);
+            _blocks.Reclaim(plan.Retired!, MinKeptBlocks * 65536L / _blockSize);
         }
 
         if (plan.Batch is { } done)
@@ -416,138 +371,48 @@ public sealed partial class Pool
         }
     }
 
-    /// <summary>
-    /// Frees the blocks the last commit stopped referencing. Blocks deleted, trimmed or reverted away keep
-    /// their disk space up to a reserve (256 MiB, or a quarter of the data in use), so that copy-on-write overwrites reuse allocated file space instead
-    /// of making the host file system allocate again. The rest are queued to be hole-punched, which returns
-    /// their space to the host: that happens outside the pool lock (<see cref="DrainPunches"/>), because
-    /// punching a gigabyte takes long enough to stall every reader and writer. Until punched they are neither
-    /// free nor referenced (count -2), so nothing can be written into them before the punch.
-    /// </summary>
-    private void ReleasePendingBlocks(List<uint> pendingBlocks, List<uint> pendingReplaced)
-    {
-        // Blocks replaced by copy-on-write keep their space whatever the reserve: their replacement took new
-        // space, so keeping them costs no more than an in-place overwrite would have, and the next
-        // copy-on-write of the same data lands on allocated (often still cached) file space.
-        foreach (uint p in pendingReplaced)
-        {
-            _blockRef[p] = 0;
-            _blockKept[p] = true;
-            _blockStale[p] = true;
-        }
+    // At most one thread punches at a time (the allocator holds the queue; the punch itself runs outside the lock).
+    private int _draining;
 
-        _keptFreeBlocks += pendingReplaced.Count;
-        _freeBlocksBelowHighWater += pendingReplaced.Count;
-        pendingReplaced.Clear();
-        if (pendingBlocks.Count == 0)
+    /// <summary>
+    /// Punches the blocks the allocator queued (<see cref="BlockAllocator.Reclaim"/>) in pieces of at most 64 MiB
+    /// without holding the pool lock, because punching a gigabyte takes long enough to stall every reader and
+    /// writer; each piece becomes allocatable once punched. Called by whichever thread just committed, after
+    /// releasing the lock; when <paramref name="lockHeld"/> (closing the pool) everything is punched at once.
+    /// </summary>
+    private void DrainPunches(bool lockHeld = false)
+    {
+        if (_blocks.QueuedPunches == 0)
         {
             return;
         }
 
-        pendingBlocks.Sort();
-        long used = _dataHighWater - _freeBlocksBelowHighWater - pendingBlocks.Count;
-        long reserve = Math.Max(MinKeptBlocks * 65536L / _blockSize, used / 4);
-        int i = 0;
-        while (i < pendingBlocks.Count)
+        if (lockHeld)
         {
-            int j = i;
-            while (j + 1 < pendingBlocks.Count && pendingBlocks[j + 1] == pendingBlocks[j] + 1)
+            while (_blocks.TryTakePunch(uint.MaxValue, out var run))
             {
-                j++;
+                Punch(run);
+                _blocks.FinishPunch(run);
             }
 
-            int keep = (int)Math.Clamp(reserve - _keptFreeBlocks, 0, j - i + 1);
-            for (int k = i; k < i + keep; k++)
-            {
-                uint p = pendingBlocks[k];
-                _blockRef[p] = 0;
-                _blockKept[p] = true;
-                _blockStale[p] = true;
-            }
-
-            _keptFreeBlocks += keep;
-            _freeBlocksBelowHighWater += keep;
-            if (i + keep <= j)
-            {
-                for (int k = i + keep; k <= j; k++)
-                {
-                    _blockRef[pendingBlocks[k]] = Punching;
-                }
-
-                _punchQueue.Add((pendingBlocks[i + keep], (uint)(j - i - keep + 1)));
-                _punchesQueued = _punchQueue.Count;
-            }
-
-            i = j + 1;
-        }
-
-        pendingBlocks.Clear();
-    }
-
-    /// <summary>Reference count of a block waiting to be hole-punched.</summary>
-    private const int Punching = -2;
-
-    // Runs of freed blocks waiting to be punched, and the piece being punched right now (at most one thread
-    // drains at a time). Both are guarded by the pool's write lock; the punch itself runs outside it.
-    private readonly List<(uint First, uint Count)> _punchQueue = [];
-    private (uint First, uint Count)? _punchingNow;
-    private int _punchesQueued;
-    private int _draining;
-
-    /// <summary>
-    /// Punches the queued runs of freed blocks in pieces of at most 64 MiB without holding the pool lock, then
-    /// makes them allocatable. Called by whichever thread just committed, after releasing the lock; when
-    /// <paramref name="lockHeld"/> (closing the pool) everything is punched at once.
-    /// </summary>
-    private void DrainPunches(bool lockHeld = false)
-    {
-        if (Volatile.Read(ref _punchesQueued) == 0)
-        {
             return;
         }
 
         uint pieceBlocks = (uint)Math.Max(1, (64 << 20) / _blockSize);
-        if (lockHeld)
-        {
-            foreach (var run in _punchQueue)
-            {
-                Punch(run);
-                MarkPunched(run);
-            }
-
-            _punchQueue.Clear();
-            _punchesQueued = 0;
-            return;
-        }
-
-        while (Volatile.Read(ref _punchesQueued) > 0 && Interlocked.Exchange(ref _draining, 1) == 0)
+        while (_blocks.QueuedPunches > 0 && Interlocked.Exchange(ref _draining, 1) == 0)
         {
             try
             {
                 while (true)
                 {
-                    (uint First, uint Count) piece;
+                    BlockRun piece;
                     _rw.EnterWriteLock();
                     try
                     {
-                        if (_punchQueue.Count == 0)
+                        if (!_blocks.TryTakePunch(pieceBlocks, out piece))
                         {
                             break;
                         }
-
-                        var run = _punchQueue[0];
-                        piece = (run.First, Math.Min(pieceBlocks, run.Count));
-                        if (piece.Count == run.Count)
-                        {
-                            _punchQueue.RemoveAt(0);
-                        }
-                        else
-                        {
-                            _punchQueue[0] = (run.First + piece.Count, run.Count - piece.Count);
-                        }
-
-                        _punchesQueued = _punchQueue.Count;
-                        _punchingNow = piece;
                     }
                     finally
                     {
@@ -558,12 +423,10 @@ public sealed partial class Pool
                     _rw.EnterWriteLock();
                     try
                     {
-                        if (_punchingNow == piece && !_disposed)
+                        if (!_disposed)
                         {
-                            MarkPunched(piece);
+                            _blocks.FinishPunch(piece);
                         }
-
-                        _punchingNow = null;
                     }
                     finally
                     {
@@ -578,7 +441,7 @@ public sealed partial class Pool
         }
     }
 
-    private void Punch((uint First, uint Count) run)
+    private void Punch(BlockRun run)
     {
         try
         {
@@ -590,32 +453,18 @@ public sealed partial class Pool
         }
     }
 
-    private void MarkPunched((uint First, uint Count) run)
-    {
-        for (uint p = run.First; p < run.First + run.Count; p++)
-        {
-            _blockRef[p] = 0;
-            _blockStale[p] = false;
-        }
-
-        _freeBlocksBelowHighWater += run.Count;
-    }
-
     private void WriteDeviceRecords()
     {
-        // Deleted devices first: a slot freed by one may already be taken by a new device.
-        foreach (var d in _dirtyDevices.OrderBy(d => !d.Deleted))
+        foreach (var d in _devices.TakeDirty())
         {
-            long capacity = _deviceGeometry.Covered(_deviceDepth - 1);
+            long capacity = _tree.DeviceGeometry.Covered(_deviceDepth - 1);
             if (d.Slot >= capacity)
             {
-                DeepenTo(ref _deviceRoot, ref _deviceDepth, _deviceGeometry, map: false, d.Slot + 1L);
+                _tree.DeepenTo(ref _deviceRoot, ref _deviceDepth, _tree.DeviceGeometry, map: false, d.Slot + 1L);
             }
 
-            uint leaf = LeafForWrite(ref _deviceRoot, _deviceDepth, _deviceGeometry, map: false, d.Slot, out int pos);
+            uint leaf = _tree.LeafForWrite(ref _deviceRoot, _deviceDepth, _tree.DeviceGeometry, map: false, d.Slot, out int pos);
             d.WriteRecord(_pages[leaf].AsSpan(Layout.HeaderSize + (pos * Layout.DeviceRecordSize), Layout.DeviceRecordSize));
         }
-
-        _dirtyDevices.Clear();
     }
 }

@@ -27,8 +27,8 @@ public sealed partial class Pool
             {
                 long lb = pos / _blockSize;
                 int bo = (int)(pos % _blockSize);
-                uint leaf = FindLeaf(d.Root, d.Depth, _mapGeometry, lb, out int slot);
-                uint p = leaf == 0 ? NoBlock : LeafBlock(leaf, slot);
+                uint leaf = _tree.FindLeaf(d.Root, d.Depth, _tree.MapGeometry, lb, out int slot);
+                uint p = leaf == 0 ? NoBlock : _tree.LeafBlock(leaf, slot);
                 if (p == NoBlock)
                 {
                     int hole = (int)Math.Min(_blockSize - bo, destination.Length - done);
@@ -53,18 +53,18 @@ public sealed partial class Pool
                     sums = rented;
                 }
 
-                LeafSums(leaf, slot).CopyTo(sums);
+                _tree.LeafSums(leaf, slot).CopyTo(sums);
                 int blocks = 1;
                 long runBytes = _blockSize - bo;
                 while (runBytes < destination.Length - done)
                 {
-                    uint nextLeaf = FindLeaf(d.Root, d.Depth, _mapGeometry, lb + blocks, out int nextSlot);
-                    if (nextLeaf == 0 || LeafBlock(nextLeaf, nextSlot) != p + (uint)blocks)
+                    uint nextLeaf = _tree.FindLeaf(d.Root, d.Depth, _tree.MapGeometry, lb + blocks, out int nextSlot);
+                    if (nextLeaf == 0 || _tree.LeafBlock(nextLeaf, nextSlot) != p + (uint)blocks)
                     {
                         break;
                     }
 
-                    LeafSums(nextLeaf, nextSlot).CopyTo(sums[(blocks * sumBytes)..]);
+                    _tree.LeafSums(nextLeaf, nextSlot).CopyTo(sums[(blocks * sumBytes)..]);
                     blocks++;
                     runBytes += _blockSize;
                 }
@@ -199,7 +199,7 @@ public sealed partial class Pool
         {
             long lb = firstLb + i;
             uint root = d.Root;
-            uint leaf = LeafForWrite(ref root, d.Depth, _mapGeometry, map: true, lb, out int slot);
+            uint leaf = _tree.LeafForWrite(ref root, d.Depth, _tree.MapGeometry, map: true, lb, out int slot);
             if (root != d.Root)
             {
                 d.Root = root;
@@ -207,9 +207,9 @@ public sealed partial class Pool
             }
 
             Touch();
-            uint old = LeafBlock(leaf, slot);
+            uint old = _tree.LeafBlock(leaf, slot);
             var block = data.Slice(i * _blockSize, _blockSize);
-            if (old != NoBlock && _blockRef[old] == 1 && _blockBorn[old] == _txn)
+            if (old != NoBlock && _blocks.References(old) == 1 && _blocks.IsFresh(old))
             {
                 var flushed = FlushRun(d, firstLb, data, run, runStart, runFirst, sums);
                 run.Clear();
@@ -273,7 +273,7 @@ public sealed partial class Pool
         {
             var b = run[k];
             HashSectors(bytes.Slice(k * _blockSize, _blockSize), sums, 0, _sectorsPerBlock);
-            SetLeafEntry(b.Leaf, b.Slot, runStart + (uint)k, sums);
+            _tree.SetLeafEntry(b.Leaf, b.Slot, runStart + (uint)k, sums);
             if (b.Old != NoBlock)
             {
                 DecBlock(b.Old, replaced: true);
@@ -287,7 +287,7 @@ public sealed partial class Pool
     private Result WriteBlock(DeviceState d, long lb, int bo, ReadOnlySpan<byte> data)
     {
         uint root = d.Root;
-        uint leaf = LeafForWrite(ref root, d.Depth, _mapGeometry, map: true, lb, out int slot);
+        uint leaf = _tree.LeafForWrite(ref root, d.Depth, _tree.MapGeometry, map: true, lb, out int slot);
         if (root != d.Root)
         {
             d.Root = root;
@@ -295,13 +295,13 @@ public sealed partial class Pool
         }
 
         Touch();
-        uint old = LeafBlock(leaf, slot);
+        uint old = _tree.LeafBlock(leaf, slot);
         int s0 = bo / Layout.SectorSize;
         int s1 = (bo + data.Length + Layout.SectorSize - 1) / Layout.SectorSize;
 
-        if (old != NoBlock && _blockRef[old] == 1)
+        if (old != NoBlock && _blocks.References(old) == 1)
         {
-            if (_blockBorn[old] == _txn)
+            if (_blocks.IsFresh(old))
             {
                 return WriteInPlace(d, lb, leaf, slot, old, bo, data, s0, s1);
             }
@@ -332,7 +332,7 @@ public sealed partial class Pool
             var block = buffer.AsSpan(0, _blockSize);
             var newSums = sums.AsSpan(0, _sectorsPerBlock * 4);
             // A partial write (whole blocks took the direct path): start from the old block.
-            LeafSums(leaf, slot).CopyTo(newSums);
+            _tree.LeafSums(leaf, slot).CopyTo(newSums);
             try
             {
                 _data.Read((long)old * _blockSize, block);
@@ -395,7 +395,7 @@ public sealed partial class Pool
                 return IoFailure(d, lb, ex);
             }
 
-            SetLeafEntry(leaf, slot, p, sums);
+            _tree.SetLeafEntry(leaf, slot, p, sums);
             return Result.Ok;
         }
         finally
@@ -438,7 +438,7 @@ public sealed partial class Pool
             return IoFailure(d, lb, ex);
         }
 
-        SetLeafEntry(leaf, slot, p, sums);
+        _tree.SetLeafEntry(leaf, slot, p, sums);
         if (old != NoBlock)
         {
             DecBlock(old, replaced: true);
@@ -475,7 +475,7 @@ public sealed partial class Pool
     /// </summary>
     private Result WriteJournaled(DeviceState d, long lb, uint leaf, int slot, uint p, int bo, ReadOnlySpan<byte> data, int s0, int s1)
     {
-        var sums = LeafSums(leaf, slot);
+        var sums = _tree.LeafSums(leaf, slot);
         Span<byte> first = stackalloc byte[Layout.SectorSize];
         Span<byte> last = stackalloc byte[Layout.SectorSize];
         bool firstPartial = bo % Layout.SectorSize != 0 || (s1 - s0 == 1 && data.Length != Layout.SectorSize);
@@ -541,7 +541,7 @@ public sealed partial class Pool
     /// <summary>Overwrites part of a block allocated in this transaction and referenced only here.</summary>
     private Result WriteInPlace(DeviceState d, long lb, uint leaf, int slot, uint p, int bo, ReadOnlySpan<byte> data, int s0, int s1)
     {
-        var sums = LeafSums(leaf, slot);
+        var sums = _tree.LeafSums(leaf, slot);
         long blockOffset = (long)p * _blockSize;
         int start = s0 * Layout.SectorSize;
         int length = (s1 - s0) * Layout.SectorSize;
@@ -630,7 +630,7 @@ public sealed partial class Pool
         {
             if (d.Root != 0)
             {
-                uint root = UnmapRange(d.Root, d.Depth - 1, 0, firstFull, endFull);
+                uint root = _tree.UnmapRange(d.Root, d.Depth - 1, 0, firstFull, endFull);
                 if (root != d.Root)
                 {
                     d.Root = root;
@@ -666,8 +666,8 @@ public sealed partial class Pool
                 long lb = pos / _blockSize;
                 int bo = (int)(pos % _blockSize);
                 int n = (int)Math.Min(_blockSize - bo, end - pos);
-                uint leaf = FindLeaf(d.Root, d.Depth, _mapGeometry, lb, out int slot);
-                if (leaf != 0 && LeafBlock(leaf, slot) != NoBlock)
+                uint leaf = _tree.FindLeaf(d.Root, d.Depth, _tree.MapGeometry, lb, out int slot);
+                if (leaf != 0 && _tree.LeafBlock(leaf, slot) != NoBlock)
                 {
                     var r = WriteBlock(d, lb, bo, zeros.AsSpan(0, n));
                     if (!r.IsOk)

@@ -14,7 +14,7 @@ public sealed partial class Pool
         try
         {
             ThrowIfDisposed();
-            return _byName.Values.Where(d => kind is null || d.Kind == kind).OrderBy(d => d.Name, StringComparer.Ordinal).Select(ToInfo).ToList();
+            return _devices.All.Where(d => kind is null || d.Kind == kind).OrderBy(d => d.Name, StringComparer.Ordinal).Select(ToInfo).ToList();
         }
         finally
         {
@@ -42,7 +42,7 @@ public sealed partial class Pool
             return badSize;
         }
 
-        if (_byName.ContainsKey(name))
+        if (_devices.Contains(name))
         {
             return Exists(name);
         }
@@ -52,8 +52,8 @@ public sealed partial class Pool
             return notCommitted;
         }
 
-        ulong id = _nextDeviceId++;
-        var d = AddDevice(name, DeviceKind.Volume, size, root: 0, _mapGeometry.DepthFor(BlocksFor(size)), sourceId: 0, lineageId: id, id);
+        ulong id = _devices.TakeId();
+        var d = AddDevice(name, DeviceKind.Volume, size, root: 0, _tree.MapGeometry.DepthFor(BlocksFor(size)), sourceId: 0, lineageId: id, id);
         return Committed(d);
     });
 
@@ -77,17 +77,17 @@ public sealed partial class Pool
             return new StorageError(StorageErrorCode.InvalidArgument, $"'{volumeName}' is a snapshot; snapshots are taken of volumes (clone it first)");
         }
 
-        if (_byName.ContainsKey(snapshotName))
+        if (_devices.Contains(snapshotName))
         {
             return Exists(snapshotName);
         }
 
         if (v.Root != 0)
         {
-            _pageRef[v.Root]++;
+            _pages.AddReference(v.Root);
         }
 
-        var s = AddDevice(snapshotName, DeviceKind.Snapshot, v.Size, v.Root, v.Depth, v.Id, v.LineageId, _nextDeviceId++);
+        var s = AddDevice(snapshotName, DeviceKind.Snapshot, v.Size, v.Root, v.Depth, v.Id, v.LineageId, _devices.TakeId());
         return CommitCreated([s]) is { } failed
             ? new StorageError(failed.Code, $"{failed.Message}; the snapshot was not created")
             : ToInfo(s);
@@ -132,7 +132,7 @@ public sealed partial class Pool
                 return new StorageError(StorageErrorCode.InvalidArgument, $"volume '{volume}' appears twice in the snapshot group");
             }
 
-            if (_byName.ContainsKey(snapshot) || !seenSnapshots.Add(snapshot))
+            if (_devices.Contains(snapshot) || !seenSnapshots.Add(snapshot))
             {
                 return Exists(snapshot);
             }
@@ -146,10 +146,10 @@ public sealed partial class Pool
             var v = sources[i];
             if (v.Root != 0)
             {
-                _pageRef[v.Root]++;
+                _pages.AddReference(v.Root);
             }
 
-            created.Add(AddDevice(members[i].Snapshot, DeviceKind.Snapshot, v.Size, v.Root, v.Depth, v.Id, v.LineageId, _nextDeviceId++));
+            created.Add(AddDevice(members[i].Snapshot, DeviceKind.Snapshot, v.Size, v.Root, v.Depth, v.Id, v.LineageId, _devices.TakeId()));
         }
 
         if (CommitCreated(created) is { } failed)
@@ -189,7 +189,7 @@ public sealed partial class Pool
             return new StorageError(StorageErrorCode.InvalidArgument, $"clone '{cloneName}' cannot be smaller ({newSize} bytes) than its source {Describe(s)} ({s.Size} bytes)");
         }
 
-        if (_byName.ContainsKey(cloneName))
+        if (_devices.Contains(cloneName))
         {
             return Exists(cloneName);
         }
@@ -201,10 +201,10 @@ public sealed partial class Pool
 
         if (s.Root != 0)
         {
-            _pageRef[s.Root]++;
+            _pages.AddReference(s.Root);
         }
 
-        var c = AddDevice(cloneName, DeviceKind.Volume, s.Size, s.Root, s.Depth, s.Id, s.LineageId, _nextDeviceId++);
+        var c = AddDevice(cloneName, DeviceKind.Volume, s.Size, s.Root, s.Depth, s.Id, s.LineageId, _devices.TakeId());
         GrowTo(c, newSize);
         return Committed(c);
     });
@@ -251,12 +251,12 @@ public sealed partial class Pool
 
         if (s.Root != 0)
         {
-            _pageRef[s.Root]++;
+            _pages.AddReference(s.Root);
         }
 
         if (v.Root != 0)
         {
-            DecPage(v.Root);
+            _tree.DecPage(v.Root);
         }
 
         long size = Math.Max(v.Size, s.Size);
@@ -313,10 +313,10 @@ public sealed partial class Pool
                 return found.Error;
             }
 
-        if (BeginChange() is { } notCommitted)
-        {
-            return notCommitted;
-        }
+            if (BeginChange() is { } notCommitted)
+            {
+                return notCommitted;
+            }
 
             var d = found.Value;
             RemoveDevice(d);
@@ -330,15 +330,11 @@ public sealed partial class Pool
     {
         if (d.Root != 0)
         {
-            DecPage(d.Root);
+            _tree.DecPage(d.Root);
         }
 
-        d.Deleted = true;
-        d.Root = 0;
-        _byName.Remove(d.Name);
-        _byId.Remove(d.Id);
-        _freeSlots.Add(d.Slot);
-        MarkDirty(d);
+        _devices.Remove(d);
+        Touch();
     }
 
     /// <summary>
@@ -400,16 +396,16 @@ public sealed partial class Pool
 
     private void CountSpace(uint id, int level, bool shared, ref long allocated, ref long exclusive)
     {
-        shared |= _pageRef[id] > 1;
+        shared |= _pages.References(id) > 1;
         if (level == 0)
         {
-            for (int i = 0; i < _mapGeometry.LeafFanout; i++)
+            for (int i = 0; i < _tree.MapGeometry.LeafFanout; i++)
             {
-                uint p = LeafBlock(id, i);
+                uint p = _tree.LeafBlock(id, i);
                 if (p != NoBlock)
                 {
                     allocated++;
-                    if (!shared && _blockRef[p] == 1)
+                    if (!shared && _blocks.References(p) == 1)
                     {
                         exclusive++;
                     }
@@ -421,7 +417,7 @@ public sealed partial class Pool
 
         for (int ci = 0; ci < Layout.InteriorFanout; ci++)
         {
-            uint child = GetU32(id, ci);
+            uint child = _tree.GetU32(id, ci);
             if (child != 0)
             {
                 CountSpace(child, level - 1, shared, ref allocated, ref exclusive);
@@ -445,7 +441,7 @@ public sealed partial class Pool
         }
 
         var ranges = new RangeBuilder(offset, end);
-        WalkMapped(d.Root, d.Depth, offset / _blockSize, (end + _blockSize - 1) / _blockSize, (lb, _, _) => ranges.Add(lb * _blockSize, _blockSize));
+        _tree.WalkMapped(d.Root, d.Depth, offset / _blockSize, (end + _blockSize - 1) / _blockSize, (lb, _, _) => ranges.Add(lb * _blockSize, _blockSize));
         return ranges.Build();
     }
 
@@ -480,7 +476,7 @@ public sealed partial class Pool
         }
 
         var ranges = new RangeBuilder(offset, Math.Min(end, size));
-        WalkChanged(a, b, offset / _blockSize, (end + _blockSize - 1) / _blockSize, lb => ranges.Add(lb * _blockSize, _blockSize));
+        _tree.WalkChanged(a, b, offset / _blockSize, (end + _blockSize - 1) / _blockSize, lb => ranges.Add(lb * _blockSize, _blockSize));
         return ranges.Build();
     }
 
@@ -491,37 +487,23 @@ public sealed partial class Pool
         try
         {
             ThrowIfDisposed();
-            long used = 0;
-            for (uint p = 0; p < _dataHighWater; p++)
-            {
-                if (_blockRef[p] > 0)
-                {
-                    used++;
-                }
-            }
+            long used = _blocks.CountLive();
 
-            long pages = 2;
-            for (uint id = 2; id < _metaHighWater; id++)
-            {
-                if (_pageRef[id] != 0)
-                {
-                    pages++;
-                }
-            }
+            long pages = _pages.CountInUse();
 
             return new PoolInfo(
                 _directory,
                 _poolId,
                 _blockSize,
                 _generation,
-                _byName.Values.Count(d => d.Kind == DeviceKind.Volume),
-                _byName.Values.Count(d => d.Kind == DeviceKind.Snapshot),
+                _devices.All.Count(d => d.Kind == DeviceKind.Volume),
+                _devices.All.Count(d => d.Kind == DeviceKind.Snapshot),
                 used,
-                _dataHighWater - used,
+                _blocks.HighWater - used,
                 _data.AllocatedBytes,
                 pages,
                 pages * Layout.PageSize,
-                _byName.Values.Sum(d => d.Size));
+                _devices.All.Sum(d => d.Size));
         }
         finally
         {
@@ -538,33 +520,8 @@ public sealed partial class Pool
 
     private DeviceState AddDevice(string name, DeviceKind kind, long size, uint root, int depth, ulong sourceId, ulong lineageId, ulong id)
     {
-        int slot;
-        if (_freeSlots.Count > 0)
-        {
-            slot = _freeSlots.Min();
-            _freeSlots.Remove(slot);
-        }
-        else
-        {
-            slot = _slotHighWater++;
-        }
-
-        var d = new DeviceState
-        {
-            Id = id,
-            Name = name,
-            Kind = kind,
-            Slot = slot,
-            CreatedUnixMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
-            SourceId = sourceId,
-            LineageId = lineageId,
-            Size = size,
-            Root = root,
-            Depth = depth,
-        };
-        _byName[name] = d;
-        _byId[id] = d;
-        MarkDirty(d);
+        var d = _devices.Add(name, kind, size, root, depth, sourceId, lineageId, id, _time.GetUtcNow().ToUnixTimeMilliseconds());
+        Touch();
         return d;
     }
 
@@ -577,7 +534,7 @@ public sealed partial class Pool
 
         uint root = d.Root;
         int depth = d.Depth;
-        DeepenTo(ref root, ref depth, _mapGeometry, map: true, BlocksFor(size));
+        _tree.DeepenTo(ref root, ref depth, _tree.MapGeometry, map: true, BlocksFor(size));
         d.Root = root;
         d.Depth = depth;
         d.Size = size;
@@ -611,7 +568,7 @@ public sealed partial class Pool
 
     private Result<DeviceState> Find(string name)
     {
-        if (_byName.TryGetValue(name, out var d))
+        if (_devices.TryGet(name, out var d))
         {
             return d;
         }
@@ -628,7 +585,7 @@ public sealed partial class Pool
         d.Size,
         DateTimeOffset.FromUnixTimeMilliseconds(d.CreatedUnixMs),
         d.SourceId,
-        _byId.TryGetValue(d.SourceId, out var s) ? s.Name : null,
+        _devices.TryGet(d.SourceId, out var s) ? s.Name : null,
         d.LineageId);
 
     /// <summary>
@@ -691,7 +648,7 @@ public sealed partial class Pool
             return new StorageError(pending.Error.Code, $"nothing was changed: earlier writes could not be committed first: {pending.Error.Message}");
         }
 
-        _devicesBeforeChange = [.. _byId.Values];
+        _devicesBeforeChange = [.. _devices.All];
         return null;
     }
 

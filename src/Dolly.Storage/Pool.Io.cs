@@ -10,7 +10,7 @@ public sealed partial class Pool
         _rw.EnterReadLock();
         try
         {
-            return !_disposed && _byId.TryGetValue(id, out var d) ? d.Size : -1;
+            return !_disposed && _devices.TryGet(id, out var d) ? d.Size : -1;
         }
         finally
         {
@@ -116,7 +116,7 @@ public sealed partial class Pool
     /// in slices bounds the work of the next flush and the memory held, and lets a long overwrite reuse the space
     /// its own first part freed instead of growing the data file by the whole amount.
     /// </summary>
-    private bool FlushDue() => _txnAllocatedBytes >= AutoCommitBytes || _overlay.Sectors >= _overlayFlushSectors;
+    private bool FlushDue() => _blocks.AllocatedSinceCommit * _blockSize >= AutoCommitBytes || _overlay.Sectors >= _overlayFlushSectors;
 
     /// <summary>
     /// After a successful write, outside the lock: flush when the client asked (FUA; its result is the write's) or

@@ -57,7 +57,7 @@ public sealed partial class Pool
 
     private string? ReplayEntry(JournalEntry e, byte[] sector, bool applyInPlace)
     {
-        if (!_byId.TryGetValue(e.Device, out var d))
+        if (!_devices.TryGet(e.Device, out var d))
         {
             return $"a record for device id {e.Device}, which does not exist";
         }
@@ -67,28 +67,28 @@ public sealed partial class Pool
             return $"a record for block {e.LogicalBlock} sector {e.Sector} of {Describe(d)}, outside it";
         }
 
-        uint leaf = FindLeaf(d.Root, d.Depth, _mapGeometry, e.LogicalBlock, out int slot);
-        if (leaf == 0 || LeafBlock(leaf, slot) != e.Block)
+        uint leaf = _tree.FindLeaf(d.Root, d.Depth, _tree.MapGeometry, e.LogicalBlock, out int slot);
+        if (leaf == 0 || _tree.LeafBlock(leaf, slot) != e.Block)
         {
             return $"a record for block {e.LogicalBlock} of {Describe(d)} at physical block {e.Block}, which the map does not hold there";
         }
 
-        if (BinaryPrimitives.ReadUInt32LittleEndian(LeafSums(leaf, slot)[(e.Sector * 4)..]) != e.Checksum)
+        if (BinaryPrimitives.ReadUInt32LittleEndian(_tree.LeafSums(leaf, slot)[(e.Sector * 4)..]) != e.Checksum)
         {
             uint root = d.Root;
-            leaf = LeafForWrite(ref root, d.Depth, _mapGeometry, map: true, e.LogicalBlock, out slot);
+            leaf = _tree.LeafForWrite(ref root, d.Depth, _tree.MapGeometry, map: true, e.LogicalBlock, out slot);
             if (root != d.Root)
             {
                 d.Root = root;
                 MarkDirty(d);
             }
 
-            if (_blockRef[e.Block] != 1)
+            if (_blocks.References(e.Block) != 1)
             {
                 return $"a record for block {e.LogicalBlock} of {Describe(d)} changes physical block {e.Block}, which is shared";
             }
 
-            BinaryPrimitives.WriteUInt32LittleEndian(LeafSums(leaf, slot)[(e.Sector * 4)..], e.Checksum);
+            BinaryPrimitives.WriteUInt32LittleEndian(_tree.LeafSums(leaf, slot)[(e.Sector * 4)..], e.Checksum);
             Touch();
         }
 

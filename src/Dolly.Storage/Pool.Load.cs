@@ -15,6 +15,9 @@ public sealed partial class Pool
         public int[] PageRef { get; set; } = [];
 
         public int[] BlockRef { get; set; } = [];
+
+        /// <summary>The data high-water mark of the state loaded.</summary>
+        public uint DataHighWater { get; set; }
     }
 
     private static Superblock? ReadSuperblock(IStorageFile meta, string directory, List<CheckProblem> problems, out bool foreign) =>
@@ -58,15 +61,12 @@ public sealed partial class Pool
     /// <summary>Loads the device table and every map reachable from it; problems are collected.</summary>
     private void LoadTrees(Superblock sb, LoadContext ctx)
     {
-        _metaHighWater = Math.Max(2u, sb.MetaHighWater);
-        _dataHighWater = sb.DataHighWater;
-        EnsurePageCapacity(_metaHighWater);
-        EnsureBlockCapacity(_dataHighWater);
-        ctx.PageRef = new int[_pages.Length];
-        ctx.BlockRef = new int[_blockRef.Length];
+        ctx.PageRef = new int[_pages.HighWater];
+        ctx.DataHighWater = sb.DataHighWater;
+        ctx.BlockRef = new int[sb.DataHighWater];
         _deviceRoot = sb.DeviceRoot;
         _deviceDepth = Math.Clamp(sb.DeviceDepth, 1, Layout.MaxDepth);
-        _nextDeviceId = sb.NextDeviceId;
+        _devices.Reset(sb.NextDeviceId);
         if (sb.DeviceDepth != _deviceDepth)
         {
             ctx.Problems.Add(new CheckProblem("device table", $"invalid depth {sb.DeviceDepth}"));
@@ -104,24 +104,22 @@ public sealed partial class Pool
                 continue;
             }
 
-            _byName[d.Name] = d;
-            _byId[d.Id] = d;
-            _slotHighWater = Math.Max(_slotHighWater, d.Slot + 1);
+            _devices.Load(d);
             if (d.Root != 0)
             {
                 VisitPage(d.Root, d.Depth - 1, map: true, subject, ctx, leaf =>
                 {
-                    for (int i = 0; i < _mapGeometry.LeafFanout; i++)
+                    for (int i = 0; i < _tree.MapGeometry.LeafFanout; i++)
                     {
-                        uint p = LeafBlock(leaf.Id, i);
+                        uint p = _tree.LeafBlock(leaf.Id, i);
                         if (p == NoBlock)
                         {
                             continue;
                         }
 
-                        if (p >= _dataHighWater)
+                        if (p >= ctx.DataHighWater)
                         {
-                            ctx.Problems.Add(new CheckProblem(subject, $"block {leaf.Start + i} maps to physical block {p}, beyond the data high-water mark {_dataHighWater}"));
+                            ctx.Problems.Add(new CheckProblem(subject, $"block {leaf.Start + i} maps to physical block {p}, beyond the data high-water mark {ctx.DataHighWater}"));
                             continue;
                         }
 
@@ -134,11 +132,11 @@ public sealed partial class Pool
         if (ctx.Problems.Count == 0)
         {
             // Nothing may be mapped past a device's end (the last partial block aside): walk only that range.
-            foreach (var d in _byId.Values)
+            foreach (var d in _devices.All)
             {
                 long sizeBlocks = (d.Size + _blockSize - 1) / _blockSize;
                 long firstBeyond = -1;
-                WalkMapped(d.Root, d.Depth, sizeBlocks, _mapGeometry.Covered(d.Depth - 1), (lb, _, _) => firstBeyond = firstBeyond < 0 ? lb : firstBeyond);
+                _tree.WalkMapped(d.Root, d.Depth, sizeBlocks, _tree.MapGeometry.Covered(d.Depth - 1), (lb, _, _) => firstBeyond = firstBeyond < 0 ? lb : firstBeyond);
                 if (firstBeyond >= 0)
                 {
                     ctx.Problems.Add(new CheckProblem($"{Describe(d)} (id {d.Id})", $"block {firstBeyond} is mapped beyond the device size of {d.Size} bytes"));
@@ -146,13 +144,7 @@ public sealed partial class Pool
             }
         }
 
-        for (int slot = 0; slot < _slotHighWater; slot++)
-        {
-            if (!devices.Any(d => d.Slot == slot && _byId.ContainsKey(d.Id)))
-            {
-                _freeSlots.Add(slot);
-            }
-        }
+        _devices.FinishLoad();
     }
 
     private bool ValidateDevice(DeviceState d, string subject, LoadContext ctx)
@@ -164,26 +156,26 @@ public sealed partial class Pool
             problems.Add(new CheckProblem(subject, nameError.Message));
         }
 
-        if (_byName.ContainsKey(d.Name))
+        if (_devices.Contains(d.Name))
         {
             problems.Add(new CheckProblem(subject, "the name is used by another device"));
         }
 
-        if (_byId.ContainsKey(d.Id) || d.Id >= _nextDeviceId)
+        if (_devices.Contains(d.Id) || d.Id >= _devices.NextId)
         {
-            problems.Add(new CheckProblem(subject, $"the id is duplicated or not below the next id {_nextDeviceId}"));
+            problems.Add(new CheckProblem(subject, $"the id is duplicated or not below the next id {_devices.NextId}"));
         }
 
         if (d.Size <= 0 || d.Size > ByteSize.MaxVolumeSize || d.Size % Layout.SectorSize != 0)
         {
             problems.Add(new CheckProblem(subject, $"invalid size {d.Size}"));
         }
-        else if (d.Depth is < 1 or > Layout.MaxDepth || _mapGeometry.Covered(d.Depth - 1) * _blockSize < d.Size)
+        else if (d.Depth is < 1 or > Layout.MaxDepth || _tree.MapGeometry.Covered(d.Depth - 1) * _blockSize < d.Size)
         {
             problems.Add(new CheckProblem(subject, $"map depth {d.Depth} does not cover the size {d.Size}"));
         }
 
-        if (d.Root >= _metaHighWater || d.Root == 1)
+        if (d.Root >= _pages.HighWater || d.Root == 1)
         {
             problems.Add(new CheckProblem(subject, $"map root page {d.Root} is out of range"));
         }
@@ -198,13 +190,13 @@ public sealed partial class Pool
     /// </summary>
     private void VisitPage(uint id, int level, bool map, string subject, LoadContext ctx, Action<LeafRef> onLeaf, long start = 0)
     {
-        if (id < 2 || id >= _metaHighWater)
+        if (id < 2 || id >= _pages.HighWater)
         {
-            ctx.Problems.Add(new CheckProblem(subject, $"reference to page {id}, outside the metadata file's pages 2..{_metaHighWater - 1}"));
+            ctx.Problems.Add(new CheckProblem(subject, $"reference to page {id}, outside the metadata file's pages 2..{_pages.HighWater - 1}"));
             return;
         }
 
-        var (interior, leafMagic) = Magics(map);
+        var (interior, leafMagic) = MapTree.Magics(map);
         uint expected = level == 0 ? leafMagic : interior;
         if (ctx.PageRef[id]++ > 0)
         {
@@ -226,18 +218,18 @@ public sealed partial class Pool
             return;
         }
 
-        _pages[id] = page;
+        _pages.Load(id, page);
         if (level == 0)
         {
             onLeaf(new LeafRef(id, start));
             return;
         }
 
-        var geometry = map ? _mapGeometry : _deviceGeometry;
+        var geometry = map ? _tree.MapGeometry : _tree.DeviceGeometry;
         long covered = geometry.Covered(level - 1);
         for (int ci = 0; ci < Layout.InteriorFanout; ci++)
         {
-            uint child = GetU32(id, ci);
+            uint child = _tree.GetU32(id, ci);
             if (child != 0)
             {
                 VisitPage(child, level - 1, map, subject, ctx, onLeaf, start + (ci * covered));
@@ -255,32 +247,9 @@ public sealed partial class Pool
     /// </summary>
     private void RollBackToCommitted(IReadOnlyCollection<DeviceState> known)
     {
-        _pages = new byte[]?[64];
-        _pageRef = new int[64];
-        _pageBorn = new uint[64];
-        _freePages.Clear();
-        _pendingPages.Clear();
-        _freshPages.Clear();
-        _blockRef = new int[64];
-        _blockBorn = new uint[64];
-        _blockKept = new bool[64];
-        _blockStale = new bool[64];
-        _keptFreeBlocks = 0;
-        _pendingBlocks.Clear();
-        _pendingReplaced.Clear();
-        _punchQueue.Clear();
-        _punchesQueued = 0;
-        _freeBlocksBelowHighWater = 0;
-        _blockCursor = 0;
-        _dirtyDevices.Clear();
-        _freeSlots.Clear();
-        _slotHighWater = 0;
-        _byName.Clear();
-        _byId.Clear();
         _dirty = false;
         _dataDirty = false;
-        _txnAllocatedBytes = 0;
-        _txn++;
+        _clock.Advance();
 
         var problems = new List<CheckProblem>();
         var sb = ReadSuperblock(_meta, _directory, problems, out _, out int slot)
@@ -303,28 +272,15 @@ public sealed partial class Pool
 
         _journalClean = false;
 
-        // Queued punches are dropped (those blocks are simply free again); a piece being punched right now
-        // must not be handed out until its punch is done, when the drainer frees it.
-        if (_punchingNow is { } busy)
-        {
-            for (uint p = busy.First; p < busy.First + busy.Count; p++)
-            {
-                _blockRef[p] = Punching;
-            }
-
-            _freeBlocksBelowHighWater -= busy.Count;
-        }
-
         foreach (var old in known)
         {
-            if (_byId.TryGetValue(old.Id, out var loaded))
+            if (_devices.TryGet(old.Id, out var loaded))
             {
                 old.Root = loaded.Root;
                 old.Depth = loaded.Depth;
                 old.Size = loaded.Size;
                 old.Deleted = false;
-                _byId[old.Id] = old;
-                _byName[old.Name] = old;
+                _devices.Rebind(old);
             }
             else
             {
@@ -336,24 +292,10 @@ public sealed partial class Pool
     /// <summary>Adopts the reference counts computed by a load and builds the free lists from them.</summary>
     private void AdoptCounts(LoadContext ctx)
     {
-        Array.Copy(ctx.PageRef, _pageRef, Math.Min(ctx.PageRef.Length, _pageRef.Length));
-        Array.Copy(ctx.BlockRef, _blockRef, Math.Min(ctx.BlockRef.Length, _blockRef.Length));
-        for (uint id = _metaHighWater - 1; id >= 2; id--)
-        {
-            if (_pageRef[id] == 0)
-            {
-                _freePages.Push(id);
-            }
-        }
+        _pages.Adopt(ctx.PageRef);
 
-        _freeBlocksBelowHighWater = 0;
-        for (uint p = 0; p < _dataHighWater; p++)
-        {
-            if (_blockRef[p] == 0)
-            {
-                _freeBlocksBelowHighWater++;
-                _blockStale[p] = true;
-            }
-        }
+        // Queued punches are dropped (those blocks are simply free again); a piece being punched right now stays
+        // unallocatable until its punch is done, when the drainer frees it.
+        _blocks.Adopt(ctx.DataHighWater, ctx.BlockRef);
     }
 }

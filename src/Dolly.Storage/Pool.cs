@@ -30,8 +30,7 @@ public sealed partial class Pool : IDisposable
     private readonly IStorageFile _data;
     private IStorageFile? _journalFile;
     private readonly ReaderWriterLockSlim _rw = new(LockRecursionPolicy.NoRecursion);
-    private readonly Dictionary<string, DeviceState> _byName = new(StringComparer.Ordinal);
-    private readonly Dictionary<ulong, DeviceState> _byId = [];
+    private readonly DeviceTable _devices = new();
     private readonly TimeProvider _time;
     private int _blockSize;
     private Guid _poolId;
@@ -45,6 +44,8 @@ public sealed partial class Pool : IDisposable
         _meta = meta;
         _data = data;
         _time = time;
+        _pages = new PageStore(_clock);
+        _blocks = new BlockAllocator(_clock);
     }
 
     /// <summary>The pool directory.</summary>
@@ -265,7 +266,7 @@ public sealed partial class Pool : IDisposable
             {
                 // Blocks past the high-water mark may hold writes a crash left uncommitted; zero them so that
                 // every block the allocator hands out from there reads as zeros.
-                long end = (long)pool._dataHighWater * pool._blockSize;
+                long end = (long)pool._blocks.HighWater * pool._blockSize;
                 if (data.Length > end)
                 {
                     data.PunchHole(end, data.Length - end);
@@ -317,20 +318,15 @@ public sealed partial class Pool : IDisposable
         _generation = sb.Generation;
         _deviceRoot = sb.DeviceRoot;
         _deviceDepth = Math.Max(1, sb.DeviceDepth);
-        _nextDeviceId = sb.NextDeviceId;
-        _metaHighWater = Math.Max(2u, sb.MetaHighWater);
-        _dataHighWater = sb.DataHighWater;
+        _pages.Reset(sb.MetaHighWater);
         _sectorsPerBlock = _blockSize / Layout.SectorSize;
-        _entrySize = 4 + (4 * _sectorsPerBlock);
-        _mapGeometry = new TreeGeometry((Layout.PageSize - Layout.HeaderSize) / _entrySize);
+        _tree = new MapTree(_pages, _blocks, _blockSize, BlockDropped);
         _zeroSums = new byte[_sectorsPerBlock * 4];
         for (int s = 0; s < _sectorsPerBlock; s++)
         {
             BinaryPrimitives.WriteUInt32LittleEndian(_zeroSums.AsSpan(s * 4), ZeroSectorSum);
         }
 
-        EnsurePageCapacity(_metaHighWater);
-        EnsureBlockCapacity(_dataHighWater);
         _overlay = new Overlay(_sectorsPerBlock);
     }
 
