@@ -252,7 +252,9 @@ public sealed class DriverFaultTests : IAsyncLifetime
         string error = await Until(async () => await TryGet("volumesnapshotcontents", content, cluster: true) is { } c ? Str(c, "status", "error", "message") : null, "no error on the content");
         Assert.Contains("Failed to delete snapshot", error, StringComparison.Ordinal);
         Assert.Contains("FailedPrecondition desc = the snapshot is in use", error, StringComparison.Ordinal);
-        Assert.Contains("the snapshot is in use", await EventMessages(content, "SnapshotDeleteError"), StringComparison.Ordinal);
+        // The event is recorded right after the error is saved on the content: wait for it rather than read once.
+        string events = await Until(async () => await EventMessages(content, "SnapshotDeleteError") is { Length: > 0 } m ? m : null, "no SnapshotDeleteError event");
+        Assert.Contains("the snapshot is in use", events, StringComparison.Ordinal);
 
         _faults.Disarm("DeleteSnapshot");
         await Until(async () => await TryGet("volumesnapshotcontents", content, cluster: true) is null ? "gone" : null, "the content never went");
