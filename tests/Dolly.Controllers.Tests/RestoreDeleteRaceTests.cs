@@ -1,4 +1,6 @@
 using System.Text.Json;
+using Grpc.Core;
+using Grpc.Core.Interceptors;
 using k8s;
 using k8s.Models;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -16,6 +18,7 @@ public sealed class RestoreDeleteRaceTests : IAsyncLifetime
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     private readonly CancellationTokenSource _stop = new();
+    private readonly FailCreateVolume _gate = new();
     private DriverStack? _stack;
     private Kubernetes? _client;
     private Task? _controllers;
@@ -33,8 +36,26 @@ public sealed class RestoreDeleteRaceTests : IAsyncLifetime
             RetryBaseDelay = TimeSpan.FromMilliseconds(50),
             RetryMaxDelay = TimeSpan.FromMilliseconds(500),
         };
-        _controllers = DollyControllers.RunAsync(_client, _stack.Csi, options, NullLoggerFactory.Instance, _stop.Token);
+        _controllers = DollyControllers.RunAsync(_client, _stack.Channel.Intercept(_gate), options, NullLoggerFactory.Instance, _stop.Token);
         await DriverStack.CreateClassesAsync(_client, Ct);
+    }
+
+    /// <summary>While <see cref="Failing"/>, CreateVolume fails as a driver that is restarting would.</summary>
+    private sealed class FailCreateVolume : Interceptor
+    {
+        public volatile bool Failing;
+
+        public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(
+            TRequest request, ClientInterceptorContext<TRequest, TResponse> context, AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
+        {
+            if (!Failing || context.Method.Name != "CreateVolume")
+            {
+                return continuation(request, context);
+            }
+
+            var status = new Status(StatusCode.Unavailable, "the driver is restarting");
+            return new AsyncUnaryCall<TResponse>(Task.FromException<TResponse>(new RpcException(status)), Task.FromResult(new Metadata()), () => status, () => [], () => { });
+        }
     }
 
     public async ValueTask DisposeAsync()
@@ -226,6 +247,55 @@ public sealed class RestoreDeleteRaceTests : IAsyncLifetime
                 .GetProperty("items").GetArrayLength() == 0 ? "none" : null,
             () => $"seed {seed}: contents left behind ({bound} bound, {refused} refused)");
         Assert.Equal(rounds, bound + refused);
+    }
+
+    /// <summary>A restore that has begun (recorded on its claim) holds its snapshot while the driver fails, then both finish.</summary>
+    [Fact]
+    public async Task ARestoreUnderWay_HoldsItsSnapshot_UntilItsVolumeExists()
+    {
+        await BoundClaimAsync("base");
+        await ReadySnapshotAsync("held", "base");
+        _gate.Failing = true;
+        await K.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(Restore("underway", "held"), "default", cancellationToken: Ct);
+        await Until(
+            async () => (await Events("underway", "ProvisioningFailed")).Contains("the driver is restarting", StringComparison.Ordinal) ? "failing" : null,
+            () => "CreateVolume was never tried");
+        var recorded = await ReadClaim("underway");
+        Assert.Contains("dolly.io/provisioning-protection", recorded.Metadata.Finalizers ?? [], StringComparer.Ordinal);
+        Assert.StartsWith("snapshot:", recorded.Metadata.Annotations["dolly.io/provisioning-source"], StringComparison.Ordinal);
+
+        await K.CustomObjects.DeleteNamespacedCustomObjectAsync("snapshot.storage.k8s.io", "v1", "default", "volumesnapshots", "held", cancellationToken: Ct);
+        await Until(
+            async () => (await Events("held", "SnapshotDeletePending")).Contains("PersistentVolumeClaim default/underway", StringComparison.Ordinal) ? "waiting" : null,
+            () => "the deletion did not wait for the restore under way");
+        Assert.NotNull(await Snapshot("held"));
+
+        _gate.Failing = false;
+        await Until(async () => await ReadClaim("underway") is { Status.Phase: "Bound" } c ? c : null, () => "the restore never finished");
+        await Until(async () => await Snapshot("held") is null ? "gone" : null, () => "the snapshot was not deleted after the restore");
+    }
+
+    /// <summary>A claim refused before its restore began (too small) does not hold the snapshot it names.</summary>
+    [Fact]
+    public async Task ARefusedRestore_DoesNotHoldItsSnapshot()
+    {
+        await BoundClaimAsync("base");
+        await ReadySnapshotAsync("named", "base");
+        await K.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(
+            DriverStack.Claim("small", "100Mi", new V1TypedLocalObjectReference { ApiGroup = "snapshot.storage.k8s.io", Kind = "VolumeSnapshot", Name = "named" }),
+            "default",
+            cancellationToken: Ct);
+        await Until(
+            async () => (await Events("small", "ProvisioningFailed")).Contains("is less than the size", StringComparison.Ordinal) ? "refused" : null,
+            () => "the small restore was not refused");
+
+        await K.CustomObjects.DeleteNamespacedCustomObjectAsync("snapshot.storage.k8s.io", "v1", "default", "volumesnapshots", "named", cancellationToken: Ct);
+        await Until(async () => await Snapshot("named") is null ? "gone" : null, () => "a refused claim held the snapshot");
+        Assert.Equal("", await Events("named", "SnapshotDeletePending"));
+        await Until(
+            async () => (await Events("small", "ProvisioningFailed")).Contains("VolumeSnapshot default/named does not exist", StringComparison.Ordinal) ? "told" : null,
+            () => "the claim was never told its snapshot is gone");
+        Assert.NotEqual("Bound", (await ReadClaim("small")).Status?.Phase);
     }
 
     /// <summary>
