@@ -47,6 +47,9 @@ internal sealed record LocalStackOptions
 /// </summary>
 internal sealed class LocalStack : IAsyncDisposable
 {
+    /// <summary>How long start-up waits for an external API server's /version before going on without it.</summary>
+    private static readonly TimeSpan VersionTimeout = TimeSpan.FromSeconds(10);
+
     private readonly CancellationTokenSource _stopControllers;
     private ApiServer? _api;
     private CsiServer? _csi;
@@ -183,11 +186,15 @@ internal sealed class LocalStack : IAsyncDisposable
     private static async Task WarnAboutServerAsync(Kubernetes client, ILogger logger, CancellationToken ct)
     {
         k8s.Models.VersionInfo version;
+
+        // A server that accepts and never answers must not hold up the start for the client's 100 s timeout.
+        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        bounded.CancelAfter(VersionTimeout);
         try
         {
-            version = await client.Version.GetCodeAsync(ct).ConfigureAwait(false);
+            version = await client.Version.GetCodeAsync(bounded.Token).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is k8s.Autorest.HttpOperationException or HttpRequestException)
+        catch (Exception ex) when (ex is k8s.Autorest.HttpOperationException or HttpRequestException || (ex is OperationCanceledException && !ct.IsCancellationRequested))
         {
             // Not knowing the version is no reason not to start; the controllers' own calls report a server that is down.
             LocalStackLog.VersionUnknown(logger, ex.Message);
