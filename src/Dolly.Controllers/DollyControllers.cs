@@ -4,8 +4,6 @@ using Dolly.Controllers.Schedules;
 using Grpc.Core;
 using Grpc.Net.Client;
 using k8s;
-using k8s.LeaderElection;
-using k8s.LeaderElection.ResourceLock;
 using Microsoft.Extensions.Logging;
 
 namespace Dolly.Controllers;
@@ -40,58 +38,53 @@ public static class DollyControllers
     /// is cancelled when leadership is lost or the caller cancels. Returns true when it ended because this replica
     /// lost the Lease, false when the caller cancelled; an exception from the work ends the election and is rethrown.
     /// </summary>
-    public static async Task<bool> RunWhileLeadingAsync(IKubernetes client, ControllerOptions options, ILoggerFactory loggers, Func<CancellationToken, Task> work, CancellationToken cancellationToken)
+    public static Task<bool> RunWhileLeadingAsync(IKubernetes client, ControllerOptions options, ILoggerFactory loggers, Func<CancellationToken, Task> work, CancellationToken cancellationToken) =>
+        RunWhileLeadingAsync(client, options, loggers, TimeProvider.System, work, cancellationToken);
+
+    /// <inheritdoc cref="RunWhileLeadingAsync(IKubernetes, ControllerOptions, ILoggerFactory, Func{CancellationToken, Task}, CancellationToken)"/>
+    public static async Task<bool> RunWhileLeadingAsync(IKubernetes client, ControllerOptions options, ILoggerFactory loggers, TimeProvider time, Func<CancellationToken, Task> work, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(client);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(loggers);
+        ArgumentNullException.ThrowIfNull(time);
         ArgumentNullException.ThrowIfNull(work);
         var logger = loggers.CreateLogger(typeof(DollyControllers).FullName!);
-        string lease = $"{options.LeaseNamespace}/{options.LeaseName}";
-        var leaseLock = new LeaseLock(client, options.LeaseNamespace, options.LeaseName, options.Identity);
-        using var elector = new LeaderElector(new LeaderElectionConfig(leaseLock)
-        {
-            LeaseDuration = options.LeaseDuration,
-            RenewDeadline = options.RenewDeadline,
-            RetryPeriod = options.RetryPeriod,
-        });
-        using var electing = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        using var leading = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        Task? running = null;
-        bool lost = false;
-        elector.OnStartedLeading += () =>
-        {
-            ControllerLog.Leading(logger, options.Identity, lease);
-            running = Task.Run(() => work(leading.Token), CancellationToken.None);
-
-            // Work that ends by itself (a failure) ends the election too.
-            _ = running.ContinueWith(_ => electing.Cancel(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        };
-        elector.OnStoppedLeading += () =>
-        {
-            if (!cancellationToken.IsCancellationRequested && running is { IsCompleted: false })
-            {
-                lost = true;
-                ControllerLog.LostLeadership(logger, options.Identity, lease);
-            }
-
-            leading.Cancel();
-        };
+        var elector = new LeaseElector(client, options, time, logger);
         try
         {
-            await elector.RunUntilLeadershipLostAsync(electing.Token).ConfigureAwait(false);
+            await elector.AcquireAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (electing.IsCancellationRequested)
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            // Stopped by the caller, or the work ended.
+            return false;
+        }
+
+        using var leading = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var running = Task.Run(() => work(leading.Token), CancellationToken.None);
+        var renewing = elector.RenewUntilLostAsync(leading.Token);
+        bool lost = false;
+        try
+        {
+            // Work that ends by itself (a failure) ends the election too.
+            if (await Task.WhenAny(running, renewing).ConfigureAwait(false) == renewing && renewing.IsCompletedSuccessfully)
+            {
+                lost = true;
+                ControllerLog.LostLeadership(logger, options.Identity, $"{options.LeaseNamespace}/{options.LeaseName}");
+            }
         }
         finally
         {
             await leading.CancelAsync().ConfigureAwait(false);
-            if (running is not null)
+            try
             {
-                await running.ConfigureAwait(false);
+                await renewing.ConfigureAwait(false);
             }
+            catch (OperationCanceledException)
+            {
+            }
+
+            await running.ConfigureAwait(false);
         }
 
         return lost;

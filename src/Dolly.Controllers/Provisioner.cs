@@ -136,7 +136,7 @@ internal sealed class Provisioner : Reconciler
         if (_c.Cluster.Volumes.Get(volumeName) is not null)
         {
             // The PV accounts for the volume now (its reclaim policy decides its fate): let the claim go.
-            await ReleaseAsync(claim, cancellationToken).ConfigureAwait(false);
+            await LetGoAsync(claim, cancellationToken).ConfigureAwait(false);
             return Outcome.Done;
         }
 
@@ -156,9 +156,10 @@ internal sealed class Provisioner : Reconciler
 
         string volumeMode = claim.Spec?.VolumeMode ?? "Filesystem";
         VolumeContentSource? contentSource = null;
+        string? admitted = holding ? Cluster.Annotation(claim.Metadata, Names.ProvisioningSourceAnnotation) : null;
         if (Source(claim) is { } source)
         {
-            var (resolved, problem) = ResolveSource(claim, source, storageClass, request.Value, volumeMode);
+            var (resolved, problem) = ResolveSource(claim, source, storageClass, request.Value, volumeMode, admitted);
             if (problem is not null)
             {
                 await FailAsync(claim, problem, cancellationToken).ConfigureAwait(false);
@@ -178,7 +179,7 @@ internal sealed class Provisioner : Reconciler
         await _c.Events.RecordAsync(claim, EventRecorder.Normal, "Provisioning", $"External provisioner is provisioning volume for claim \"{claimName}\"", cancellationToken).ConfigureAwait(false);
 
         // Before the driver creates anything, the claim records that it is being provisioned, and from what.
-        string recorded = contentSource?.Snapshot is { } snap ? "snapshot:" + snap.SnapshotId : contentSource?.Volume is { } vol ? "volume:" + vol.VolumeId : "";
+        string recorded = contentSource?.Snapshot is { } snap ? SnapshotSourceRecord(snap.SnapshotId) : contentSource?.Volume is { } vol ? "volume:" + vol.VolumeId : "";
         long capacity = holding && long.TryParse(Cluster.Annotation(claim.Metadata, Names.ProvisioningCapacityAnnotation), CultureInfo.InvariantCulture, out long first)
             ? first
             : request.Value;
@@ -202,6 +203,10 @@ internal sealed class Provisioner : Reconciler
                 },
                 status: false,
                 cancellationToken).ConfigureAwait(false);
+            if (contentSource?.Snapshot is not null)
+            {
+                claim = await ConfirmRestoreAsync(claim, Source(claim)!, cancellationToken).ConfigureAwait(false);
+            }
         }
 
         var create = CreateRequest(claim, storageClass, volumeName, capacity, volumeMode, contentSource);
@@ -219,9 +224,68 @@ internal sealed class Provisioner : Reconciler
 
         await CreatePersistentVolumeAsync(claim, storageClass, volumeName, volumeMode, created, cancellationToken).ConfigureAwait(false);
         await _c.Events.RecordAsync(claim, EventRecorder.Normal, "ProvisioningSucceeded", $"Successfully provisioned volume {volumeName}", cancellationToken).ConfigureAwait(false);
-        await ReleaseAsync(claim, cancellationToken).ConfigureAwait(false);
+        await LetGoAsync(claim, cancellationToken).ConfigureAwait(false);
         return Outcome.Done;
     }
+
+    /// <summary>
+    /// A restore is recorded on its claim (finalizer and source) before anything is created, and only then is the
+    /// snapshot read again from the API server: the snapshot controller finishes a snapshot's deletion only after
+    /// a fresh read of the claims finds no recorded restore from it, so either it saw this record and waits for the
+    /// restore, or the deletion had begun before this read, and then the restore is refused here, its record taken
+    /// back in one write so it holds nothing. Never both proceed; never both wait.
+    /// </summary>
+    private async Task<V1PersistentVolumeClaim> ConfirmRestoreAsync(V1PersistentVolumeClaim claim, DataSource source, CancellationToken ct)
+    {
+        var snapshot = await _c.Cluster.ReadSnapshotAsync(source.Namespace, source.Name, ct).ConfigureAwait(false);
+        if (snapshot is not null && snapshot.Metadata.DeletionTimestamp is null)
+        {
+            return claim;
+        }
+
+        var finalizers = new JsonArray([.. (claim.Metadata.Finalizers ?? []).Where(f => f != Names.ProvisioningFinalizer).Select(f => (JsonNode)JsonValue.Create(f))]);
+        await _c.Cluster.PatchClaimAsync(
+            claim,
+            new JsonObject
+            {
+                ["metadata"] = new JsonObject
+                {
+                    ["finalizers"] = finalizers,
+                    ["annotations"] = new JsonObject { [Names.ProvisioningSourceAnnotation] = null, [Names.ProvisioningCapacityAnnotation] = null },
+                },
+            },
+            status: false,
+            ct).ConfigureAwait(false);
+        string problem = snapshot is null
+            ? $"VolumeSnapshot {source.Namespace}/{source.Name} was deleted before the restore began"
+            : DeletedSnapshotProblem($"{source.Namespace}/{source.Name}");
+        await FailAsync(claim, problem, ct).ConfigureAwait(false);
+        throw new RetryLaterException(problem);
+    }
+
+    private static string DeletedSnapshotProblem(string name) =>
+        $"VolumeSnapshot {name} is being deleted and cannot be restored: its deletion began before this claim's restore did";
+
+    /// <summary>
+    /// Drops the provisioning finalizer once the claim's PV exists. With the volume binder on, the write that
+    /// binds the claim drops it too (one write instead of two; each write shows up in `kubectl get pvc -w`), so
+    /// here it is dropped only from a claim being deleted (never bound) or already bound.
+    /// </summary>
+    private Task LetGoAsync(V1PersistentVolumeClaim claim, CancellationToken ct) =>
+        _c.Options.BindVolumes && claim.Metadata.DeletionTimestamp is null && string.IsNullOrEmpty(claim.Spec?.VolumeName)
+            ? Task.CompletedTask
+            : ReleaseAsync(claim, ct);
+
+    /// <summary>What a claim restoring from the snapshot with this driver handle records in <see cref="Names.ProvisioningSourceAnnotation"/>.</summary>
+    internal static string SnapshotSourceRecord(string snapshotHandle) => SnapshotRecordPrefix + snapshotHandle;
+
+    /// <summary>Whether the claim recorded a restore (from any snapshot): it is past admission, and a deletion of its snapshot waits for it.</summary>
+    internal static bool RecordedRestore(V1PersistentVolumeClaim claim) =>
+        Cluster.HasFinalizer(claim.Metadata, Names.ProvisioningFinalizer)
+        && Cluster.Annotation(claim.Metadata, Names.ProvisioningSourceAnnotation) is { } recorded
+        && recorded.StartsWith(SnapshotRecordPrefix, StringComparison.Ordinal);
+
+    private const string SnapshotRecordPrefix = "snapshot:";
 
     private static CreateVolumeRequest CreateRequest(V1PersistentVolumeClaim claim, V1StorageClass storageClass, string volumeName, long request, string volumeMode, VolumeContentSource? contentSource)
     {
@@ -257,8 +321,8 @@ internal sealed class Provisioner : Reconciler
         }
 
         string recorded = Cluster.Annotation(claim.Metadata, Names.ProvisioningSourceAnnotation) ?? "";
-        VolumeContentSource? source = recorded.StartsWith("snapshot:", StringComparison.Ordinal)
-            ? new VolumeContentSource { Snapshot = new VolumeContentSource.Types.SnapshotSource { SnapshotId = recorded["snapshot:".Length..] } }
+        VolumeContentSource? source = recorded.StartsWith(SnapshotRecordPrefix, StringComparison.Ordinal)
+            ? new VolumeContentSource { Snapshot = new VolumeContentSource.Types.SnapshotSource { SnapshotId = recorded[SnapshotRecordPrefix.Length..] } }
             : recorded.StartsWith("volume:", StringComparison.Ordinal)
                 ? new VolumeContentSource { Volume = new VolumeContentSource.Types.VolumeSource { VolumeId = recorded["volume:".Length..] } }
                 : null;
@@ -366,7 +430,7 @@ internal sealed class Provisioner : Reconciler
     /// Checks a data source the way the upstream provisioner does. Returns the CSI content source, or
     /// (null, null) for a kind this provisioner leaves to a populator, or a problem to report.
     /// </summary>
-    private (VolumeContentSource? Source, string? Problem) ResolveSource(V1PersistentVolumeClaim claim, DataSource source, V1StorageClass storageClass, long request, string volumeMode)
+    private (VolumeContentSource? Source, string? Problem) ResolveSource(V1PersistentVolumeClaim claim, DataSource source, V1StorageClass storageClass, long request, string volumeMode, string? admitted)
     {
         bool isSnapshot = source.Kind == "VolumeSnapshot" && source.ApiGroup == Names.SnapshotGroup;
         bool isClaim = source.Kind == "PersistentVolumeClaim" && source.ApiGroup.Length == 0;
@@ -385,7 +449,7 @@ internal sealed class Provisioner : Reconciler
             }
         }
 
-        return isSnapshot ? ResolveSnapshot(source, storageClass, request, volumeMode) : ResolveClaim(claim, source, request, volumeMode);
+        return isSnapshot ? ResolveSnapshot(source, storageClass, request, volumeMode, admitted) : ResolveClaim(claim, source, request, volumeMode);
     }
 
     private bool Granted(string fromNamespace, DataSource source) =>
@@ -394,7 +458,9 @@ internal sealed class Provisioner : Reconciler
             && g.Spec.From.Any(f => f.Group.Length == 0 && f.Kind == "PersistentVolumeClaim" && f.Namespace == fromNamespace)
             && g.Spec.To.Any(t => t.Group == source.ApiGroup && t.Kind == source.Kind && (string.IsNullOrEmpty(t.Name) || t.Name == source.Name)));
 
-    private (VolumeContentSource?, string?) ResolveSnapshot(DataSource source, V1StorageClass storageClass, long request, string volumeMode)
+    // admitted: the source the claim recorded for its restore, if it did. A restore recorded from this snapshot
+    // proceeds even once the snapshot's deletion has begun (the deletion waits for it); any other is refused.
+    private (VolumeContentSource?, string?) ResolveSnapshot(DataSource source, V1StorageClass storageClass, long request, string volumeMode, string? admitted)
     {
         string name = $"{source.Namespace}/{source.Name}";
         var snapshot = _c.Cluster.Snapshots.Get(source.Namespace, source.Name);
@@ -403,13 +469,14 @@ internal sealed class Provisioner : Reconciler
             return (null, $"error getting handle for DataSource Type VolumeSnapshot by Name {source.Name}: VolumeSnapshot {name} does not exist");
         }
 
-        if (snapshot.Metadata.DeletionTimestamp is not null)
-        {
-            return (null, $"VolumeSnapshot {name} is being deleted and cannot be restored");
-        }
-
         string? bound = snapshot.Status?.BoundVolumeSnapshotContentName;
         var content = string.IsNullOrEmpty(bound) ? null : _c.Cluster.Contents.Get(bound);
+        if (snapshot.Metadata.DeletionTimestamp is not null
+            && (content?.Status?.SnapshotHandle is not { Length: > 0 } handle || admitted != SnapshotSourceRecord(handle)))
+        {
+            return (null, DeletedSnapshotProblem(name));
+        }
+
         if (content is null)
         {
             return (null, $"VolumeSnapshot {name} is not bound to a VolumeSnapshotContent yet");

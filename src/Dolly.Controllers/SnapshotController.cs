@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using Dolly.Controllers.Model;
 using Dolly.Controllers.Runtime;
 using Microsoft.Extensions.Logging;
+using k8s;
 using k8s.Models;
 
 namespace Dolly.Controllers;
@@ -458,13 +459,16 @@ internal sealed class SnapshotController : Reconciler
             return;
         }
 
-        // A restore still waiting for its volume keeps the snapshot.
-        var restoring = _c.Cluster.Claims.List()
-            .Where(c => c.Metadata.DeletionTimestamp is null && string.IsNullOrEmpty(c.Spec?.VolumeName)
-                && DataSourceSnapshot(c) is { } s && s.Namespace == meta.NamespaceProperty && s.Name == meta.Name)
-            .Select(c => $"{c.Metadata.NamespaceProperty}/{c.Metadata.Name}")
-            .Order(StringComparer.Ordinal)
-            .ToList();
+        // A restore already under way keeps the snapshot until its volume exists; a claim that only names the
+        // snapshot does not (the provisioner refuses it: the deletion came first). The cache may lag behind a
+        // restore recorded a moment ago, so "none" is confirmed with a fresh read before the deletion goes on.
+        var restoring = Restoring(_c.Cluster.Claims.List(), meta);
+        if (restoring.Count == 0)
+        {
+            var fresh = await _c.Cluster.Client.CoreV1.ListPersistentVolumeClaimForAllNamespacesAsync(cancellationToken: ct).ConfigureAwait(false);
+            restoring = Restoring(fresh.Items, meta);
+        }
+
         if (restoring.Count > 0)
         {
             await _c.Events.RecordAsync(
@@ -512,6 +516,21 @@ internal sealed class SnapshotController : Reconciler
             await ReleaseClaimAsync(meta.NamespaceProperty, claimName, ct).ConfigureAwait(false);
         }
     }
+
+    /// <summary>
+    /// The claims a deleted snapshot still waits for: restores from it that Dolly's provisioner recorded before
+    /// the deletion (see Provisioner.ConfirmRestoreAsync) and that have no volume yet, and pending claims of
+    /// other provisioners, whose progress Dolly cannot see.
+    /// </summary>
+    private List<string> Restoring(IEnumerable<V1PersistentVolumeClaim> claims, V1ObjectMeta snapshot) =>
+        claims
+            .Where(c => DataSourceSnapshot(c) is { } s && s.Namespace == snapshot.NamespaceProperty && s.Name == snapshot.Name
+                && (Provisioner.ClassOf(_c.Cluster, c) is { } storageClass && storageClass.Provisioner != _c.Options.DriverName
+                    ? c.Metadata.DeletionTimestamp is null && string.IsNullOrEmpty(c.Spec?.VolumeName)
+                    : Provisioner.RecordedRestore(c)))
+            .Select(c => $"{c.Metadata.NamespaceProperty}/{c.Metadata.Name}")
+            .Order(StringComparer.Ordinal)
+            .ToList();
 
     // ---- finalizers ------------------------------------------------------------------------------------
 

@@ -67,15 +67,21 @@ internal sealed class SourceGuard : Reconciler
         string name = objectKey[(slash + 1)..];
         string kind = isSnapshot ? "VolumeSnapshot" : "PersistentVolumeClaim";
 
+        var snapshot = isSnapshot ? _c.Cluster.Snapshots.Get(ns, name) : null;
+
+        // Once a snapshot's deletion has begun, only restores recorded before it hold the snapshot (the provisioner
+        // refuses the others): a claim that merely names it must not keep it forever (external-snapshotter#747).
+        bool deleting = snapshot?.Metadata.DeletionTimestamp is not null;
         bool wanted = _c.Cluster.Claims.List().Any(c =>
-            string.IsNullOrEmpty(c.Spec?.VolumeName) && c.Metadata.DeletionTimestamp is null
-            && Provisioner.Source(c) is { } s && s.Kind == kind && s.Namespace == ns && s.Name == name
-            && Provisioner.ClassOf(_c.Cluster, c)?.Provisioner == _c.Options.DriverName);
+            Provisioner.Source(c) is { } s && s.Kind == kind && s.Namespace == ns && s.Name == name
+            && (deleting
+                ? Provisioner.RecordedRestore(c)
+                : string.IsNullOrEmpty(c.Spec?.VolumeName) && c.Metadata.DeletionTimestamp is null
+                    && Provisioner.ClassOf(_c.Cluster, c)?.Provisioner == _c.Options.DriverName));
 
         if (isSnapshot)
         {
-            var snapshot = _c.Cluster.Snapshots.Get(ns, name);
-            if (snapshot is not null && (wanted ? snapshot.Metadata.DeletionTimestamp is null : true)
+            if (snapshot is not null && (wanted ? !deleting : true)
                 && Cluster.FinalizerPatch(snapshot.Metadata, Names.ProvisionerSnapshotSourceFinalizer, wanted) is { } patch)
             {
                 await _c.Cluster.PatchSnapshotAsync(snapshot, patch, status: false, cancellationToken).ConfigureAwait(false);

@@ -77,11 +77,8 @@ internal sealed class VolumeBinder : Reconciler
             return await ReleaseProtectionAsync(claim, ct).ConfigureAwait(false);
         }
 
-        if (Cluster.FinalizerPatch(claim.Metadata, Names.PvcProtectionFinalizer, true) is { } protect)
-        {
-            claim = await _c.Cluster.PatchClaimAsync(claim, protect, status: false, ct).ConfigureAwait(false);
-        }
-
+        // Each write to a claim is a new version that every watcher sees (`kubectl get pvc -w` prints a line for
+        // each): the protection finalizer rides along with the write that announces the provisioner or binds.
         string? volumeName = claim.Spec?.VolumeName;
         if (string.IsNullOrEmpty(volumeName))
         {
@@ -95,6 +92,11 @@ internal sealed class VolumeBinder : Reconciler
 
             await BindAsync(claim, pv, ct).ConfigureAwait(false);
             return Outcome.Done;
+        }
+
+        if (Cluster.FinalizerPatch(claim.Metadata, Names.PvcProtectionFinalizer, true) is { } protect)
+        {
+            claim = await _c.Cluster.PatchClaimAsync(claim, protect, status: false, ct).ConfigureAwait(false);
         }
 
         var bound = _c.Cluster.Volumes.Get(volumeName);
@@ -132,7 +134,9 @@ internal sealed class VolumeBinder : Reconciler
             await _c.Cluster.PatchVolumeAsync(pv, new JsonObject { ["status"] = new JsonObject { ["phase"] = "Bound" } }, status: true, ct).ConfigureAwait(false);
         }
 
-        if (claim.Spec?.VolumeName != pv.Metadata.Name || Cluster.Annotation(claim.Metadata, Names.BindCompletedAnnotation) != "yes")
+        // The PV provisioned for this very claim accounts for its volume: the provisioner's finalizer goes in this write.
+        var finalizers = Finalizers(claim, dropProvisioning: pv.Metadata.Name == Names.VolumeName(claim.Metadata.Uid));
+        if (claim.Spec?.VolumeName != pv.Metadata.Name || Cluster.Annotation(claim.Metadata, Names.BindCompletedAnnotation) != "yes" || finalizers is not null)
         {
             var annotations = new JsonObject { [Names.BindCompletedAnnotation] = "yes" };
             if (string.IsNullOrEmpty(claim.Spec?.VolumeName))
@@ -140,11 +144,17 @@ internal sealed class VolumeBinder : Reconciler
                 annotations[Names.BoundByControllerAnnotation] = "yes";
             }
 
+            var metadata = new JsonObject { ["annotations"] = annotations };
+            if (finalizers is not null)
+            {
+                metadata["finalizers"] = finalizers;
+            }
+
             claim = await _c.Cluster.PatchClaimAsync(
                 claim,
                 new JsonObject
                 {
-                    ["metadata"] = new JsonObject { ["annotations"] = annotations },
+                    ["metadata"] = metadata,
                     ["spec"] = new JsonObject { ["volumeName"] = pv.Metadata.Name },
                 },
                 status: false,
@@ -193,19 +203,26 @@ internal sealed class VolumeBinder : Reconciler
     private async Task WaitForProvisionerAsync(V1PersistentVolumeClaim claim, CancellationToken ct)
     {
         var storageClass = Provisioner.ClassOf(_c.Cluster, claim);
-        if (storageClass?.Provisioner is { Length: > 0 } provisioner && Cluster.Annotation(claim.Metadata, Names.StorageProvisionerAnnotation) != provisioner)
+        bool announce = storageClass?.Provisioner is { Length: > 0 } named && Cluster.Annotation(claim.Metadata, Names.StorageProvisionerAnnotation) != named;
+        var metadata = new JsonObject();
+        if (announce)
         {
-            claim = await _c.Cluster.PatchClaimAsync(
-                claim,
-                new JsonObject
-                {
-                    ["metadata"] = new JsonObject
-                    {
-                        ["annotations"] = new JsonObject { [Names.StorageProvisionerAnnotation] = provisioner, [Names.BetaStorageProvisionerAnnotation] = provisioner },
-                    },
-                },
-                status: false,
-                ct).ConfigureAwait(false);
+            metadata["annotations"] = new JsonObject { [Names.StorageProvisionerAnnotation] = storageClass!.Provisioner, [Names.BetaStorageProvisionerAnnotation] = storageClass.Provisioner };
+        }
+
+        if (Finalizers(claim, dropProvisioning: false) is { } finalizers)
+        {
+            metadata["finalizers"] = finalizers;
+        }
+
+        if (metadata.Count > 0)
+        {
+            claim = await _c.Cluster.PatchClaimAsync(claim, new JsonObject { ["metadata"] = metadata }, status: false, ct).ConfigureAwait(false);
+        }
+
+        if (announce)
+        {
+            string provisioner = storageClass!.Provisioner;
             await _c.Events.RecordAsync(
                 claim,
                 EventRecorder.Normal,
@@ -218,6 +235,22 @@ internal sealed class VolumeBinder : Reconciler
         {
             await SetClaimPhaseAsync(claim, "Pending", ct).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// The claim's finalizers with <c>kubernetes.io/pvc-protection</c> added and, when asked, Dolly's provisioning
+    /// finalizer dropped; null when that changes nothing.
+    /// </summary>
+    private static JsonArray? Finalizers(V1PersistentVolumeClaim claim, bool dropProvisioning)
+    {
+        var current = claim.Metadata.Finalizers ?? [];
+        var next = current.Where(f => !(dropProvisioning && f == Names.ProvisioningFinalizer)).ToList();
+        if (!next.Contains(Names.PvcProtectionFinalizer))
+        {
+            next.Add(Names.PvcProtectionFinalizer);
+        }
+
+        return next.SequenceEqual(current, StringComparer.Ordinal) ? null : new JsonArray([.. next.Select(f => (JsonNode)JsonValue.Create(f))]);
     }
 
     private async Task<Outcome> ReleaseProtectionAsync(V1PersistentVolumeClaim claim, CancellationToken ct)

@@ -12,6 +12,9 @@ namespace Dolly;
 /// </summary>
 internal static class Cli
 {
+    /// <summary>How long a command has, after SIGTERM or Ctrl-C, to stop cleanly before the process exits anyway.</summary>
+    public static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(60);
+
     /// <summary>Runs the CLI with the given writers (stdin empty, stdout binary output discarded).</summary>
     public static Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr) =>
         RunAsync(args, CliHost.ForWriters(stdout, stderr));
@@ -37,8 +40,10 @@ internal static class Cli
 
         try
         {
-            // Ctrl-C and SIGTERM cancel the running command; long-running ones (serve, up) get time to close cleanly.
-            var config = new InvocationConfiguration { Output = host.Out, Error = host.Error, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = TimeSpan.FromSeconds(60) };
+            // Ctrl-C and SIGTERM are the process's (ProcessSignals, in Program): they cancel cancellationToken, and
+            // long-running commands (serve, up) get StopTimeout to close cleanly. System.CommandLine takes the signals
+            // only once the command's first await yields, too late for a signal during start-up, so it takes none.
+            var config = new InvocationConfiguration { Output = host.Out, Error = host.Error, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null };
             return await parsed.InvokeAsync(config, cancellationToken).ConfigureAwait(false);
         }
         catch (CliFailureException ex)

@@ -47,6 +47,9 @@ internal sealed record LocalStackOptions
 /// </summary>
 internal sealed class LocalStack : IAsyncDisposable
 {
+    /// <summary>How long start-up waits for an external API server's /version before going on without it.</summary>
+    private static readonly TimeSpan VersionTimeout = TimeSpan.FromSeconds(10);
+
     private readonly CancellationTokenSource _stopControllers;
     private ApiServer? _api;
     private CsiServer? _csi;
@@ -119,6 +122,9 @@ internal sealed class LocalStack : IAsyncDisposable
             }
         }
 
+        // Every step checks the one token: a stop that arrives between steps (or during one that ignores it)
+        // ends the start here, and StartAsync stops what had started.
+        ct.ThrowIfCancellationRequested();
         bool node = options.NodeId is not null && options.Nbd is not null;
         _csi = new CsiServer(
             pool,
@@ -139,6 +145,7 @@ internal sealed class LocalStack : IAsyncDisposable
             throw new CliFailureException(ExitCodes.IoError, $"cannot start the CSI driver on {_csi.SocketPath}: {ex.Message}");
         }
 
+        ct.ThrowIfCancellationRequested();
         if (options.Nbd is { } nbdOptions)
         {
             if (nbdOptions.Validate() is { } problem)
@@ -157,8 +164,15 @@ internal sealed class LocalStack : IAsyncDisposable
             }
         }
 
+        ct.ThrowIfCancellationRequested();
         Config = options.External ?? KubernetesClientConfiguration.BuildConfigFromConfigFile(_api!.KubeconfigPath);
         _client = new Kubernetes(Config);
+        if (options.External is not null)
+        {
+            await WarnAboutServerAsync(_client, loggers.CreateLogger<LocalStack>(), ct).ConfigureAwait(false);
+        }
+
+        ct.ThrowIfCancellationRequested();
         _channel = DollyControllers.ConnectCsi(_csi.SocketPath);
         var controllerOptions = new ControllerOptions
         {
@@ -166,6 +180,31 @@ internal sealed class LocalStack : IAsyncDisposable
             Identity = options.Identity,
         };
         _controllers = DollyControllers.RunAsync(_client, _channel.CreateCallInvoker(), controllerOptions, loggers, _stopControllers.Token);
+    }
+
+    /// <summary>Warns when the cluster's API server is one that drops the CRDs' validation rules.</summary>
+    private static async Task WarnAboutServerAsync(Kubernetes client, ILogger logger, CancellationToken ct)
+    {
+        k8s.Models.VersionInfo version;
+
+        // A server that accepts and never answers must not hold up the start for the client's 100 s timeout.
+        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        bounded.CancelAfter(VersionTimeout);
+        try
+        {
+            version = await client.Version.GetCodeAsync(bounded.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is k8s.Autorest.HttpOperationException or HttpRequestException || (ex is OperationCanceledException && !ct.IsCancellationRequested))
+        {
+            // Not knowing the version is no reason not to start; the controllers' own calls report a server that is down.
+            LocalStackLog.VersionUnknown(logger, ex.Message);
+            return;
+        }
+
+        if (ServerVersion.ValidationRulesWarning(version) is { } warning)
+        {
+            LocalStackLog.OldServer(logger, warning);
+        }
     }
 
     /// <summary>
@@ -218,4 +257,13 @@ internal sealed class LocalStack : IAsyncDisposable
             _stopControllers.Dispose();
         }
     }
+}
+
+internal static partial class LocalStackLog
+{
+    [LoggerMessage(1, LogLevel.Warning, "{Warning}")]
+    public static partial void OldServer(ILogger logger, string warning);
+
+    [LoggerMessage(2, LogLevel.Information, "could not read the API server's version: {Message}")]
+    public static partial void VersionUnknown(ILogger logger, string message);
 }

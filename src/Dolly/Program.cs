@@ -1,3 +1,5 @@
 using Dolly;
 
-return await Cli.RunAsync(args, CliHost.FromConsole()).ConfigureAwait(false);
+// Signals first: one that arrives while a command is still starting must stop it too.
+using var signals = new ProcessSignals(Cli.StopTimeout, Console.Error);
+return await Cli.RunAsync(args, CliHost.FromConsole(), signals.Stopping).ConfigureAwait(false);

@@ -199,6 +199,22 @@ internal sealed partial class Cluster
         }
     }
 
+    /// <summary>A snapshot read from the API server (not the cache), or null when there is none.</summary>
+    public async Task<VolumeSnapshot?> ReadSnapshotAsync(string ns, string name, CancellationToken ct)
+    {
+        try
+        {
+            object found = await Client.CustomObjects.GetNamespacedCustomObjectAsync(Names.SnapshotGroup, SnapshotVersion, ns, "volumesnapshots", name, ct).ConfigureAwait(false);
+            var snapshot = Convert<VolumeSnapshot>(found);
+            Snapshots.Remember(snapshot);
+            return snapshot;
+        }
+        catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.NotFound)
+        {
+            return null;
+        }
+    }
+
     public async Task DeleteContentAsync(VolumeSnapshotContent content, CancellationToken ct)
     {
         try

@@ -33,4 +33,7 @@ internal static partial class ControllerLog
 
     [LoggerMessage(10, LogLevel.Information, "{Controller} {Key}: {Message}")]
     public static partial void Action(ILogger logger, string controller, string key, string message);
+
+    [LoggerMessage(31, LogLevel.Debug, "event {Reason} for {Name} dropped: namespace {Namespace} is gone or being deleted")]
+    public static partial void EventDropped(ILogger logger, string reason, string name, string @namespace);
 }

@@ -30,6 +30,9 @@ internal sealed class EventRecorder
     public const string Normal = "Normal";
     public const string Warning = "Warning";
 
+    /// <summary>The status cause kube-apiserver gives for a write into a namespace being deleted.</summary>
+    private const string NamespaceTerminating = "NamespaceTerminating";
+
     public async Task RecordAsync(IKubernetesObject<V1ObjectMeta> obj, string type, string reason, string message, CancellationToken cancellationToken)
     {
         // Events of cluster-scoped objects live in "default", as upstream records them.
@@ -86,6 +89,12 @@ internal sealed class EventRecorder
             {
                 _recent.Clear();
             }
+        }
+        catch (HttpOperationException ex) when (ex.Response.StatusCode == System.Net.HttpStatusCode.NotFound
+            || (ex.Response.StatusCode == System.Net.HttpStatusCode.Forbidden && ex.Response.Content?.Contains(NamespaceTerminating, StringComparison.Ordinal) == true))
+        {
+            // The namespace is gone or being torn down, and the object with it: nobody will read this event.
+            ControllerLog.EventDropped(_logger, reason, obj.Metadata.Name, ns);
         }
         catch (Exception ex) when (ex is HttpOperationException or HttpRequestException or IOException)
         {

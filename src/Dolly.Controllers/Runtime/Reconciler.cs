@@ -114,6 +114,13 @@ internal abstract class Reconciler
                 // Someone wrote the object first; the watch brings the new version, then try again.
                 Queue.AddAfter(key, TimeSpan.FromMilliseconds(50));
             }
+            catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.NotFound)
+            {
+                // The object, or one it points to, is gone (a namespace being torn down deletes everything in it):
+                // nothing went wrong. The watch brings the deletion and the retry finds nothing left to do.
+                var delay = Queue.AddWithBackoff(key);
+                ControllerLog.ReconcileFailed(_logger, Name, key, "an object it needs is gone (404)", delay);
+            }
             catch (RetryLaterException ex)
             {
                 var delay = Queue.AddWithBackoff(key);

@@ -120,6 +120,29 @@ internal static class UpCommand
             })
             .SetMinimumLevel(request.Verbose ? LogLevel.Information : LogLevel.Warning));
 
+        try
+        {
+            return await RunCoreAsync(context, parse, request, external, endpoints, certificate, clientCa, loggers, ct).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // Stopped while starting (or waiting for the Lease): whatever had started is stopped and the pool closed.
+            await context.Host.Out.WriteLineAsync("stopped while starting").ConfigureAwait(false);
+            return ExitCodes.Ok;
+        }
+    }
+
+    private static async Task<int> RunCoreAsync(
+        CliContext context,
+        ParseResult parse,
+        UpRequest request,
+        KubernetesClientConfiguration? external,
+        List<System.Net.IPEndPoint> endpoints,
+        X509Certificate2? certificate,
+        X509Certificate2? clientCa,
+        ILoggerFactory loggers,
+        CancellationToken ct)
+    {
         if (!request.LeaderElect)
         {
             return await ServeAsync(context, parse, request, external, endpoints, certificate, clientCa, loggers, ct).ConfigureAwait(false);
@@ -166,7 +189,11 @@ internal static class UpCommand
         ILoggerFactory loggers,
         CancellationToken ct)
     {
+        ct.ThrowIfCancellationRequested();
         using var pool = context.OpenPool(parse, request.InitPool);
+
+        // Opening a pool (a journal replay, a migration) does not take a token: a signal during it is seen here.
+        ct.ThrowIfCancellationRequested();
 
         // The node service attaches volumes through this process's own NBD server (kernel nbd or nbdfuse + loop,
         // as --attach says), so it gets the NBD socket; the node is this machine.
@@ -188,6 +215,7 @@ internal static class UpCommand
             Identity = Identity(context.Host),
         };
         await using var stack = await LocalStack.StartAsync(pool, options, loggers, ct).ConfigureAwait(false);
+        ct.ThrowIfCancellationRequested();
         var api = stack.Api;
 
         var o = context.Host.Out;
@@ -219,6 +247,9 @@ internal static class UpCommand
         try
         {
             await stack.Controllers.WaitAsync(ct).ConfigureAwait(false);
+
+            // Controllers that saw the stop first end quietly: that is the stop, not a failure.
+            ct.ThrowIfCancellationRequested();
 
             // The controllers end by themselves only on a failure they could not ride out.
             await context.Host.Error.WriteLineAsync("dolly up: the controllers stopped unexpectedly; exiting").ConfigureAwait(false);
