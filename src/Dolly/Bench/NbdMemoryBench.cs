@@ -2,7 +2,6 @@ using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
 using System.Net.Sockets;
-using System.Reflection;
 using System.Text;
 using Dolly.Storage;
 
@@ -54,10 +53,11 @@ internal sealed class NbdMemoryBench(string root, bool quick, Action<string> log
         }
 
         string socket = Path.Combine(root, "mem.sock");
-        using var server = StartServer(poolDir, socket);
+        var serverErrors = new StringBuilder();
+        using var server = StartServer(poolDir, socket, serverErrors);
         try
         {
-            await WaitForSocketAsync(socket, server, ct).ConfigureAwait(false);
+            await WaitForSocketAsync(socket, server, serverErrors, ct).ConfigureAwait(false);
 
             // Warm up (code paths compiled, one full 32 MiB read served), so that idle means idle after use.
             using (var warm = await ConnectAsync(socket, ct).ConfigureAwait(false))
@@ -134,17 +134,32 @@ internal sealed class NbdMemoryBench(string root, bool quick, Action<string> log
 
     private static string Mib(long bytes) => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1 << 20):0} MiB");
 
-    /// <summary>A <c>dolly nbd serve</c> child with default limits (the same executable as this one).</summary>
-    private static Process StartServer(string poolDir, string socket)
+    /// <summary>A <c>dolly nbd serve</c> child with default limits (the same build as this code).</summary>
+    /// <remarks>
+    /// The running process is not always dolly itself (the test host runs the CLI in-process), so the child is this
+    /// assembly: through its apphost when that is what runs, else through the dotnet muxer.
+    /// </remarks>
+    private static Process StartServer(string poolDir, string socket, StringBuilder errors)
     {
-        string exe = Environment.ProcessPath ?? throw new CliFailureException(ExitCodes.NotFound, "cannot find the dolly executable to start the server");
-        var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        if (Path.GetFileNameWithoutExtension(exe) == "dotnet")
+        string dll = typeof(NbdMemoryBench).Assembly.Location;
+        string? running = Environment.ProcessPath;
+        ProcessStartInfo psi;
+        if (running is not null && Path.GetFileNameWithoutExtension(running) == "dolly")
         {
-            // Run as `dotnet dolly.dll`: the child needs the assembly too.
-            psi.ArgumentList.Add(Assembly.GetEntryAssembly()!.Location);
+            psi = new ProcessStartInfo(running);
+        }
+        else
+        {
+            string muxer = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host
+                : running is not null && Path.GetFileNameWithoutExtension(running) == "dotnet" ? running
+                : "dotnet";
+            psi = new ProcessStartInfo(muxer);
+            psi.ArgumentList.Add(dll);
         }
 
+        psi.RedirectStandardOutput = true;
+        psi.RedirectStandardError = true;
+        psi.UseShellExecute = false;
         foreach (var a in new[] { "nbd", "serve", "--pool", poolDir, "--socket", socket })
         {
             psi.ArgumentList.Add(a);
@@ -152,20 +167,38 @@ internal sealed class NbdMemoryBench(string root, bool quick, Action<string> log
 
         var p = Process.Start(psi) ?? throw new CliFailureException(ExitCodes.IoError, "cannot start dolly nbd serve");
         p.OutputDataReceived += (_, _) => { };
-        p.ErrorDataReceived += (_, _) => { };
+        p.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is { } line)
+            {
+                lock (errors)
+                {
+                    errors.AppendLine(line);
+                }
+            }
+        };
         p.BeginOutputReadLine();
         p.BeginErrorReadLine();
         return p;
     }
 
-    private static async Task WaitForSocketAsync(string socket, Process server, CancellationToken ct)
+    private static async Task WaitForSocketAsync(string socket, Process server, StringBuilder errors, CancellationToken ct)
     {
         var waited = Stopwatch.StartNew();
         while (!File.Exists(socket))
         {
             if (server.HasExited || waited.Elapsed > TimeSpan.FromSeconds(30))
             {
-                throw new CliFailureException(ExitCodes.IoError, $"dolly nbd serve did not start listening on {socket}");
+                string said;
+                lock (errors)
+                {
+                    said = errors.ToString().Trim();
+                }
+
+                string how = server.HasExited ? $"it exited with code {server.ExitCode}" : "no socket after 30 s";
+                throw new CliFailureException(
+                    ExitCodes.IoError,
+                    $"dolly nbd serve did not start listening on {socket}: {how}" + (said.Length > 0 ? $": {said}" : ""));
             }
 
             await Task.Delay(50, ct).ConfigureAwait(false);
