@@ -211,6 +211,13 @@ internal sealed class GroupContentController : Reconciler
                 handle = group.GroupSnapshotId;
                 ids = [.. group.Snapshots.Select(s => s.SnapshotId)];
             }
+            catch (RpcException ex) when (!ct.IsCancellationRequested && IsFinal(ex.StatusCode) && ex.StatusCode != StatusCode.AlreadyExists)
+            {
+                // The create is idempotent by name and looks for a group of that name first, so a final error other
+                // than AlreadyExists (a member volume gone, say) means no group exists under it: nothing to delete.
+                // Without this the content of a claim deleted mid-creation (upstream #1183) could never go.
+                handle = null;
+            }
             catch (RpcException ex) when (!ct.IsCancellationRequested)
             {
                 await FailAsync(content, DeleteFailed, $"cannot delete: the group snapshot may have been cut by a create that never answered, and finishing it failed: {ControllerContext.Describe(ex)}", ct).ConfigureAwait(false);

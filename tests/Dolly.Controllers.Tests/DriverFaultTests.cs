@@ -4,7 +4,6 @@ using Grpc.Core;
 using Grpc.Core.Interceptors;
 using k8s;
 using k8s.Models;
-using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Dolly.Controllers.Tests;
 
@@ -18,12 +17,9 @@ public sealed class DriverFaultTests : IAsyncLifetime
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     private readonly Faults _faults = new();
-    private readonly CancellationTokenSource _stop = new();
-    private DriverStack? _stack;
-    private Kubernetes? _client;
-    private Task? _controllers;
+    private ControllerHarness? _h;
 
-    private Kubernetes K => _client!;
+    private Kubernetes K => _h!.Client;
 
     /// <summary>Fails chosen CSI methods with a status; optionally lets the real call through first (a reply that got lost).</summary>
     private sealed class Faults : Interceptor
@@ -60,55 +56,18 @@ public sealed class DriverFaultTests : IAsyncLifetime
         }
     }
 
-    public async ValueTask InitializeAsync()
-    {
-        _stack = await DriverStack.StartAsync("dolly-faults-", Ct);
-        _client = _stack.NewClient();
-        var options = new ControllerOptions
-        {
-            BindVolumes = true,
-            Identity = "faults",
-            RetryBaseDelay = TimeSpan.FromMilliseconds(50),
-            RetryMaxDelay = TimeSpan.FromMilliseconds(500),
-        };
-        _controllers = DollyControllers.RunAsync(_client, _stack.Channel.Intercept(_faults), options, NullLoggerFactory.Instance, _stop.Token);
-        await DriverStack.CreateClassesAsync(_client, Ct);
-    }
+    public async ValueTask InitializeAsync() => _h = await ControllerHarness.StartAsync("faults", Ct, _faults);
 
     public async ValueTask DisposeAsync()
     {
-        await _stop.CancelAsync();
-        if (_controllers is not null)
+        if (_h is not null)
         {
-            await _controllers;
+            await _h.DisposeAsync();
         }
-
-        _client?.Dispose();
-        if (_stack is not null)
-        {
-            await _stack.DisposeAsync();
-        }
-
-        _stop.Dispose();
     }
 
-    private static async Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 30)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(seconds);
-        T? last = default;
-        while (DateTime.UtcNow < deadline)
-        {
-            last = await probe();
-            if (last is not null && !(last is bool b && !b))
-            {
-                return last;
-            }
-
-            await Task.Delay(50, Ct);
-        }
-
-        throw new TimeoutException(what + " (last: " + last + ")");
-    }
+    private static Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 30)
+        => Eventually.Until(probe, what, seconds);
 
     private async Task<V1PersistentVolumeClaim> ClaimAsync(string name, string size = "1Gi")
     {
@@ -226,7 +185,7 @@ public sealed class DriverFaultTests : IAsyncLifetime
         await SnapshotAsync("lost", "lossy");
         var snapshot = await Until(async () => Str(await Get("volumesnapshots", "lost"), "status", "boundVolumeSnapshotContentName") is { } c ? c : null, "never bound");
         await Until(async () => Str(await Get("volumesnapshotcontents", snapshot, cluster: true), "status", "error", "message") is { } m ? m : null, "no error on the content");
-        var cut = await new Controller.ControllerClient(_stack!.Channel).ListSnapshotsAsync(new ListSnapshotsRequest { SourceVolumeId = volume }, cancellationToken: Ct);
+        var cut = await new Controller.ControllerClient(_h!.Stack.Channel).ListSnapshotsAsync(new ListSnapshotsRequest { SourceVolumeId = volume }, cancellationToken: Ct);
         Assert.Single(cut.Entries);
 
         // Deleting it while the create is unresolved: the controller finishes the create to learn the handle,
@@ -236,7 +195,7 @@ public sealed class DriverFaultTests : IAsyncLifetime
         _faults.Disarm("CreateSnapshot");
         await Until(async () => await TryGet("volumesnapshotcontents", snapshot, cluster: true) is null ? "gone" : null, "the content never went");
         await Until(async () => await TryGet("volumesnapshots", "lost") is null ? "gone" : null, "the snapshot never went");
-        var left = await new Controller.ControllerClient(_stack!.Channel).ListSnapshotsAsync(new ListSnapshotsRequest { SourceVolumeId = volume }, cancellationToken: Ct);
+        var left = await new Controller.ControllerClient(_h!.Stack.Channel).ListSnapshotsAsync(new ListSnapshotsRequest { SourceVolumeId = volume }, cancellationToken: Ct);
         Assert.Empty(left.Entries);
     }
 
@@ -303,7 +262,7 @@ public sealed class DriverFaultTests : IAsyncLifetime
             DriverStack.Claim("fleeting", "1Gi"),
             "default",
             cancellationToken: Ct);
-        var csi = new Controller.ControllerClient(_stack!.Channel);
+        var csi = new Controller.ControllerClient(_h!.Stack.Channel);
         await Until(async () => (await csi.ListVolumesAsync(new ListVolumesRequest(), cancellationToken: Ct)).Entries.Count == 1 ? "cut" : null, "the driver never created the volume");
         var claim = await ReadClaim("fleeting");
         Assert.Contains("dolly.io/provisioning-protection", claim.Metadata.Finalizers);

@@ -4,7 +4,6 @@ using Grpc.Core;
 using Grpc.Core.Interceptors;
 using k8s;
 using k8s.Models;
-using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Dolly.Controllers.Tests;
 
@@ -22,14 +21,11 @@ public sealed class GroupSnapshotTests : IAsyncLifetime
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     private readonly CsiCalls _calls = new();
-    private readonly CancellationTokenSource _stop = new();
-    private DriverStack? _stack;
-    private Kubernetes? _client;
-    private Task? _controllers;
+    private ControllerHarness? _h;
 
-    private Kubernetes K => _client!;
+    private Kubernetes K => _h!.Client;
 
-    private DriverStack S => _stack!;
+    private DriverStack S => _h!.Stack;
 
     /// <summary>Counts the controllers' CSI calls by method.</summary>
     private sealed class CsiCalls : Interceptor
@@ -46,55 +42,18 @@ public sealed class GroupSnapshotTests : IAsyncLifetime
         }
     }
 
-    public async ValueTask InitializeAsync()
-    {
-        _stack = await DriverStack.StartAsync("dolly-groups-", Ct);
-        _client = _stack.NewClient();
-        var options = new ControllerOptions
-        {
-            BindVolumes = true,
-            Identity = "groups",
-            RetryBaseDelay = TimeSpan.FromMilliseconds(50),
-            RetryMaxDelay = TimeSpan.FromMilliseconds(500),
-        };
-        _controllers = DollyControllers.RunAsync(_client, _stack.Channel.Intercept(_calls), options, NullLoggerFactory.Instance, _stop.Token);
-        await DriverStack.CreateClassesAsync(_client, Ct);
-    }
+    public async ValueTask InitializeAsync() => _h = await ControllerHarness.StartAsync("groups", Ct, _calls);
 
     public async ValueTask DisposeAsync()
     {
-        await _stop.CancelAsync();
-        if (_controllers is not null)
+        if (_h is not null)
         {
-            await _controllers;
+            await _h.DisposeAsync();
         }
-
-        _client?.Dispose();
-        if (_stack is not null)
-        {
-            await _stack.DisposeAsync();
-        }
-
-        _stop.Dispose();
     }
 
-    private static async Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 30)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(seconds);
-        T? last = default;
-        while (DateTime.UtcNow < deadline)
-        {
-            last = await probe();
-            if (last is not null && !(last is bool b && !b))
-            {
-                return last;
-            }
-
-            await Task.Delay(50, Ct);
-        }
-
-        throw new TimeoutException(what + " (last: " + last + ")");
-    }
+    private static Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 30)
+        => Eventually.Until(probe, what, seconds);
 
     private static async Task<JsonElement> UntilFound(Func<Task<JsonElement?>> probe, string what) =>
         (await Until(async () => await probe() is { } found ? (object)found : null, what)) is JsonElement e ? e : throw new InvalidOperationException(what);

@@ -3,7 +3,6 @@ using Grpc.Core;
 using Grpc.Core.Interceptors;
 using k8s;
 using k8s.Models;
-using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Dolly.Controllers.Tests;
 
@@ -17,28 +16,12 @@ public sealed class RestoreDeleteRaceTests : IAsyncLifetime
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    private readonly CancellationTokenSource _stop = new();
     private readonly FailCreateVolume _gate = new();
-    private DriverStack? _stack;
-    private Kubernetes? _client;
-    private Task? _controllers;
+    private ControllerHarness? _h;
 
-    private Kubernetes K => _client!;
+    private Kubernetes K => _h!.Client;
 
-    public async ValueTask InitializeAsync()
-    {
-        _stack = await DriverStack.StartAsync("dolly-race-", Ct);
-        _client = _stack.NewClient();
-        var options = new ControllerOptions
-        {
-            BindVolumes = true,
-            Identity = "race",
-            RetryBaseDelay = TimeSpan.FromMilliseconds(50),
-            RetryMaxDelay = TimeSpan.FromMilliseconds(500),
-        };
-        _controllers = DollyControllers.RunAsync(_client, _stack.Channel.Intercept(_gate), options, NullLoggerFactory.Instance, _stop.Token);
-        await DriverStack.CreateClassesAsync(_client, Ct);
-    }
+    public async ValueTask InitializeAsync() => _h = await ControllerHarness.StartAsync("race", Ct, _gate);
 
     /// <summary>While <see cref="Failing"/>, CreateVolume fails as a driver that is restarting would.</summary>
     private sealed class FailCreateVolume : Interceptor
@@ -60,37 +43,15 @@ public sealed class RestoreDeleteRaceTests : IAsyncLifetime
 
     public async ValueTask DisposeAsync()
     {
-        await _stop.CancelAsync();
-        if (_controllers is not null)
+        if (_h is not null)
         {
-            await _controllers;
+            await _h.DisposeAsync();
         }
-
-        _client?.Dispose();
-        if (_stack is not null)
-        {
-            await _stack.DisposeAsync();
-        }
-
-        _stop.Dispose();
     }
 
-    private static async Task<T> Until<T>(Func<Task<T?>> probe, Func<string> what, int seconds = 60)
+    private static Task<T> Until<T>(Func<Task<T?>> probe, Func<string> what, int seconds = 60)
         where T : class
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(seconds);
-        while (DateTime.UtcNow < deadline)
-        {
-            if (await probe() is { } value)
-            {
-                return value;
-            }
-
-            await Task.Delay(50, Ct);
-        }
-
-        throw new TimeoutException(what());
-    }
+        => Eventually.Until(probe, what, seconds);
 
     private async Task<V1PersistentVolumeClaim> BoundClaimAsync(string name)
     {

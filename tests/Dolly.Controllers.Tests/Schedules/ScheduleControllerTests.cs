@@ -4,7 +4,6 @@ using Dolly.Controllers.Schedules;
 using k8s;
 using k8s.Autorest;
 using k8s.Models;
-using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 
 namespace Dolly.Controllers.Tests.Schedules;
@@ -21,46 +20,20 @@ public sealed class ScheduleControllerTests : IAsyncLifetime
 
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    private readonly CancellationTokenSource _stop = new();
     private readonly FakeTimeProvider _clock = new(DateTimeOffset.UtcNow);
-    private DriverStack? _stack;
-    private Kubernetes? _client;
-    private Task? _controllers;
+    private ControllerHarness? _h;
     private int _touches;
 
-    private Kubernetes K => _client!;
+    private Kubernetes K => _h!.Client;
 
-    public async ValueTask InitializeAsync()
-    {
-        _stack = await DriverStack.StartAsync("dolly-schedules-", Ct);
-        _client = _stack.NewClient();
-        var options = new ControllerOptions
-        {
-            BindVolumes = true,
-            Identity = "schedules",
-            RetryBaseDelay = TimeSpan.FromMilliseconds(50),
-            RetryMaxDelay = TimeSpan.FromMilliseconds(500),
-            TimeProvider = _clock,
-        };
-        _controllers = DollyControllers.RunAsync(_client, _stack.Csi, options, NullLoggerFactory.Instance, _stop.Token);
-        await DriverStack.CreateClassesAsync(_client, Ct);
-    }
+    public async ValueTask InitializeAsync() => _h = await ControllerHarness.StartAsync("schedules", Ct, time: _clock);
 
     public async ValueTask DisposeAsync()
     {
-        await _stop.CancelAsync();
-        if (_controllers is not null)
+        if (_h is not null)
         {
-            await _controllers;
+            await _h.DisposeAsync();
         }
-
-        _client?.Dispose();
-        if (_stack is not null)
-        {
-            await _stack.DisposeAsync();
-        }
-
-        _stop.Dispose();
     }
 
     [Fact]
@@ -154,7 +127,7 @@ public sealed class ScheduleControllerTests : IAsyncLifetime
         // One block written: the next run's snapshot differs and stays, no longer marked for comparison.
         var claim = await K.CoreV1.ReadNamespacedPersistentVolumeClaimAsync("db", Ns, cancellationToken: Ct);
         var pv = await K.CoreV1.ReadPersistentVolumeAsync(claim.Spec.VolumeName, cancellationToken: Ct);
-        var device = _stack!.Pool.OpenDevice(pv.Spec.Csi.VolumeHandle).Value;
+        var device = _h!.Stack.Pool.OpenDevice(pv.Spec.Csi.VolumeHandle).Value;
         Assert.True(device.Write(1 << 20, Enumerable.Repeat((byte)0x5A, 4096).ToArray()).IsOk);
         Assert.True(device.Flush().IsOk);
         var hour2 = hour1.AddHours(1);
@@ -301,23 +274,8 @@ public sealed class ScheduleControllerTests : IAsyncLifetime
     private async Task<List<VolumeSnapshot>> ReadySnapshotsAsync(string schedule) =>
         [.. (await SnapshotsAsync(schedule)).Where(s => s.Status?.ReadyToUse == true)];
 
-    private static async Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 30)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(seconds);
-        T? last = default;
-        while (DateTime.UtcNow < deadline)
-        {
-            last = await probe();
-            if (last is not null && !(last is bool b && !b))
-            {
-                return last;
-            }
-
-            await Task.Delay(50, Ct);
-        }
-
-        throw new TimeoutException(what + " (last: " + last + ")");
-    }
+    private static Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 30)
+        => Eventually.Until(probe, what, seconds);
 
     private static async Task Until(Func<Task<bool>> probe, string what) => await Until<object>(async () => await probe() ? true : null, what);
 }
