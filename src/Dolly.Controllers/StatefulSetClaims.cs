@@ -51,16 +51,17 @@ internal sealed class StatefulSetClaims : Reconciler
             context.Loggers.CreateLogger("Dolly.Controllers.Informer"));
         StatefulSets.OnChange((old, now) => Queue.Add(Informer<V1StatefulSet>.Key(now ?? old!)));
 
-        // A claim that changed or went may be one a StatefulSet of its namespace wants (made again when deleted).
+        // A claim that changed or went may be one a StatefulSet wants (made again when deleted, or someone else's
+        // gone so that the StatefulSet may now make it). Its name says which: only the StatefulSets it can name are
+        // looked up, so a claim event costs a few cache lookups, not a walk over every StatefulSet.
         context.Cluster.Claims.OnChange((old, now) =>
         {
             var claim = now ?? old!;
-            string name = claim.Metadata.Name;
-            foreach (var set in StatefulSets.List())
+            foreach (string set in SetsNamedBy(claim.Metadata.Name))
             {
-                if (set.Metadata.NamespaceProperty == claim.Metadata.NamespaceProperty && name.Contains("-" + set.Metadata.Name + "-", StringComparison.Ordinal))
+                if (StatefulSets.Get(claim.Metadata.NamespaceProperty, set) is not null)
                 {
-                    Queue.Add(Informer<V1StatefulSet>.Key(set));
+                    Queue.Add(Informer<V1StatefulSet>.Key(claim.Metadata.NamespaceProperty, set));
                 }
             }
         });
@@ -96,6 +97,26 @@ internal sealed class StatefulSetClaims : Reconciler
     /// <summary>The claim name upstream gives a template's claim for one ordinal.</summary>
     public static string ClaimName(string template, string statefulSet, int ordinal) =>
         string.Create(CultureInfo.InvariantCulture, $"{template}-{statefulSet}-{ordinal}");
+
+    /// <summary>
+    /// The StatefulSet names a claim name <c>&lt;template&gt;-&lt;set&gt;-&lt;ordinal&gt;</c> can hold (either part may contain dashes).
+    /// </summary>
+    public static IEnumerable<string> SetsNamedBy(string claim)
+    {
+        int last = claim.LastIndexOf('-');
+        if (last <= 0 || last == claim.Length - 1 || claim.AsSpan(last + 1).ContainsAnyExceptInRange('0', '9'))
+        {
+            yield break;
+        }
+
+        for (int dash = claim.IndexOf('-', StringComparison.Ordinal); dash >= 0 && dash < last - 1; dash = claim.IndexOf('-', dash + 1))
+        {
+            if (dash > 0)
+            {
+                yield return claim[(dash + 1)..last];
+            }
+        }
+    }
 
     protected override async Task<Outcome> ReconcileAsync(string key, CancellationToken cancellationToken)
     {
@@ -183,6 +204,33 @@ internal sealed class StatefulSetClaims : Reconciler
             // Someone made one of that name since the cache was read: the watch brings it, and the next pass judges it.
             throw new RetryLaterException($"claim {claim.Metadata.NamespaceProperty}/{name} appeared while being created");
         }
+        catch (HttpOperationException ex) when (ex.Response.StatusCode is HttpStatusCode.UnprocessableEntity or HttpStatusCode.BadRequest)
+        {
+            // The template makes an invalid claim: retrying cannot help until the StatefulSet changes (which queues it).
+            await _c.Events.RecordAsync(
+                Reference(set),
+                EventRecorder.Warning,
+                ConflictReason,
+                $"create Claim {name} for StatefulSet {set.Metadata.Name} failed: {Message(ex)}",
+                ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>The message of the API server's Status, or its HTTP status when the body has none.</summary>
+    private static string Message(HttpOperationException ex)
+    {
+        try
+        {
+            if (System.Text.Json.Nodes.JsonNode.Parse(ex.Response.Content ?? "")?["message"]?.GetValue<string>() is { Length: > 0 } message)
+            {
+                return message;
+            }
+        }
+        catch (System.Text.Json.JsonException)
+        {
+        }
+
+        return $"HTTP {(int)ex.Response.StatusCode}";
     }
 
     /// <summary>Deletes this StatefulSet's claims of a template whose ordinal is outside [start, end).</summary>

@@ -293,4 +293,41 @@ public sealed class StatefulSetClaimsTests : IAsyncLifetime
         Assert.DoesNotContain(StatefulSetClaimsAnnotation, after.Metadata.Annotations?.Keys ?? []);
         Assert.Equal("2Gi", after.Spec.Resources.Requests["storage"].ToString());
     }
+
+    [Fact]
+    public async Task TemplateMakingAnInvalidClaim_IsReportedOnTheStatefulSet()
+    {
+        var set = Set("bad", 1);
+        set.Spec.VolumeClaimTemplates[0].Spec.AccessModes = null;
+        await K.AppsV1.CreateNamespacedStatefulSetAsync(set, Ns, cancellationToken: Ct);
+        await Until(
+            async () => (await Events("bad", "FailedCreate")).Contains("create Claim data-bad-0 for StatefulSet bad failed: ", StringComparison.Ordinal)
+                && (await Events("bad", "FailedCreate")).Contains("spec.accessModes", StringComparison.Ordinal),
+            async () => $"no event naming the invalid field: [{await Events("bad", "FailedCreate")}]");
+        Assert.Equal("", await ClaimNames());
+
+        // Fixing the template makes the claim.
+        await K.AppsV1.DeleteNamespacedStatefulSetAsync("bad", Ns, cancellationToken: Ct);
+        await K.AppsV1.CreateNamespacedStatefulSetAsync(Set("bad", 1), Ns, cancellationToken: Ct);
+        await UntilClaims("data-bad-0");
+    }
+
+    [Theory]
+    [InlineData("data-consumer-0", "consumer")]
+    [InlineData("my-data-web-app-12", "data-web-app,web-app,app")]
+    [InlineData("data-web", "")]
+    [InlineData("data-web-", "")]
+    [InlineData("data-web-1x", "")]
+    [InlineData("data--0", "")]
+    [InlineData("data-0", "")]
+    public void ClaimName_NamesTheStatefulSetsItCanBelongTo(string claim, string sets)
+    {
+        Assert.Equal(sets, string.Join(",", StatefulSetClaims.SetsNamedBy(claim)));
+        foreach (string set in StatefulSetClaims.SetsNamedBy(claim))
+        {
+            string template = claim[..claim.IndexOf("-" + set + "-", StringComparison.Ordinal)];
+            int ordinal = int.Parse(claim[(claim.LastIndexOf('-') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+            Assert.Equal(claim, StatefulSetClaims.ClaimName(template, set, ordinal));
+        }
+    }
 }
