@@ -1,5 +1,7 @@
 using System.Globalization;
 using System.Net;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using Dolly.Controllers.Runtime;
 using k8s;
 using k8s.Autorest;
@@ -221,12 +223,12 @@ internal sealed class StatefulSetClaims : Reconciler
     {
         try
         {
-            if (System.Text.Json.Nodes.JsonNode.Parse(ex.Response.Content ?? "")?["message"]?.GetValue<string>() is { Length: > 0 } message)
+            if (JsonNode.Parse(ex.Response.Content ?? "")?["message"]?.GetValue<string>() is { Length: > 0 } message)
             {
                 return message;
             }
         }
-        catch (System.Text.Json.JsonException)
+        catch (JsonException)
         {
         }
 
@@ -273,11 +275,11 @@ internal sealed class StatefulSetClaims : Reconciler
             others.Add(OwnerReference(set));
         }
 
-        var patch = new System.Text.Json.Nodes.JsonObject
+        var patch = new JsonObject
         {
-            ["metadata"] = new System.Text.Json.Nodes.JsonObject
+            ["metadata"] = new JsonObject
             {
-                ["ownerReferences"] = System.Text.Json.Nodes.JsonNode.Parse(KubernetesJson.Serialize(others)),
+                ["ownerReferences"] = JsonNode.Parse(KubernetesJson.Serialize(others)),
             },
         };
         await _c.Cluster.PatchClaimAsync(claim, patch, status: false, ct).ConfigureAwait(false);
