@@ -8,7 +8,7 @@ public sealed record ControllerOptions
 
     /// <summary>
     /// Also do what kube-controller-manager does for volumes: bind claims to volumes, keep the phases,
-    /// release volumes whose claim is gone, and the pvc-protection finalizer. On for the embedded API
+    /// release volumes whose claim is gone, the pvc-protection finalizer, and StatefulSets' claims. On for the embedded API
     /// server, off on a real cluster, where kube-controller-manager does it.
     /// </summary>
     public bool BindVolumes { get; init; }

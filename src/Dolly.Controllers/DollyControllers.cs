@@ -12,7 +12,7 @@ namespace Dolly.Controllers;
 /// Runs Dolly's controllers against an API server (the embedded one or a real cluster's) and a CSI
 /// driver: the snapshot controller, the csi-snapshotter's part, the provisioner with its source guard
 /// and volume reaper, the resizer, snapshot schedules and, when <see cref="ControllerOptions.BindVolumes"/>, the volume
-/// binder. With <see cref="ControllerOptions.LeaderElection"/> they run only while this replica holds the
+/// binder and the StatefulSet claim maker. With <see cref="ControllerOptions.LeaderElection"/> they run only while this replica holds the
 /// Lease, and <see cref="RunAsync"/> returns when it loses it (the process should then exit and restart).
 /// </summary>
 public static class DollyControllers
@@ -134,9 +134,11 @@ public static class DollyControllers
 
         // Made now, so its change handlers see every event; run once the dolly.io informers have listed.
         var schedules = new ScheduleController(context);
+        StatefulSetClaims? statefulSets = null;
         if (options.BindVolumes)
         {
             reconcilers.Add(new VolumeBinder(context));
+            statefulSets = new StatefulSetClaims(context);
         }
 
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -147,6 +149,10 @@ public static class DollyControllers
             await Task.WhenAll(cluster.All.Select(i => i.Synced)).WaitAsync(ct).ConfigureAwait(false);
             var workers = reconcilers.Select(r => r.RunAsync(options.Workers, stop.Token)).ToList();
             workers.Add(RunWhenSyncedAsync(schedules, cluster.Own, options.Workers, stop.Token));
+            if (statefulSets is not null)
+            {
+                workers.Add(statefulSets.RunWithInformerAsync(options.Workers, stop.Token));
+            }
             var resync = ResyncAsync(cluster, options.Resync, stop.Token);
             await Task.WhenAll([.. workers, resync]).ConfigureAwait(false);
         }

@@ -230,38 +230,21 @@ public sealed class AcceptanceTests(DollyUp up)
     }
 
     [Fact]
-    public async Task S07_StatefulSetClaims_CreatedByHand_AllBindWithTheData()
+    public async Task S07_StatefulSetClaims_MadeByTheController_AllBindWithTheData()
     {
         RequireStack();
         await SnapshotRestoreAsync(up);
-        // The embedded server stores the Service and the StatefulSet of 07-statefulset-replicas.yaml but runs no
-        // StatefulSet controller: create by hand the claims its volumeClaimTemplate would make, <template>-<set>-<ordinal>.
+        // 07-statefulset-replicas.yaml as it is: `dolly up`'s StatefulSet claim controller makes the claims of its
+        // volumeClaimTemplate, <template>-<set>-<ordinal>, each restoring data-snap.
         var documents = DollyUp.Documents("07-statefulset-replicas.yaml");
-        string template = documents[1];
-        Assert.Contains("name: data-snap", template, StringComparison.Ordinal);
+        Assert.Contains("name: data-snap", documents[1], StringComparison.Ordinal);
         (await up.Apply(string.Join("\n---\n", documents))).ShouldSucceed();
         Assert.Equal("StatefulSet 3 consumer", await up.Field("statefulset/consumer", "demo", ".kind} {.spec.replicas} {.spec.serviceName"));
         Assert.Equal("None", await up.Field("service/consumer", "demo", ".spec.clusterIP"));
         for (int i = 0; i < 3; i++)
         {
-            (await up.Apply($$$"""
-                apiVersion: v1
-                kind: PersistentVolumeClaim
-                metadata:
-                  name: data-consumer-{{{i}}}
-                  namespace: demo
-                  labels: {app: consumer}
-                spec:
-                  storageClassName: dolly
-                  accessModes: [ReadWriteOnce]
-                  dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: data-snap}
-                  resources: {requests: {storage: 1Gi}}
-                """)).ShouldSucceed();
-        }
-
-        for (int i = 0; i < 3; i++)
-        {
             await up.WaitFor($"pvc/data-consumer-{i}", "demo", ".status.phase", "Bound");
+            Assert.Equal("consumer data-snap", await up.Field($"pvc/data-consumer-{i}", "demo", ".metadata.labels.app} {.spec.dataSource.name"));
             await up.WithMounted("demo", $"data-consumer-{i}", async dir => Assert.Equal(Hello, await File.ReadAllTextAsync(Path.Combine(dir, "hello.txt"))));
         }
 
