@@ -1,7 +1,6 @@
 using k8s;
 using k8s.Autorest;
 using k8s.Models;
-using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Dolly.Controllers.Tests;
 
@@ -19,43 +18,18 @@ public sealed class StatefulSetClaimsTests : IAsyncLifetime
     private const string StatefulSetClaimsAnnotation = "dolly.io/statefulset";
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    private readonly CancellationTokenSource _stop = new();
-    private DriverStack? _stack;
-    private Kubernetes? _client;
-    private Task? _controllers;
+    private ControllerHarness? _h;
 
-    private Kubernetes K => _client!;
+    private Kubernetes K => _h!.Client;
 
-    public async ValueTask InitializeAsync()
-    {
-        _stack = await DriverStack.StartAsync("dolly-sts-", Ct);
-        _client = _stack.NewClient();
-        var options = new ControllerOptions
-        {
-            BindVolumes = true,
-            Identity = "sts",
-            RetryBaseDelay = TimeSpan.FromMilliseconds(50),
-            RetryMaxDelay = TimeSpan.FromMilliseconds(500),
-        };
-        _controllers = DollyControllers.RunAsync(_client, _stack.Csi, options, NullLoggerFactory.Instance, _stop.Token);
-        await DriverStack.CreateClassesAsync(_client, Ct);
-    }
+    public async ValueTask InitializeAsync() => _h = await ControllerHarness.StartAsync("sts", Ct);
 
     public async ValueTask DisposeAsync()
     {
-        await _stop.CancelAsync();
-        if (_controllers is not null)
+        if (_h is not null)
         {
-            await _controllers;
+            await _h.DisposeAsync();
         }
-
-        _client?.Dispose();
-        if (_stack is not null)
-        {
-            await _stack.DisposeAsync();
-        }
-
-        _stop.Dispose();
     }
 
     private static async Task Until(Func<Task<bool>> probe, Func<Task<string>> what, int seconds = 60)
@@ -145,7 +119,7 @@ public sealed class StatefulSetClaimsTests : IAsyncLifetime
         await UntilBound("data");
         var hello = new byte[64 * 1024];
         new Random(7).NextBytes(hello);
-        _stack!.Pool.OpenDevice(await HandleOf("data")).Value.Write(MiB, hello).ThrowIfFailed();
+        _h!.Stack.Pool.OpenDevice(await HandleOf("data")).Value.Write(MiB, hello).ThrowIfFailed();
         await K.CustomObjects.CreateNamespacedCustomObjectAsync(
             new Dictionary<string, object>
             {
@@ -177,7 +151,7 @@ public sealed class StatefulSetClaimsTests : IAsyncLifetime
             Assert.Null(claim.Metadata.OwnerReferences); // whenDeleted defaults to Retain
 
             var read = new byte[hello.Length];
-            _stack.Pool.OpenDevice(await HandleOf(name)).Value.Read(MiB, read).ThrowIfFailed();
+            _h.Stack.Pool.OpenDevice(await HandleOf(name)).Value.Read(MiB, read).ThrowIfFailed();
             Assert.Equal(hello, read);
         }
     }
