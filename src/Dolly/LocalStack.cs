@@ -192,7 +192,7 @@ internal sealed class LocalStack : IAsyncDisposable
             {
                 _metrics = await MetricsServer.StartAsync(metricsEndpoint, _controllerMetrics, _poolMetrics, loggers, ct).ConfigureAwait(false);
             }
-            catch (IOException ex)
+            catch (Exception ex) when (ex is IOException or InvalidOperationException)
             {
                 throw new CliFailureException(ExitCodes.IoError, $"cannot serve metrics on {metricsEndpoint}: {ex.Message}");
             }

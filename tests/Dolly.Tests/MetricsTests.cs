@@ -121,6 +121,18 @@ public sealed partial class MetricsTests : CliTestBase
         await Fails(ExitCodes.InvalidArgument, message, "up", "--port", "0", "--metrics", address);
     }
 
+    [Fact]
+    public async Task AMetricsPortInUse_IsNamed_AndNothingStaysUp()
+    {
+        await Ok("pool", "init");
+        using var taken = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        taken.Start();
+        string address = taken.LocalEndpoint.ToString()!;
+        await Fails(ExitCodes.IoError, $"cannot serve metrics on {address}", "up", "--port", "0", "--metrics", address);
+        // The pool was closed again: a command that needs it exclusively runs.
+        await Ok("volume", "create", "after", "--size", "1Mi");
+    }
+
     private static Task<V1PersistentVolumeClaim> CreateClaimAsync(Kubernetes kube, string name, string size, V1TypedLocalObjectReference? source) =>
         kube.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(
             new V1PersistentVolumeClaim

@@ -114,7 +114,7 @@ public sealed class UpCommandTests : CliTestBase
         using (var http = new HttpClient())
         {
             string metrics = await http.GetStringAsync(new Uri(printed.Groups[1].Value), Ct);
-            Assert.Matches(@"(?m)^dolly_pool_logical_bytes 1073741824( \d+)?$", metrics);
+            Assert.True(System.Text.RegularExpressions.Regex.IsMatch(metrics, @"(?m)^dolly_pool_logical_bytes(\{\})? 1073741824( \d+)?$"), metrics);
         }
 
         // Binding is kube-controller-manager's job on a real cluster; Dolly leaves the claim to it.
