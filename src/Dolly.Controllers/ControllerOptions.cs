@@ -1,3 +1,5 @@
+using Dolly.Controllers.Metrics;
+
 namespace Dolly.Controllers;
 
 /// <summary>How <see cref="DollyControllers"/> runs.</summary>
@@ -51,4 +53,7 @@ public sealed record ControllerOptions
 
     /// <summary>How often every object is reconciled again even without a change.</summary>
     public TimeSpan Resync { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>Where the controllers record upstream's snapshot and CSI call series; none when null.</summary>
+    public ControllerMetrics? Metrics { get; init; }
 }

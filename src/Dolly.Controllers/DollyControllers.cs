@@ -1,7 +1,9 @@
 using System.Net.Sockets;
+using Dolly.Controllers.Metrics;
 using Dolly.Controllers.Runtime;
 using Dolly.Controllers.Schedules;
 using Grpc.Core;
+using Grpc.Core.Interceptors;
 using Grpc.Net.Client;
 using k8s;
 using Microsoft.Extensions.Logging;
@@ -117,6 +119,11 @@ public static class DollyControllers
 
     private static async Task RunControllersAsync(IKubernetes client, CallInvoker csi, ControllerOptions options, ILoggerFactory loggers, CancellationToken ct)
     {
+        if (options.Metrics is { } metrics)
+        {
+            csi = csi.Intercept(new CsiMetricsInterceptor(metrics, options.DriverName));
+        }
+
         var cluster = new Cluster(client, loggers);
         var events = new EventRecorder(client, "dolly-controllers", options.Identity, loggers.CreateLogger<EventRecorder>());
         var context = new ControllerContext(cluster, events, csi, options, loggers);

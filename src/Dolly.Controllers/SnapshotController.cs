@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
+using Dolly.Controllers.Metrics;
 using Dolly.Controllers.Model;
 using Dolly.Controllers.Runtime;
 using Microsoft.Extensions.Logging;
@@ -157,6 +158,7 @@ internal sealed class SnapshotController : Reconciler
             return Outcome.Done;
         }
 
+        StartOperations(snapshot, fromClaim);
         string? bound = snapshot.Status?.BoundVolumeSnapshotContentName;
         if (string.IsNullOrEmpty(bound))
         {
@@ -187,12 +189,55 @@ internal sealed class SnapshotController : Reconciler
 
         snapshot = await EnsureFinalizersAsync(snapshot, content.Spec.DeletionPolicy, cancellationToken).ConfigureAwait(false);
         snapshot = await SyncStatusAsync(snapshot, content, cancellationToken).ConfigureAwait(false);
+        RecordOperations(snapshot);
         if (snapshot.Status?.ReadyToUse == true && fromClaim)
         {
             await ReleaseClaimAsync(snapshot.Metadata.NamespaceProperty, source.PersistentVolumeClaimName!, cancellationToken).ConfigureAwait(false);
         }
 
         return Outcome.Done;
+    }
+
+    // ---- metrics (upstream's operation semantics) ----------------------------------------------------
+
+    private static string SnapshotType(VolumeSnapshot snapshot) =>
+        string.IsNullOrEmpty(snapshot.Spec.Source.VolumeSnapshotContentName) ? SnapshotOperations.Dynamic : SnapshotOperations.PreProvisioned;
+
+    private void StartOperations(VolumeSnapshot snapshot, bool dynamic)
+    {
+        if (_c.Options.Metrics is not { } metrics)
+        {
+            return;
+        }
+
+        string uid = snapshot.Metadata.Uid;
+        if (dynamic && snapshot.Status?.CreationTime is null)
+        {
+            metrics.Operations.Start(SnapshotOperations.Create, uid, _c.Options.DriverName, SnapshotOperations.Dynamic);
+        }
+
+        if (snapshot.Status?.ReadyToUse != true)
+        {
+            metrics.Operations.Start(SnapshotOperations.CreateAndReady, uid, _c.Options.DriverName, SnapshotType(snapshot));
+        }
+    }
+
+    private void RecordOperations(VolumeSnapshot snapshot)
+    {
+        if (_c.Options.Metrics is not { } metrics)
+        {
+            return;
+        }
+
+        if (snapshot.Status?.CreationTime is not null)
+        {
+            metrics.Operations.Record(SnapshotOperations.Create, snapshot.Metadata.Uid, SnapshotOperations.Success);
+        }
+
+        if (snapshot.Status?.ReadyToUse == true)
+        {
+            metrics.Operations.Record(SnapshotOperations.CreateAndReady, snapshot.Metadata.Uid, SnapshotOperations.Success);
+        }
     }
 
     // ---- dynamic ------------------------------------------------------------------------------------
@@ -450,6 +495,7 @@ internal sealed class SnapshotController : Reconciler
         var meta = snapshot.Metadata;
         if (!Cluster.HasFinalizer(meta, Names.SnapshotAsSourceFinalizer) && !Cluster.HasFinalizer(meta, Names.SnapshotBoundFinalizer))
         {
+            _c.Options.Metrics?.Operations.Drop(meta.Uid);
             return;
         }
 
@@ -480,6 +526,8 @@ internal sealed class SnapshotController : Reconciler
             return;
         }
 
+        // Upstream starts the clock here: once no restore holds the snapshot back.
+        _c.Options.Metrics?.Operations.Start(SnapshotOperations.Delete, meta.Uid, _c.Options.DriverName, SnapshotType(snapshot));
         string? bound = snapshot.Status?.BoundVolumeSnapshotContentName;
         var content = string.IsNullOrEmpty(bound) ? null : _c.Cluster.Contents.Get(bound);
         if (content is null && string.IsNullOrEmpty(bound) && !string.IsNullOrEmpty(snapshot.Spec.Source.PersistentVolumeClaimName))
@@ -510,6 +558,7 @@ internal sealed class SnapshotController : Reconciler
             new JsonObject { ["metadata"] = new JsonObject { ["finalizers"] = new JsonArray([.. finalizers.Select(f => (JsonNode)JsonValue.Create(f))]) } },
             status: false,
             ct).ConfigureAwait(false);
+        _c.Options.Metrics?.Operations.Record(SnapshotOperations.Delete, meta.Uid, SnapshotOperations.Success);
 
         if (snapshot.Spec.Source.PersistentVolumeClaimName is { Length: > 0 } claimName)
         {

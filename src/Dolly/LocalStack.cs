@@ -1,6 +1,8 @@
 using Dolly.Api;
 using Dolly.Controllers;
+using Dolly.Controllers.Metrics;
 using Dolly.Csi;
+using Dolly.Metrics;
 using Dolly.Nbd;
 using Dolly.Storage;
 using Grpc.Net.Client;
@@ -33,6 +35,9 @@ internal sealed record LocalStackOptions
     /// <summary>How the CSI Node service attaches volumes.</summary>
     public NodeAttachMode NodeAttach { get; init; } = NodeAttachMode.Auto;
 
+    /// <summary>Where to serve /metrics (loopback only, unauthenticated); null serves none.</summary>
+    public System.Net.IPEndPoint? Metrics { get; init; }
+
     /// <summary>This replica's identity for leader election and events.</summary>
     public string Identity { get; init; } = Environment.MachineName + "_" + Environment.ProcessId;
 }
@@ -57,6 +62,9 @@ internal sealed class LocalStack : IAsyncDisposable
     private Kubernetes? _client;
     private GrpcChannel? _channel;
     private Task? _controllers;
+    private ControllerMetrics? _controllerMetrics;
+    private PoolMetrics? _poolMetrics;
+    private MetricsServer? _metrics;
     private bool _disposed;
 
     private LocalStack(CancellationToken ct) => _stopControllers = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -75,6 +83,9 @@ internal sealed class LocalStack : IAsyncDisposable
 
     /// <summary>A client of the API server, as kubectl would be one.</summary>
     public Kubernetes Client => _client ?? throw new InvalidOperationException("the stack is not started");
+
+    /// <summary>The scrape URL of /metrics; null when none is served.</summary>
+    public Uri? MetricsUrl => _metrics?.Url;
 
     /// <summary>The controllers; this task ends by itself only on a failure they could not ride out.</summary>
     public Task Controllers => _controllers ?? throw new InvalidOperationException("the stack is not started");
@@ -173,11 +184,27 @@ internal sealed class LocalStack : IAsyncDisposable
         }
 
         ct.ThrowIfCancellationRequested();
+        if (options.Metrics is { } metricsEndpoint)
+        {
+            _controllerMetrics = new ControllerMetrics();
+            _poolMetrics = new PoolMetrics(pool);
+            try
+            {
+                _metrics = await MetricsServer.StartAsync(metricsEndpoint, _controllerMetrics, _poolMetrics, loggers, ct).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is IOException or InvalidOperationException)
+            {
+                throw new CliFailureException(ExitCodes.IoError, $"cannot serve metrics on {metricsEndpoint}: {ex.Message}");
+            }
+        }
+
+        ct.ThrowIfCancellationRequested();
         _channel = DollyControllers.ConnectCsi(_csi.SocketPath);
         var controllerOptions = new ControllerOptions
         {
             BindVolumes = _api is not null,
             Identity = options.Identity,
+            Metrics = _controllerMetrics,
         };
         _controllers = DollyControllers.RunAsync(_client, _channel.CreateCallInvoker(), controllerOptions, loggers, _stopControllers.Token);
     }
@@ -238,6 +265,13 @@ internal sealed class LocalStack : IAsyncDisposable
         {
             _channel?.Dispose();
             _client?.Dispose();
+            if (_metrics is not null)
+            {
+                await _metrics.DisposeAsync().ConfigureAwait(false);
+            }
+
+            _poolMetrics?.Dispose();
+            _controllerMetrics?.Dispose();
             if (_nbd is not null)
             {
                 await _nbd.DisposeAsync().ConfigureAwait(false);

@@ -70,7 +70,7 @@ public sealed class DollyUp : IAsyncLifetime
         File.Delete(image);
 
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string a in new[] { DollyDll, "--pool", Pool, "up", "--port", "0", "-v" })
+        foreach (string a in new[] { DollyDll, "--pool", Pool, "up", "--port", "0", "--metrics", "127.0.0.1:0", "-v" })
         {
             psi.ArgumentList.Add(a);
         }

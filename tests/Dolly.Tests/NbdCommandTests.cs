@@ -123,7 +123,7 @@ public sealed class NbdCommandTests : CliTestBase
         var errText = new StringWriter();
         var env = new Dictionary<string, string?> { ["DOLLY_POOL"] = PoolDir };
         var host = new CliHost(new SyncWriter(outText), new SyncWriter(errText), () => Stream.Null, () => Stream.Null, false, false, name => env.GetValueOrDefault(name));
-        var running = Cli.RunAsync(["up", "--port", "0"], host, stop.Token);
+        var running = Cli.RunAsync(["up", "--port", "0", "--metrics", "127.0.0.1:0"], host, stop.Token);
 
         var deadline = Stopwatch.StartNew();
         string? kubeconfig = null;

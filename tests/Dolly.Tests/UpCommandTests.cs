@@ -89,7 +89,7 @@ public sealed class UpCommandTests : CliTestBase
         var errText = new StringWriter();
         var env = new Dictionary<string, string?> { ["DOLLY_POOL"] = PoolDir };
         var host = new CliHost(new SyncWriter(outText), new SyncWriter(errText), () => Stream.Null, () => Stream.Null, false, false, name => env.GetValueOrDefault(name));
-        var running = Cli.RunAsync(["up", "--kubeconfig", api.KubeconfigPath, "--no-node"], host, stop.Token);
+        var running = Cli.RunAsync(["up", "--kubeconfig", api.KubeconfigPath, "--no-node", "--metrics", "127.0.0.1:0"], host, stop.Token);
 
         var clock = Stopwatch.StartNew();
         V1PersistentVolume? pv = null;
@@ -107,6 +107,15 @@ public sealed class UpCommandTests : CliTestBase
         Assert.Contains("(external", outText.ToString(), StringComparison.Ordinal);
         Assert.DoesNotContain("Node,", outText.ToString(), StringComparison.Ordinal);
         Assert.False(Directory.Exists(PoolDir + "-api"), "no API server state beside the pool");
+
+        // The metrics URL printed at start answers with the pool's gauges.
+        var printed = System.Text.RegularExpressions.Regex.Match(outText.ToString(), @"  metrics      (http://127\.0\.0\.1:\d+/metrics) \(Prometheus, unauthenticated, loopback\)");
+        Assert.True(printed.Success, outText.ToString());
+        using (var http = new HttpClient())
+        {
+            string metrics = await http.GetStringAsync(new Uri(printed.Groups[1].Value), Ct);
+            Assert.True(System.Text.RegularExpressions.Regex.IsMatch(metrics, @"(?m)^dolly_pool_logical_bytes(\{\})? 1073741824( \d+)?$"), metrics);
+        }
 
         // Binding is kube-controller-manager's job on a real cluster; Dolly leaves the claim to it.
         var claim = await client.CoreV1.ReadNamespacedPersistentVolumeClaimAsync("data", "default", cancellationToken: Ct);
@@ -136,7 +145,7 @@ public sealed class UpCommandTests : CliTestBase
             var env = new Dictionary<string, string?> { ["DOLLY_POOL"] = PoolDir, ["POD_NAME"] = name };
             var host = new CliHost(new SyncWriter(outText), new SyncWriter(new StringWriter()), () => Stream.Null, () => Stream.Null, false, false, n => env.GetValueOrDefault(n));
             var stop = CancellationTokenSource.CreateLinkedTokenSource(Ct);
-            return (outText, Cli.RunAsync(["up", "--kubeconfig", api.KubeconfigPath, "--leader-elect", "--no-node", "--init-pool"], host, stop.Token), stop);
+            return (outText, Cli.RunAsync(["up", "--kubeconfig", api.KubeconfigPath, "--leader-elect", "--no-node", "--init-pool", "--metrics", "127.0.0.1:0"], host, stop.Token), stop);
         }
 
         async Task Until(Func<bool> condition, string what)

@@ -34,6 +34,8 @@ public sealed partial class UpSignalTests : CliTestBase
             start.ArgumentList.Add("up");
             start.ArgumentList.Add("--port");
             start.ArgumentList.Add("0");
+            start.ArgumentList.Add("--metrics");
+            start.ArgumentList.Add("127.0.0.1:0");
             start.Environment["DOLLY_POOL"] = poolDir;
             Process = new Process { StartInfo = start };
             Process.OutputDataReceived += (_, e) =>

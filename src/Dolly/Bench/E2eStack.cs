@@ -54,7 +54,7 @@ internal sealed class E2eStack : IAsyncDisposable
         var host = new CliHost(output, error, () => Stream.Null, () => Stream.Null, false, false, name => name == "DOLLY_POOL" ? poolDirectory : null);
         var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         long started = Stopwatch.GetTimestamp();
-        string[] args = verbose ? ["up", "--port", "0", "--verbose"] : ["up", "--port", "0"];
+        string[] args = verbose ? ["up", "--port", "0", "--metrics", "127.0.0.1:0", "--verbose"] : ["up", "--port", "0", "--metrics", "127.0.0.1:0"];
         var running = Task.Run(() => Cli.RunAsync(args, host, stop.Token), CancellationToken.None);
         var stack = new E2eStack(poolDirectory, stop, running, output, error, log);
         try

@@ -27,7 +27,11 @@ internal static class UpCommand
         string? NbdKey,
         string? NbdClientCa,
         bool InitPool,
-        Dolly.Csi.NodeAttachMode Attach);
+        Dolly.Csi.NodeAttachMode Attach,
+        string Metrics);
+
+    /// <summary>The <c>--metrics</c> value that serves no metrics.</summary>
+    private const string MetricsOff = "off";
 
     public static Command Build(CliContext context)
     {
@@ -44,13 +48,19 @@ internal static class UpCommand
         var nbdClientCa = new Option<string?>("--nbd-tls-client-ca") { Description = "PEM CA certificate; NBD clients must present a certificate it issued", HelpName = "FILE" };
         var initPool = new Option<bool>("--init-pool") { Description = "Create the pool when its directory is missing or empty (a first start in a cluster)" };
         var attach = NodeCommand.AttachOption();
+        var metrics = new Option<string>("--metrics")
+        {
+            Description = $"Serve Prometheus metrics at http://ADDR:PORT/metrics, unauthenticated, so loopback only (port 0 picks a free one; '{MetricsOff}' serves none)",
+            DefaultValueFactory = _ => Dolly.Metrics.MetricsServer.DefaultAddress,
+            HelpName = "ADDR:PORT",
+        };
         var up = new Command(
             "up",
             "Run Dolly on this machine until Ctrl-C: the Kubernetes-compatible API server (HTTPS, token; a kubeconfig is written next to the pool), " +
             "the controllers (snapshots, provisioning, restore, clone, expansion, binding), the CSI driver (csi.sock in the pool directory) and the NBD server (nbd.sock). " +
             "State: the pool directory and, beside it, the API server's directory (the pool's name + '-api').")
         {
-            address, port, verbose, kubeconfig, inCluster, noNode, leaderElect, nbdTcp, nbdCert, nbdKey, nbdClientCa, initPool, attach,
+            address, port, verbose, kubeconfig, inCluster, noNode, leaderElect, nbdTcp, nbdCert, nbdKey, nbdClientCa, initPool, attach, metrics,
         };
         up.SetAction((parse, ct) => RunAsync(
             context,
@@ -68,7 +78,8 @@ internal static class UpCommand
                 parse.GetValue(nbdKey),
                 parse.GetValue(nbdClientCa),
                 parse.GetValue(initPool),
-                NodeCommand.ParseAttach(parse.GetValue(attach))),
+                NodeCommand.ParseAttach(parse.GetValue(attach)),
+                parse.GetValue(metrics)!),
             ct));
         return up;
     }
@@ -96,6 +107,7 @@ internal static class UpCommand
         }
 
         var endpoints = request.NbdTcp.Select(t => NbdCommands.ParseEndpoint(t, "--nbd-tcp")).ToList();
+        _ = MetricsEndpoint(request); // refused before anything starts
         using var certificate = request.NbdCert is null ? null : NbdCommands.LoadCertificate(request.NbdCert, request.NbdKey!);
         using var clientCa = request.NbdClientCa is null ? null : NbdCommands.LoadCa(request.NbdClientCa);
         bool embedded = request.Kubeconfig is null && !request.InCluster;
@@ -131,6 +143,9 @@ internal static class UpCommand
             return ExitCodes.Ok;
         }
     }
+
+    private static System.Net.IPEndPoint? MetricsEndpoint(UpRequest request) =>
+        request.Metrics == MetricsOff ? null : Dolly.Metrics.MetricsServer.ParseAddress(request.Metrics, "--metrics");
 
     private static async Task<int> RunCoreAsync(
         CliContext context,
@@ -213,6 +228,7 @@ internal static class UpCommand
             NodeId = request.NoNode ? null : Environment.MachineName,
             NodeAttach = request.Attach,
             Identity = Identity(context.Host),
+            Metrics = MetricsEndpoint(request),
         };
         await using var stack = await LocalStack.StartAsync(pool, options, loggers, ct).ConfigureAwait(false);
         ct.ThrowIfCancellationRequested();
@@ -234,6 +250,11 @@ internal static class UpCommand
         await o.WriteLineAsync($"  pool         {pool.Directory}").ConfigureAwait(false);
         await o.WriteLineAsync($"  NBD          {nbdOptions.UnixSocketPath}{string.Concat(stack.Nbd!.LocalEndpoints.OfType<System.Net.IPEndPoint>().Select(e => $", tcp {e}"))}").ConfigureAwait(false);
         await o.WriteLineAsync($"  CSI          {stack.Csi.SocketPath} (Identity, Controller, GroupController, {(request.NoNode ? "" : "Node, ")}SnapshotMetadata)").ConfigureAwait(false);
+        if (stack.MetricsUrl is { } metricsUrl)
+        {
+            await o.WriteLineAsync($"  metrics      {metricsUrl} (Prometheus, unauthenticated, loopback)").ConfigureAwait(false);
+        }
+
         if (!request.NoNode)
         {
             await o.WriteLineAsync($"  attach       {NodeCommand.AttachSummary(new Dolly.Csi.CsiServerOptions { SocketPath = stack.Csi.SocketPath, NodeAttach = request.Attach })}").ConfigureAwait(false);
