@@ -20,30 +20,11 @@ internal sealed partial class Cluster
 
     public Informer<VolumeGroupSnapshotClass> GroupClasses { get; }
 
-    public async Task<VolumeGroupSnapshot> PatchGroupSnapshotAsync(VolumeGroupSnapshot group, JsonObject patch, bool status, CancellationToken ct)
-    {
-        Precondition(patch, group.Metadata.ResourceVersion);
-        var body = new V1Patch(patch.ToJsonString(), V1Patch.PatchType.MergePatch);
-        string ns = group.Metadata.NamespaceProperty;
-        object result = status
-            ? await Client.CustomObjects.PatchNamespacedCustomObjectStatusAsync(body, GroupNames.Group, GroupNames.Version, ns, GroupSnapshotsPlural, group.Metadata.Name, cancellationToken: ct).ConfigureAwait(false)
-            : await Client.CustomObjects.PatchNamespacedCustomObjectAsync(body, GroupNames.Group, GroupNames.Version, ns, GroupSnapshotsPlural, group.Metadata.Name, cancellationToken: ct).ConfigureAwait(false);
-        var written = Convert<VolumeGroupSnapshot>(result);
-        GroupSnapshots.Remember(written);
-        return written;
-    }
+    public Task<VolumeGroupSnapshot> PatchGroupSnapshotAsync(VolumeGroupSnapshot group, JsonObject patch, bool status, CancellationToken ct) =>
+        PatchCustomAsync(GroupSnapshots, group, GroupNames.Group, GroupNames.Version, GroupSnapshotsPlural, patch, status, ct);
 
-    public async Task<VolumeGroupSnapshotContent> PatchGroupContentAsync(VolumeGroupSnapshotContent content, JsonObject patch, bool status, CancellationToken ct)
-    {
-        Precondition(patch, content.Metadata.ResourceVersion);
-        var body = new V1Patch(patch.ToJsonString(), V1Patch.PatchType.MergePatch);
-        object result = status
-            ? await Client.CustomObjects.PatchClusterCustomObjectStatusAsync(body, GroupNames.Group, GroupNames.Version, GroupContentsPlural, content.Metadata.Name, cancellationToken: ct).ConfigureAwait(false)
-            : await Client.CustomObjects.PatchClusterCustomObjectAsync(body, GroupNames.Group, GroupNames.Version, GroupContentsPlural, content.Metadata.Name, cancellationToken: ct).ConfigureAwait(false);
-        var written = Convert<VolumeGroupSnapshotContent>(result);
-        GroupContents.Remember(written);
-        return written;
-    }
+    public Task<VolumeGroupSnapshotContent> PatchGroupContentAsync(VolumeGroupSnapshotContent content, JsonObject patch, bool status, CancellationToken ct) =>
+        PatchCustomAsync(GroupContents, content, GroupNames.Group, GroupNames.Version, GroupContentsPlural, patch, status, ct);
 
     /// <summary>Creates a group content; an existing one of that name is returned instead (from the server).</summary>
     public async Task<VolumeGroupSnapshotContent> CreateGroupContentAsync(VolumeGroupSnapshotContent content, CancellationToken ct)

@@ -142,27 +142,34 @@ internal sealed partial class Cluster
 
     // ---- snapshots and contents --------------------------------------------------------------------
 
-    public async Task<VolumeSnapshot> PatchSnapshotAsync(VolumeSnapshot snapshot, JsonObject patch, bool status, CancellationToken ct)
-    {
-        Precondition(patch, snapshot.Metadata.ResourceVersion);
-        var body = new V1Patch(patch.ToJsonString(), V1Patch.PatchType.MergePatch);
-        object result = status
-            ? await Client.CustomObjects.PatchNamespacedCustomObjectStatusAsync(body, Names.SnapshotGroup, SnapshotVersion, snapshot.Metadata.NamespaceProperty, "volumesnapshots", snapshot.Metadata.Name, cancellationToken: ct).ConfigureAwait(false)
-            : await Client.CustomObjects.PatchNamespacedCustomObjectAsync(body, Names.SnapshotGroup, SnapshotVersion, snapshot.Metadata.NamespaceProperty, "volumesnapshots", snapshot.Metadata.Name, cancellationToken: ct).ConfigureAwait(false);
-        var written = Convert<VolumeSnapshot>(result);
-        Snapshots.Remember(written);
-        return written;
-    }
+    public Task<VolumeSnapshot> PatchSnapshotAsync(VolumeSnapshot snapshot, JsonObject patch, bool status, CancellationToken ct) =>
+        PatchCustomAsync(Snapshots, snapshot, Names.SnapshotGroup, SnapshotVersion, "volumesnapshots", patch, status, ct);
 
-    public async Task<VolumeSnapshotContent> PatchContentAsync(VolumeSnapshotContent content, JsonObject patch, bool status, CancellationToken ct)
+    public Task<VolumeSnapshotContent> PatchContentAsync(VolumeSnapshotContent content, JsonObject patch, bool status, CancellationToken ct) =>
+        PatchCustomAsync(Contents, content, Names.SnapshotGroup, SnapshotVersion, "volumesnapshotcontents", patch, status, ct);
+
+    /// <summary>
+    /// A merge patch of a custom object (of its status with <paramref name="status"/>) carrying the cached
+    /// resourceVersion, so it is a compare-and-set; the object written goes into <paramref name="cache"/> at once. An
+    /// object without a namespace is cluster-scoped.
+    /// </summary>
+    public async Task<T> PatchCustomAsync<T>(Informer<T> cache, T item, string group, string version, string plural, JsonObject patch, bool status, CancellationToken ct)
+        where T : class, IKubernetesObject<V1ObjectMeta>
     {
-        Precondition(patch, content.Metadata.ResourceVersion);
+        Precondition(patch, item.Metadata.ResourceVersion);
         var body = new V1Patch(patch.ToJsonString(), V1Patch.PatchType.MergePatch);
-        object result = status
-            ? await Client.CustomObjects.PatchClusterCustomObjectStatusAsync(body, Names.SnapshotGroup, SnapshotVersion, "volumesnapshotcontents", content.Metadata.Name, cancellationToken: ct).ConfigureAwait(false)
-            : await Client.CustomObjects.PatchClusterCustomObjectAsync(body, Names.SnapshotGroup, SnapshotVersion, "volumesnapshotcontents", content.Metadata.Name, cancellationToken: ct).ConfigureAwait(false);
-        var written = Convert<VolumeSnapshotContent>(result);
-        Contents.Remember(written);
+        var api = Client.CustomObjects;
+        string name = item.Metadata.Name;
+        string? ns = item.Metadata.NamespaceProperty;
+        object result = (string.IsNullOrEmpty(ns), status) switch
+        {
+            (true, true) => await api.PatchClusterCustomObjectStatusAsync(body, group, version, plural, name, cancellationToken: ct).ConfigureAwait(false),
+            (true, false) => await api.PatchClusterCustomObjectAsync(body, group, version, plural, name, cancellationToken: ct).ConfigureAwait(false),
+            (false, true) => await api.PatchNamespacedCustomObjectStatusAsync(body, group, version, ns, plural, name, cancellationToken: ct).ConfigureAwait(false),
+            (false, false) => await api.PatchNamespacedCustomObjectAsync(body, group, version, ns, plural, name, cancellationToken: ct).ConfigureAwait(false),
+        };
+        var written = Convert<T>(result);
+        cache.Remember(written);
         return written;
     }
 

@@ -413,22 +413,16 @@ internal sealed class ScheduleController : Reconciler
     private SnapshotSchedule CurrentOf(SnapshotSchedule schedule) =>
         (schedule.IsCluster ? _c.Cluster.ClusterSchedules.Get(schedule.Metadata.Name) : _c.Cluster.Schedules.Get(schedule.Metadata.NamespaceProperty, schedule.Metadata.Name)) ?? schedule;
 
-    private async Task PatchAsync(SnapshotSchedule schedule, JsonObject patch, bool status, CancellationToken ct)
-    {
-        ((JsonObject)(patch["metadata"] ??= new JsonObject()))["resourceVersion"] = schedule.Metadata.ResourceVersion;
-        var body = new V1Patch(patch.ToJsonString(), V1Patch.PatchType.MergePatch);
-        var api = _c.Cluster.Client.CustomObjects;
-        string name = schedule.Metadata.Name;
-        object result = (schedule.IsCluster, status) switch
-        {
-            (true, true) => await api.PatchClusterCustomObjectStatusAsync(body, ScheduleNames.Group, ScheduleNames.Version, ScheduleNames.ClusterPlural, name, cancellationToken: ct).ConfigureAwait(false),
-            (true, false) => await api.PatchClusterCustomObjectAsync(body, ScheduleNames.Group, ScheduleNames.Version, ScheduleNames.ClusterPlural, name, cancellationToken: ct).ConfigureAwait(false),
-            (false, true) => await api.PatchNamespacedCustomObjectStatusAsync(body, ScheduleNames.Group, ScheduleNames.Version, schedule.Metadata.NamespaceProperty, ScheduleNames.NamespacedPlural, name, cancellationToken: ct).ConfigureAwait(false),
-            (false, false) => await api.PatchNamespacedCustomObjectAsync(body, ScheduleNames.Group, ScheduleNames.Version, schedule.Metadata.NamespaceProperty, ScheduleNames.NamespacedPlural, name, cancellationToken: ct).ConfigureAwait(false),
-        };
-        var written = KubernetesJson.Deserialize<SnapshotSchedule>(KubernetesJson.Serialize(result));
-        (schedule.IsCluster ? _c.Cluster.ClusterSchedules : _c.Cluster.Schedules).Remember(written);
-    }
+    private Task<SnapshotSchedule> PatchAsync(SnapshotSchedule schedule, JsonObject patch, bool status, CancellationToken ct) =>
+        _c.Cluster.PatchCustomAsync(
+            schedule.IsCluster ? _c.Cluster.ClusterSchedules : _c.Cluster.Schedules,
+            schedule,
+            ScheduleNames.Group,
+            ScheduleNames.Version,
+            schedule.IsCluster ? ScheduleNames.ClusterPlural : ScheduleNames.NamespacedPlural,
+            patch,
+            status,
+            ct);
 
     /// <summary>A copy of <paramref name="status"/> changed by <paramref name="change"/> (the cached object stays untouched).</summary>
     private static SnapshotScheduleStatus Next(SnapshotScheduleStatus status, Action<SnapshotScheduleStatus> change)
