@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Text.Json.Nodes;
 using Dolly.Controllers.Model;
 using Dolly.Controllers.Runtime;
@@ -155,7 +154,7 @@ internal sealed class ContentController : Reconciler
 
     private async Task<VolumeSnapshotContent> WriteStatusAsync(VolumeSnapshotContent content, Snapshot snapshot, CancellationToken ct)
     {
-        long created = snapshot.CreationTime is null ? DateTime.UtcNow.Subtract(DateTime.UnixEpoch).Ticks * 100
+        long created = snapshot.CreationTime is null ? (_c.Options.TimeProvider.GetUtcNow() - DateTimeOffset.UnixEpoch).Ticks * 100
             : (snapshot.CreationTime.Seconds * 1_000_000_000L) + snapshot.CreationTime.Nanos;
         var status = new JsonObject
         {
@@ -230,11 +229,7 @@ internal sealed class ContentController : Reconciler
     {
         if (content.Status?.Error?.Message != message)
         {
-            var error = new JsonObject
-            {
-                ["time"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
-                ["message"] = message,
-            };
+            var error = SnapshotController.ErrorNode(message, _c.Options.TimeProvider);
             await _c.Cluster.PatchContentAsync(content, new JsonObject { ["status"] = new JsonObject { ["error"] = error, ["readyToUse"] = false } }, status: true, ct).ConfigureAwait(false);
         }
 

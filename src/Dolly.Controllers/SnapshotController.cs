@@ -24,7 +24,11 @@ internal sealed class SnapshotController : Reconciler
         : base("snapshot-controller", context.Options.RetryBaseDelay, context.Options.RetryMaxDelay, context.Loggers.CreateLogger<SnapshotController>())
     {
         _c = context;
+        SourceClaims = new SnapshotSourceClaims(context);
         var cluster = context.Cluster;
+
+        // Every handler looks up only the snapshots related to the event through the informers' indexes
+        // (Cluster.Indexes): an event costs the same with ten snapshots in the cluster or a hundred thousand.
         cluster.Snapshots.OnChange((old, s) =>
         {
             if (s is not null)
@@ -34,7 +38,7 @@ internal sealed class SnapshotController : Reconciler
             else if (old?.Spec.Source.PersistentVolumeClaimName is { Length: > 0 } claim)
             {
                 // A snapshot gone (perhaps without ever holding finalizers): its claim may be free to go now.
-                Queue.Add(ClaimPrefix + Informer<VolumeSnapshot>.Key(old.Metadata.NamespaceProperty, claim));
+                SourceClaims.Queue.Add(new ObjectKey(old.Metadata.NamespaceProperty, claim));
             }
         });
         cluster.Contents.OnChange((old, now) =>
@@ -53,13 +57,7 @@ internal sealed class SnapshotController : Reconciler
                 }
 
                 // Snapshots that name this content, including ones it does not belong to.
-                foreach (var s in cluster.Snapshots.List())
-                {
-                    if (s.Spec.Source.VolumeSnapshotContentName == content.Metadata.Name || s.Status?.BoundVolumeSnapshotContentName == content.Metadata.Name)
-                    {
-                        Queue.Add(Informer<VolumeSnapshot>.Key(s));
-                    }
-                }
+                EnqueueAll(cluster.Snapshots.ByIndex(Indexes.SnapshotByContent, content.Metadata.Name));
             }
         });
         cluster.Claims.OnChange((old, now) =>
@@ -67,57 +65,60 @@ internal sealed class SnapshotController : Reconciler
             var claim = now ?? old!;
             if (now is not null && Cluster.HasFinalizer(now.Metadata, Names.PvcAsSourceFinalizer))
             {
-                Queue.Add(ClaimPrefix + Informer<V1PersistentVolumeClaim>.Key(now));
+                SourceClaims.Queue.Add(ObjectKey.Of(now));
             }
 
-            foreach (var s in cluster.Snapshots.List())
-            {
-                if (s.Metadata.NamespaceProperty == claim.Metadata.NamespaceProperty && s.Spec.Source.PersistentVolumeClaimName == claim.Metadata.Name)
-                {
-                    Queue.Add(Informer<VolumeSnapshot>.Key(s));
-                }
-            }
+            EnqueueAll(cluster.Snapshots.ByIndex(Indexes.SnapshotBySourceClaim, Informer<V1PersistentVolumeClaim>.Key(claim)));
 
             // A snapshot waiting to be deleted until a restore from it is done.
-            if (DataSourceSnapshot(claim) is { } source && cluster.Snapshots.Get(source.Namespace, source.Name) is { Metadata.DeletionTimestamp: not null })
+            foreach (var c in new[] { old, now })
             {
-                Queue.Add(Informer<VolumeSnapshot>.Key(source.Namespace, source.Name));
+                if (c is not null && DataSourceSnapshot(c) is { } source && cluster.Snapshots.Get(source.Namespace, source.Name) is { Metadata.DeletionTimestamp: not null })
+                {
+                    Queue.Add(Informer<VolumeSnapshot>.Key(source.Namespace, source.Name));
+                }
             }
         });
         cluster.Volumes.OnChange((_, pv) =>
         {
-            if (pv?.Spec?.ClaimRef is { } r)
+            if (pv?.Spec?.ClaimRef is { Name.Length: > 0 } r)
             {
-                foreach (var s in cluster.Snapshots.List())
-                {
-                    if (s.Metadata.NamespaceProperty == r.NamespaceProperty && s.Spec.Source.PersistentVolumeClaimName == r.Name)
-                    {
-                        Queue.Add(Informer<VolumeSnapshot>.Key(s));
-                    }
-                }
+                EnqueueAll(cluster.Snapshots.ByIndex(Indexes.SnapshotBySourceClaim, Indexes.Key(r.NamespaceProperty, r.Name)));
             }
         });
-        cluster.SnapshotClasses.OnChange((_, _) =>
+        cluster.SnapshotClasses.OnChange((old, now) =>
         {
-            foreach (var s in cluster.Snapshots.List())
+            // Unbound snapshots that name this class, and those that take the default one.
+            string? name = (now ?? old)?.Metadata.Name;
+            if (!string.IsNullOrEmpty(name))
             {
-                if (string.IsNullOrEmpty(s.Status?.BoundVolumeSnapshotContentName))
-                {
-                    Queue.Add(Informer<VolumeSnapshot>.Key(s));
-                }
+                EnqueueAll(cluster.Snapshots.ByIndex(Indexes.UnboundSnapshotByClass, name));
             }
+
+            EnqueueAll(cluster.Snapshots.ByIndex(Indexes.UnboundSnapshotByClass, ""));
         });
+    }
+
+    /// <summary>The controller of the pvc-as-source finalizer of the claims snapshots are cut from (its own queue of claim keys).</summary>
+    public SnapshotSourceClaims SourceClaims { get; }
+
+    private void EnqueueAll(IReadOnlyList<VolumeSnapshot> snapshots)
+    {
+        foreach (var s in snapshots)
+        {
+            Queue.Add(Informer<VolumeSnapshot>.Key(s));
+        }
     }
 
     /// <summary>The snapshot a claim restores from (dataSourceRef first, then dataSource), or null.</summary>
     public static (string Namespace, string Name)? DataSourceSnapshot(V1PersistentVolumeClaim claim)
     {
-        if (claim.Spec?.DataSourceRef is { } r && r.Kind == "VolumeSnapshot" && r.ApiGroup == Names.SnapshotGroup)
+        if (claim.Spec?.DataSourceRef is { } r && r.Kind == Names.SnapshotKind && r.ApiGroup == Names.SnapshotGroup)
         {
             return (string.IsNullOrEmpty(r.NamespaceProperty) ? claim.Metadata.NamespaceProperty : r.NamespaceProperty, r.Name);
         }
 
-        if (claim.Spec?.DataSource is { } d && d.Kind == "VolumeSnapshot" && d.ApiGroup == Names.SnapshotGroup)
+        if (claim.Spec?.DataSource is { } d && d.Kind == Names.SnapshotKind && d.ApiGroup == Names.SnapshotGroup)
         {
             return (claim.Metadata.NamespaceProperty, d.Name);
         }
@@ -125,18 +126,8 @@ internal sealed class SnapshotController : Reconciler
         return null;
     }
 
-    private const string ClaimPrefix = "claim:";
-
     protected override async Task<Outcome> ReconcileAsync(string key, CancellationToken cancellationToken)
     {
-        if (key.StartsWith(ClaimPrefix, StringComparison.Ordinal))
-        {
-            string claimKey = key[ClaimPrefix.Length..];
-            int slash = claimKey.IndexOf('/', StringComparison.Ordinal);
-            await ReleaseClaimAsync(claimKey[..slash], claimKey[(slash + 1)..], cancellationToken).ConfigureAwait(false);
-            return Outcome.Done;
-        }
-
         var snapshot = _c.Cluster.Snapshots.Get(key);
         if (snapshot is null)
         {
@@ -192,7 +183,7 @@ internal sealed class SnapshotController : Reconciler
         RecordOperations(snapshot);
         if (snapshot.Status?.ReadyToUse == true && fromClaim)
         {
-            await ReleaseClaimAsync(snapshot.Metadata.NamespaceProperty, source.PersistentVolumeClaimName!, cancellationToken).ConfigureAwait(false);
+            await SourceClaims.ReleaseAsync(new ObjectKey(snapshot.Metadata.NamespaceProperty, source.PersistentVolumeClaimName!), cancellationToken).ConfigureAwait(false);
         }
 
         return Outcome.Done;
@@ -332,7 +323,7 @@ internal sealed class SnapshotController : Reconciler
                 VolumeSnapshotRef = new V1ObjectReference
                 {
                     ApiVersion = "snapshot.storage.k8s.io/v1",
-                    Kind = "VolumeSnapshot",
+                    Kind = Names.SnapshotKind,
                     Name = snapshot.Metadata.Name,
                     NamespaceProperty = ns,
                     Uid = snapshot.Metadata.Uid,
@@ -482,9 +473,12 @@ internal sealed class SnapshotController : Reconciler
         await _c.Events.RecordAsync(snapshot, EventRecorder.Warning, reason, message, ct).ConfigureAwait(false);
     }
 
-    private static JsonObject ErrorNode(string message) => new()
+    private JsonObject ErrorNode(string message) => ErrorNode(message, _c.Options.TimeProvider);
+
+    /// <summary>A status.error as the upstream controllers write it, stamped with <paramref name="time"/>'s now.</summary>
+    internal static JsonObject ErrorNode(string message, TimeProvider time) => new()
     {
-        ["time"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
+        ["time"] = time.GetUtcNow().ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
         ["message"] = message,
     };
 
@@ -508,11 +502,11 @@ internal sealed class SnapshotController : Reconciler
         // A restore already under way keeps the snapshot until its volume exists; a claim that only names the
         // snapshot does not (the provisioner refuses it: the deletion came first). The cache may lag behind a
         // restore recorded a moment ago, so "none" is confirmed with a fresh read before the deletion goes on.
-        var restoring = Restoring(_c.Cluster.Claims.List(), meta);
+        var naming = _c.Cluster.Claims.ByIndex(Indexes.ClaimByDataSource, Indexes.DataSourceValue(Names.SnapshotKind, meta.NamespaceProperty, meta.Name));
+        var restoring = Restoring(naming, meta);
         if (restoring.Count == 0)
         {
-            var fresh = await _c.Cluster.Client.CoreV1.ListPersistentVolumeClaimForAllNamespacesAsync(cancellationToken: ct).ConfigureAwait(false);
-            restoring = Restoring(fresh.Items, meta);
+            restoring = Restoring(await ReadPossibleRestoresAsync(meta, naming.Select(c => c.Metadata.NamespaceProperty), ct).ConfigureAwait(false), meta);
         }
 
         if (restoring.Count > 0)
@@ -562,8 +556,37 @@ internal sealed class SnapshotController : Reconciler
 
         if (snapshot.Spec.Source.PersistentVolumeClaimName is { Length: > 0 } claimName)
         {
-            await ReleaseClaimAsync(meta.NamespaceProperty, claimName, ct).ConfigureAwait(false);
+            await SourceClaims.ReleaseAsync(new ObjectKey(meta.NamespaceProperty, claimName), ct).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// The claims that could restore from the snapshot, read from the API server: those of its namespace, of every
+    /// namespace a ReferenceGrant there lets restore from it (the grants read afresh as well, so one made a moment ago
+    /// counts) and of <paramref name="alsoIn"/> (where cached claims name it, so a grant withdrawn after it admitted a
+    /// restore still counts). Only these can record a restore from it (the provisioner checks the grant first), so the
+    /// read costs what those namespaces hold, not what the whole cluster holds.
+    /// </summary>
+    private async Task<List<V1PersistentVolumeClaim>> ReadPossibleRestoresAsync(V1ObjectMeta snapshot, IEnumerable<string> alsoIn, CancellationToken ct)
+    {
+        string ns = snapshot.NamespaceProperty;
+        var namespaces = new SortedSet<string>(alsoIn, StringComparer.Ordinal) { ns };
+        foreach (var grant in await _c.Cluster.ReadGrantsAsync(ns, ct).ConfigureAwait(false))
+        {
+            if (grant.Spec.To.Any(t => t.Group == Names.SnapshotGroup && t.Kind == Names.SnapshotKind && (string.IsNullOrEmpty(t.Name) || t.Name == snapshot.Name)))
+            {
+                namespaces.UnionWith(grant.Spec.From.Where(f => f.Group.Length == 0 && f.Kind == Names.ClaimKind && f.Namespace.Length > 0).Select(f => f.Namespace));
+            }
+        }
+
+        var claims = new List<V1PersistentVolumeClaim>();
+        foreach (string from in namespaces)
+        {
+            var list = await _c.Cluster.Client.CoreV1.ListNamespacedPersistentVolumeClaimAsync(from, cancellationToken: ct).ConfigureAwait(false);
+            claims.AddRange(list.Items);
+        }
+
+        return claims;
     }
 
     /// <summary>
@@ -607,28 +630,6 @@ internal sealed class SnapshotController : Reconciler
             new JsonObject { ["metadata"] = new JsonObject { ["finalizers"] = new JsonArray([.. wanted.Select(f => (JsonNode)JsonValue.Create(f))]) } },
             status: false,
             ct).ConfigureAwait(false);
-    }
-
-    /// <summary>Drops the claim's snapshot-source finalizer once no snapshot of it is still being cut.</summary>
-    private async Task ReleaseClaimAsync(string ns, string claimName, CancellationToken ct)
-    {
-        var claim = _c.Cluster.Claims.Get(ns, claimName);
-        if (claim is null || !Cluster.HasFinalizer(claim.Metadata, Names.PvcAsSourceFinalizer))
-        {
-            return;
-        }
-
-        // Being cut: past its checks (it holds its finalizers, set just before the claim's) or bound, and not
-        // ready yet. A snapshot that failed its checks (say, its class is missing) cuts nothing and must not
-        // pin the claim.
-        bool cutting = _c.Cluster.Snapshots.List().Any(s =>
-            s.Metadata.NamespaceProperty == ns && s.Spec.Source.PersistentVolumeClaimName == claimName
-            && s.Metadata.DeletionTimestamp is null && s.Status?.ReadyToUse != true
-            && (!string.IsNullOrEmpty(s.Status?.BoundVolumeSnapshotContentName) || Cluster.HasFinalizer(s.Metadata, Names.SnapshotAsSourceFinalizer)));
-        if (!cutting)
-        {
-            await SetFinalizerAsync(claim, Names.PvcAsSourceFinalizer, false, ct).ConfigureAwait(false);
-        }
     }
 
     private async Task SetFinalizerAsync(V1PersistentVolumeClaim claim, string finalizer, bool present, CancellationToken ct)
