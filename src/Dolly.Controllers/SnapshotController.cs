@@ -145,7 +145,7 @@ internal sealed class SnapshotController : Reconciler
         bool fromContent = !string.IsNullOrEmpty(source.VolumeSnapshotContentName);
         if (fromClaim == fromContent)
         {
-            await FailAsync(snapshot, "SnapshotValidationError", "spec.source must name exactly one of persistentVolumeClaimName and volumeSnapshotContentName", cancellationToken).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotValidationError, "spec.source must name exactly one of persistentVolumeClaimName and volumeSnapshotContentName", cancellationToken).ConfigureAwait(false);
             return Outcome.Done;
         }
 
@@ -168,13 +168,13 @@ internal sealed class SnapshotController : Reconciler
         var content = _c.Cluster.Contents.Get(bound);
         if (content is null)
         {
-            await FailAsync(snapshot, "SnapshotContentMissing", $"VolumeSnapshotContent {bound} is missing", cancellationToken).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotContentMissing, $"VolumeSnapshotContent {bound} is missing", cancellationToken).ConfigureAwait(false);
             return Outcome.Done;
         }
 
         if (!BelongsTo(content, snapshot, allowEmptyUid: false))
         {
-            await FailAsync(snapshot, "SnapshotMisbound", $"VolumeSnapshotContent {bound} is bound to another snapshot ({Describe(content.Spec.VolumeSnapshotRef)})", cancellationToken).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotMisbound, $"VolumeSnapshotContent {bound} is bound to another snapshot ({Describe(content.Spec.VolumeSnapshotRef)})", cancellationToken).ConfigureAwait(false);
             return Outcome.Done;
         }
 
@@ -239,39 +239,39 @@ internal sealed class SnapshotController : Reconciler
         var claim = _c.Cluster.Claims.Get(ns, claimName);
         if (claim is null)
         {
-            await FailAsync(snapshot, "SnapshotCreationFailed", $"the source PersistentVolumeClaim {ns}/{claimName} does not exist", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotCreationFailed, $"the source PersistentVolumeClaim {ns}/{claimName} does not exist", ct).ConfigureAwait(false);
             return;
         }
 
         if (claim.Metadata.DeletionTimestamp is not null)
         {
-            await FailAsync(snapshot, "SnapshotCreationFailed", $"the source PersistentVolumeClaim {ns}/{claimName} is being deleted", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotCreationFailed, $"the source PersistentVolumeClaim {ns}/{claimName} is being deleted", ct).ConfigureAwait(false);
             return;
         }
 
         if (claim.Status?.Phase != "Bound" || string.IsNullOrEmpty(claim.Spec?.VolumeName))
         {
-            await FailAsync(snapshot, "SnapshotCreationFailed", $"the source PersistentVolumeClaim {ns}/{claimName} is {claim.Status?.Phase ?? "Pending"}, not Bound: a snapshot needs a bound claim", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotCreationFailed, $"the source PersistentVolumeClaim {ns}/{claimName} is {claim.Status?.Phase ?? "Pending"}, not Bound: a snapshot needs a bound claim", ct).ConfigureAwait(false);
             return;
         }
 
         var volume = _c.Cluster.Volumes.Get(claim.Spec.VolumeName);
         if (volume is null)
         {
-            await FailAsync(snapshot, "SnapshotCreationFailed", $"PersistentVolume {claim.Spec.VolumeName} of claim {ns}/{claimName} does not exist", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotCreationFailed, $"PersistentVolume {claim.Spec.VolumeName} of claim {ns}/{claimName} does not exist", ct).ConfigureAwait(false);
             return;
         }
 
         var claimRef = volume.Spec.ClaimRef;
         if (claimRef is null || claimRef.Name != claimName || claimRef.NamespaceProperty != ns || claimRef.Uid != claim.Metadata.Uid)
         {
-            await FailAsync(snapshot, "SnapshotCreationFailed", $"PersistentVolume {volume.Metadata.Name} is not bound to claim {ns}/{claimName}", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotCreationFailed, $"PersistentVolume {volume.Metadata.Name} is not bound to claim {ns}/{claimName}", ct).ConfigureAwait(false);
             return;
         }
 
         if (volume.Spec.Csi is null)
         {
-            await FailAsync(snapshot, "SnapshotCreationFailed", $"PersistentVolume {volume.Metadata.Name} is not a CSI volume, so it cannot be snapshotted", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotCreationFailed, $"PersistentVolume {volume.Metadata.Name} is not a CSI volume, so it cannot be snapshotted", ct).ConfigureAwait(false);
             return;
         }
 
@@ -290,25 +290,25 @@ internal sealed class SnapshotController : Reconciler
                 string why = defaults.Count == 0
                     ? $"no default VolumeSnapshotClass for driver {driver}: name one in spec.volumeSnapshotClassName or annotate one with {Names.DefaultSnapshotClassAnnotation}: \"true\""
                     : $"{defaults.Count} default VolumeSnapshotClasses for driver {driver} ({string.Join(", ", defaults)}): exactly one may carry {Names.DefaultSnapshotClassAnnotation}: \"true\"";
-                await FailAsync(snapshot, "SetDefaultSnapshotClassFailed", why, ct).ConfigureAwait(false);
+                await FailAsync(snapshot, Reasons.SetDefaultSnapshotClassFailed, why, ct).ConfigureAwait(false);
                 return;
             }
 
             // Record the class chosen, as upstream does; the update brings the snapshot back here.
-            await _c.Cluster.PatchSnapshotAsync(snapshot, new JsonObject { ["spec"] = new JsonObject { ["volumeSnapshotClassName"] = defaults[0] } }, status: false, ct).ConfigureAwait(false);
+            await _c.Cluster.PatchSnapshotAsync(snapshot, new MergePatch().Spec(defaults[0], "volumeSnapshotClassName"), ct).ConfigureAwait(false);
             return;
         }
 
         snapshotClass = _c.Cluster.SnapshotClasses.Get(className);
         if (snapshotClass is null)
         {
-            await FailAsync(snapshot, "SnapshotCreationFailed", $"VolumeSnapshotClass {className} does not exist", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotCreationFailed, $"VolumeSnapshotClass {className} does not exist", ct).ConfigureAwait(false);
             return;
         }
 
         if (snapshotClass.Driver != driver)
         {
-            await FailAsync(snapshot, "SnapshotCreationFailed", $"VolumeSnapshotClass {className} is for driver {snapshotClass.Driver}, but PersistentVolume {volume.Metadata.Name} belongs to driver {driver}", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotCreationFailed, $"VolumeSnapshotClass {className} is for driver {snapshotClass.Driver}, but PersistentVolume {volume.Metadata.Name} belongs to driver {driver}", ct).ConfigureAwait(false);
             return;
         }
 
@@ -339,15 +339,11 @@ internal sealed class SnapshotController : Reconciler
         var (content, _) = await _c.Cluster.CreateContentAsync(wanted, ct).ConfigureAwait(false);
         if (!BelongsTo(content, snapshot, allowEmptyUid: false) || string.IsNullOrEmpty(content.Spec.Source.VolumeHandle))
         {
-            await FailAsync(snapshot, "SnapshotContentMisbound", $"VolumeSnapshotContent {content.Metadata.Name} already exists and belongs to {Describe(content.Spec.VolumeSnapshotRef)}", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotContentMisbound, $"VolumeSnapshotContent {content.Metadata.Name} already exists and belongs to {Describe(content.Spec.VolumeSnapshotRef)}", ct).ConfigureAwait(false);
             return;
         }
 
-        await _c.Cluster.PatchSnapshotAsync(
-            snapshot,
-            new JsonObject { ["status"] = new JsonObject { ["boundVolumeSnapshotContentName"] = content.Metadata.Name, ["readyToUse"] = false } },
-            status: true,
-            ct).ConfigureAwait(false);
+        await _c.Cluster.PatchSnapshotAsync(snapshot, BindingPatch(content.Metadata.Name), ct).ConfigureAwait(false);
     }
 
     // ---- pre-provisioned ------------------------------------------------------------------------------
@@ -357,13 +353,13 @@ internal sealed class SnapshotController : Reconciler
         var content = _c.Cluster.Contents.Get(contentName);
         if (content is null)
         {
-            await FailAsync(snapshot, "SnapshotContentMissing", $"VolumeSnapshotContent {contentName} does not exist", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotContentMissing, $"VolumeSnapshotContent {contentName} does not exist", ct).ConfigureAwait(false);
             return;
         }
 
         if (string.IsNullOrEmpty(content.Spec.Source.SnapshotHandle))
         {
-            await FailAsync(snapshot, "SnapshotContentMisbound", $"VolumeSnapshotContent {contentName} is not pre-provisioned (it has no spec.source.snapshotHandle) and cannot be bound by name", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotContentMisbound, $"VolumeSnapshotContent {contentName} is not pre-provisioned (it has no spec.source.snapshotHandle) and cannot be bound by name", ct).ConfigureAwait(false);
             return;
         }
 
@@ -373,7 +369,7 @@ internal sealed class SnapshotController : Reconciler
         {
             await FailAsync(
                 snapshot,
-                "SnapshotContentMisbound",
+                Reasons.SnapshotContentMisbound,
                 $"VolumeSnapshotContent {contentName} belongs to VolumeSnapshot {Describe(content.Spec.VolumeSnapshotRef)}, not {snapshot.Metadata.NamespaceProperty}/{snapshot.Metadata.Name}; its spec.volumeSnapshotRef must name this snapshot",
                 ct).ConfigureAwait(false);
             return;
@@ -381,7 +377,7 @@ internal sealed class SnapshotController : Reconciler
 
         if (content.Metadata.DeletionTimestamp is not null)
         {
-            await FailAsync(snapshot, "SnapshotContentMissing", $"VolumeSnapshotContent {contentName} is being deleted", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotContentMissing, $"VolumeSnapshotContent {contentName} is being deleted", ct).ConfigureAwait(false);
             return;
         }
 
@@ -389,18 +385,10 @@ internal sealed class SnapshotController : Reconciler
         if (string.IsNullOrEmpty(content.Spec.VolumeSnapshotRef.Uid))
         {
             // The resourceVersion precondition makes this a compare-and-set: two snapshots cannot both claim it.
-            await _c.Cluster.PatchContentAsync(
-                content,
-                new JsonObject { ["spec"] = new JsonObject { ["volumeSnapshotRef"] = new JsonObject { ["uid"] = snapshot.Metadata.Uid } } },
-                status: false,
-                ct).ConfigureAwait(false);
+            await _c.Cluster.PatchContentAsync(content, new MergePatch().Spec(snapshot.Metadata.Uid, "volumeSnapshotRef", "uid"), ct).ConfigureAwait(false);
         }
 
-        await _c.Cluster.PatchSnapshotAsync(
-            snapshot,
-            new JsonObject { ["status"] = new JsonObject { ["boundVolumeSnapshotContentName"] = contentName, ["readyToUse"] = false } },
-            status: true,
-            ct).ConfigureAwait(false);
+        await _c.Cluster.PatchSnapshotAsync(snapshot, BindingPatch(contentName), ct).ConfigureAwait(false);
     }
 
     // ---- status -----------------------------------------------------------------------------------------
@@ -409,51 +397,51 @@ internal sealed class SnapshotController : Reconciler
     {
         var current = snapshot.Status ?? new VolumeSnapshotStatus();
         var from = content.Status;
-        var patch = new JsonObject();
+        var patch = new MergePatch();
         bool ready = from?.ReadyToUse == true;
         bool wasReady = current.ReadyToUse == true;
         if (current.ReadyToUse != ready)
         {
-            patch["readyToUse"] = ready;
+            patch.Status("readyToUse", ready);
         }
 
         bool created = false;
         if (current.CreationTime is null && from?.CreationTime is long ns)
         {
             var time = DateTime.UnixEpoch.AddTicks(ns / 100);
-            patch["creationTime"] = time.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
+            patch.Status("creationTime", time.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture));
             created = true;
         }
 
         if (current.RestoreSize is null && from?.RestoreSize is long size)
         {
-            patch["restoreSize"] = Quantities.FromBytes(size).ToString();
+            patch.Status("restoreSize", Quantities.FromBytes(size).ToString());
         }
 
         if (ready && current.Error is not null)
         {
-            patch["error"] = null;
+            patch.Status("error", null);
         }
         else if (!ready && from?.Error?.Message is { } message && current.Error?.Message != message)
         {
-            patch["error"] = ErrorNode(message);
+            patch.Status("error", ErrorNode(message));
         }
 
-        if (patch.Count == 0)
+        if (patch.IsEmpty)
         {
             return snapshot;
         }
 
-        var written = await _c.Cluster.PatchSnapshotAsync(snapshot, new JsonObject { ["status"] = patch }, status: true, ct).ConfigureAwait(false);
+        var written = await _c.Cluster.PatchSnapshotAsync(snapshot, patch, ct).ConfigureAwait(false);
         string name = $"{snapshot.Metadata.NamespaceProperty}/{snapshot.Metadata.Name}";
         if (created)
         {
-            await _c.Events.RecordAsync(written, EventRecorder.Normal, "SnapshotCreated", $"Snapshot {name} was successfully created by the CSI driver.", ct).ConfigureAwait(false);
+            await _c.Events.RecordAsync(written, EventRecorder.Normal, Reasons.SnapshotCreated, $"Snapshot {name} was successfully created by the CSI driver.", ct).ConfigureAwait(false);
         }
 
         if (ready && !wasReady)
         {
-            await _c.Events.RecordAsync(written, EventRecorder.Normal, "SnapshotReady", $"Snapshot {name} is ready to use.", ct).ConfigureAwait(false);
+            await _c.Events.RecordAsync(written, EventRecorder.Normal, Reasons.SnapshotReady, $"Snapshot {name} is ready to use.", ct).ConfigureAwait(false);
         }
 
         return written;
@@ -463,11 +451,7 @@ internal sealed class SnapshotController : Reconciler
     {
         if (snapshot.Status?.Error?.Message != message || snapshot.Status?.ReadyToUse == true)
         {
-            await _c.Cluster.PatchSnapshotAsync(
-                snapshot,
-                new JsonObject { ["status"] = new JsonObject { ["readyToUse"] = false, ["error"] = ErrorNode(message) } },
-                status: true,
-                ct).ConfigureAwait(false);
+            await _c.Cluster.PatchSnapshotAsync(snapshot, new MergePatch().Status("readyToUse", false).Status("error", ErrorNode(message)), ct).ConfigureAwait(false);
         }
 
         await _c.Events.RecordAsync(snapshot, EventRecorder.Warning, reason, message, ct).ConfigureAwait(false);
@@ -514,7 +498,7 @@ internal sealed class SnapshotController : Reconciler
             await _c.Events.RecordAsync(
                 snapshot,
                 EventRecorder.Warning,
-                "SnapshotDeletePending",
+                Reasons.SnapshotDeletePending,
                 $"Snapshot {meta.NamespaceProperty}/{meta.Name} is being used to restore PersistentVolumeClaim {string.Join(", ", restoring)}; it is deleted once the restore is done",
                 ct).ConfigureAwait(false);
             return;
@@ -532,26 +516,18 @@ internal sealed class SnapshotController : Reconciler
         }
 
         // Only a content that points back at this very snapshot (same UID) is ever deleted with it.
-        if (content is not null && BelongsTo(content, snapshot, allowEmptyUid: false) && content.Spec.DeletionPolicy == "Delete" && content.Metadata.DeletionTimestamp is null)
+        if (content is not null && BelongsTo(content, snapshot, allowEmptyUid: false) && content.Spec.DeletionPolicy == PolicyValues.Delete && content.Metadata.DeletionTimestamp is null)
         {
-            if (Cluster.Annotation(content.Metadata, Names.BeingDeletedAnnotation) != "yes")
+            if (Cluster.Annotation(content.Metadata, Names.BeingDeletedAnnotation) != PolicyValues.Yes)
             {
-                content = await _c.Cluster.PatchContentAsync(
-                    content,
-                    new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = new JsonObject { [Names.BeingDeletedAnnotation] = "yes" } } },
-                    status: false,
-                    ct).ConfigureAwait(false);
+                content = await _c.Cluster.PatchContentAsync(content, new MergePatch().Annotation(Names.BeingDeletedAnnotation, PolicyValues.Yes), ct).ConfigureAwait(false);
             }
 
             await _c.Cluster.DeleteContentAsync(content, ct).ConfigureAwait(false);
         }
 
         var finalizers = (meta.Finalizers ?? []).Where(f => f is not Names.SnapshotAsSourceFinalizer and not Names.SnapshotBoundFinalizer).ToList();
-        await _c.Cluster.PatchSnapshotAsync(
-            snapshot,
-            new JsonObject { ["metadata"] = new JsonObject { ["finalizers"] = new JsonArray([.. finalizers.Select(f => (JsonNode)JsonValue.Create(f))]) } },
-            status: false,
-            ct).ConfigureAwait(false);
+        await _c.Cluster.PatchSnapshotAsync(snapshot, new MergePatch().Finalizers(finalizers), ct).ConfigureAwait(false);
         _c.Options.Metrics?.Operations.Record(SnapshotOperations.Delete, meta.Uid, SnapshotOperations.Success);
 
         if (snapshot.Spec.Source.PersistentVolumeClaimName is { Length: > 0 } claimName)
@@ -615,7 +591,7 @@ internal sealed class SnapshotController : Reconciler
             wanted.Add(Names.SnapshotAsSourceFinalizer);
         }
 
-        if (deletionPolicy == "Delete" && !wanted.Contains(Names.SnapshotBoundFinalizer))
+        if (deletionPolicy == PolicyValues.Delete && !wanted.Contains(Names.SnapshotBoundFinalizer))
         {
             wanted.Add(Names.SnapshotBoundFinalizer);
         }
@@ -625,20 +601,20 @@ internal sealed class SnapshotController : Reconciler
             return snapshot;
         }
 
-        return await _c.Cluster.PatchSnapshotAsync(
-            snapshot,
-            new JsonObject { ["metadata"] = new JsonObject { ["finalizers"] = new JsonArray([.. wanted.Select(f => (JsonNode)JsonValue.Create(f))]) } },
-            status: false,
-            ct).ConfigureAwait(false);
+        return await _c.Cluster.PatchSnapshotAsync(snapshot, new MergePatch().Finalizers(wanted), ct).ConfigureAwait(false);
     }
 
     private async Task SetFinalizerAsync(V1PersistentVolumeClaim claim, string finalizer, bool present, CancellationToken ct)
     {
-        if (Cluster.FinalizerPatch(claim.Metadata, finalizer, present) is { } patch)
+        if (MergePatch.Finalizer(claim.Metadata, finalizer, present) is { } patch)
         {
-            await _c.Cluster.PatchClaimAsync(claim, patch, status: false, ct).ConfigureAwait(false);
+            await _c.Cluster.PatchClaimAsync(claim, patch, ct).ConfigureAwait(false);
         }
     }
+
+    /// <summary>The status write that binds a snapshot to its content (not ready until the content says so).</summary>
+    private static MergePatch BindingPatch(string content) =>
+        new MergePatch().Status("boundVolumeSnapshotContentName", content).Status("readyToUse", false);
 
     /// <summary>Whether the content's volumeSnapshotRef names this snapshot (and its UID, or no UID when allowed).</summary>
     public static bool BelongsTo(VolumeSnapshotContent content, VolumeSnapshot snapshot, bool allowEmptyUid)

@@ -43,9 +43,9 @@ internal sealed class SnapshotSourceClaims : Reconciler<ObjectKey>
         bool cutting = _c.Cluster.Snapshots.ByIndex(Indexes.SnapshotBySourceClaim, claimKey.ToString()).Any(s =>
             s.Metadata.DeletionTimestamp is null && s.Status?.ReadyToUse != true
             && (!string.IsNullOrEmpty(s.Status?.BoundVolumeSnapshotContentName) || Cluster.HasFinalizer(s.Metadata, Names.SnapshotAsSourceFinalizer)));
-        if (!cutting && Cluster.FinalizerPatch(claim.Metadata, Names.PvcAsSourceFinalizer, false) is { } patch)
+        if (!cutting && MergePatch.Finalizer(claim.Metadata, Names.PvcAsSourceFinalizer, false) is { } patch)
         {
-            await _c.Cluster.PatchClaimAsync(claim, patch, status: false, ct).ConfigureAwait(false);
+            await _c.Cluster.PatchClaimAsync(claim, patch, ct).ConfigureAwait(false);
         }
     }
 }
