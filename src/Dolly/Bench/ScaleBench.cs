@@ -37,7 +37,7 @@ internal sealed class ScaleBench(string root, ScaleSizes sizes, bool verbose, st
     private const string SnapshotVersion = "v1";
     private const string SnapshotsPlural = "volumesnapshots";
     private static readonly TimeSpan WaitTimeout = TimeSpan.FromSeconds(60);
-    private static readonly TimeSpan FillTimeout = TimeSpan.FromMinutes(30);
+    private static readonly TimeSpan FillTimeout = TimeSpan.FromMinutes(60);
 
     private E2eStack _stack = null!;
     private E2eWatch<V1PersistentVolumeClaim> _claims = null!;
@@ -193,17 +193,28 @@ internal sealed class ScaleBench(string root, ScaleSizes sizes, bool verbose, st
         long t0 = Stopwatch.GetTimestamp();
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
         deadline.CancelAfter(FillTimeout);
+        int done = 0;
+        long lap = t0;
         try
         {
             await Parallel.ForAsync(from, total, new ParallelOptions { MaxDegreeOfParallelism = sizes.Parallelism, CancellationToken = deadline.Token }, async (i, c) =>
             {
                 string ns = namespaces[i % namespaces.Count];
                 await CreateReadyAsync(ns, $"bulk-{i:00000}", BulkClaim, c).ConfigureAwait(false);
+
+                // The rate per thousand shows whether each snapshot costs more as the cluster grows.
+                int n = Interlocked.Increment(ref done);
+                if (n % 1000 == 0)
+                {
+                    long now = Stopwatch.GetTimestamp();
+                    long last = Interlocked.Exchange(ref lap, now);
+                    log($"{from + n} ready; the last 1000 at {1000 / Stopwatch.GetElapsedTime(last, now).TotalSeconds:0} a second");
+                }
             }).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
-            throw new CliFailureException(ExitCodes.Unexpected, $"the unrelated snapshots were not all ready {FillTimeout.TotalMinutes:0} minutes after the first was applied; rerun with --verbose to see the controllers' log");
+            throw new CliFailureException(ExitCodes.Unexpected, $"{from + Volatile.Read(ref done)} of {total} unrelated snapshots were ready {FillTimeout.TotalMinutes:0} minutes after the first was applied; rerun with --verbose to see the controllers' log");
         }
 
         _bulk = total;
