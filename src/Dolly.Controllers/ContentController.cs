@@ -1,5 +1,3 @@
-using System.Globalization;
-using System.Text.Json.Nodes;
 using Dolly.Controllers.Model;
 using Dolly.Controllers.Runtime;
 using Microsoft.Extensions.Logging;
@@ -46,9 +44,9 @@ internal sealed class ContentController : Reconciler
             return Outcome.Done;
         }
 
-        if (content.Spec.DeletionPolicy == "Delete" && Cluster.FinalizerPatch(content.Metadata, Names.ContentBoundFinalizer, true) is { } add)
+        if (content.Spec.DeletionPolicy == PolicyValues.Delete && MergePatch.Finalizer(content.Metadata, Names.ContentBoundFinalizer, true) is { } add)
         {
-            content = await _c.Cluster.PatchContentAsync(content, add, status: false, cancellationToken).ConfigureAwait(false);
+            content = await _c.Cluster.PatchContentAsync(content, add, cancellationToken).ConfigureAwait(false);
         }
 
         var source = content.Spec.Source;
@@ -78,7 +76,7 @@ internal sealed class ContentController : Reconciler
         string? uid = content.Spec.VolumeSnapshotRef.Uid;
         if (string.IsNullOrEmpty(uid))
         {
-            await FailAsync(content, "SnapshotCreationFailed", $"VolumeSnapshotContent {content.Metadata.Name} has no spec.volumeSnapshotRef.uid, so the snapshot cannot be named", ct).ConfigureAwait(false);
+            await FailAsync(content, Reasons.SnapshotCreationFailed, $"VolumeSnapshotContent {content.Metadata.Name} has no spec.volumeSnapshotRef.uid, so the snapshot cannot be named", ct).ConfigureAwait(false);
             return;
         }
 
@@ -88,7 +86,7 @@ internal sealed class ContentController : Reconciler
             var snapshotClass = _c.Cluster.SnapshotClasses.Get(className);
             if (snapshotClass is null)
             {
-                await FailAsync(content, "SnapshotCreationFailed", $"VolumeSnapshotClass {className} does not exist", ct).ConfigureAwait(false);
+                await FailAsync(content, Reasons.SnapshotCreationFailed, $"VolumeSnapshotClass {className} does not exist", ct).ConfigureAwait(false);
                 return;
             }
 
@@ -101,13 +99,9 @@ internal sealed class ContentController : Reconciler
             }
         }
 
-        if (Cluster.Annotation(content.Metadata, Names.BeingCreatedAnnotation) != "yes")
+        if (Cluster.Annotation(content.Metadata, Names.BeingCreatedAnnotation) != PolicyValues.Yes)
         {
-            content = await _c.Cluster.PatchContentAsync(
-                content,
-                new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = new JsonObject { [Names.BeingCreatedAnnotation] = "yes" } } },
-                status: false,
-                ct).ConfigureAwait(false);
+            content = await _c.Cluster.PatchContentAsync(content, new MergePatch().Annotation(Names.BeingCreatedAnnotation, PolicyValues.Yes), ct).ConfigureAwait(false);
         }
 
         CreateSnapshotResponse response;
@@ -120,13 +114,12 @@ internal sealed class ContentController : Reconciler
         catch (RpcException ex) when (!ct.IsCancellationRequested)
         {
             // The annotation stays: the driver may have cut the snapshot; the retry finds it by name.
-            await FailAsync(content, "SnapshotCreationFailed", $"Failed to create snapshot: {ControllerContext.Describe(ex)}", ct).ConfigureAwait(false);
+            await FailAsync(content, Reasons.SnapshotCreationFailed, $"Failed to create snapshot: {ControllerContext.Describe(ex)}", ct).ConfigureAwait(false);
             throw new RetryLaterException(ex.Status.Detail, ex);
         }
 
         content = await WriteStatusAsync(content, response.Snapshot, ct).ConfigureAwait(false);
-        var annotations = new JsonObject { [Names.BeingCreatedAnnotation] = null };
-        await _c.Cluster.PatchContentAsync(content, new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = annotations } }, status: false, ct).ConfigureAwait(false);
+        await _c.Cluster.PatchContentAsync(content, new MergePatch().Annotation(Names.BeingCreatedAnnotation, null), ct).ConfigureAwait(false);
     }
 
     private async Task<Outcome> RefreshAsync(VolumeSnapshotContent content, string snapshotHandle, CancellationToken ct)
@@ -138,14 +131,14 @@ internal sealed class ContentController : Reconciler
         }
         catch (RpcException ex) when (!ct.IsCancellationRequested)
         {
-            await FailAsync(content, "SnapshotContentCheckandUpdateFailed", $"Failed to check snapshot {snapshotHandle}: {ControllerContext.Describe(ex)}", ct).ConfigureAwait(false);
+            await FailAsync(content, Reasons.SnapshotContentCheckandUpdateFailed, $"Failed to check snapshot {snapshotHandle}: {ControllerContext.Describe(ex)}", ct).ConfigureAwait(false);
             throw new RetryLaterException(ex.Status.Detail, ex);
         }
 
         var entry = list.Entries.Select(e => e.Snapshot).FirstOrDefault(s => s.SnapshotId == snapshotHandle);
         if (entry is null)
         {
-            await FailAsync(content, "SnapshotContentCheckandUpdateFailed", $"snapshot {snapshotHandle} does not exist on driver {_c.Options.DriverName}", ct).ConfigureAwait(false);
+            await FailAsync(content, Reasons.SnapshotContentCheckandUpdateFailed, $"snapshot {snapshotHandle} does not exist on driver {_c.Options.DriverName}", ct).ConfigureAwait(false);
             throw new RetryLaterException($"snapshot {snapshotHandle} not found");
         }
 
@@ -155,18 +148,16 @@ internal sealed class ContentController : Reconciler
 
     private async Task<VolumeSnapshotContent> WriteStatusAsync(VolumeSnapshotContent content, Snapshot snapshot, CancellationToken ct)
     {
-        long created = snapshot.CreationTime is null ? DateTime.UtcNow.Subtract(DateTime.UnixEpoch).Ticks * 100
+        long created = snapshot.CreationTime is null ? (_c.Options.TimeProvider.GetUtcNow() - DateTimeOffset.UnixEpoch).Ticks * 100
             : (snapshot.CreationTime.Seconds * 1_000_000_000L) + snapshot.CreationTime.Nanos;
-        var status = new JsonObject
-        {
-            ["snapshotHandle"] = snapshot.SnapshotId,
-            ["creationTime"] = created,
-            ["restoreSize"] = snapshot.SizeBytes,
-            ["readyToUse"] = snapshot.ReadyToUse,
-        };
+        var status = new MergePatch()
+            .Status("snapshotHandle", snapshot.SnapshotId)
+            .Status("creationTime", created)
+            .Status("restoreSize", snapshot.SizeBytes)
+            .Status("readyToUse", snapshot.ReadyToUse);
         if (snapshot.ReadyToUse && content.Status?.Error is not null)
         {
-            status["error"] = null;
+            status.Status("error", null);
         }
 
         var s = content.Status;
@@ -176,7 +167,7 @@ internal sealed class ContentController : Reconciler
             return content;
         }
 
-        return await _c.Cluster.PatchContentAsync(content, new JsonObject { ["status"] = status }, status: true, ct).ConfigureAwait(false);
+        return await _c.Cluster.PatchContentAsync(content, status, ct).ConfigureAwait(false);
     }
 
     private async Task DeleteAsync(VolumeSnapshotContent content, CancellationToken ct)
@@ -187,8 +178,8 @@ internal sealed class ContentController : Reconciler
         }
 
         string? handle = content.Status?.SnapshotHandle ?? content.Spec.Source.SnapshotHandle;
-        if (content.Spec.DeletionPolicy == "Delete" && string.IsNullOrEmpty(handle)
-            && Cluster.Annotation(content.Metadata, Names.BeingCreatedAnnotation) == "yes"
+        if (content.Spec.DeletionPolicy == PolicyValues.Delete && string.IsNullOrEmpty(handle)
+            && Cluster.Annotation(content.Metadata, Names.BeingCreatedAnnotation) == PolicyValues.Yes
             && content.Spec.Source.VolumeHandle is { Length: > 0 } volumeHandle && content.Spec.VolumeSnapshotRef.Uid is { Length: > 0 } uid)
         {
             // A create that may have cut the snapshot never reported back: finish it (idempotent by name) to
@@ -200,14 +191,14 @@ internal sealed class ContentController : Reconciler
             }
             catch (RpcException ex) when (!ct.IsCancellationRequested)
             {
-                await FailAsync(content, "SnapshotDeleteError", $"cannot delete: the snapshot may have been cut by a create that never answered, and finishing it failed: {ControllerContext.Describe(ex)}", ct).ConfigureAwait(false);
+                await FailAsync(content, Reasons.SnapshotDeleteError, $"cannot delete: the snapshot may have been cut by a create that never answered, and finishing it failed: {ControllerContext.Describe(ex)}", ct).ConfigureAwait(false);
                 throw new RetryLaterException(ex.Status.Detail, ex);
             }
         }
 
         // A member of a group snapshot is deleted with its group (DeleteVolumeGroupSnapshot), never on its own.
         bool groupMember = !string.IsNullOrEmpty(Cluster.Annotation(content.Metadata, GroupNames.MemberOfGroupAnnotation));
-        if (content.Spec.DeletionPolicy == "Delete" && !string.IsNullOrEmpty(handle) && !groupMember)
+        if (content.Spec.DeletionPolicy == PolicyValues.Delete && !string.IsNullOrEmpty(handle) && !groupMember)
         {
             try
             {
@@ -215,14 +206,14 @@ internal sealed class ContentController : Reconciler
             }
             catch (RpcException ex) when (!ct.IsCancellationRequested)
             {
-                await FailAsync(content, "SnapshotDeleteError", $"Failed to delete snapshot {handle}: {ControllerContext.Describe(ex)}", ct).ConfigureAwait(false);
+                await FailAsync(content, Reasons.SnapshotDeleteError, $"Failed to delete snapshot {handle}: {ControllerContext.Describe(ex)}", ct).ConfigureAwait(false);
                 throw new RetryLaterException(ex.Status.Detail, ex);
             }
         }
 
-        if (Cluster.FinalizerPatch(content.Metadata, Names.ContentBoundFinalizer, false) is { } remove)
+        if (MergePatch.Finalizer(content.Metadata, Names.ContentBoundFinalizer, false) is { } remove)
         {
-            await _c.Cluster.PatchContentAsync(content, remove, status: false, ct).ConfigureAwait(false);
+            await _c.Cluster.PatchContentAsync(content, remove, ct).ConfigureAwait(false);
         }
     }
 
@@ -230,12 +221,8 @@ internal sealed class ContentController : Reconciler
     {
         if (content.Status?.Error?.Message != message)
         {
-            var error = new JsonObject
-            {
-                ["time"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
-                ["message"] = message,
-            };
-            await _c.Cluster.PatchContentAsync(content, new JsonObject { ["status"] = new JsonObject { ["error"] = error, ["readyToUse"] = false } }, status: true, ct).ConfigureAwait(false);
+            var error = SnapshotController.ErrorNode(message, _c.Options.TimeProvider);
+            await _c.Cluster.PatchContentAsync(content, new MergePatch().Status("error", error).Status("readyToUse", false), ct).ConfigureAwait(false);
         }
 
         await _c.Events.RecordAsync(content, EventRecorder.Warning, reason, message, ct).ConfigureAwait(false);

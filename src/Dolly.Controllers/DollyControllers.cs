@@ -127,9 +127,11 @@ public static class DollyControllers
         var cluster = new Cluster(client, loggers);
         var events = new EventRecorder(client, "dolly-controllers", options.Identity, loggers.CreateLogger<EventRecorder>());
         var context = new ControllerContext(cluster, events, csi, options, loggers);
-        var reconcilers = new List<Reconciler>
+        var snapshots = new SnapshotController(context);
+        var reconcilers = new List<IController>
         {
-            new SnapshotController(context),
+            snapshots,
+            snapshots.SourceClaims,
             new ContentController(context),
             new Provisioner(context),
             new SourceGuard(context),

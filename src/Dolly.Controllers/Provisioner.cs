@@ -36,32 +36,39 @@ internal sealed class Provisioner : Reconciler
             Queue.Add(Informer<V1PersistentVolumeClaim>.Key(claim));
 
             // Clones waiting for this claim to be bound.
-            EnqueuePending(c => Source(c) is { Kind: "PersistentVolumeClaim" } s && s.Namespace == claim.Metadata.NamespaceProperty && s.Name == claim.Metadata.Name);
+            EnqueuePending(cluster.Claims.ByIndex(Indexes.ClaimByDataSource, Indexes.DataSourceValue(Names.ClaimKind, claim.Metadata.NamespaceProperty, claim.Metadata.Name)));
         });
         cluster.Snapshots.OnChange((_, s) =>
         {
             if (s is not null)
             {
-                EnqueuePending(c => Source(c) is { Kind: "VolumeSnapshot" } src && src.Namespace == s.Metadata.NamespaceProperty && src.Name == s.Metadata.Name);
+                EnqueuePending(cluster.Claims.ByIndex(Indexes.ClaimByDataSource, Indexes.DataSourceValue(Names.SnapshotKind, s.Metadata.NamespaceProperty, s.Metadata.Name)));
             }
         });
         cluster.Volumes.OnChange((_, pv) =>
         {
-            if (pv?.Spec?.ClaimRef is { } r)
+            if (pv?.Spec?.ClaimRef is { Name.Length: > 0 } r)
             {
                 // Clones wait for their source's PV.
-                EnqueuePending(c => Source(c) is { Kind: "PersistentVolumeClaim" } s && s.Namespace == r.NamespaceProperty && s.Name == r.Name);
+                EnqueuePending(cluster.Claims.ByIndex(Indexes.ClaimByDataSource, Indexes.DataSourceValue(Names.ClaimKind, r.NamespaceProperty, r.Name)));
             }
         });
-        cluster.Grants.OnChange((_, _) => EnqueuePending(c => Source(c) is { } s && s.Namespace != c.Metadata.NamespaceProperty));
-        cluster.StorageClasses.OnChange((_, _) => EnqueuePending(_ => true));
+
+        // A grant concerns the waiting claims whose source is in its namespace; a class, those that ask for it (or
+        // for the default class, which it may be or have been).
+        cluster.Grants.OnChange((old, now) => EnqueuePending(cluster.Claims.ByIndex(Indexes.PendingClaimBySourceNamespace, (now ?? old)!.Metadata.NamespaceProperty)));
+        cluster.StorageClasses.OnChange((old, now) =>
+        {
+            EnqueuePending(cluster.Claims.ByIndex(Indexes.PendingClaimByClass, (now ?? old)!.Metadata.Name));
+            EnqueuePending(cluster.Claims.ByIndex(Indexes.PendingClaimByClass, ""));
+        });
     }
 
-    private void EnqueuePending(Func<V1PersistentVolumeClaim, bool> predicate)
+    private void EnqueuePending(IReadOnlyList<V1PersistentVolumeClaim> claims)
     {
-        foreach (var claim in _c.Cluster.Claims.List())
+        foreach (var claim in claims)
         {
-            if (string.IsNullOrEmpty(claim.Spec?.VolumeName) && claim.Metadata.DeletionTimestamp is null && predicate(claim))
+            if (string.IsNullOrEmpty(claim.Spec?.VolumeName) && claim.Metadata.DeletionTimestamp is null)
             {
                 Queue.Add(Informer<V1PersistentVolumeClaim>.Key(claim));
             }
@@ -453,9 +460,8 @@ internal sealed class Provisioner : Reconciler
     }
 
     private bool Granted(string fromNamespace, DataSource source) =>
-        _c.Cluster.Grants.List().Any(g =>
-            g.Metadata.NamespaceProperty == source.Namespace
-            && g.Spec.From.Any(f => f.Group.Length == 0 && f.Kind == "PersistentVolumeClaim" && f.Namespace == fromNamespace)
+        _c.Cluster.Grants.InNamespace(source.Namespace).Any(g =>
+            g.Spec.From.Any(f => f.Group.Length == 0 && f.Kind == Names.ClaimKind && f.Namespace == fromNamespace)
             && g.Spec.To.Any(t => t.Group == source.ApiGroup && t.Kind == source.Kind && (string.IsNullOrEmpty(t.Name) || t.Name == source.Name)));
 
     // admitted: the source the claim recorded for its restore, if it did. A restore recorded from this snapshot

@@ -24,7 +24,11 @@ internal sealed class SnapshotController : Reconciler
         : base("snapshot-controller", context.Options.RetryBaseDelay, context.Options.RetryMaxDelay, context.Loggers.CreateLogger<SnapshotController>())
     {
         _c = context;
+        SourceClaims = new SnapshotSourceClaims(context);
         var cluster = context.Cluster;
+
+        // Every handler looks up only the snapshots related to the event through the informers' indexes
+        // (Cluster.Indexes): an event costs the same with ten snapshots in the cluster or a hundred thousand.
         cluster.Snapshots.OnChange((old, s) =>
         {
             if (s is not null)
@@ -34,7 +38,7 @@ internal sealed class SnapshotController : Reconciler
             else if (old?.Spec.Source.PersistentVolumeClaimName is { Length: > 0 } claim)
             {
                 // A snapshot gone (perhaps without ever holding finalizers): its claim may be free to go now.
-                Queue.Add(ClaimPrefix + Informer<VolumeSnapshot>.Key(old.Metadata.NamespaceProperty, claim));
+                SourceClaims.Queue.Add(new ObjectKey(old.Metadata.NamespaceProperty, claim));
             }
         });
         cluster.Contents.OnChange((old, now) =>
@@ -53,13 +57,7 @@ internal sealed class SnapshotController : Reconciler
                 }
 
                 // Snapshots that name this content, including ones it does not belong to.
-                foreach (var s in cluster.Snapshots.List())
-                {
-                    if (s.Spec.Source.VolumeSnapshotContentName == content.Metadata.Name || s.Status?.BoundVolumeSnapshotContentName == content.Metadata.Name)
-                    {
-                        Queue.Add(Informer<VolumeSnapshot>.Key(s));
-                    }
-                }
+                EnqueueAll(cluster.Snapshots.ByIndex(Indexes.SnapshotByContent, content.Metadata.Name));
             }
         });
         cluster.Claims.OnChange((old, now) =>
@@ -67,57 +65,60 @@ internal sealed class SnapshotController : Reconciler
             var claim = now ?? old!;
             if (now is not null && Cluster.HasFinalizer(now.Metadata, Names.PvcAsSourceFinalizer))
             {
-                Queue.Add(ClaimPrefix + Informer<V1PersistentVolumeClaim>.Key(now));
+                SourceClaims.Queue.Add(ObjectKey.Of(now));
             }
 
-            foreach (var s in cluster.Snapshots.List())
-            {
-                if (s.Metadata.NamespaceProperty == claim.Metadata.NamespaceProperty && s.Spec.Source.PersistentVolumeClaimName == claim.Metadata.Name)
-                {
-                    Queue.Add(Informer<VolumeSnapshot>.Key(s));
-                }
-            }
+            EnqueueAll(cluster.Snapshots.ByIndex(Indexes.SnapshotBySourceClaim, Informer<V1PersistentVolumeClaim>.Key(claim)));
 
             // A snapshot waiting to be deleted until a restore from it is done.
-            if (DataSourceSnapshot(claim) is { } source && cluster.Snapshots.Get(source.Namespace, source.Name) is { Metadata.DeletionTimestamp: not null })
+            foreach (var c in new[] { old, now })
             {
-                Queue.Add(Informer<VolumeSnapshot>.Key(source.Namespace, source.Name));
+                if (c is not null && DataSourceSnapshot(c) is { } source && cluster.Snapshots.Get(source.Namespace, source.Name) is { Metadata.DeletionTimestamp: not null })
+                {
+                    Queue.Add(Informer<VolumeSnapshot>.Key(source.Namespace, source.Name));
+                }
             }
         });
         cluster.Volumes.OnChange((_, pv) =>
         {
-            if (pv?.Spec?.ClaimRef is { } r)
+            if (pv?.Spec?.ClaimRef is { Name.Length: > 0 } r)
             {
-                foreach (var s in cluster.Snapshots.List())
-                {
-                    if (s.Metadata.NamespaceProperty == r.NamespaceProperty && s.Spec.Source.PersistentVolumeClaimName == r.Name)
-                    {
-                        Queue.Add(Informer<VolumeSnapshot>.Key(s));
-                    }
-                }
+                EnqueueAll(cluster.Snapshots.ByIndex(Indexes.SnapshotBySourceClaim, Indexes.Key(r.NamespaceProperty, r.Name)));
             }
         });
-        cluster.SnapshotClasses.OnChange((_, _) =>
+        cluster.SnapshotClasses.OnChange((old, now) =>
         {
-            foreach (var s in cluster.Snapshots.List())
+            // Unbound snapshots that name this class, and those that take the default one.
+            string? name = (now ?? old)?.Metadata.Name;
+            if (!string.IsNullOrEmpty(name))
             {
-                if (string.IsNullOrEmpty(s.Status?.BoundVolumeSnapshotContentName))
-                {
-                    Queue.Add(Informer<VolumeSnapshot>.Key(s));
-                }
+                EnqueueAll(cluster.Snapshots.ByIndex(Indexes.UnboundSnapshotByClass, name));
             }
+
+            EnqueueAll(cluster.Snapshots.ByIndex(Indexes.UnboundSnapshotByClass, ""));
         });
+    }
+
+    /// <summary>The controller of the pvc-as-source finalizer of the claims snapshots are cut from (its own queue of claim keys).</summary>
+    public SnapshotSourceClaims SourceClaims { get; }
+
+    private void EnqueueAll(IReadOnlyList<VolumeSnapshot> snapshots)
+    {
+        foreach (var s in snapshots)
+        {
+            Queue.Add(Informer<VolumeSnapshot>.Key(s));
+        }
     }
 
     /// <summary>The snapshot a claim restores from (dataSourceRef first, then dataSource), or null.</summary>
     public static (string Namespace, string Name)? DataSourceSnapshot(V1PersistentVolumeClaim claim)
     {
-        if (claim.Spec?.DataSourceRef is { } r && r.Kind == "VolumeSnapshot" && r.ApiGroup == Names.SnapshotGroup)
+        if (claim.Spec?.DataSourceRef is { } r && r.Kind == Names.SnapshotKind && r.ApiGroup == Names.SnapshotGroup)
         {
             return (string.IsNullOrEmpty(r.NamespaceProperty) ? claim.Metadata.NamespaceProperty : r.NamespaceProperty, r.Name);
         }
 
-        if (claim.Spec?.DataSource is { } d && d.Kind == "VolumeSnapshot" && d.ApiGroup == Names.SnapshotGroup)
+        if (claim.Spec?.DataSource is { } d && d.Kind == Names.SnapshotKind && d.ApiGroup == Names.SnapshotGroup)
         {
             return (claim.Metadata.NamespaceProperty, d.Name);
         }
@@ -125,18 +126,8 @@ internal sealed class SnapshotController : Reconciler
         return null;
     }
 
-    private const string ClaimPrefix = "claim:";
-
     protected override async Task<Outcome> ReconcileAsync(string key, CancellationToken cancellationToken)
     {
-        if (key.StartsWith(ClaimPrefix, StringComparison.Ordinal))
-        {
-            string claimKey = key[ClaimPrefix.Length..];
-            int slash = claimKey.IndexOf('/', StringComparison.Ordinal);
-            await ReleaseClaimAsync(claimKey[..slash], claimKey[(slash + 1)..], cancellationToken).ConfigureAwait(false);
-            return Outcome.Done;
-        }
-
         var snapshot = _c.Cluster.Snapshots.Get(key);
         if (snapshot is null)
         {
@@ -154,7 +145,7 @@ internal sealed class SnapshotController : Reconciler
         bool fromContent = !string.IsNullOrEmpty(source.VolumeSnapshotContentName);
         if (fromClaim == fromContent)
         {
-            await FailAsync(snapshot, "SnapshotValidationError", "spec.source must name exactly one of persistentVolumeClaimName and volumeSnapshotContentName", cancellationToken).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotValidationError, "spec.source must name exactly one of persistentVolumeClaimName and volumeSnapshotContentName", cancellationToken).ConfigureAwait(false);
             return Outcome.Done;
         }
 
@@ -177,13 +168,13 @@ internal sealed class SnapshotController : Reconciler
         var content = _c.Cluster.Contents.Get(bound);
         if (content is null)
         {
-            await FailAsync(snapshot, "SnapshotContentMissing", $"VolumeSnapshotContent {bound} is missing", cancellationToken).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotContentMissing, $"VolumeSnapshotContent {bound} is missing", cancellationToken).ConfigureAwait(false);
             return Outcome.Done;
         }
 
         if (!BelongsTo(content, snapshot, allowEmptyUid: false))
         {
-            await FailAsync(snapshot, "SnapshotMisbound", $"VolumeSnapshotContent {bound} is bound to another snapshot ({Describe(content.Spec.VolumeSnapshotRef)})", cancellationToken).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotMisbound, $"VolumeSnapshotContent {bound} is bound to another snapshot ({Describe(content.Spec.VolumeSnapshotRef)})", cancellationToken).ConfigureAwait(false);
             return Outcome.Done;
         }
 
@@ -192,7 +183,7 @@ internal sealed class SnapshotController : Reconciler
         RecordOperations(snapshot);
         if (snapshot.Status?.ReadyToUse == true && fromClaim)
         {
-            await ReleaseClaimAsync(snapshot.Metadata.NamespaceProperty, source.PersistentVolumeClaimName!, cancellationToken).ConfigureAwait(false);
+            await SourceClaims.ReleaseAsync(new ObjectKey(snapshot.Metadata.NamespaceProperty, source.PersistentVolumeClaimName!), cancellationToken).ConfigureAwait(false);
         }
 
         return Outcome.Done;
@@ -248,39 +239,39 @@ internal sealed class SnapshotController : Reconciler
         var claim = _c.Cluster.Claims.Get(ns, claimName);
         if (claim is null)
         {
-            await FailAsync(snapshot, "SnapshotCreationFailed", $"the source PersistentVolumeClaim {ns}/{claimName} does not exist", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotCreationFailed, $"the source PersistentVolumeClaim {ns}/{claimName} does not exist", ct).ConfigureAwait(false);
             return;
         }
 
         if (claim.Metadata.DeletionTimestamp is not null)
         {
-            await FailAsync(snapshot, "SnapshotCreationFailed", $"the source PersistentVolumeClaim {ns}/{claimName} is being deleted", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotCreationFailed, $"the source PersistentVolumeClaim {ns}/{claimName} is being deleted", ct).ConfigureAwait(false);
             return;
         }
 
         if (claim.Status?.Phase != "Bound" || string.IsNullOrEmpty(claim.Spec?.VolumeName))
         {
-            await FailAsync(snapshot, "SnapshotCreationFailed", $"the source PersistentVolumeClaim {ns}/{claimName} is {claim.Status?.Phase ?? "Pending"}, not Bound: a snapshot needs a bound claim", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotCreationFailed, $"the source PersistentVolumeClaim {ns}/{claimName} is {claim.Status?.Phase ?? "Pending"}, not Bound: a snapshot needs a bound claim", ct).ConfigureAwait(false);
             return;
         }
 
         var volume = _c.Cluster.Volumes.Get(claim.Spec.VolumeName);
         if (volume is null)
         {
-            await FailAsync(snapshot, "SnapshotCreationFailed", $"PersistentVolume {claim.Spec.VolumeName} of claim {ns}/{claimName} does not exist", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotCreationFailed, $"PersistentVolume {claim.Spec.VolumeName} of claim {ns}/{claimName} does not exist", ct).ConfigureAwait(false);
             return;
         }
 
         var claimRef = volume.Spec.ClaimRef;
         if (claimRef is null || claimRef.Name != claimName || claimRef.NamespaceProperty != ns || claimRef.Uid != claim.Metadata.Uid)
         {
-            await FailAsync(snapshot, "SnapshotCreationFailed", $"PersistentVolume {volume.Metadata.Name} is not bound to claim {ns}/{claimName}", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotCreationFailed, $"PersistentVolume {volume.Metadata.Name} is not bound to claim {ns}/{claimName}", ct).ConfigureAwait(false);
             return;
         }
 
         if (volume.Spec.Csi is null)
         {
-            await FailAsync(snapshot, "SnapshotCreationFailed", $"PersistentVolume {volume.Metadata.Name} is not a CSI volume, so it cannot be snapshotted", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotCreationFailed, $"PersistentVolume {volume.Metadata.Name} is not a CSI volume, so it cannot be snapshotted", ct).ConfigureAwait(false);
             return;
         }
 
@@ -299,25 +290,25 @@ internal sealed class SnapshotController : Reconciler
                 string why = defaults.Count == 0
                     ? $"no default VolumeSnapshotClass for driver {driver}: name one in spec.volumeSnapshotClassName or annotate one with {Names.DefaultSnapshotClassAnnotation}: \"true\""
                     : $"{defaults.Count} default VolumeSnapshotClasses for driver {driver} ({string.Join(", ", defaults)}): exactly one may carry {Names.DefaultSnapshotClassAnnotation}: \"true\"";
-                await FailAsync(snapshot, "SetDefaultSnapshotClassFailed", why, ct).ConfigureAwait(false);
+                await FailAsync(snapshot, Reasons.SetDefaultSnapshotClassFailed, why, ct).ConfigureAwait(false);
                 return;
             }
 
             // Record the class chosen, as upstream does; the update brings the snapshot back here.
-            await _c.Cluster.PatchSnapshotAsync(snapshot, new JsonObject { ["spec"] = new JsonObject { ["volumeSnapshotClassName"] = defaults[0] } }, status: false, ct).ConfigureAwait(false);
+            await _c.Cluster.PatchSnapshotAsync(snapshot, new MergePatch().Spec(defaults[0], "volumeSnapshotClassName"), ct).ConfigureAwait(false);
             return;
         }
 
         snapshotClass = _c.Cluster.SnapshotClasses.Get(className);
         if (snapshotClass is null)
         {
-            await FailAsync(snapshot, "SnapshotCreationFailed", $"VolumeSnapshotClass {className} does not exist", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotCreationFailed, $"VolumeSnapshotClass {className} does not exist", ct).ConfigureAwait(false);
             return;
         }
 
         if (snapshotClass.Driver != driver)
         {
-            await FailAsync(snapshot, "SnapshotCreationFailed", $"VolumeSnapshotClass {className} is for driver {snapshotClass.Driver}, but PersistentVolume {volume.Metadata.Name} belongs to driver {driver}", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotCreationFailed, $"VolumeSnapshotClass {className} is for driver {snapshotClass.Driver}, but PersistentVolume {volume.Metadata.Name} belongs to driver {driver}", ct).ConfigureAwait(false);
             return;
         }
 
@@ -332,7 +323,7 @@ internal sealed class SnapshotController : Reconciler
                 VolumeSnapshotRef = new V1ObjectReference
                 {
                     ApiVersion = "snapshot.storage.k8s.io/v1",
-                    Kind = "VolumeSnapshot",
+                    Kind = Names.SnapshotKind,
                     Name = snapshot.Metadata.Name,
                     NamespaceProperty = ns,
                     Uid = snapshot.Metadata.Uid,
@@ -348,15 +339,11 @@ internal sealed class SnapshotController : Reconciler
         var (content, _) = await _c.Cluster.CreateContentAsync(wanted, ct).ConfigureAwait(false);
         if (!BelongsTo(content, snapshot, allowEmptyUid: false) || string.IsNullOrEmpty(content.Spec.Source.VolumeHandle))
         {
-            await FailAsync(snapshot, "SnapshotContentMisbound", $"VolumeSnapshotContent {content.Metadata.Name} already exists and belongs to {Describe(content.Spec.VolumeSnapshotRef)}", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotContentMisbound, $"VolumeSnapshotContent {content.Metadata.Name} already exists and belongs to {Describe(content.Spec.VolumeSnapshotRef)}", ct).ConfigureAwait(false);
             return;
         }
 
-        await _c.Cluster.PatchSnapshotAsync(
-            snapshot,
-            new JsonObject { ["status"] = new JsonObject { ["boundVolumeSnapshotContentName"] = content.Metadata.Name, ["readyToUse"] = false } },
-            status: true,
-            ct).ConfigureAwait(false);
+        await _c.Cluster.PatchSnapshotAsync(snapshot, BindingPatch(content.Metadata.Name), ct).ConfigureAwait(false);
     }
 
     // ---- pre-provisioned ------------------------------------------------------------------------------
@@ -366,13 +353,13 @@ internal sealed class SnapshotController : Reconciler
         var content = _c.Cluster.Contents.Get(contentName);
         if (content is null)
         {
-            await FailAsync(snapshot, "SnapshotContentMissing", $"VolumeSnapshotContent {contentName} does not exist", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotContentMissing, $"VolumeSnapshotContent {contentName} does not exist", ct).ConfigureAwait(false);
             return;
         }
 
         if (string.IsNullOrEmpty(content.Spec.Source.SnapshotHandle))
         {
-            await FailAsync(snapshot, "SnapshotContentMisbound", $"VolumeSnapshotContent {contentName} is not pre-provisioned (it has no spec.source.snapshotHandle) and cannot be bound by name", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotContentMisbound, $"VolumeSnapshotContent {contentName} is not pre-provisioned (it has no spec.source.snapshotHandle) and cannot be bound by name", ct).ConfigureAwait(false);
             return;
         }
 
@@ -382,7 +369,7 @@ internal sealed class SnapshotController : Reconciler
         {
             await FailAsync(
                 snapshot,
-                "SnapshotContentMisbound",
+                Reasons.SnapshotContentMisbound,
                 $"VolumeSnapshotContent {contentName} belongs to VolumeSnapshot {Describe(content.Spec.VolumeSnapshotRef)}, not {snapshot.Metadata.NamespaceProperty}/{snapshot.Metadata.Name}; its spec.volumeSnapshotRef must name this snapshot",
                 ct).ConfigureAwait(false);
             return;
@@ -390,7 +377,7 @@ internal sealed class SnapshotController : Reconciler
 
         if (content.Metadata.DeletionTimestamp is not null)
         {
-            await FailAsync(snapshot, "SnapshotContentMissing", $"VolumeSnapshotContent {contentName} is being deleted", ct).ConfigureAwait(false);
+            await FailAsync(snapshot, Reasons.SnapshotContentMissing, $"VolumeSnapshotContent {contentName} is being deleted", ct).ConfigureAwait(false);
             return;
         }
 
@@ -398,18 +385,10 @@ internal sealed class SnapshotController : Reconciler
         if (string.IsNullOrEmpty(content.Spec.VolumeSnapshotRef.Uid))
         {
             // The resourceVersion precondition makes this a compare-and-set: two snapshots cannot both claim it.
-            await _c.Cluster.PatchContentAsync(
-                content,
-                new JsonObject { ["spec"] = new JsonObject { ["volumeSnapshotRef"] = new JsonObject { ["uid"] = snapshot.Metadata.Uid } } },
-                status: false,
-                ct).ConfigureAwait(false);
+            await _c.Cluster.PatchContentAsync(content, new MergePatch().Spec(snapshot.Metadata.Uid, "volumeSnapshotRef", "uid"), ct).ConfigureAwait(false);
         }
 
-        await _c.Cluster.PatchSnapshotAsync(
-            snapshot,
-            new JsonObject { ["status"] = new JsonObject { ["boundVolumeSnapshotContentName"] = contentName, ["readyToUse"] = false } },
-            status: true,
-            ct).ConfigureAwait(false);
+        await _c.Cluster.PatchSnapshotAsync(snapshot, BindingPatch(contentName), ct).ConfigureAwait(false);
     }
 
     // ---- status -----------------------------------------------------------------------------------------
@@ -418,51 +397,51 @@ internal sealed class SnapshotController : Reconciler
     {
         var current = snapshot.Status ?? new VolumeSnapshotStatus();
         var from = content.Status;
-        var patch = new JsonObject();
+        var patch = new MergePatch();
         bool ready = from?.ReadyToUse == true;
         bool wasReady = current.ReadyToUse == true;
         if (current.ReadyToUse != ready)
         {
-            patch["readyToUse"] = ready;
+            patch.Status("readyToUse", ready);
         }
 
         bool created = false;
         if (current.CreationTime is null && from?.CreationTime is long ns)
         {
             var time = DateTime.UnixEpoch.AddTicks(ns / 100);
-            patch["creationTime"] = time.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
+            patch.Status("creationTime", time.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture));
             created = true;
         }
 
         if (current.RestoreSize is null && from?.RestoreSize is long size)
         {
-            patch["restoreSize"] = Quantities.FromBytes(size).ToString();
+            patch.Status("restoreSize", Quantities.FromBytes(size).ToString());
         }
 
         if (ready && current.Error is not null)
         {
-            patch["error"] = null;
+            patch.Status("error", null);
         }
         else if (!ready && from?.Error?.Message is { } message && current.Error?.Message != message)
         {
-            patch["error"] = ErrorNode(message);
+            patch.Status("error", ErrorNode(message));
         }
 
-        if (patch.Count == 0)
+        if (patch.IsEmpty)
         {
             return snapshot;
         }
 
-        var written = await _c.Cluster.PatchSnapshotAsync(snapshot, new JsonObject { ["status"] = patch }, status: true, ct).ConfigureAwait(false);
+        var written = await _c.Cluster.PatchSnapshotAsync(snapshot, patch, ct).ConfigureAwait(false);
         string name = $"{snapshot.Metadata.NamespaceProperty}/{snapshot.Metadata.Name}";
         if (created)
         {
-            await _c.Events.RecordAsync(written, EventRecorder.Normal, "SnapshotCreated", $"Snapshot {name} was successfully created by the CSI driver.", ct).ConfigureAwait(false);
+            await _c.Events.RecordAsync(written, EventRecorder.Normal, Reasons.SnapshotCreated, $"Snapshot {name} was successfully created by the CSI driver.", ct).ConfigureAwait(false);
         }
 
         if (ready && !wasReady)
         {
-            await _c.Events.RecordAsync(written, EventRecorder.Normal, "SnapshotReady", $"Snapshot {name} is ready to use.", ct).ConfigureAwait(false);
+            await _c.Events.RecordAsync(written, EventRecorder.Normal, Reasons.SnapshotReady, $"Snapshot {name} is ready to use.", ct).ConfigureAwait(false);
         }
 
         return written;
@@ -472,19 +451,18 @@ internal sealed class SnapshotController : Reconciler
     {
         if (snapshot.Status?.Error?.Message != message || snapshot.Status?.ReadyToUse == true)
         {
-            await _c.Cluster.PatchSnapshotAsync(
-                snapshot,
-                new JsonObject { ["status"] = new JsonObject { ["readyToUse"] = false, ["error"] = ErrorNode(message) } },
-                status: true,
-                ct).ConfigureAwait(false);
+            await _c.Cluster.PatchSnapshotAsync(snapshot, new MergePatch().Status("readyToUse", false).Status("error", ErrorNode(message)), ct).ConfigureAwait(false);
         }
 
         await _c.Events.RecordAsync(snapshot, EventRecorder.Warning, reason, message, ct).ConfigureAwait(false);
     }
 
-    private static JsonObject ErrorNode(string message) => new()
+    private JsonObject ErrorNode(string message) => ErrorNode(message, _c.Options.TimeProvider);
+
+    /// <summary>A status.error as the upstream controllers write it, stamped with <paramref name="time"/>'s now.</summary>
+    internal static JsonObject ErrorNode(string message, TimeProvider time) => new()
     {
-        ["time"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
+        ["time"] = time.GetUtcNow().ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
         ["message"] = message,
     };
 
@@ -508,11 +486,11 @@ internal sealed class SnapshotController : Reconciler
         // A restore already under way keeps the snapshot until its volume exists; a claim that only names the
         // snapshot does not (the provisioner refuses it: the deletion came first). The cache may lag behind a
         // restore recorded a moment ago, so "none" is confirmed with a fresh read before the deletion goes on.
-        var restoring = Restoring(_c.Cluster.Claims.List(), meta);
+        var naming = _c.Cluster.Claims.ByIndex(Indexes.ClaimByDataSource, Indexes.DataSourceValue(Names.SnapshotKind, meta.NamespaceProperty, meta.Name));
+        var restoring = Restoring(naming, meta);
         if (restoring.Count == 0)
         {
-            var fresh = await _c.Cluster.Client.CoreV1.ListPersistentVolumeClaimForAllNamespacesAsync(cancellationToken: ct).ConfigureAwait(false);
-            restoring = Restoring(fresh.Items, meta);
+            restoring = Restoring(await ReadPossibleRestoresAsync(meta, naming.Select(c => c.Metadata.NamespaceProperty), ct).ConfigureAwait(false), meta);
         }
 
         if (restoring.Count > 0)
@@ -520,7 +498,7 @@ internal sealed class SnapshotController : Reconciler
             await _c.Events.RecordAsync(
                 snapshot,
                 EventRecorder.Warning,
-                "SnapshotDeletePending",
+                Reasons.SnapshotDeletePending,
                 $"Snapshot {meta.NamespaceProperty}/{meta.Name} is being used to restore PersistentVolumeClaim {string.Join(", ", restoring)}; it is deleted once the restore is done",
                 ct).ConfigureAwait(false);
             return;
@@ -538,32 +516,53 @@ internal sealed class SnapshotController : Reconciler
         }
 
         // Only a content that points back at this very snapshot (same UID) is ever deleted with it.
-        if (content is not null && BelongsTo(content, snapshot, allowEmptyUid: false) && content.Spec.DeletionPolicy == "Delete" && content.Metadata.DeletionTimestamp is null)
+        if (content is not null && BelongsTo(content, snapshot, allowEmptyUid: false) && content.Spec.DeletionPolicy == PolicyValues.Delete && content.Metadata.DeletionTimestamp is null)
         {
-            if (Cluster.Annotation(content.Metadata, Names.BeingDeletedAnnotation) != "yes")
+            if (Cluster.Annotation(content.Metadata, Names.BeingDeletedAnnotation) != PolicyValues.Yes)
             {
-                content = await _c.Cluster.PatchContentAsync(
-                    content,
-                    new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = new JsonObject { [Names.BeingDeletedAnnotation] = "yes" } } },
-                    status: false,
-                    ct).ConfigureAwait(false);
+                content = await _c.Cluster.PatchContentAsync(content, new MergePatch().Annotation(Names.BeingDeletedAnnotation, PolicyValues.Yes), ct).ConfigureAwait(false);
             }
 
             await _c.Cluster.DeleteContentAsync(content, ct).ConfigureAwait(false);
         }
 
         var finalizers = (meta.Finalizers ?? []).Where(f => f is not Names.SnapshotAsSourceFinalizer and not Names.SnapshotBoundFinalizer).ToList();
-        await _c.Cluster.PatchSnapshotAsync(
-            snapshot,
-            new JsonObject { ["metadata"] = new JsonObject { ["finalizers"] = new JsonArray([.. finalizers.Select(f => (JsonNode)JsonValue.Create(f))]) } },
-            status: false,
-            ct).ConfigureAwait(false);
+        await _c.Cluster.PatchSnapshotAsync(snapshot, new MergePatch().Finalizers(finalizers), ct).ConfigureAwait(false);
         _c.Options.Metrics?.Operations.Record(SnapshotOperations.Delete, meta.Uid, SnapshotOperations.Success);
 
         if (snapshot.Spec.Source.PersistentVolumeClaimName is { Length: > 0 } claimName)
         {
-            await ReleaseClaimAsync(meta.NamespaceProperty, claimName, ct).ConfigureAwait(false);
+            await SourceClaims.ReleaseAsync(new ObjectKey(meta.NamespaceProperty, claimName), ct).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// The claims that could restore from the snapshot, read from the API server: those of its namespace, of every
+    /// namespace a ReferenceGrant there lets restore from it (the grants read afresh as well, so one made a moment ago
+    /// counts) and of <paramref name="alsoIn"/> (where cached claims name it, so a grant withdrawn after it admitted a
+    /// restore still counts). Only these can record a restore from it (the provisioner checks the grant first), so the
+    /// read costs what those namespaces hold, not what the whole cluster holds.
+    /// </summary>
+    private async Task<List<V1PersistentVolumeClaim>> ReadPossibleRestoresAsync(V1ObjectMeta snapshot, IEnumerable<string> alsoIn, CancellationToken ct)
+    {
+        string ns = snapshot.NamespaceProperty;
+        var namespaces = new SortedSet<string>(alsoIn, StringComparer.Ordinal) { ns };
+        foreach (var grant in await _c.Cluster.ReadGrantsAsync(ns, ct).ConfigureAwait(false))
+        {
+            if (grant.Spec.To.Any(t => t.Group == Names.SnapshotGroup && t.Kind == Names.SnapshotKind && (string.IsNullOrEmpty(t.Name) || t.Name == snapshot.Name)))
+            {
+                namespaces.UnionWith(grant.Spec.From.Where(f => f.Group.Length == 0 && f.Kind == Names.ClaimKind && f.Namespace.Length > 0).Select(f => f.Namespace));
+            }
+        }
+
+        var claims = new List<V1PersistentVolumeClaim>();
+        foreach (string from in namespaces)
+        {
+            var list = await _c.Cluster.Client.CoreV1.ListNamespacedPersistentVolumeClaimAsync(from, cancellationToken: ct).ConfigureAwait(false);
+            claims.AddRange(list.Items);
+        }
+
+        return claims;
     }
 
     /// <summary>
@@ -592,7 +591,7 @@ internal sealed class SnapshotController : Reconciler
             wanted.Add(Names.SnapshotAsSourceFinalizer);
         }
 
-        if (deletionPolicy == "Delete" && !wanted.Contains(Names.SnapshotBoundFinalizer))
+        if (deletionPolicy == PolicyValues.Delete && !wanted.Contains(Names.SnapshotBoundFinalizer))
         {
             wanted.Add(Names.SnapshotBoundFinalizer);
         }
@@ -602,42 +601,20 @@ internal sealed class SnapshotController : Reconciler
             return snapshot;
         }
 
-        return await _c.Cluster.PatchSnapshotAsync(
-            snapshot,
-            new JsonObject { ["metadata"] = new JsonObject { ["finalizers"] = new JsonArray([.. wanted.Select(f => (JsonNode)JsonValue.Create(f))]) } },
-            status: false,
-            ct).ConfigureAwait(false);
-    }
-
-    /// <summary>Drops the claim's snapshot-source finalizer once no snapshot of it is still being cut.</summary>
-    private async Task ReleaseClaimAsync(string ns, string claimName, CancellationToken ct)
-    {
-        var claim = _c.Cluster.Claims.Get(ns, claimName);
-        if (claim is null || !Cluster.HasFinalizer(claim.Metadata, Names.PvcAsSourceFinalizer))
-        {
-            return;
-        }
-
-        // Being cut: past its checks (it holds its finalizers, set just before the claim's) or bound, and not
-        // ready yet. A snapshot that failed its checks (say, its class is missing) cuts nothing and must not
-        // pin the claim.
-        bool cutting = _c.Cluster.Snapshots.List().Any(s =>
-            s.Metadata.NamespaceProperty == ns && s.Spec.Source.PersistentVolumeClaimName == claimName
-            && s.Metadata.DeletionTimestamp is null && s.Status?.ReadyToUse != true
-            && (!string.IsNullOrEmpty(s.Status?.BoundVolumeSnapshotContentName) || Cluster.HasFinalizer(s.Metadata, Names.SnapshotAsSourceFinalizer)));
-        if (!cutting)
-        {
-            await SetFinalizerAsync(claim, Names.PvcAsSourceFinalizer, false, ct).ConfigureAwait(false);
-        }
+        return await _c.Cluster.PatchSnapshotAsync(snapshot, new MergePatch().Finalizers(wanted), ct).ConfigureAwait(false);
     }
 
     private async Task SetFinalizerAsync(V1PersistentVolumeClaim claim, string finalizer, bool present, CancellationToken ct)
     {
-        if (Cluster.FinalizerPatch(claim.Metadata, finalizer, present) is { } patch)
+        if (MergePatch.Finalizer(claim.Metadata, finalizer, present) is { } patch)
         {
-            await _c.Cluster.PatchClaimAsync(claim, patch, status: false, ct).ConfigureAwait(false);
+            await _c.Cluster.PatchClaimAsync(claim, patch, ct).ConfigureAwait(false);
         }
     }
+
+    /// <summary>The status write that binds a snapshot to its content (not ready until the content says so).</summary>
+    private static MergePatch BindingPatch(string content) =>
+        new MergePatch().Status("boundVolumeSnapshotContentName", content).Status("readyToUse", false);
 
     /// <summary>Whether the content's volumeSnapshotRef names this snapshot (and its UID, or no UID when allowed).</summary>
     public static bool BelongsTo(VolumeSnapshotContent content, VolumeSnapshot snapshot, bool allowEmptyUid)

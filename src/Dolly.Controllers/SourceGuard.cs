@@ -48,11 +48,11 @@ internal sealed class SourceGuard : Reconciler
 
     private void Enqueue(Provisioner.DataSource s)
     {
-        if (s.Kind == "VolumeSnapshot" && s.ApiGroup == Names.SnapshotGroup)
+        if (s.Kind == Names.SnapshotKind && s.ApiGroup == Names.SnapshotGroup)
         {
             Queue.Add(SnapshotPrefix + s.Namespace + "/" + s.Name);
         }
-        else if (s.Kind == "PersistentVolumeClaim" && s.ApiGroup.Length == 0)
+        else if (s.Kind == Names.ClaimKind && s.ApiGroup.Length == 0)
         {
             Queue.Add(ClaimPrefix + s.Namespace + "/" + s.Name);
         }
@@ -65,14 +65,14 @@ internal sealed class SourceGuard : Reconciler
         int slash = objectKey.IndexOf('/', StringComparison.Ordinal);
         string ns = objectKey[..slash];
         string name = objectKey[(slash + 1)..];
-        string kind = isSnapshot ? "VolumeSnapshot" : "PersistentVolumeClaim";
+        string kind = isSnapshot ? Names.SnapshotKind : Names.ClaimKind;
 
         var snapshot = isSnapshot ? _c.Cluster.Snapshots.Get(ns, name) : null;
 
         // Once a snapshot's deletion has begun, only restores recorded before it hold the snapshot (the provisioner
         // refuses the others): a claim that merely names it must not keep it forever (external-snapshotter#747).
         bool deleting = snapshot?.Metadata.DeletionTimestamp is not null;
-        bool wanted = _c.Cluster.Claims.List().Any(c =>
+        bool wanted = _c.Cluster.Claims.ByIndex(Indexes.ClaimByDataSource, Indexes.DataSourceValue(kind, ns, name)).Any(c =>
             Provisioner.Source(c) is { } s && s.Kind == kind && s.Namespace == ns && s.Name == name
             && (deleting
                 ? Provisioner.RecordedRestore(c)

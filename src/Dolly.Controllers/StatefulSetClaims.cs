@@ -239,7 +239,7 @@ internal sealed class StatefulSetClaims : Reconciler
     private async Task DeleteScaledAsync(V1StatefulSet set, string template, int start, int end, CancellationToken ct)
     {
         string prefix = template + "-" + set.Metadata.Name + "-";
-        foreach (var claim in _c.Cluster.Claims.List())
+        foreach (var claim in _c.Cluster.Claims.ByIndex(Indexes.ClaimByStatefulSet, Indexes.Key(set.Metadata.NamespaceProperty, set.Metadata.Name)))
         {
             if (claim.Metadata.NamespaceProperty != set.Metadata.NamespaceProperty
                 || claim.Metadata.DeletionTimestamp is not null

@@ -28,12 +28,9 @@ internal sealed class VolumeBinder : Reconciler
         {
             var claim = now ?? old!;
             Queue.Add(ClaimPrefix + Informer<V1PersistentVolumeClaim>.Key(claim));
-            foreach (var pv in cluster.Volumes.List())
+            foreach (var pv in cluster.Volumes.ByIndex(Indexes.VolumeByClaim, Informer<V1PersistentVolumeClaim>.Key(claim)))
             {
-                if (pv.Spec?.ClaimRef is { } r && r.Name == claim.Metadata.Name && r.NamespaceProperty == claim.Metadata.NamespaceProperty)
-                {
-                    Queue.Add(VolumePrefix + pv.Metadata.Name);
-                }
+                Queue.Add(VolumePrefix + pv.Metadata.Name);
             }
         });
         cluster.Volumes.OnChange((old, now) =>
@@ -47,13 +44,12 @@ internal sealed class VolumeBinder : Reconciler
 
             if (now?.Spec?.ClaimRef is null)
             {
-                // An Available PV may suit a waiting claim.
-                foreach (var claim in cluster.Claims.List())
+                // An Available PV may suit a waiting claim of its class (or of the default class, which it may be).
+                var waiting = cluster.Claims.ByIndex(Indexes.PendingClaimByClass, pv.Spec?.StorageClassName ?? "")
+                    .Concat(cluster.Claims.ByIndex(Indexes.PendingClaimByClass, ""));
+                foreach (var claim in waiting)
                 {
-                    if (string.IsNullOrEmpty(claim.Spec?.VolumeName))
-                    {
-                        Queue.Add(ClaimPrefix + Informer<V1PersistentVolumeClaim>.Key(claim));
-                    }
+                    Queue.Add(ClaimPrefix + Informer<V1PersistentVolumeClaim>.Key(claim));
                 }
             }
         });
@@ -82,7 +78,7 @@ internal sealed class VolumeBinder : Reconciler
         string? volumeName = claim.Spec?.VolumeName;
         if (string.IsNullOrEmpty(volumeName))
         {
-            var pv = _c.Cluster.Volumes.List().FirstOrDefault(v => v.Spec?.ClaimRef?.Uid == claim.Metadata.Uid && v.Metadata.DeletionTimestamp is null)
+            var pv = _c.Cluster.Volumes.ByIndex(Indexes.VolumeByClaimUid, claim.Metadata.Uid).FirstOrDefault(v => v.Metadata.DeletionTimestamp is null)
                 ?? await ReserveAvailableAsync(claim, ct).ConfigureAwait(false);
             if (pv is null)
             {
@@ -184,13 +180,14 @@ internal sealed class VolumeBinder : Reconciler
         string className = claim.Spec?.StorageClassName ?? Provisioner.ClassOf(_c.Cluster, claim)?.Metadata.Name ?? "";
         string mode = claim.Spec?.VolumeMode ?? "Filesystem";
         var modes = claim.Spec?.AccessModes ?? [];
-        var candidate = _c.Cluster.Volumes.List()
+        var candidate = _c.Cluster.Volumes.ByIndex(Indexes.AvailableVolume, "")
             .Where(v => v.Spec?.ClaimRef is null && v.Metadata.DeletionTimestamp is null && v.Status?.Phase is null or "Available"
                 && (v.Spec?.StorageClassName ?? "") == className
                 && (v.Spec?.VolumeMode ?? "Filesystem") == mode
                 && (Quantities.Capacity(v) ?? 0) >= request
                 && modes.All(m => v.Spec?.AccessModes?.Contains(m) == true))
             .OrderBy(v => Quantities.Capacity(v) ?? 0)
+            .ThenBy(v => v.Metadata.Name, StringComparer.Ordinal)
             .FirstOrDefault();
         if (candidate is null || claim.Spec?.DataSource is not null || claim.Spec?.DataSourceRef is not null)
         {

@@ -6,6 +6,12 @@ public static class Names
     /// <summary>Group of the snapshot kinds.</summary>
     public const string SnapshotGroup = "snapshot.storage.k8s.io";
 
+    /// <summary>Kind of a VolumeSnapshot (as a data source names it).</summary>
+    public const string SnapshotKind = "VolumeSnapshot";
+
+    /// <summary>Kind of a PersistentVolumeClaim (as a data source or a ReferenceGrant names it).</summary>
+    public const string ClaimKind = "PersistentVolumeClaim";
+
     /// <summary>Finalizer on a content while its driver snapshot may still need deleting.</summary>
     public const string ContentBoundFinalizer = "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection";
 

@@ -73,6 +73,7 @@ internal sealed partial class Cluster
             log);
         Schedules = Custom<SnapshotSchedule>(client, ScheduleNames.NamespacedKind, ScheduleNames.Group, ScheduleNames.Version, ScheduleNames.NamespacedPlural, log);
         ClusterSchedules = Custom<SnapshotSchedule>(client, ScheduleNames.ClusterKind, ScheduleNames.Group, ScheduleNames.Version, ScheduleNames.ClusterPlural, log);
+        Indexes.AddTo(this);
     }
 
     public IKubernetes Client { get; }
@@ -219,6 +220,24 @@ internal sealed partial class Cluster
         catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.NotFound)
         {
             return null;
+        }
+    }
+
+    /// <summary>
+    /// The ReferenceGrants of one namespace, read from the API server (not the cache, which may not hold one made a
+    /// moment ago); none when the cluster does not serve the kind.
+    /// </summary>
+    public async Task<IList<ReferenceGrant>> ReadGrantsAsync(string ns, CancellationToken ct)
+    {
+        try
+        {
+            using var response = await Client.CustomObjects.ListNamespacedCustomObjectWithHttpMessagesAsync<CustomObjectList<ReferenceGrant>>(
+                GrantGroup, GrantVersion, ns, "referencegrants", cancellationToken: ct).ConfigureAwait(false);
+            return response.Body.Items;
+        }
+        catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.NotFound)
+        {
+            return [];
         }
     }
 

@@ -26,6 +26,10 @@ internal sealed class Informer<T> : IInformer
     private readonly Func<CancellationToken, Task<(IList<T> Items, string ResourceVersion)>> _list;
     private readonly Func<string, CancellationToken, IAsyncEnumerable<(WatchEventType, T)>> _watch;
     private readonly List<Action<T?, T?>> _handlers = [];
+
+    // Secondary indexes (guarded by _gate): each maps an index value to the keys of the cached objects that have it,
+    // so a handler finds the objects related to an event without walking the cache.
+    private readonly Dictionary<string, CacheIndex> _indexes = new(StringComparer.Ordinal);
     private readonly ILogger _logger;
     private readonly TaskCompletionSource _synced = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -39,6 +43,7 @@ internal sealed class Informer<T> : IInformer
         _list = list;
         _watch = watch;
         _logger = logger;
+        _indexes.Add(NamespaceIndex, new CacheIndex(o => ((T)o).Metadata.NamespaceProperty is { Length: > 0 } ns ? [ns] : []));
     }
 
     public string Kind { get; }
@@ -57,6 +62,71 @@ internal sealed class Informer<T> : IInformer
 
     /// <summary>Every cached object.</summary>
     public IEnumerable<T> List() => _items.Values;
+
+    /// <summary>
+    /// Adds a secondary index: <paramref name="values"/> gives the index values of an object (none, one or several;
+    /// it must depend on the object alone). Objects already cached are indexed at once, later changes as they come.
+    /// Adding an index of a name that exists is an error.
+    /// </summary>
+    public void AddIndex(string name, Func<T, IEnumerable<string>> values)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        ArgumentNullException.ThrowIfNull(values);
+        lock (_gate)
+        {
+            if (_indexes.ContainsKey(name))
+            {
+                throw new ArgumentException($"the {Kind} informer already has an index named {name}", nameof(name));
+            }
+
+            var index = new CacheIndex(o => values((T)o));
+            foreach (var (key, item) in _items)
+            {
+                index.Update(key, null, item);
+            }
+
+            _indexes.Add(name, index);
+        }
+    }
+
+    /// <summary>Whether an index of this name exists.</summary>
+    public bool HasIndex(string name)
+    {
+        lock (_gate)
+        {
+            return _indexes.ContainsKey(name);
+        }
+    }
+
+    /// <summary>The cached objects whose index <paramref name="name"/> has <paramref name="value"/> (a copy, in no set order).</summary>
+    public IReadOnlyList<T> ByIndex(string name, string value)
+    {
+        lock (_gate)
+        {
+            if (!_indexes.TryGetValue(name, out var index))
+            {
+                throw new ArgumentException($"the {Kind} informer has no index named {name}", nameof(name));
+            }
+
+            var keys = index.Keys(value);
+            var found = new List<T>(keys.Count);
+            foreach (var key in keys)
+            {
+                if (_items.TryGetValue(key, out var item))
+                {
+                    found.Add(item);
+                }
+            }
+
+            return found;
+        }
+    }
+
+    /// <summary>The cached objects of one namespace (the built-in namespace index).</summary>
+    public IReadOnlyList<T> InNamespace(string ns) => ByIndex(NamespaceIndex, ns);
+
+    /// <summary>The name of the index every informer has: by namespace (cluster-scoped objects have none).</summary>
+    public const string NamespaceIndex = "namespace";
 
     /// <summary>Puts an object the controller just wrote into the cache, so the next reconcile sees it before the watch does.</summary>
     public void Remember(T item)
@@ -77,7 +147,9 @@ internal sealed class Informer<T> : IInformer
                 return;
             }
 
+            _items.TryGetValue(key, out var previous);
             _items[key] = item;
+            Reindex(key, previous, item);
         }
     }
 
@@ -205,6 +277,8 @@ internal sealed class Informer<T> : IInformer
                     continue;
                 }
 
+                Reindex(key, old, null);
+
                 if (old.Metadata?.Uid is { } uid)
                 {
                     _deleted[uid] = 0;
@@ -229,6 +303,7 @@ internal sealed class Informer<T> : IInformer
             }
 
             _items[key] = item;
+            Reindex(key, old, item);
         }
 
         Fire(old, item);
@@ -249,10 +324,23 @@ internal sealed class Informer<T> : IInformer
                 _deleted[uid] = 0;
             }
 
-            _items.TryRemove(Key(item), out old);
+            string key = Key(item);
+            if (_items.TryRemove(key, out old))
+            {
+                Reindex(key, old, null);
+            }
         }
 
         Fire(old ?? item, null);
+    }
+
+    // Called under _gate with the cached object before and after a change.
+    private void Reindex(string key, T? before, T? after)
+    {
+        foreach (var index in _indexes.Values)
+        {
+            index.Update(key, before, after);
+        }
     }
 
     private void Fire(T? old, T? current)
@@ -284,4 +372,42 @@ internal interface IInformer
     void Touch();
 
     Task RunAsync(CancellationToken cancellationToken);
+}
+
+/// <summary>One secondary index of an informer: index value to the keys of the objects that have it. Not thread-safe.</summary>
+internal sealed class CacheIndex(Func<object, IEnumerable<string>> values)
+{
+    private static readonly IReadOnlyCollection<string> None = [];
+    private readonly Dictionary<string, HashSet<string>> _keys = new(StringComparer.Ordinal);
+
+    public IReadOnlyCollection<string> Keys(string value) => _keys.TryGetValue(value, out var keys) ? keys : None;
+
+    /// <summary>Moves <paramref name="key"/> from the values of <paramref name="before"/> to those of <paramref name="after"/>.</summary>
+    public void Update(string key, object? before, object? after)
+    {
+        var old = before is null ? [] : values(before).ToHashSet(StringComparer.Ordinal);
+        var now = after is null ? [] : values(after).ToHashSet(StringComparer.Ordinal);
+        foreach (string value in old)
+        {
+            if (!now.Contains(value) && _keys.TryGetValue(value, out var set))
+            {
+                set.Remove(key);
+                if (set.Count == 0)
+                {
+                    _keys.Remove(value);
+                }
+            }
+        }
+
+        foreach (string value in now)
+        {
+            if (!_keys.TryGetValue(value, out var set))
+            {
+                set = new HashSet<string>(StringComparer.Ordinal);
+                _keys.Add(value, set);
+            }
+
+            set.Add(key);
+        }
+    }
 }

@@ -38,24 +38,26 @@ internal sealed class RetryLaterException : Exception
 /// One controller: a work queue of keys and workers that reconcile them. Failures retry with per-key
 /// exponential backoff; a write conflict (HTTP 409) retries at once with the fresh object from the cache.
 /// </summary>
-internal abstract class Reconciler
+internal abstract class Reconciler<TKey> : IController
+    where TKey : notnull
 {
+    private static readonly TimeSpan ConflictRetry = TimeSpan.FromMilliseconds(50);
     private readonly ILogger _logger;
 
-    protected Reconciler(string name, TimeSpan baseDelay, TimeSpan maxDelay, ILogger logger)
+    protected Reconciler(string name, WorkQueue<TKey> queue, ILogger logger)
     {
         Name = name;
-        Queue = new WorkQueue(baseDelay, maxDelay);
+        Queue = queue;
         _logger = logger;
     }
 
     public string Name { get; }
 
-    public WorkQueue Queue { get; }
+    public WorkQueue<TKey> Queue { get; }
 
     protected ILogger Logger => _logger;
 
-    protected abstract Task<Outcome> ReconcileAsync(string key, CancellationToken cancellationToken);
+    protected abstract Task<Outcome> ReconcileAsync(TKey key, CancellationToken cancellationToken);
 
     public async Task RunAsync(int workers, CancellationToken cancellationToken)
     {
@@ -76,66 +78,74 @@ internal abstract class Reconciler
         }
     }
 
+    /// <summary>Takes one key and reconciles it, as a worker does; false once the queue is closed or the token cancelled.</summary>
+    internal async Task<bool> ProcessNextAsync(CancellationToken cancellationToken)
+    {
+        TKey key;
+        try
+        {
+            key = await Queue.TakeAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+        catch (System.Threading.Channels.ChannelClosedException)
+        {
+            return false;
+        }
+
+        string shown = key.ToString() ?? "";
+        try
+        {
+            var outcome = await ReconcileAsync(key, cancellationToken).ConfigureAwait(false);
+            Queue.Forget(key);
+            if (outcome.RequeueAfter is { } after)
+            {
+                Queue.AddAfter(key, after);
+            }
+        }
+        catch (Exception) when (cancellationToken.IsCancellationRequested)
+        {
+            // Stopping: whatever the interrupted call threw (a cancelled gRPC call is an RpcException), the
+            // key is simply left for the next run, which starts from the API objects.
+            return false;
+        }
+        catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.Conflict)
+        {
+            // Someone wrote the object first; the watch brings the new version, then try again.
+            Queue.AddAfter(key, ConflictRetry);
+        }
+        catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.NotFound)
+        {
+            // The object, or one it points to, is gone (a namespace being torn down deletes everything in it):
+            // nothing went wrong. The watch brings the deletion and the retry finds nothing left to do.
+            var delay = Queue.AddWithBackoff(key);
+            ControllerLog.ReconcileFailed(_logger, Name, shown, "an object it needs is gone (404)", delay);
+        }
+        catch (RetryLaterException ex)
+        {
+            var delay = Queue.AddWithBackoff(key);
+            ControllerLog.ReconcileFailed(_logger, Name, shown, ex.Message, delay);
+        }
+        catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
+        {
+            // Anything else, a bug included, retries with backoff rather than killing this worker.
+            var delay = Queue.AddWithBackoff(key);
+            ControllerLog.ReconcileCrashed(_logger, Name, shown, Describe(ex), delay);
+        }
+        finally
+        {
+            Queue.Done(key);
+        }
+
+        return true;
+    }
+
     private async Task WorkAsync(CancellationToken cancellationToken)
     {
-        while (!cancellationToken.IsCancellationRequested)
+        while (!cancellationToken.IsCancellationRequested && await ProcessNextAsync(cancellationToken).ConfigureAwait(false))
         {
-            string key;
-            try
-            {
-                key = await Queue.TakeAsync(cancellationToken).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-            catch (System.Threading.Channels.ChannelClosedException)
-            {
-                return;
-            }
-
-            try
-            {
-                var outcome = await ReconcileAsync(key, cancellationToken).ConfigureAwait(false);
-                Queue.Forget(key);
-                if (outcome.RequeueAfter is { } after)
-                {
-                    Queue.AddAfter(key, after);
-                }
-            }
-            catch (Exception) when (cancellationToken.IsCancellationRequested)
-            {
-                // Stopping: whatever the interrupted call threw (a cancelled gRPC call is an RpcException), the
-                // key is simply left for the next run, which starts from the API objects.
-                return;
-            }
-            catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.Conflict)
-            {
-                // Someone wrote the object first; the watch brings the new version, then try again.
-                Queue.AddAfter(key, TimeSpan.FromMilliseconds(50));
-            }
-            catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.NotFound)
-            {
-                // The object, or one it points to, is gone (a namespace being torn down deletes everything in it):
-                // nothing went wrong. The watch brings the deletion and the retry finds nothing left to do.
-                var delay = Queue.AddWithBackoff(key);
-                ControllerLog.ReconcileFailed(_logger, Name, key, "an object it needs is gone (404)", delay);
-            }
-            catch (RetryLaterException ex)
-            {
-                var delay = Queue.AddWithBackoff(key);
-                ControllerLog.ReconcileFailed(_logger, Name, key, ex.Message, delay);
-            }
-            catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
-            {
-                // Anything else, a bug included, retries with backoff rather than killing this worker.
-                var delay = Queue.AddWithBackoff(key);
-                ControllerLog.ReconcileCrashed(_logger, Name, key, Describe(ex), delay);
-            }
-            finally
-            {
-                Queue.Done(key);
-            }
         }
     }
 
@@ -145,4 +155,21 @@ internal abstract class Reconciler
         RpcException r => $"{r.StatusCode}: {r.Status.Detail}",
         _ => ex.Message,
     };
+}
+
+/// <summary>What the host runs of a controller, whatever its key type.</summary>
+internal interface IController
+{
+    string Name { get; }
+
+    Task RunAsync(int workers, CancellationToken cancellationToken);
+}
+
+/// <summary>A controller whose keys are cache keys (<c>namespace/name</c> or <c>name</c>).</summary>
+internal abstract class Reconciler : Reconciler<string>
+{
+    protected Reconciler(string name, TimeSpan baseDelay, TimeSpan maxDelay, ILogger logger, TimeProvider? time = null)
+        : base(name, new WorkQueue(baseDelay, maxDelay, time), logger)
+    {
+    }
 }

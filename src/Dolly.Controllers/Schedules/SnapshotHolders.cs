@@ -31,10 +31,11 @@ internal sealed class RestoreSourceHolder(Cluster cluster) : ISnapshotHolder
 {
     public IEnumerable<string> Holders(VolumeSnapshot snapshot)
     {
-        foreach (var claim in cluster.Claims.List())
+        var naming = cluster.Claims.ByIndex(Indexes.ClaimByDataSource, Indexes.DataSourceValue(Names.SnapshotKind, snapshot.Metadata.NamespaceProperty, snapshot.Metadata.Name));
+        foreach (var claim in naming.OrderBy(c => c.Metadata.NamespaceProperty, StringComparer.Ordinal).ThenBy(c => c.Metadata.Name, StringComparer.Ordinal))
         {
             if (string.IsNullOrEmpty(claim.Spec?.VolumeName) && claim.Metadata.DeletionTimestamp is null
-                && Provisioner.Source(claim) is { Kind: "VolumeSnapshot", ApiGroup: Names.SnapshotGroup } source
+                && Provisioner.Source(claim) is { Kind: Names.SnapshotKind, ApiGroup: Names.SnapshotGroup } source
                 && source.Namespace == snapshot.Metadata.NamespaceProperty && source.Name == snapshot.Metadata.Name)
             {
                 yield return $"in use: restore source of {claim.Metadata.NamespaceProperty}/{claim.Metadata.Name}";

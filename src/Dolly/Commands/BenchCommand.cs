@@ -48,6 +48,7 @@ internal static partial class BenchCommand
         bench.Subcommands.Add(BuildDb(context));
         bench.Subcommands.Add(BuildApi(context));
         bench.Subcommands.Add(BuildE2e(context));
+        bench.Subcommands.Add(BuildScale(context));
         return bench;
     }
 
