@@ -9,7 +9,9 @@ internal sealed class TempDir : IDisposable
 {
     public TempDir()
     {
-        Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "dolly-repo-test-" + Guid.NewGuid().ToString("N"));
+        // tmpfs where present: these tests fsync every object, which a disk shared with other builds makes slow.
+        string root = Directory.Exists("/dev/shm") ? "/dev/shm" : System.IO.Path.GetTempPath();
+        Path = System.IO.Path.Combine(root, "dolly-repo-test-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(Path);
     }
 
@@ -158,17 +160,17 @@ internal sealed class RepoFixture : IDisposable
         var tmp = new TempDir();
         var pool = Pool.Create(tmp.Sub("pool"), new PoolCreateOptions { BlockSize = blockSize, JournalSize = 8L << 20 }).Value;
         var store = new CountingObjectStore(DirectoryObjectStore.Create(tmp.Sub("repo")));
-        var repo = await SnapshotRepository.InitAsync(store, Key, new RepositoryInitOptions { ChunkSize = Chunk, ZstdLevel = zstdLevel, KdfIterations = 1000 }, TimeProvider.System, CancellationToken.None);
+        var repo = await SnapshotRepository.InitAsync(store, Key, new RepositoryInitOptions { ChunkSize = Chunk, ZstdLevel = zstdLevel, KdfIterations = 1000 }, TimeProvider.System, TestContext.Current.CancellationToken);
         return new RepoFixture(tmp, pool, store, repo);
     }
 
     public Transfer.UploadOptions Upload(bool full = false) => new() { StateDirectory = StateDir, Full = full, Parallelism = 4 };
 
-    public Task<Transfer.UploadResult> UploadAsync(string snapshot, Transfer.UploadOptions? options = null, CancellationToken cancellationToken = default) =>
-        Transfer.SnapshotUploader.UploadAsync(Repository, Pool, snapshot, options ?? Upload(), cancellationToken);
+    public Task<Transfer.UploadResult> UploadAsync(string snapshot, Transfer.UploadOptions? options = null) =>
+        Transfer.SnapshotUploader.UploadAsync(Repository, Pool, snapshot, options ?? Upload(), TestContext.Current.CancellationToken);
 
     public Task<Transfer.RestoreResult> RestoreAsync(string manifestId, string volume) =>
-        Transfer.SnapshotRestorer.RestoreAsync(Repository, manifestId, Pool, volume, new Transfer.RestoreOptions { Parallelism = 4 }, CancellationToken.None);
+        Transfer.SnapshotRestorer.RestoreAsync(Repository, manifestId, Pool, volume, new Transfer.RestoreOptions { Parallelism = 4 }, TestContext.Current.CancellationToken);
 
     public void Dispose()
     {
