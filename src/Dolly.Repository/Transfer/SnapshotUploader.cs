@@ -22,7 +22,10 @@ public sealed record UploadOptions
     public IProgress<TransferStatus>? Progress { get; init; }
 
     /// <summary>An upload or prune marker not refreshed for this long belongs to a process that died.</summary>
-    public TimeSpan MarkerStaleAfter { get; init; } = TimeSpan.FromHours(6);
+    public TimeSpan MarkerStaleAfter { get; init; } = DefaultMarkerStaleAfter;
+
+    /// <summary>The default of <see cref="MarkerStaleAfter"/>, for prune too: far longer than any gap between marker refreshes.</summary>
+    public static TimeSpan DefaultMarkerStaleAfter { get; } = TimeSpan.FromHours(6);
 
     /// <summary>The clock.</summary>
     public TimeProvider Time { get; init; } = TimeProvider.System;
