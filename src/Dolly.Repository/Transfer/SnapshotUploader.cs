@@ -100,107 +100,133 @@ public static class SnapshotUploader
         string markerKey = SnapshotRepository.UploadsPrefix + manifestId;
         var previousMarker = resumed ? await RepositoryMarkers.ReadAsync(store, markerKey, time, cancellationToken).ConfigureAwait(false) : null;
         await BeginAsync(store, markerKey, manifestId, snapshot, options, cancellationToken).ConfigureAwait(false);
-        if (resumed && (previousMarker is null || !RepositoryMarkers.IsLive(previousMarker, options.MarkerStaleAfter, time.GetUtcNow())))
+        bool completed = false;
+        try
         {
-            // The interrupted attempt's marker lapsed, so a prune may have swept the chunks its journal lists:
-            // trust only those still there (HEAD, not a re-send).
-            await DropMissingAsync(store, done, cancellationToken).ConfigureAwait(false);
-        }
-
-        var parent = options.Full ? null : await FindParentAsync(repository, pool, snapshot, state, cancellationToken).ConfigureAwait(false);
-        var known = new ConcurrentDictionary<ChunkId, byte>();
-        foreach (var e in parent?.Manifest.Entries ?? [])
-        {
-            known.TryAdd(e.Chunk, 0);
-        }
-
-        foreach (var id in done.Values)
-        {
-            if (id is { } chunk)
+            if (resumed && (previousMarker is null || !RepositoryMarkers.IsLive(previousMarker, options.MarkerStaleAfter, time.GetUtcNow())))
             {
-                known.TryAdd(chunk, 0);
+                // The interrupted attempt's marker lapsed or was removed as it stopped, so a prune may have swept
+                // chunks its journal lists: trust only those still there (HEAD, not a re-send).
+                await DropMissingAsync(store, done, cancellationToken).ConfigureAwait(false);
             }
-        }
 
-        var plan = Plan(pool, snapshot, chunkSize, parent, done);
-        var meter = new TransferMeter(plan.Work.Sum(i => (long)LengthOf(snapshot.Size, chunkSize, i)), options.Progress, time);
-        meter.Start();
-        long read = 0, put = 0, bytesPut = 0, deduplicated = 0;
-        var results = new ConcurrentDictionary<uint, ChunkId?>();
-        using (var journal = state.StartPending(header))
-        {
-            var device = Unwrap(pool.OpenDevice(snapshot.Name));
-            var parallel = new ParallelOptions { MaxDegreeOfParallelism = options.Parallelism, CancellationToken = cancellationToken };
-            var refresher = new MarkerRefresher(store, markerKey, () => RepositoryMarkers.Create(RepositoryMarkers.UploadOperation, manifestId, snapshot.Name, time), options.MarkerStaleAfter / 4, time);
-            await Parallel.ForEachAsync(plan.Work, parallel, async (index, ct) =>
+            var parent = options.Full ? null : await FindParentAsync(repository, pool, snapshot, state, cancellationToken).ConfigureAwait(false);
+            var known = new ConcurrentDictionary<ChunkId, byte>();
+            foreach (var e in parent?.Manifest.Entries ?? [])
             {
-                int length = LengthOf(snapshot.Size, chunkSize, index);
-                var buffer = ArrayPool<byte>.Shared.Rent(length);
-                try
-                {
-                    var data = buffer.AsMemory(0, length);
-                    var readResult = device.Read((long)index * chunkSize, data.Span);
-                    if (!readResult.IsOk)
-                    {
-                        throw new StorageException(readResult.Error);
-                    }
+                known.TryAdd(e.Chunk, 0);
+            }
 
-                    Interlocked.Increment(ref read);
-                    ChunkId? stored = null;
-                    if (data.Span.ContainsAnyExcept((byte)0))
+            foreach (var id in done.Values)
+            {
+                if (id is { } chunk)
+                {
+                    known.TryAdd(chunk, 0);
+                }
+            }
+
+            var plan = Plan(pool, snapshot, chunkSize, parent, done);
+            var meter = new TransferMeter(plan.Work.Sum(i => (long)LengthOf(snapshot.Size, chunkSize, i)), options.Progress, time);
+            meter.Start();
+            long read = 0, put = 0, bytesPut = 0, deduplicated = 0;
+            var results = new ConcurrentDictionary<uint, ChunkId?>();
+            using (var journal = state.StartPending(header))
+            {
+                var device = Unwrap(pool.OpenDevice(snapshot.Name));
+                var parallel = new ParallelOptions { MaxDegreeOfParallelism = options.Parallelism, CancellationToken = cancellationToken };
+                var refresher = new MarkerRefresher(store, markerKey, () => RepositoryMarkers.Create(RepositoryMarkers.UploadOperation, manifestId, snapshot.Name, time), options.MarkerStaleAfter / 4, time);
+                await Parallel.ForEachAsync(plan.Work, parallel, async (index, ct) =>
+                {
+                    int length = LengthOf(snapshot.Size, chunkSize, index);
+                    var buffer = ArrayPool<byte>.Shared.Rent(length);
+                    try
                     {
-                        var id = repository.ChunkIdOf(data.Span);
-                        if (known.ContainsKey(id) || await store.ExistsAsync(id.Key, ct).ConfigureAwait(false))
+                        var data = buffer.AsMemory(0, length);
+                        var readResult = device.Read((long)index * chunkSize, data.Span);
+                        if (!readResult.IsOk)
                         {
-                            Interlocked.Increment(ref deduplicated);
-                        }
-                        else
-                        {
-                            var sealedChunk = repository.SealChunk(id, data.Span);
-                            await store.PutAsync(id.Key, sealedChunk, ct).ConfigureAwait(false);
-                            Interlocked.Increment(ref put);
-                            Interlocked.Add(ref bytesPut, sealedChunk.Length);
+                            throw new StorageException(readResult.Error);
                         }
 
-                        known.TryAdd(id, 0);
-                        stored = id;
+                        Interlocked.Increment(ref read);
+                        ChunkId? stored = null;
+                        if (data.Span.ContainsAnyExcept((byte)0))
+                        {
+                            var id = repository.ChunkIdOf(data.Span);
+                            if (known.ContainsKey(id) || await store.ExistsAsync(id.Key, ct).ConfigureAwait(false))
+                            {
+                                Interlocked.Increment(ref deduplicated);
+                            }
+                            else
+                            {
+                                var sealedChunk = repository.SealChunk(id, data.Span);
+                                await store.PutAsync(id.Key, sealedChunk, ct).ConfigureAwait(false);
+                                Interlocked.Increment(ref put);
+                                Interlocked.Add(ref bytesPut, sealedChunk.Length);
+                            }
+
+                            known.TryAdd(id, 0);
+                            stored = id;
+                        }
+
+                        // Only now, with the chunk stored, is it marked done.
+                        journal.Record(index, stored);
+                        results[index] = stored;
+                        meter.Add(length);
+                        await refresher.MaybeRefreshAsync(ct).ConfigureAwait(false);
                     }
+                    finally
+                    {
+                        ArrayPool<byte>.Shared.Return(buffer);
+                    }
+                }).ConfigureAwait(false);
+            }
 
-                    // Only now, with the chunk stored, is it marked done.
-                    journal.Record(index, stored);
-                    results[index] = stored;
-                    meter.Add(length);
-                    await refresher.MaybeRefreshAsync(ct).ConfigureAwait(false);
-                }
-                finally
-                {
-                    ArrayPool<byte>.Shared.Return(buffer);
-                }
-            }).ConfigureAwait(false);
-        }
-
-        var entries = new List<ManifestEntry>(plan.Reused.Count + done.Count + results.Count);
-        entries.AddRange(plan.Reused);
-        foreach (var (index, id) in done.Concat(results))
-        {
-            if (id is { } chunk && plan.Wanted.Contains(index))
+            var entries = new List<ManifestEntry>(plan.Reused.Count + done.Count + results.Count);
+            entries.AddRange(plan.Reused);
+            foreach (var (index, id) in done.Concat(results))
             {
-                entries.Add(new ManifestEntry(index, chunk));
+                if (id is { } chunk && plan.Wanted.Contains(index))
+                {
+                    entries.Add(new ManifestEntry(index, chunk));
+                }
+            }
+
+            entries.Sort((a, b) => a.Index.CompareTo(b.Index));
+            var info = new ManifestInfo(
+                manifestId, repository.Id, snapshot.SourceName ?? string.Empty, snapshot.Name, pool.Id, snapshot.LineageId, snapshot.Size, chunkSize,
+                parent?.Manifest.Info.Id, snapshot.CreatedAt, time.GetUtcNow());
+            var manifest = new Manifest(info, entries);
+            await repository.PutManifestAsync(manifest, cancellationToken).ConfigureAwait(false);
+
+            state.AddCompleted(new CompletedUpload(manifestId, pool.Id, snapshot.LineageId, snapshot.Name, snapshot.Id, snapshot.CreatedAt, info.Uploaded));
+            state.DeletePending(manifestId);
+            await store.DeleteAsync(markerKey, cancellationToken).ConfigureAwait(false);
+            long fromJournal = done.Count(d => d.Value is not null && plan.Wanted.Contains(d.Key));
+            completed = true;
+            return new UploadResult(manifest, resumed, read, put, bytesPut, deduplicated, plan.Reused.Count, fromJournal, meter.Elapsed);
+        }
+        finally
+        {
+            if (!completed)
+            {
+                // Let prunes run while this upload is stopped: a rerun finds no live marker and HEADs what its
+                // journal lists before trusting it.
+                await TryDeleteAsync(store, markerKey).ConfigureAwait(false);
             }
         }
+    }
 
-        entries.Sort((a, b) => a.Index.CompareTo(b.Index));
-        var info = new ManifestInfo(
-            manifestId, repository.Id, snapshot.SourceName ?? string.Empty, snapshot.Name, pool.Id, snapshot.LineageId, snapshot.Size, chunkSize,
-            parent?.Manifest.Info.Id, snapshot.CreatedAt, time.GetUtcNow());
-        var manifest = new Manifest(info, entries);
-        await repository.PutManifestAsync(manifest, cancellationToken).ConfigureAwait(false);
-
-        state.AddCompleted(new CompletedUpload(manifestId, pool.Id, snapshot.LineageId, snapshot.Name, snapshot.Id, snapshot.CreatedAt, info.Uploaded));
-        state.DeletePending(manifestId);
-        await store.DeleteAsync(markerKey, cancellationToken).ConfigureAwait(false);
-        long fromJournal = done.Count(d => d.Value is not null && plan.Wanted.Contains(d.Key));
-        return new UploadResult(manifest, resumed, read, put, bytesPut, deduplicated, plan.Reused.Count, fromJournal, meter.Elapsed);
+    private static async Task TryDeleteAsync(IObjectStore store, string key)
+    {
+        try
+        {
+            await store.DeleteAsync(key, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (ObjectStoreException)
+        {
+            // The store is why the upload stopped; the marker then lapses after the stale limit instead.
+        }
     }
 
     private static async Task BeginAsync(IObjectStore store, string markerKey, string manifestId, DeviceInfo snapshot, UploadOptions options, CancellationToken cancellationToken)
