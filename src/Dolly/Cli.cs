@@ -97,6 +97,7 @@ internal static class Cli
         root.Subcommands.Add(PoolCommands.Build(context));
         root.Subcommands.Add(VolumeCommands.Build(context));
         root.Subcommands.Add(SnapshotCommands.Build(context));
+        root.Subcommands.Add(RepoCommands.Build(context));
         root.Subcommands.Add(NbdCommands.Build(context));
         root.Subcommands.Add(UpCommand.Build(context));
         foreach (var command in MountCommands.Build(context))
