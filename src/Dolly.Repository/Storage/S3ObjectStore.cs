@@ -207,11 +207,30 @@ public sealed class S3ObjectStore : IRangedObjectStore, IDisposable
     }
 
     /// <summary>
-    /// Creates the bucket (for <c>dolly repo init</c> and the dev server). Answers false when it already exists
-    /// and belongs to these credentials; a bucket owned by someone else is <see cref="ObjectStoreError.AccessDenied"/>.
+    /// Creates the bucket unless it exists (for <c>dolly repo init</c> and the dev server); answers whether it
+    /// created it. A name taken by another owner is <see cref="ObjectStoreError.AccessDenied"/>.
     /// </summary>
+    /// <remarks>
+    /// radosgw (like AWS in us-east-1) answers 200 to a create of a bucket the caller already owns, so existence is
+    /// asked first; two callers racing on a new name may both answer true, which is harmless.
+    /// </remarks>
     public async Task<bool> CreateBucketAsync(CancellationToken cancellationToken)
     {
+        try
+        {
+            await _client.GetBucketLocationAsync(new GetBucketLocationRequest { BucketName = _bucket }, cancellationToken).ConfigureAwait(false);
+            _bucketSeen = true;
+            return false;
+        }
+        catch (AmazonS3Exception ex) when (ex.ErrorCode == NoSuchBucketCode)
+        {
+            // Fall through to create it.
+        }
+        catch (Exception ex) when (IsFailure(ex, cancellationToken))
+        {
+            throw Map(ex, "create bucket", key: null);
+        }
+
         try
         {
             await _client.PutBucketAsync(new PutBucketRequest { BucketName = _bucket }, cancellationToken).ConfigureAwait(false);
@@ -309,7 +328,7 @@ public sealed class S3ObjectStore : IRangedObjectStore, IDisposable
         {
             var code = string.IsNullOrEmpty(service.ErrorCode) ? ((int)service.StatusCode).ToString(System.Globalization.CultureInfo.InvariantCulture) : service.ErrorCode;
             var detail = string.IsNullOrEmpty(service.Message) ? code : $"{code}: {service.Message}";
-            if (service.StatusCode == HttpStatusCode.NotFound && (service.ErrorCode == NoSuchBucketCode || key is null || service.ErrorCode != NoSuchKeyCode))
+            if (service.ErrorCode == NoSuchBucketCode)
             {
                 return new ObjectStoreException(ObjectStoreError.NoSuchBucket, $"{what}: bucket '{_bucket}' does not exist ({detail})", ex);
             }
