@@ -14,8 +14,8 @@
 # the ports are chosen free once and kept (so a restart answers on the same endpoint), and two directories are
 # two independent clusters. The OSD keeps its objects in a sparse file (BlueStore, DOLLY_RGW_OSD_SIZE, default
 # 64G logical) or, with DOLLY_RGW_OBJECTSTORE=memstore at creation, in memory (saved to DIR on a clean stop).
-# Needs ceph-mon, ceph-osd, radosgw and ceph-common (scripts/install-test-deps.sh installs them) and root, as
-# Ceph's daemons do for BlueStore's direct I/O on the file.
+# Needs ceph-mon, ceph-osd, radosgw and ceph-common (scripts/install-test-deps.sh installs them). The daemons run
+# as the invoking user and touch only DIR and loopback ports (tested as root).
 set -euo pipefail
 
 readonly USER_ID=dolly

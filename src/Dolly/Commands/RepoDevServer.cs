@@ -32,7 +32,7 @@ internal static class RepoDevServer
         var command = new Command(
             "dev-server",
             "Start (or reattach to) a real S3 server on 127.0.0.1 to try snapshot repositories: Ceph's radosgw on a single-node Ceph cluster " +
-            "kept in one directory (needs the Debian packages ceph-mon, ceph-osd, radosgw and ceph-common, and root). Prints the endpoint, " +
+            "kept in one directory (needs the Debian packages ceph-mon, ceph-osd, radosgw and ceph-common). Prints the endpoint, " +
             "the keys, and a Secret and SnapshotRepository to apply. The server keeps running after dolly exits; --stop stops it.")
         {
             dir, bucket, stop, destroy,
