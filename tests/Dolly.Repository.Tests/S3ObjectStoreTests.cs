@@ -199,6 +199,27 @@ public sealed class S3ObjectStoreTests(RgwFixture rgw)
         Assert.Contains(rgw.Endpoint.Endpoint.Authority, ex.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task RefusedPut_NextRequestOnTheSameConnection_Succeeds()
+    {
+        // radosgw refuses a small PUT (sent without waiting for 100-continue) before reading its body and keeps the
+        // connection: the next request on it (the SDK pools connections per configuration, not per credentials)
+        // must not fail with the frontend's bare 400.
+        var bucket = await rgw.NewBucketAsync(Ct);
+        using var refused = rgw.Store(bucket, adjust: o => o with { SecretKey = o.SecretKey + "x" });
+        using var store = rgw.Store(bucket);
+        var data = Bytes(64 * 1024, seed: 14);
+        await store.PutAsync("k", data, Ct);
+
+        for (var i = 0; i < 20; i++)
+        {
+            var ex = await Assert.ThrowsAsync<ObjectStoreException>(() => refused.PutAsync("k", Bytes(10 + i, seed: i), Ct));
+            Assert.Equal(ObjectStoreError.AccessDenied, ex.Error);
+            Assert.Equal(data, await store.GetAsync("k", Ct));
+            Assert.True(await store.ExistsAsync("k", Ct));
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Operations))]
     public async Task AnyOperation_UnknownAccessKey_AccessDenied(string operation)
@@ -216,7 +237,7 @@ public sealed class S3ObjectStoreTests(RgwFixture rgw)
     public async Task AnyOperation_BucketOfAnotherUser_AccessDenied(string operation)
     {
         var bucket = await rgw.NewBucketAsync(Ct);
-        var other = await rgw.NewUserAsync(Ct);
+        var other = await OtherUserWithWorkingKeysAsync();
         using var store = new S3ObjectStore(other.ToOptions(bucket));
 
         var ex = await Assert.ThrowsAsync<ObjectStoreException>(() => Run(store, operation));
@@ -229,7 +250,7 @@ public sealed class S3ObjectStoreTests(RgwFixture rgw)
     public async Task CreateBucket_NameOwnedByAnotherUser_AccessDenied()
     {
         var bucket = await rgw.NewBucketAsync(Ct);
-        var other = await rgw.NewUserAsync(Ct);
+        var other = await OtherUserWithWorkingKeysAsync();
         using var store = new S3ObjectStore(other.ToOptions(bucket));
 
         var ex = await Assert.ThrowsAsync<ObjectStoreException>(() => store.CreateBucketAsync(Ct));
@@ -284,6 +305,16 @@ public sealed class S3ObjectStoreTests(RgwFixture rgw)
         {
             await Assert.ThrowsAnyAsync<OperationCanceledException>(operation);
         }
+    }
+
+    /// <summary>A second S3 user whose keys are shown to work (it creates and writes a bucket of its own).</summary>
+    private async Task<S3DevServerEndpoint> OtherUserWithWorkingKeysAsync()
+    {
+        var other = await rgw.NewUserAsync(Ct);
+        using var own = new S3ObjectStore(other.ToOptions("own-" + Guid.NewGuid().ToString("N")[..16]));
+        Assert.True(await own.CreateBucketAsync(Ct));
+        await own.PutAsync("k", new byte[10], Ct);
+        return other;
     }
 
     /// <summary>Runs one operation of the store by name (each touches the key "k" or lists everything).</summary>

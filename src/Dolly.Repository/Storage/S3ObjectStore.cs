@@ -92,7 +92,7 @@ public sealed class S3ObjectStore : IRangedObjectStore, IDisposable
             };
             try
             {
-                await _client.PutObjectAsync(request, cancellationToken).ConfigureAwait(false);
+                await SendAsync(ct => _client.PutObjectAsync(request, ct), cancellationToken).ConfigureAwait(false);
                 _bucketSeen = true;
             }
             catch (Exception ex) when (IsFailure(ex, cancellationToken))
@@ -133,7 +133,7 @@ public sealed class S3ObjectStore : IRangedObjectStore, IDisposable
         var objectKey = ObjectKey(key);
         try
         {
-            await _client.GetObjectMetadataAsync(new GetObjectMetadataRequest { BucketName = _bucket, Key = objectKey }, cancellationToken).ConfigureAwait(false);
+            await SendAsync(ct => _client.GetObjectMetadataAsync(new GetObjectMetadataRequest { BucketName = _bucket, Key = objectKey }, ct), cancellationToken).ConfigureAwait(false);
             _bucketSeen = true;
             return true;
         }
@@ -156,7 +156,7 @@ public sealed class S3ObjectStore : IRangedObjectStore, IDisposable
         {
             // S3 answers 204 for a key that does not exist, so deleting twice succeeds twice; a missing bucket is
             // still a 404 NoSuchBucket.
-            await _client.DeleteObjectAsync(new DeleteObjectRequest { BucketName = _bucket, Key = objectKey }, cancellationToken).ConfigureAwait(false);
+            await SendAsync(ct => _client.DeleteObjectAsync(new DeleteObjectRequest { BucketName = _bucket, Key = objectKey }, ct), cancellationToken).ConfigureAwait(false);
             _bucketSeen = true;
         }
         catch (Exception ex) when (IsFailure(ex, cancellationToken))
@@ -180,7 +180,7 @@ public sealed class S3ObjectStore : IRangedObjectStore, IDisposable
             ListObjectsV2Response page;
             try
             {
-                page = await _client.ListObjectsV2Async(request, cancellationToken).ConfigureAwait(false);
+                page = await SendAsync(ct => _client.ListObjectsV2Async(request, ct), cancellationToken).ConfigureAwait(false);
                 _bucketSeen = true;
             }
             catch (Exception ex) when (IsFailure(ex, cancellationToken))
@@ -218,7 +218,7 @@ public sealed class S3ObjectStore : IRangedObjectStore, IDisposable
     {
         try
         {
-            await _client.GetBucketLocationAsync(new GetBucketLocationRequest { BucketName = _bucket }, cancellationToken).ConfigureAwait(false);
+            await SendAsync(ct => _client.GetBucketLocationAsync(new GetBucketLocationRequest { BucketName = _bucket }, ct), cancellationToken).ConfigureAwait(false);
             _bucketSeen = true;
             return false;
         }
@@ -233,7 +233,7 @@ public sealed class S3ObjectStore : IRangedObjectStore, IDisposable
 
         try
         {
-            await _client.PutBucketAsync(new PutBucketRequest { BucketName = _bucket }, cancellationToken).ConfigureAwait(false);
+            await SendAsync(ct => _client.PutBucketAsync(new PutBucketRequest { BucketName = _bucket }, ct), cancellationToken).ConfigureAwait(false);
             _bucketSeen = true;
             return true;
         }
@@ -259,7 +259,7 @@ public sealed class S3ObjectStore : IRangedObjectStore, IDisposable
     {
         try
         {
-            using var response = await _client.GetObjectAsync(request, cancellationToken).ConfigureAwait(false);
+            using var response = await SendAsync(ct => _client.GetObjectAsync(request, ct), cancellationToken).ConfigureAwait(false);
             _bucketSeen = true;
             var length = response.ContentLength;
             if (length < 0 || length > Array.MaxLength)
@@ -286,6 +286,25 @@ public sealed class S3ObjectStore : IRangedObjectStore, IDisposable
         }
     }
 
+    /// <summary>
+    /// Sends one request, again once if the answer was a 400 without an S3 request id. radosgw (Pacific's beast
+    /// frontend) answers a PUT it refuses (403, 404) before reading the body and keeps the connection; the body then
+    /// reaches it as the next request's start, and the next request sent on that pooled connection gets the
+    /// frontend's bare 400 (no XML error, no x-amz-request-id), after which the connection is closed. Every error
+    /// S3 itself returns carries a request id, so only that stray answer is sent again, on a new connection.
+    /// </summary>
+    private static async Task<T> SendAsync<T>(Func<CancellationToken, Task<T>> send, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await send(cancellationToken).ConfigureAwait(false);
+        }
+        catch (AmazonS3Exception ex) when (ex.StatusCode == HttpStatusCode.BadRequest && string.IsNullOrEmpty(ex.RequestId))
+        {
+            return await send(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
     private async Task EnsureBucketExistsAsync(string objectKey, CancellationToken cancellationToken)
     {
         if (_bucketSeen)
@@ -296,7 +315,7 @@ public sealed class S3ObjectStore : IRangedObjectStore, IDisposable
         try
         {
             // HeadBucket answers 404 without a body too, but there nothing else can be missing.
-            await _client.GetBucketLocationAsync(new GetBucketLocationRequest { BucketName = _bucket }, cancellationToken).ConfigureAwait(false);
+            await SendAsync(ct => _client.GetBucketLocationAsync(new GetBucketLocationRequest { BucketName = _bucket }, ct), cancellationToken).ConfigureAwait(false);
             _bucketSeen = true;
         }
         catch (Exception ex) when (IsFailure(ex, cancellationToken))
