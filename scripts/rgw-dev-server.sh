@@ -12,8 +12,8 @@
 #
 # Every start is idempotent. Nothing outside DIR is written: the config, sockets, pid files and logs live in DIR,
 # the ports are chosen free once and kept (so a restart answers on the same endpoint), and two directories are
-# two independent clusters. The OSD keeps its objects in a sparse file (BlueStore, DOLLY_RGW_OSD_SIZE, default
-# 64G logical) or, with DOLLY_RGW_OBJECTSTORE=memstore at creation, in memory (saved to DIR on a clean stop).
+# two independent clusters. The OSD keeps its objects with BlueStore in a sparse file (DOLLY_RGW_OSD_SIZE at
+# creation, default 64G logical), so they survive a stop and start.
 # Needs ceph-mon, ceph-osd, radosgw and ceph-common (scripts/install-test-deps.sh installs them). The daemons run
 # as the invoking user and touch only DIR and loopback ports (tested as root).
 set -euo pipefail
@@ -145,7 +145,6 @@ mon data = $dir/mon
 admin socket = $dir/run/osd.0.asok
 osd data = $dir/osd
 osd objectstore = $store
-memstore device bytes = $osd_size
 bluestore block create = true
 bluestore block size = $osd_size
 bluestore block db create = false
@@ -164,8 +163,7 @@ EOF
 
 create() {
   local fsid mon_port rgw_port store osd_size access secret osd_uuid
-  store=${DOLLY_RGW_OBJECTSTORE:-bluestore}
-  case "$store" in bluestore | memstore) ;; *) die "DOLLY_RGW_OBJECTSTORE must be bluestore or memstore, not '$store'" ;; esac
+  store=bluestore
   osd_size=${DOLLY_RGW_OSD_SIZE:-64G}
   osd_size=$(numfmt --from=iec "$osd_size") || die "DOLLY_RGW_OSD_SIZE '$DOLLY_RGW_OSD_SIZE' is not a size such as 64G"
   [ -z "$(ls -A "$dir" 2>/dev/null)" ] || die "$dir is not empty and holds no dev server (no $ENV_FILE); choose an empty or new directory"
@@ -187,7 +185,7 @@ create() {
 
   access=$(head -c 10 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr a-f A-F)
   secret=$(head -c 30 /dev/urandom | base64 | tr -d '/+=\n')
-  radosgw-admin --conf "$conf" -n client.rgw.dev user create --uid "$USER_ID" --display-name "Dolly dev server" \
+  radosgw-admin --conf "$conf" user create --uid "$USER_ID" --display-name "Dolly dev server" \
     --access-key "$access" --secret-key "$secret" >/dev/null
   cat >"$dir/$ENV_FILE.tmp" <<EOF
 DOLLY_S3_ENDPOINT=http://127.0.0.1:$rgw_port
