@@ -29,6 +29,17 @@ if [ "${DOLLY_IMAGE_TESTS:-}" = 1 ]; then
   have buildah || need+=(buildah)
 fi
 
+# tests/Dolly.Repository.Tests and `dolly repo dev-server`: Ceph's radosgw on a single-node cluster on loopback
+# (scripts/rgw-dev-server.sh), and restic 0.14, the baseline `dolly bench repo` compares against.
+have ceph-mon || need+=(ceph-mon)
+have ceph-osd || need+=(ceph-osd)
+have radosgw || need+=(radosgw)
+{ have ceph && have radosgw-admin; } || need+=(ceph-common)
+have monmaptool || need+=(ceph-base)
+have uuidgen || need+=(uuid-runtime)
+have curl || need+=(curl)
+have restic || need+=(restic)
+
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
