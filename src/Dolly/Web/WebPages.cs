@@ -16,9 +16,9 @@ internal static class WebPages
     public const int TreesPerPage = 10;
 
     // Lineage layout, in SVG user units.
-    private const int NodeWidth = 230;
+    private const int NodeWidth = 360;
     private const int NodeHeight = 46;
-    private const int ColumnStep = 300;
+    private const int ColumnStep = 440;
     private const int RowStep = 62;
 
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
@@ -232,6 +232,7 @@ internal static class WebPages
         int width = maxDepth * ColumnStep + NodeWidth + 2;
         int height = (tree.Nodes.Count - 1) * RowStep + NodeHeight + 2;
         var at = new Dictionary<string, (double X, double Y)>(StringComparer.Ordinal);
+        var kinds = tree.Nodes.ToDictionary(n => n.Device.Name, n => n.Device.Kind, StringComparer.Ordinal);
         for (int i = 0; i < tree.Nodes.Count; i++)
         {
             at[tree.Nodes[i].Device.Name] = (1 + tree.Nodes[i].Depth * ColumnStep, 1 + i * RowStep);
@@ -247,11 +248,12 @@ internal static class WebPages
             }
 
             var c = at[d.Name];
-            string kind = EdgeKind(tree, parent, d);
+            string kind = d.Kind == DeviceKind.Snapshot ? "snapshot" : kinds[parent] == DeviceKind.Snapshot ? "restore" : "clone";
             double x1 = p.X + NodeWidth, y1 = p.Y + NodeHeight / 2.0, x2 = c.X, y2 = c.Y + NodeHeight / 2.0, mid = (x1 + x2) / 2;
             b.Append("<g class=\"edge ").Append(kind).Append("\" data-from=\"").Append(E(parent)).Append("\" data-to=\"").Append(E(d.Name)).Append("\" data-kind=\"").Append(kind).Append("\">")
                 .Append("<path d=\"M").Append(N(x1)).Append(',').Append(N(y1)).Append(" C").Append(N(mid)).Append(',').Append(N(y1)).Append(' ').Append(N(mid)).Append(',').Append(N(y2)).Append(' ').Append(N(x2)).Append(',').Append(N(y2)).Append("\"/>")
-                .Append("<text x=\"").Append(N(mid)).Append("\" y=\"").Append(N((y1 + y2) / 2 - 4)).Append("\" text-anchor=\"middle\">").Append(kind).Append("</text></g>");
+                // The label sits at the child's end, where edges that fork from one parent are apart.
+                .Append("<text x=\"").Append(N(x2 - 6)).Append("\" y=\"").Append(N(y2 - 5)).Append("\" text-anchor=\"end\">").Append(kind).Append("</text></g>");
         }
 
         foreach (var (d, _) in tree.Nodes)
@@ -276,14 +278,7 @@ internal static class WebPages
         b.Append("</figure>");
     }
 
-    /// <summary>What an edge is: a snapshot of a volume, a restore from a snapshot, or a clone of a volume.</summary>
-    private static string EdgeKind(LineageTree tree, string parent, DeviceInfo child)
-    {
-        var p = tree.Nodes.First(n => n.Device.Name == parent).Device;
-        return child.Kind == DeviceKind.Snapshot ? "snapshot" : p.Kind == DeviceKind.Snapshot ? "restore" : "clone";
-    }
-
-    private static string Cut(string s) => s.Length <= 32 ? s : s[..31] + "…";
+    private static string Cut(string s) => s.Length <= 46 ? s : s[..45] + "…";
 
     private static string N(double v) => v.ToString("0.#", Inv);
 

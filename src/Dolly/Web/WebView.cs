@@ -104,6 +104,13 @@ internal sealed partial class WebView : IAsyncDisposable
             }
 
             string path = context.Request.Path.Value ?? "";
+            if (path == Prefix)
+            {
+                // Routing sees /ui and /ui/ as one template; the overview lives at /ui/ so relative links work.
+                context.Response.Redirect(Prefix + "/");
+                return;
+            }
+
             if (path == LoginPath || path.StartsWith(Prefix + "/assets/", StringComparison.Ordinal) || Login.IsSession(context.Request.Cookies[CookieName]))
             {
                 await next(context).ConfigureAwait(false);
@@ -133,7 +140,6 @@ internal sealed partial class WebView : IAsyncDisposable
             // started elsewhere (a terminal, another site) is sent with the next navigation this page starts.
             return Html(StatusCodes.Status200OK, WebPages.LoggedIn());
         });
-        app.MapGet(Prefix, () => Results.Redirect(Prefix + "/"));
         app.MapGet(Prefix + "/", (HttpContext c) => Page(c, "Overview", () => WebPages.Overview(_model)));
         app.MapGet(Prefix + "/volumes", (HttpContext c) => Page(c, "Volumes", () => WebPages.Devices(_model, _kube, DeviceKind.Volume, PageNumber(c))));
         app.MapGet(Prefix + "/snapshots", (HttpContext c) => Page(c, "Snapshots", () => WebPages.Devices(_model, _kube, DeviceKind.Snapshot, PageNumber(c))));
