@@ -16,10 +16,10 @@ public sealed partial class DollyUpProcess : IAsyncDisposable
     private readonly HashSet<string> _taken = new(StringComparer.Ordinal);
     private Process? _process;
 
-    private DollyUpProcess()
+    private DollyUpProcess(string? pool)
     {
-        Root = Path.Combine(Path.GetTempPath(), "dolly-web-" + Guid.NewGuid().ToString("N")[..10]);
-        Pool = Path.Combine(Root, "pool");
+        Root = pool is null ? Path.Combine(Path.GetTempPath(), "dolly-web-" + Guid.NewGuid().ToString("N")[..10]) : Path.GetDirectoryName(pool)!;
+        Pool = pool ?? Path.Combine(Root, "pool");
     }
 
     public string Root { get; }
@@ -58,11 +58,16 @@ public sealed partial class DollyUpProcess : IAsyncDisposable
 
     private static string DollyDll => Path.Combine(AppContext.BaseDirectory, "dolly.dll");
 
-    public static async Task<DollyUpProcess> StartAsync()
+    /// <summary>Starts dolly up on <paramref name="pool"/>, or on a new pool in a scratch directory.</summary>
+    public static async Task<DollyUpProcess> StartAsync(string? pool = null)
     {
-        var up = new DollyUpProcess();
-        Directory.CreateDirectory(up.Root);
-        (await up.Dolly("pool", "init")).ShouldSucceed();
+        var up = new DollyUpProcess(pool);
+        if (pool is null)
+        {
+            Directory.CreateDirectory(up.Root);
+            (await up.Dolly("pool", "init")).ShouldSucceed();
+        }
+
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (string a in new[] { DollyDll, "--pool", up.Pool, "up", "--port", "0", "--metrics", "127.0.0.1:0", "--log-format", "json", "-v" })
         {
