@@ -15,6 +15,12 @@ public sealed class WebViewScaleTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
+    private static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToList();
+        return sorted[sorted.Count / 2];
+    }
+
     [Fact]
     public async Task ManyObjects_EveryPageShowsThem_AndTheFiguresAreRecorded()
     {
@@ -43,9 +49,15 @@ public sealed class WebViewScaleTests
             up = await DollyUpProcess.StartAsync(Path.Combine(root, "pool"));
 
             using var http = new HttpClient();
-            var scrape = Stopwatch.StartNew();
-            string metrics = await http.GetStringAsync(new Uri(up.Listener, "/metrics"), Ct);
-            report.Add($"/metrics scrape: {scrape.Elapsed.TotalMilliseconds:F0} ms ({metrics.Length} bytes)");
+            var scrapes = new List<double>();
+            for (int i = 0; i < 6; i++)
+            {
+                var scrape = Stopwatch.StartNew();
+                _ = await http.GetStringAsync(new Uri(up.Listener, "/metrics"), Ct);
+                scrapes.Add(scrape.Elapsed.TotalMilliseconds);
+            }
+
+            report.Add($"/metrics scrape: first {scrapes[0]:F0} ms, then median {Median(scrapes.Skip(1)):F0} ms, max {scrapes.Skip(1).Max():F0} ms");
 
             using var playwright = await Playwright.CreateAsync();
             await using var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = WebViewBrowserTests.Chromium, Headless = true, Args = ["--no-sandbox"] });
@@ -54,10 +66,16 @@ public sealed class WebViewScaleTests
             await page.WaitForURLAsync(new Uri(up.Listener, "/ui/").ToString());
             foreach (var (path, total) in new[] { ("/ui/", -1), ("/ui/volumes", volumes), ("/ui/snapshots", volumes), ("/ui/lineage", volumes), ($"/ui/volumes?page={volumes / 50}", volumes) })
             {
-                await page.GotoAsync(new Uri(up.Listener, path).ToString());
-                double paint = await page.EvaluateAsync<double>("() => performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? -1");
-                double load = await page.EvaluateAsync<double>("() => performance.getEntriesByType('navigation')[0].responseEnd - performance.getEntriesByType('navigation')[0].requestStart");
-                report.Add($"{path}: first contentful paint {paint:F0} ms, response {load:F0} ms");
+                // Twice: the first visit of a page includes the server's first render of it (JIT, the name order).
+                foreach (string visit in new[] { "first", "second" })
+                {
+                    await page.GotoAsync(new Uri(up.Listener, path).ToString());
+                    double paint = await page.EvaluateAsync<double>(
+                        "() => new Promise(done => { new PerformanceObserver(l => { const e = l.getEntriesByName('first-contentful-paint')[0]; if (e) { done(e.startTime); } }).observe({ type: 'paint', buffered: true }); setTimeout(() => done(-1), 5000); })");
+                    double response = await page.EvaluateAsync<double>("() => { const n = performance.getEntriesByType('navigation')[0]; return n.responseEnd - n.requestStart; }");
+                    report.Add($"{path} ({visit} visit): first contentful paint {paint:F0} ms, response {response:F0} ms");
+                }
+
                 if (total >= 0)
                 {
                     Assert.Equal(total.ToString(CultureInfo.InvariantCulture), await page.Locator(".pager .count").GetAttributeAsync("data-total"));

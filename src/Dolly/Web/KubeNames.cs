@@ -41,7 +41,7 @@ internal sealed partial class KubeNames
     /// <summary>The Kubernetes names of the device with this engine name, or null.</summary>
     public KubeName? Of(string handle) => _byHandle.TryGetValue(handle, out var n) ? n : null;
 
-    /// <summary>Follows both kinds until cancelled.</summary>
+    /// <summary>Follows both kinds until cancelled; a failure is logged and retried, never the end of it (the names are a side show of the view).</summary>
     public Task RunAsync(CancellationToken ct) => Task.WhenAll(
         FollowAsync<V1PersistentVolume>(
             "PersistentVolume",
@@ -113,7 +113,7 @@ internal sealed partial class KubeNames
             {
                 return;
             }
-            catch (Exception ex) when (ex is HttpOperationException or HttpRequestException or KubernetesException or IOException or System.Text.Json.JsonException)
+            catch (Exception ex) when (!ct.IsCancellationRequested)
             {
                 failures++;
                 KubeNamesLog.ListFailed(_logger, kind, ex.Message);
@@ -148,7 +148,7 @@ internal sealed partial class KubeNames
             {
                 return;
             }
-            catch (Exception ex) when (ex is HttpOperationException or HttpRequestException or KubernetesException or IOException or System.Text.Json.JsonException)
+            catch (Exception ex) when (!ct.IsCancellationRequested)
             {
                 if (!(ex is HttpOperationException { Response.StatusCode: HttpStatusCode.Gone } or KubernetesException { Status.Code: 410 }))
                 {

@@ -47,8 +47,6 @@ internal sealed partial class WebView : IAsyncDisposable
 
     public WebLogin Login { get; } = new();
 
-    public WebModel Model => _model;
-
     /// <summary>Starts following the pool and the cluster.</summary>
     public void Start()
     {
