@@ -22,6 +22,9 @@ have nbd-client || need+=(nbd-client)
 # the package creates), found where Debian puts it rather than on PATH.
 pg_missing=false
 ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 || { pg_missing=true; need+=(postgresql-15); }
+# The web view's browser tests (tests/Dolly.Web.Tests): Debian's headless Chromium, driven by Playwright for .NET
+# through its executable (no Playwright browser download).
+have chromium || need+=(chromium)
 # The image test (tests/Dolly.IntegrationTests ImageTests), only when asked for: it runs
 # deploy/kubernetes/build-image.sh, which needs debootstrap and buildah.
 if [ "${DOLLY_IMAGE_TESTS:-}" = 1 ]; then

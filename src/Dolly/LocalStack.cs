@@ -38,6 +38,9 @@ internal sealed record LocalStackOptions
     /// <summary>Where to serve /metrics (loopback only, unauthenticated); null serves none.</summary>
     public System.Net.IPEndPoint? Metrics { get; init; }
 
+    /// <summary>Whether to serve the web view at /ui on the <see cref="Metrics"/> listener.</summary>
+    public bool Web { get; init; }
+
     /// <summary>This replica's identity for leader election and events.</summary>
     public string Identity { get; init; } = Environment.MachineName + "_" + Environment.ProcessId;
 }
@@ -65,6 +68,7 @@ internal sealed class LocalStack : IAsyncDisposable
     private ControllerMetrics? _controllerMetrics;
     private PoolMetrics? _poolMetrics;
     private MetricsServer? _metrics;
+    private Web.WebView? _web;
     private bool _disposed;
 
     private LocalStack(CancellationToken ct) => _stopControllers = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -86,6 +90,12 @@ internal sealed class LocalStack : IAsyncDisposable
 
     /// <summary>The scrape URL of /metrics; null when none is served.</summary>
     public Uri? MetricsUrl => _metrics?.Url;
+
+    /// <summary>The web view; null when none is served.</summary>
+    public Web.WebView? WebView => _web;
+
+    /// <summary>The one-time login link of the web view (each use makes a new one); null when none is served.</summary>
+    public Uri? WebLoginUrl => _web is null || _metrics is null ? null : new Uri(_metrics.Root, $"{Web.WebView.LoginPath}?token={_web.Login.CurrentToken}");
 
     /// <summary>The controllers; this task ends by itself only on a failure they could not ride out.</summary>
     public Task Controllers => _controllers ?? throw new InvalidOperationException("the stack is not started");
@@ -188,9 +198,15 @@ internal sealed class LocalStack : IAsyncDisposable
         {
             _controllerMetrics = new ControllerMetrics();
             _poolMetrics = new PoolMetrics(pool);
+            if (options.Web)
+            {
+                _web = new Web.WebView(pool, _client, loggers, TimeProvider.System);
+                _web.Start();
+            }
+
             try
             {
-                _metrics = await MetricsServer.StartAsync(metricsEndpoint, _controllerMetrics, _poolMetrics, loggers, ct).ConfigureAwait(false);
+                _metrics = await MetricsServer.StartAsync(metricsEndpoint, _controllerMetrics, _poolMetrics, _web, loggers, ct).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is IOException or InvalidOperationException)
             {
@@ -268,6 +284,11 @@ internal sealed class LocalStack : IAsyncDisposable
             if (_metrics is not null)
             {
                 await _metrics.DisposeAsync().ConfigureAwait(false);
+            }
+
+            if (_web is not null)
+            {
+                await _web.DisposeAsync().ConfigureAwait(false);
             }
 
             _poolMetrics?.Dispose();

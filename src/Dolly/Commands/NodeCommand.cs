@@ -1,7 +1,6 @@
 using System.CommandLine;
 using Dolly.Csi;
 using Dolly.Nbd;
-using Microsoft.Extensions.Logging;
 
 namespace Dolly.Commands;
 
@@ -25,13 +24,14 @@ internal static class NodeCommand
         var stateDir = new Option<string>("--state-dir") { Description = "Where staged volumes are recorded (keep it across restarts)", HelpName = "DIR", DefaultValueFactory = _ => DefaultStateDirectory };
         var attach = AttachOption();
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log every RPC and attachment" };
+        var logFormat = Logging.LogSetup.FormatOption();
         var node = new Command(
             "node",
             "Run the CSI node plugin of a cluster node until SIGTERM or Ctrl-C: Identity and Node services on --csi-socket, attaching volumes " +
             "(kernel nbd through nbd-client where /dev/nbd0 exists, else nbdfuse + loop device; see --attach) from the NBD server given by --nbd. " +
             "Needs root, and the nbd module with nbd-client, or /dev/fuse and loop devices.")
         {
-            nodeId, csiSocket, nbd, ca, cert, key, stateDir, attach, verbose,
+            nodeId, csiSocket, nbd, ca, cert, key, stateDir, attach, verbose, logFormat,
         };
         node.SetAction((parse, ct) => RunAsync(
             context,
@@ -44,12 +44,13 @@ internal static class NodeCommand
                 parse.GetValue(key),
                 parse.GetValue(stateDir)!,
                 ParseAttach(parse.GetValue(attach)),
-                parse.GetValue(verbose)),
+                parse.GetValue(verbose),
+                parse.GetValue(logFormat)!),
             ct));
         return node;
     }
 
-    private sealed record NodeRequest(string? NodeId, string CsiSocket, string Nbd, string? Ca, string? Cert, string? Key, string StateDir, NodeAttachMode Attach, bool Verbose);
+    private sealed record NodeRequest(string? NodeId, string CsiSocket, string Nbd, string? Ca, string? Cert, string? Key, string StateDir, NodeAttachMode Attach, bool Verbose, string LogFormat);
 
     /// <summary>The --attach option of <c>dolly node</c> and <c>dolly up</c>.</summary>
     internal static Option<string> AttachOption()
@@ -90,13 +91,7 @@ internal static class NodeCommand
             NodeAttach = request.Attach,
         };
 
-        using var loggers = LoggerFactory.Create(b => b
-            .AddSimpleConsole(o =>
-            {
-                o.SingleLine = true;
-                o.TimestampFormat = "HH:mm:ss ";
-            })
-            .SetMinimumLevel(request.Verbose ? LogLevel.Information : LogLevel.Warning));
+        using var loggers = Logging.LogSetup.Create(request.LogFormat, request.Verbose);
         var csi = new CsiServer(options, loggers);
         await using (csi.ConfigureAwait(false))
         {

@@ -28,7 +28,8 @@ internal static class UpCommand
         string? NbdClientCa,
         bool InitPool,
         Dolly.Csi.NodeAttachMode Attach,
-        string Metrics);
+        string Metrics,
+        string LogFormat);
 
     /// <summary>The <c>--metrics</c> value that serves no metrics.</summary>
     private const string MetricsOff = "off";
@@ -48,6 +49,7 @@ internal static class UpCommand
         var nbdClientCa = new Option<string?>("--nbd-tls-client-ca") { Description = "PEM CA certificate; NBD clients must present a certificate it issued", HelpName = "FILE" };
         var initPool = new Option<bool>("--init-pool") { Description = "Create the pool when its directory is missing or empty (a first start in a cluster)" };
         var attach = NodeCommand.AttachOption();
+        var logFormat = Logging.LogSetup.FormatOption();
         var metrics = new Option<string>("--metrics")
         {
             Description = $"Serve Prometheus metrics at http://ADDR:PORT/metrics, unauthenticated, so loopback only (port 0 picks a free one; '{MetricsOff}' serves none)",
@@ -60,7 +62,7 @@ internal static class UpCommand
             "the controllers (snapshots, provisioning, restore, clone, expansion, binding), the CSI driver (csi.sock in the pool directory) and the NBD server (nbd.sock). " +
             "State: the pool directory and, beside it, the API server's directory (the pool's name + '-api').")
         {
-            address, port, verbose, kubeconfig, inCluster, noNode, leaderElect, nbdTcp, nbdCert, nbdKey, nbdClientCa, initPool, attach, metrics,
+            address, port, verbose, kubeconfig, inCluster, noNode, leaderElect, nbdTcp, nbdCert, nbdKey, nbdClientCa, initPool, attach, metrics, logFormat,
         };
         up.SetAction((parse, ct) => RunAsync(
             context,
@@ -79,7 +81,8 @@ internal static class UpCommand
                 parse.GetValue(nbdClientCa),
                 parse.GetValue(initPool),
                 NodeCommand.ParseAttach(parse.GetValue(attach)),
-                parse.GetValue(metrics)!),
+                parse.GetValue(metrics)!,
+                parse.GetValue(logFormat)!),
             ct));
         return up;
     }
@@ -124,13 +127,7 @@ internal static class UpCommand
             }
         }
 
-        using var loggers = LoggerFactory.Create(b => b
-            .AddSimpleConsole(o =>
-            {
-                o.SingleLine = true;
-                o.TimestampFormat = "HH:mm:ss ";
-            })
-            .SetMinimumLevel(request.Verbose ? LogLevel.Information : LogLevel.Warning));
+        using var loggers = Logging.LogSetup.Create(request.LogFormat, request.Verbose);
 
         try
         {
@@ -229,6 +226,7 @@ internal static class UpCommand
             NodeAttach = request.Attach,
             Identity = Identity(context.Host),
             Metrics = MetricsEndpoint(request),
+            Web = request.Metrics != MetricsOff,
         };
         await using var stack = await LocalStack.StartAsync(pool, options, loggers, ct).ConfigureAwait(false);
         ct.ThrowIfCancellationRequested();
@@ -253,6 +251,18 @@ internal static class UpCommand
         if (stack.MetricsUrl is { } metricsUrl)
         {
             await o.WriteLineAsync($"  metrics      {metricsUrl} (Prometheus, unauthenticated, loopback)").ConfigureAwait(false);
+        }
+
+        if (stack.WebLoginUrl is { } login)
+        {
+            await o.WriteLineAsync($"  web view     {login} (one-time login link)").ConfigureAwait(false);
+            var root = stack.MetricsUrl!;
+            stack.WebView!.Login.TokenIssued += token =>
+            {
+                // Each link works once: the terminal always shows one that still does.
+                o.WriteLine($"web view: that login link is used up; the next one is {new Uri(root, $"{Dolly.Web.WebView.LoginPath}?token={token}")}");
+                o.Flush();
+            };
         }
 
         if (!request.NoNode)

@@ -40,6 +40,9 @@ internal sealed class MetricsServer : IAsyncDisposable
     /// <summary>The scrape URL, e.g. http://127.0.0.1:9849/metrics.</summary>
     public Uri Url { get; }
 
+    /// <summary>The same listener's root, e.g. http://127.0.0.1:9849/.</summary>
+    public Uri Root => new(Url, "/");
+
     /// <summary>
     /// Parses <c>--metrics</c>: an address and port on loopback (port 0 picks a free one). Anything else is
     /// refused, since the endpoint is unauthenticated.
@@ -59,8 +62,11 @@ internal sealed class MetricsServer : IAsyncDisposable
         return endpoint;
     }
 
-    /// <summary>Starts serving the instruments of <paramref name="controllers"/> and <paramref name="pool"/>.</summary>
-    public static async Task<MetricsServer> StartAsync(IPEndPoint endpoint, ControllerMetrics controllers, PoolMetrics pool, ILoggerFactory loggers, CancellationToken ct)
+    /// <summary>
+    /// Starts serving the instruments of <paramref name="controllers"/> and <paramref name="pool"/>, and
+    /// <paramref name="web"/> (the web view at /ui, which brings its own authentication) when given.
+    /// </summary>
+    public static async Task<MetricsServer> StartAsync(IPEndPoint endpoint, ControllerMetrics controllers, PoolMetrics pool, Web.WebView? web, ILoggerFactory loggers, CancellationToken ct)
     {
         var provider = Sdk.CreateMeterProviderBuilder()
             .AddMeter(ControllerMetrics.MeterName, PoolMetrics.MeterName)
@@ -87,6 +93,7 @@ internal sealed class MetricsServer : IAsyncDisposable
         });
         var app = builder.Build();
         app.MapPrometheusScrapingEndpoint(Path, provider, configureBranchedPipeline: null, optionsName: null);
+        web?.Map(app);
         try
         {
             await app.StartAsync(ct).ConfigureAwait(false);
