@@ -68,8 +68,11 @@ public enum ContentRequestRefusal
     /// <summary>The id is taken by a request with other fields.</summary>
     Conflict,
 
-    /// <summary>Not allowed as things stand (a foreign snapshot without permission, another request pending).</summary>
+    /// <summary>Not allowed (a snapshot of another lineage without permission, a snapshot that is not one).</summary>
     Precondition,
+
+    /// <summary>Another request for the volume is still pending: retry once it finished or was deleted.</summary>
+    Busy,
 
     /// <summary>The snapshot is larger than the volume.</summary>
     TooLarge,
@@ -148,11 +151,7 @@ public sealed partial class ContentRequests : IDisposable
     /// </summary>
     public ContentRequest Submit(string id, string volume, string snapshot, bool allowForeign, string? unchangedSince)
     {
-        if (string.IsNullOrEmpty(id) || id.Length > MaxIdLength || !id.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-') || id is "." or "..")
-        {
-            throw new ContentRequestException(ContentRequestRefusal.Invalid, $"request id '{id}' must be 1 to {MaxIdLength} characters of A-Z, a-z, 0-9, '.', '_' and '-'");
-        }
-
+        CheckId(id);
         unchangedSince = string.IsNullOrEmpty(unchangedSince) ? null : unchangedSince;
         lock (_lock)
         {
@@ -175,6 +174,32 @@ public sealed partial class ContentRequests : IDisposable
 
         TryApply(id);
         return Get(id)!;
+    }
+
+    /// <summary>
+    /// What <see cref="Submit"/> would refuse the request with (a <see cref="ContentRequestException"/>), checked
+    /// without recording anything; returns normally when it would be accepted.
+    /// </summary>
+    public void Validate(string id, string volume, string snapshot, bool allowForeign, string? unchangedSince)
+    {
+        CheckId(id);
+        unchangedSince = string.IsNullOrEmpty(unchangedSince) ? null : unchangedSince;
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_requests.ContainsKey(id))
+            {
+                Check(id, volume, snapshot, allowForeign, unchangedSince);
+            }
+        }
+    }
+
+    private static void CheckId(string id)
+    {
+        if (string.IsNullOrEmpty(id) || id.Length > MaxIdLength || !id.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-') || id is "." or "..")
+        {
+            throw new ContentRequestException(ContentRequestRefusal.Invalid, $"request id '{id}' must be 1 to {MaxIdLength} characters of A-Z, a-z, 0-9, '.', '_' and '-'");
+        }
     }
 
     /// <summary>A request as it stands (a pending one is tried first), or null when none has that id.</summary>
@@ -280,7 +305,7 @@ public sealed partial class ContentRequests : IDisposable
         var other = _requests.Values.FirstOrDefault(r => !r.IsFinished && r.Volume == volume);
         if (other is not null)
         {
-            throw new ContentRequestException(ContentRequestRefusal.Precondition, $"volume '{volume}' already has a pending content request '{other.Id}' (to snapshot '{other.Snapshot}'); delete it first");
+            throw new ContentRequestException(ContentRequestRefusal.Busy, $"volume '{volume}' already has a pending content request '{other.Id}' (to snapshot '{other.Snapshot}'); delete it first");
         }
 
         var v = _pool.GetDevice(volume);

@@ -18,6 +18,12 @@ internal sealed class VolumeContentService(ContentRequests requests) : P.VolumeC
         Require(request.SnapshotId, "snapshot_id");
         try
         {
+            if (request.DryRun)
+            {
+                requests.Validate(request.RequestId, request.VolumeId, request.SnapshotId, request.AllowForeignSnapshot, request.UnchangedSinceSnapshotId);
+                return Task.FromResult(new P.ContentRequestStatus { RequestId = request.RequestId, VolumeId = request.VolumeId, SnapshotId = request.SnapshotId });
+            }
+
             var r = requests.Submit(request.RequestId, request.VolumeId, request.SnapshotId, request.AllowForeignSnapshot, request.UnchangedSinceSnapshotId);
             return Task.FromResult(ToStatus(r));
         }
@@ -30,6 +36,7 @@ internal sealed class VolumeContentService(ContentRequests requests) : P.VolumeC
                     ContentRequestRefusal.NotFound => StatusCode.NotFound,
                     ContentRequestRefusal.Conflict => StatusCode.AlreadyExists,
                     ContentRequestRefusal.TooLarge => StatusCode.OutOfRange,
+                    ContentRequestRefusal.Busy => StatusCode.Aborted,
                     _ => StatusCode.FailedPrecondition,
                 },
                 $"ReplaceContent: {ex.Message}");
