@@ -36,25 +36,25 @@ public sealed class RevertTests(DollyUp up)
     {
         string source = fromSnapshot is null ? "" : $"\n  dataSource: {{apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: {fromSnapshot}}}";
         string labelText = labels is null ? "" : ", labels: {" + string.Join(", ", labels.Select(l => $"{l.Key}: {l.Value}")) + "}";
-        (await up.Apply($$"""
+        (await up.Apply($$$"""
             apiVersion: v1
             kind: PersistentVolumeClaim
-            metadata: {name: {{name}}, namespace: {{Ns}}{{labelText}}}
+            metadata: {name: {{{name}}}, namespace: {{{Ns}}}{{{labelText}}}}
             spec:
               storageClassName: dolly
               accessModes: [ReadWriteOnce]
-              resources: {requests: {storage: 1Gi}}{{source}}
+              resources: {requests: {storage: 1Gi}}{{{source}}}
             """)).ShouldSucceed();
         await up.WaitFor("pvc/" + name, Ns, ".status.phase", "Bound");
     }
 
     private async Task SnapshotAsync(string name, string claim)
     {
-        (await up.Apply($$"""
+        (await up.Apply($$$"""
             apiVersion: snapshot.storage.k8s.io/v1
             kind: VolumeSnapshot
-            metadata: {name: {{name}}, namespace: {{Ns}}}
-            spec: {source: {persistentVolumeClaimName: {{claim}}}}
+            metadata: {name: {{{name}}}, namespace: {{{Ns}}}}
+            spec: {source: {persistentVolumeClaimName: {{{claim}}}}}
             """)).ShouldSucceed();
         await up.WaitFor("volumesnapshot/" + name, Ns, ".status.readyToUse", "true");
     }
@@ -82,11 +82,14 @@ public sealed class RevertTests(DollyUp up)
             using var stop = new CancellationTokenSource();
             var writer = Task.Run(() => Alternate(wal, data, stop.Token), Ct);
             await Task.Delay(1500, Ct);
-            (await up.Apply($$"""
+            (await up.Apply($$$"""
                 apiVersion: groupsnapshot.storage.k8s.io/v1beta2
                 kind: VolumeGroupSnapshot
-                metadata: {name: ledger-1, namespace: {{Ns}}}
-                spec: {source: {selector: {matchLabels: {app: ledger}}}}
+                metadata: {name: ledger-1, namespace: {{{Ns}}}}
+                spec:
+                  source:
+                    selector:
+                      matchLabels: {app: ledger}
                 """)).ShouldSucceed();
             await up.WaitFor("volumegroupsnapshot/ledger-1", Ns, ".status.readyToUse", "true");
             await Task.Delay(500, Ct);
@@ -129,10 +132,10 @@ public sealed class RevertTests(DollyUp up)
         {
             await File.WriteAllTextAsync(Path.Combine(mounted, "schema.sql"), "v2: orders(id, total, BROKEN\n", Ct);
             await File.WriteAllTextAsync(Path.Combine(mounted, "half-done.tmp"), "partial", Ct);
-            (await up.Apply($$"""
+            (await up.Apply($$$"""
                 apiVersion: dolly.io/v1alpha1
                 kind: VolumeRevert
-                metadata: {name: undo-migration, namespace: {{Ns}}}
+                metadata: {name: undo-migration, namespace: {{{Ns}}}}
                 spec: {claimName: db, volumeSnapshotName: before-migration}
                 """)).ShouldSucceed();
             Assert.True(await DollyUp.Eventually(async () => (await up.Field("volumerevert/undo-migration", Ns, ".status.holders")).Contains("NBD client", StringComparison.Ordinal)), up.Log);
