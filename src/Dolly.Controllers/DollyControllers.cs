@@ -143,6 +143,7 @@ public static class DollyControllers
 
         // Made now, so its change handlers see every event; run once the dolly.io informers have listed.
         var schedules = new ScheduleController(context);
+        var reverts = new Revert.RevertController(context);
         StatefulSetClaims? statefulSets = null;
         if (options.BindVolumes)
         {
@@ -157,7 +158,8 @@ public static class DollyControllers
             // Reconcile only once every cache holds a full list, so nothing is judged on a partial view.
             await Task.WhenAll(cluster.All.Select(i => i.Synced)).WaitAsync(ct).ConfigureAwait(false);
             var workers = reconcilers.Select(r => r.RunAsync(options.Workers, stop.Token)).ToList();
-            workers.Add(RunWhenSyncedAsync(schedules, cluster.Own, options.Workers, stop.Token));
+            workers.Add(RunWhenSyncedAsync(schedules, [cluster.Schedules, cluster.ClusterSchedules], options.Workers, stop.Token));
+            workers.Add(RunWhenSyncedAsync(reverts, [cluster.Reverts], options.Workers, stop.Token));
             if (statefulSets is not null)
             {
                 workers.Add(statefulSets.RunWithInformerAsync(options.Workers, stop.Token));

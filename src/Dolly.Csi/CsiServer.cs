@@ -10,7 +10,8 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace Dolly.Csi;
 
 /// <summary>
-/// Serves the CSI Identity, Controller, GroupController and SnapshotMetadata services (and Node, when
+/// Serves the CSI Identity, Controller, GroupController and SnapshotMetadata services, Dolly's own
+/// dolly.v1.VolumeContentService (and Node, when
 /// <see cref="CsiServerOptions.ServesNode"/>) for one <see cref="Pool"/> over a unix socket, HTTP/2
 /// only (gRPC), with Kestrel. The pool stays owned by the caller. Without a pool (a node of a cluster
 /// whose pool is elsewhere) it serves Identity and Node only.
@@ -22,6 +23,7 @@ public sealed class CsiServer : IAsyncDisposable
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
     private WebApplication? _app;
+    private ContentRequests? _contentRequests;
 
     /// <summary>Creates a server; nothing listens until <see cref="StartAsync"/>.</summary>
     public CsiServer(Pool pool, CsiServerOptions options, ILoggerFactory? loggerFactory = null)
@@ -92,6 +94,11 @@ public sealed class CsiServer : IAsyncDisposable
             builder.Services.AddSingleton<ControllerService>();
             builder.Services.AddSingleton<GroupControllerService>();
             builder.Services.AddSingleton<SnapshotMetadataService>();
+
+            // Opened before serving: a request a crash interrupted is finished before any client can attach.
+            _contentRequests ??= ContentRequests.Open(_pool, _options.Attachments ?? new Dolly.Nbd.ExportAttachments(), _loggerFactory.CreateLogger<ContentRequests>());
+            builder.Services.AddSingleton(_contentRequests);
+            builder.Services.AddSingleton<VolumeContentService>();
         }
 
         if (_options.ServesNode)
@@ -113,6 +120,7 @@ public sealed class CsiServer : IAsyncDisposable
             app.MapGrpcService<ControllerService>();
             app.MapGrpcService<GroupControllerService>();
             app.MapGrpcService<SnapshotMetadataService>();
+            app.MapGrpcService<VolumeContentService>();
         }
         if (_options.ServesNode)
         {
@@ -154,6 +162,8 @@ public sealed class CsiServer : IAsyncDisposable
                 File.Delete(SocketPath);
             }
 
+            _contentRequests?.Dispose();
+            _contentRequests = null;
             CsiLog.Stopped(_logger, SocketPath);
         }
     }

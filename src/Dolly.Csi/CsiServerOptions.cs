@@ -59,4 +59,11 @@ public sealed record CsiServerOptions
 
     /// <summary>Whether the Node service is configured.</summary>
     public bool ServesNode => !string.IsNullOrEmpty(NodeId) && NbdServer is not null;
+
+    /// <summary>
+    /// Who holds which volume: the NBD server's attachment records, shared with it. A content request
+    /// (dolly.v1.VolumeContentService) is applied only while nobody holds the volume. Null when this process serves no
+    /// NBD: then nobody can hold a volume through it.
+    /// </summary>
+    public Dolly.Nbd.ExportAttachments? Attachments { get; init; }
 }

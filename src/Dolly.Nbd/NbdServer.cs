@@ -189,7 +189,7 @@ public sealed class NbdServer : IAsyncDisposable
             }
 
             long id = Interlocked.Increment(ref _nextConnectionId);
-            var connection = new NbdConnection(id, client, isTcp, _catalog, _options, _pool, _time, _logger);
+            var connection = new NbdConnection(id, client, isTcp, _catalog.ForConnection(id, Describe(client, isTcp)), _options, _pool, _time, _logger);
 
             // Check and add under one lock: each listener has its own accept loop, and two loops checking the
             // count at once could both admit the last slot.
@@ -233,6 +233,22 @@ public sealed class NbdServer : IAsyncDisposable
             _ = RunConnectionAsync(id, connection);
         }
     }
+
+    /// <summary>Who a client is, for the attachment records: its TCP address, or the unix socket.</summary>
+    private static string Describe(Socket client, bool isTcp)
+    {
+        try
+        {
+            return isTcp ? $"tcp {client.RemoteEndPoint}" : "unix socket";
+        }
+        catch (ObjectDisposedException)
+        {
+            return isTcp ? "tcp" : "unix socket";
+        }
+    }
+
+    /// <summary>Which clients hold which exports.</summary>
+    public ExportAttachments Attachments => _catalog.Attachments;
 
     // Called under _admission.
     private NbdConnection? LongestIdle()
@@ -280,6 +296,7 @@ public sealed class NbdServer : IAsyncDisposable
         {
             _connections.TryRemove(id, out _);
             await connection.DisposeAsync().ConfigureAwait(false);
+            _catalog.Attachments.Release(id);
             if (Interlocked.Decrement(ref _running) == 0)
             {
                 // The last connection is gone: nothing will reuse the free buffers soon, give them back.

@@ -147,6 +147,9 @@ internal sealed class LocalStack : IAsyncDisposable
         // ends the start here, and StartAsync stops what had started.
         ct.ThrowIfCancellationRequested();
         bool node = options.NodeId is not null && options.Nbd is not null;
+
+        // Shared: the NBD server records who holds each volume; the driver applies content requests only to volumes nobody holds.
+        var attachments = new ExportAttachments();
         _csi = new CsiServer(
             pool,
             new CsiServerOptions
@@ -155,6 +158,7 @@ internal sealed class LocalStack : IAsyncDisposable
                 NodeId = node ? options.NodeId : null,
                 NbdSocketPath = node ? options.Nbd!.UnixSocketPath : null,
                 NodeAttach = options.NodeAttach,
+                Attachments = attachments,
             },
             loggers);
         try
@@ -174,7 +178,7 @@ internal sealed class LocalStack : IAsyncDisposable
                 throw new CliFailureException(ExitCodes.InvalidArgument, problem);
             }
 
-            _nbd = new NbdServer(new ExportCatalog(pool), nbdOptions, loggers.CreateLogger<NbdServer>());
+            _nbd = new NbdServer(new ExportCatalog(pool, attachments), nbdOptions, loggers.CreateLogger<NbdServer>());
             try
             {
                 _nbd.Start();

@@ -231,6 +231,11 @@ internal static class UpCommand
         await using var stack = await LocalStack.StartAsync(pool, options, loggers, ct).ConfigureAwait(false);
         ct.ThrowIfCancellationRequested();
         var api = stack.Api;
+        if (api is not null)
+        {
+            // The embedded server starts empty; a default group class lets a VolumeGroupSnapshot name none.
+            await DefaultClasses.EnsureGroupSnapshotClassAsync(stack.Client, ct).ConfigureAwait(false);
+        }
 
         var o = context.Host.Out;
         await o.WriteLineAsync("Dolly is up (Ctrl-C stops it)").ConfigureAwait(false);
