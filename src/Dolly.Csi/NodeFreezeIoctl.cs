@@ -1,11 +1,12 @@
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 
 namespace Dolly.Csi;
 
 /// <summary>
 /// FIFREEZE and FITHAW (linux/fs.h) on the file system that holds a path. A freeze belongs to the file system
 /// (its superblock), not to the descriptor: closing the descriptor does not thaw, which is why the node keeps a
-/// durable record of what it froze.
+/// durable record of what it froze. A freeze window holds its handle open from FIFREEZE to FITHAW.
 /// </summary>
 internal static partial class NodeFreezeIoctl
 {
@@ -33,21 +34,52 @@ internal static partial class NodeFreezeIoctl
     /// <summary>Thaws the file system holding <paramref name="path"/>; 0 or errno (<see cref="EInval"/> when it was not frozen).</summary>
     public static int Thaw(string path) => Call(path, FiThaw);
 
-    private static int Call(string path, uint request)
+    /// <summary>
+    /// Opens <paramref name="path"/> (a directory) for freezing through the handle: while it is open the mount cannot
+    /// be unmounted (EBUSY), and a thaw through it reaches the same file system even if the path changed meanwhile.
+    /// </summary>
+    public static int Open(string path, out SafeFileHandle handle)
     {
-        int fd = Open(path, ReadOnly | CloseOnExec);
+        int fd = OpenCore(path, ReadOnly | CloseOnExec);
         if (fd < 0)
         {
+            handle = new SafeFileHandle();
             return Marshal.GetLastPInvokeError();
         }
 
+        handle = new SafeFileHandle(fd, ownsHandle: true);
+        return 0;
+    }
+
+    /// <summary>FIFREEZE through an open handle; 0 or errno.</summary>
+    public static int Freeze(SafeFileHandle handle) => Control(handle, FiFreeze);
+
+    /// <summary>FITHAW through an open handle; 0 or errno.</summary>
+    public static int Thaw(SafeFileHandle handle) => Control(handle, FiThaw);
+
+    private static int Control(SafeFileHandle handle, uint request)
+    {
+        bool added = false;
         try
         {
-            return Ioctl(fd, request, 0) < 0 ? Marshal.GetLastPInvokeError() : 0;
+            handle.DangerousAddRef(ref added);
+            return Ioctl((int)handle.DangerousGetHandle(), request, 0) < 0 ? Marshal.GetLastPInvokeError() : 0;
         }
         finally
         {
-            _ = Close(fd);
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
+    private static int Call(string path, uint request)
+    {
+        int errno = Open(path, out var handle);
+        using (handle)
+        {
+            return errno != 0 ? errno : Control(handle, request);
         }
     }
 
@@ -55,11 +87,8 @@ internal static partial class NodeFreezeIoctl
     public static string Describe(int errno) => $"{Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})";
 
     [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int Open(string path, int flags);
+    private static partial int OpenCore(string path, int flags);
 
     [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
     private static partial int Ioctl(int fd, nuint request, int argument);
-
-    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
-    private static partial int Close(int fd);
 }

@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
+using Microsoft.Win32.SafeHandles;
 
 namespace Dolly.Csi;
 
@@ -65,10 +66,12 @@ internal sealed partial class NodeFreezer
                 continue;
             }
 
-            int errno = NodeFreezeIoctl.Thaw(record.MountPath);
-            if (errno is 0 or NodeFreezeIoctl.EInval || !Directory.Exists(record.MountPath))
+            // Never FITHAW a path that is no longer a mount: that would reach the file system beneath it.
+            bool mounted = NodeCommands.IsMountPoint(record.MountPath);
+            int errno = mounted ? NodeFreezeIoctl.Thaw(record.MountPath) : NodeFreezeIoctl.EInval;
+            if (errno is 0 or NodeFreezeIoctl.EInval)
             {
-                NodeFreezeLog.LeftoverThawed(_logger, record.VolumeId, record.MountPath, errno == 0 ? "thawed" : "was not frozen");
+                NodeFreezeLog.LeftoverThawed(_logger, record.VolumeId, record.MountPath, errno == 0 ? "thawed" : mounted ? "was not frozen" : "no longer mounted");
                 File.Delete(file);
             }
             else
@@ -140,6 +143,7 @@ internal sealed partial class NodeFreezer
         private readonly NodeFreezer _owner;
         private readonly Lock _lock = new();
         private ITimer? _deadline;
+        private SafeFileHandle? _handle;
         private long _started;
         private long _frozenAt;
         private WindowResult? _result;
@@ -163,10 +167,22 @@ internal sealed partial class NodeFreezer
             File.WriteAllText(path + ".tmp", JsonSerializer.Serialize(record, FrozenJsonContext.Default.FrozenMount));
             File.Move(path + ".tmp", path, overwrite: true);
 
+            // The handle is opened before the mount is checked and held to the thaw: the mount cannot go away under
+            // it (umount fails with EBUSY), so the freeze and the thaw reach the staged file system and never the
+            // one beneath the staging path.
+            int errno = NodeFreezeIoctl.Open(MountPath, out var handle);
+            if (errno != 0 || !NodeCommands.IsMountPoint(MountPath))
+            {
+                handle.Dispose();
+                File.Delete(path);
+                throw CsiStatus.Fail(StatusCode.FailedPrecondition, $"FreezeWindow '{VolumeId}': its staging path {MountPath} is not mounted{(errno != 0 ? $" ({NodeFreezeIoctl.Describe(errno)})" : "")}");
+            }
+
             _started = _owner._time.GetTimestamp();
-            int errno = NodeFreezeIoctl.Freeze(MountPath);
+            errno = NodeFreezeIoctl.Freeze(handle);
             if (errno != 0)
             {
+                handle.Dispose();
                 File.Delete(path);
                 throw errno switch
                 {
@@ -177,6 +193,7 @@ internal sealed partial class NodeFreezer
             }
 
             _frozenAt = _owner._time.GetTimestamp();
+            _handle = handle;
             long took = (long)_owner._time.GetElapsedTime(_started, _frozenAt).TotalMicroseconds;
             NodeFreezeLog.Frozen(_owner._logger, VolumeId, MountPath, took);
             lock (_lock)
@@ -222,7 +239,7 @@ internal sealed partial class NodeFreezer
                 }
 
                 _deadline?.Dispose();
-                int errno = NodeFreezeIoctl.Thaw(MountPath);
+                int errno = NodeFreezeIoctl.Thaw(_handle!);
                 long thawed = _owner._time.GetTimestamp();
 
                 // EINVAL: not frozen any more (an operator ran fsfreeze -u); thawed either way.
@@ -232,6 +249,7 @@ internal sealed partial class NodeFreezer
                     throw CsiStatus.Fail(StatusCode.Internal, $"FreezeWindow '{VolumeId}': FITHAW on {MountPath} failed: {NodeFreezeIoctl.Describe(errno)}; the node retries at its next start");
                 }
 
+                _handle!.Dispose();
                 File.Delete(_owner.RecordPath(VolumeId));
                 _owner._open.TryRemove(new KeyValuePair<string, Window>(VolumeId, this));
                 var result = new WindowResult(

@@ -98,11 +98,16 @@ public sealed class NodeFreezeTests : CsiTestBase
         string staging = await StageAsync("pvc-crash");
         string state = Path.Combine(Dir, "node");
 
-        // A freezer whose process "dies" with the file system frozen: its window is never thawed or disposed.
-        var crashed = new NodeFreezer(state, new FakeTimeProvider(), NullLogger.Instance);
-        _ = crashed.Freeze("pvc-crash", TimeSpan.FromSeconds(60));
+        // What a node process that died mid-window leaves: the file system frozen (the kernel closed its handle,
+        // which does not thaw) and its record.
+        Assert.Equal(0, NodeFreezeIoctl.Freeze(staging));
+        Directory.CreateDirectory(Path.Combine(state, "frozen"));
+        await File.WriteAllTextAsync(
+            Path.Combine(state, "frozen", "pvc-crash.json"),
+            System.Text.Json.JsonSerializer.Serialize(new FrozenMount("pvc-crash", staging), FrozenJsonContext.Default.FrozenMount),
+            Token);
+        await File.WriteAllTextAsync(Path.Combine(state, "frozen", "torn.json"), "{\"VolumeId\":", Token);
         Assert.True(IsFrozen(staging));
-        Assert.Single(FrozenRecords());
 
         var restarted = new NodeFreezer(state, TimeProvider.System, NullLogger.Instance);
         Assert.Equal([staging], restarted.ThawLeftovers());
@@ -180,6 +185,27 @@ public sealed class NodeFreezeTests : CsiTestBase
             {
             }
         }, mentions);
+    }
+
+    [Fact]
+    public async Task Restart_ThroughTheServer_ThawsBeforeServing()
+    {
+        NodeCleanup.RequireBlockStack();
+        string staging = await StageAsync("pvc-restart");
+        string state = Path.Combine(Dir, "node");
+        Assert.Equal(0, NodeFreezeIoctl.Freeze(staging));
+        Directory.CreateDirectory(Path.Combine(state, "frozen"));
+        await File.WriteAllTextAsync(
+            Path.Combine(state, "frozen", "pvc-restart.json"),
+            System.Text.Json.JsonSerializer.Serialize(new FrozenMount("pvc-restart", staging), FrozenJsonContext.Default.FrozenMount),
+            Token);
+
+        // The same driver started again (its pool is this one; only the node's start-up matters here).
+        await Server.StopAsync(Token);
+        Assert.True(IsFrozen(staging));
+        await Server.StartAsync(Token);
+        Assert.False(IsFrozen(staging), "the restarted server did not thaw what its previous run left frozen");
+        Assert.Empty(FrozenRecords());
     }
 
     /// <summary>Whether the file system is frozen: a FIFREEZE of a frozen one fails with EBUSY (one that succeeds is undone).</summary>

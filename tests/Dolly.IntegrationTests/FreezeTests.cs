@@ -162,6 +162,44 @@ public sealed class FreezeTests(DollyUp up)
         });
     }
 
+    [Fact]
+    public async Task Schedule_WithFreeze_FiresOnTheMinute_FrozenAndReported()
+    {
+        await SetUpAsync();
+        var output = TestContext.Current.TestOutputHelper!;
+        await up.WithMounted(Ns, "journal", async dir =>
+        {
+            (await up.Apply($$$"""
+                apiVersion: dolly.io/v1alpha1
+                kind: SnapshotSchedule
+                metadata: {name: minutely, namespace: {{{Ns}}}}
+                spec:
+                  schedule: "* * * * *"
+                  hooks: {freeze: true, freezeTimeout: 1s}
+                  retention: {maxCount: 2}
+                """)).ShouldSucceed();
+            try
+            {
+                // The first run at the next minute boundary: its snapshot is frozen, and the schedule says so.
+                Assert.True(
+                    await DollyUp.Eventually(async () => (await up.Field("snapshotschedule/minutely", Ns, ".status.claims[0].frozenMicroseconds")).Length > 0, 100),
+                    "no frozen scheduled snapshot: " + await up.Field("snapshotschedule/minutely", Ns, ".status"));
+                string snapshot = await up.Field("snapshotschedule/minutely", Ns, ".status.claims[0].snapshot");
+                string due = await up.Field("volumesnapshot/" + snapshot, Ns, ".metadata.annotations.dolly\\.io/scheduled-time");
+                string created = await up.Field("volumesnapshot/" + snapshot, Ns, ".metadata.creationTimestamp");
+                string frozen = await up.Field("snapshotschedule/minutely", Ns, ".status.claims[0].freeze");
+                var lag = DateTimeOffset.Parse(created, CultureInfo.InvariantCulture) - DateTimeOffset.Parse(due, CultureInfo.InvariantCulture);
+                output.WriteLine($"schedule firing lag (due {due} -> VolumeSnapshot created {created}, 1 s resolution): {lag.TotalSeconds:F0} s; {frozen}");
+                Assert.StartsWith("frozen ", frozen, StringComparison.Ordinal);
+                Assert.InRange(lag.TotalSeconds, 0, 5);
+            }
+            finally
+            {
+                (await up.Kubectl("delete", "snapshotschedule", "minutely", "-n", Ns)).ShouldSucceed();
+            }
+        });
+    }
+
     private static FreezeWindowRequest Freeze(string volume, uint timeoutMs) =>
         new() { Freeze = new FreezeWindowRequest.Types.Freeze { VolumeId = volume, TimeoutMs = timeoutMs } };
 

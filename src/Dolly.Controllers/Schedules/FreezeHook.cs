@@ -191,8 +191,9 @@ internal sealed class FreezeHook(ControllerContext c)
                 await call.RequestStream.WriteAsync(new FreezeWindowRequest { Thaw = new FreezeWindowRequest.Types.Thaw() }, ct).ConfigureAwait(false);
                 await call.RequestStream.CompleteAsync().ConfigureAwait(false);
             }
-            catch (RpcException)
+            catch (Exception e) when (e is RpcException or InvalidOperationException)
             {
+                // The stream is already over (the node answered with an error); the read below says how.
             }
         }
 
