@@ -1,5 +1,6 @@
 using Dolly.Controllers.Model;
 using Dolly.Controllers.Runtime;
+using Dolly.Controllers.Schedules;
 using Microsoft.Extensions.Logging;
 using Dolly.Csi.V1;
 using Grpc.Core;
@@ -11,16 +12,19 @@ namespace Dolly.Controllers;
 /// (CreateSnapshot, idempotent by name, with the being-created annotation held across the call so a
 /// timed-out snapshot is never leaked), checks that a pre-provisioned content's snapshot exists
 /// (ListSnapshots by id), writes the content's status, and on deletion calls DeleteSnapshot when the
-/// policy is Delete before letting the content go.
+/// policy is Delete before letting the content go. A snapshot annotated <c>dolly.io/freeze: "true"</c> is cut
+/// inside a freeze window of the node that stages its volume (<see cref="FreezeHook"/>).
 /// </summary>
 internal sealed class ContentController : Reconciler
 {
     private readonly ControllerContext _c;
+    private readonly FreezeHook _freeze;
 
     public ContentController(ControllerContext context)
         : base("csi-snapshotter", context.Options.RetryBaseDelay, context.Options.RetryMaxDelay, context.Loggers.CreateLogger<ContentController>())
     {
         _c = context;
+        _freeze = new FreezeHook(context);
         context.Cluster.Contents.OnChange((_, content) =>
         {
             if (content is not null && content.Spec.Driver == context.Options.DriverName)
@@ -99,17 +103,46 @@ internal sealed class ContentController : Reconciler
             }
         }
 
+        // dolly.io/freeze on the VolumeSnapshot (set by a user or a schedule with hooks.freeze): cut inside a freeze window.
+        var snapshotRef = content.Spec.VolumeSnapshotRef;
+        var snapshot = _c.Cluster.Snapshots.Get(snapshotRef.NamespaceProperty ?? "", snapshotRef.Name ?? "") is { } found && found.Metadata.Uid == uid ? found : null;
+        var (freeze, freezeProblem) = FreezeRequest.Of(snapshot?.Metadata.Annotations);
+        if (freezeProblem is not null)
+        {
+            await FailAsync(content, Reasons.SnapshotCreationFailed, $"VolumeSnapshot {snapshotRef.NamespaceProperty}/{snapshotRef.Name}: {freezeProblem}", ct).ConfigureAwait(false);
+            throw new RetryLaterException(freezeProblem);
+        }
+
         if (Cluster.Annotation(content.Metadata, Names.BeingCreatedAnnotation) != PolicyValues.Yes)
         {
             content = await _c.Cluster.PatchContentAsync(content, new MergePatch().Annotation(Names.BeingCreatedAnnotation, PolicyValues.Yes), ct).ConfigureAwait(false);
         }
 
         CreateSnapshotResponse response;
+        FreezeHook.Outcome? frozen = null;
         try
         {
             var request = new CreateSnapshotRequest { Name = Names.CsiSnapshotName(uid), SourceVolumeId = volumeHandle };
             request.Parameters.Add(parameters);
-            response = await _c.Csi.CreateSnapshotAsync(request, _c.CsiCall(ct)).ConfigureAwait(false);
+            if (freeze is null)
+            {
+                response = await _c.Csi.CreateSnapshotAsync(request, _c.CsiCall(ct)).ConfigureAwait(false);
+            }
+            else
+            {
+                frozen = await _freeze.CutAsync(
+                    volumeHandle,
+                    freeze,
+                    async () => await _c.Csi.CreateSnapshotAsync(request, _c.CsiCall(ct)).ConfigureAwait(false),
+                    async id => await _c.Csi.DeleteSnapshotAsync(new DeleteSnapshotRequest { SnapshotId = id }, _c.CsiCall(ct)).ConfigureAwait(false),
+                    ct).ConfigureAwait(false);
+                response = frozen.Response;
+            }
+        }
+        catch (FreezeFailedException ex)
+        {
+            await FailAsync(content, "SnapshotFreezeFailed", ex.Message, ct).ConfigureAwait(false);
+            throw new RetryLaterException(ex.Message, ex);
         }
         catch (RpcException ex) when (!ct.IsCancellationRequested)
         {
@@ -120,6 +153,10 @@ internal sealed class ContentController : Reconciler
 
         content = await WriteStatusAsync(content, response.Snapshot, ct).ConfigureAwait(false);
         await _c.Cluster.PatchContentAsync(content, new MergePatch().Annotation(Names.BeingCreatedAnnotation, null), ct).ConfigureAwait(false);
+        if (frozen is not null && snapshot is not null)
+        {
+            await _freeze.ReportAsync(snapshot, frozen, ct).ConfigureAwait(false);
+        }
     }
 
     private async Task<Outcome> RefreshAsync(VolumeSnapshotContent content, string snapshotHandle, CancellationToken ct)

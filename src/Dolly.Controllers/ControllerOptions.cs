@@ -54,6 +54,13 @@ public sealed record ControllerOptions
     /// <summary>How often every object is reconciled again even without a change.</summary>
     public TimeSpan Resync { get; init; } = TimeSpan.FromMinutes(10);
 
+    /// <summary>
+    /// The driver's socket also serves the one node every volume is staged on, with Dolly's node service
+    /// (dolly.node.v1.DollyNode): <c>dolly up</c> serving its own node. Freeze windows (the dolly.io/freeze
+    /// annotation, a schedule's hooks.freeze) are opened there; without it a freeze fails as unreachable.
+    /// </summary>
+    public bool DriverServesNode { get; init; }
+
     /// <summary>Where the controllers record upstream's snapshot and CSI call series; none when null.</summary>
     public ControllerMetrics? Metrics { get; init; }
 }

@@ -11,8 +11,8 @@ namespace Dolly.Csi;
 
 /// <summary>
 /// Serves the CSI Identity, Controller, GroupController and SnapshotMetadata services, Dolly's own
-/// dolly.v1.VolumeContentService (and Node, when
-/// <see cref="CsiServerOptions.ServesNode"/>) for one <see cref="Pool"/> over a unix socket, HTTP/2
+/// dolly.v1.VolumeContentService (and Node, when <see cref="CsiServerOptions.ServesNode"/>, with Dolly's own node
+/// service, dolly.node.v1.DollyNode) for one <see cref="Pool"/> over a unix socket, HTTP/2
 /// only (gRPC), with Kestrel. The pool stays owned by the caller. Without a pool (a node of a cluster
 /// whose pool is elsewhere) it serves Identity and Node only.
 /// </summary>
@@ -104,6 +104,11 @@ public sealed class CsiServer : IAsyncDisposable
         if (_options.ServesNode)
         {
             builder.Services.AddSingleton(sp => new NodeService(_pool, _options, sp.GetRequiredService<ILogger<NodeService>>()));
+
+            // A node restarted while it held a file system frozen thaws it before it serves anything.
+            var freezer = new NodeFreezer(NodeService.StateDirectory(_options), _options.TimeProvider, _loggerFactory.CreateLogger<NodeFreezer>());
+            freezer.ThawLeftovers();
+            builder.Services.AddSingleton(new NodeFreezeService(freezer));
         }
 
         builder.Services.AddGrpc(grpc => grpc.Interceptors.Add<CsiLoggingInterceptor>());
@@ -125,6 +130,7 @@ public sealed class CsiServer : IAsyncDisposable
         if (_options.ServesNode)
         {
             app.MapGrpcService<NodeService>();
+            app.MapGrpcService<NodeFreezeService>();
         }
 
         await app.StartAsync(cancellationToken).ConfigureAwait(false);

@@ -57,6 +57,9 @@ public sealed record CsiServerOptions
     /// <summary>Null when this machine can attach through the kernel NBD driver; otherwise what it lacks (the device, nbd-client), in words for an operator.</summary>
     public string? KernelNbdMissing() => KernelNbd.Missing();
 
+    /// <summary>The clock of freeze deadlines (a fake one in tests).</summary>
+    internal TimeProvider TimeProvider { get; init; } = TimeProvider.System;
+
     /// <summary>Whether the Node service is configured.</summary>
     public bool ServesNode => !string.IsNullOrEmpty(NodeId) && NbdServer is not null;
 

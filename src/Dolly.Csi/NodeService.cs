@@ -39,7 +39,7 @@ internal sealed partial class NodeService : Node.NodeBase, IAsyncDisposable
         _options = options;
         _nbd = options.NbdServer ?? throw new ArgumentException("the Node service needs an NBD server", nameof(options));
         _logger = logger;
-        _stateDir = Path.GetFullPath(options.NodeStateDirectory ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.SocketPath))!, "node"));
+        _stateDir = StateDirectory(options);
     }
 
     /// <summary>
@@ -348,6 +348,10 @@ internal sealed partial class NodeService : Node.NodeBase, IAsyncDisposable
             _gate.Release();
         }
     }
+
+    /// <summary>Where the node keeps its records: <see cref="CsiServerOptions.NodeStateDirectory"/>, or <c>node</c> next to the socket.</summary>
+    internal static string StateDirectory(CsiServerOptions options) =>
+        Path.GetFullPath(options.NodeStateDirectory ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.SocketPath))!, "node"));
 
     private static void Require(string value, string field, string rpc)
     {

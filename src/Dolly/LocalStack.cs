@@ -223,6 +223,7 @@ internal sealed class LocalStack : IAsyncDisposable
         var controllerOptions = new ControllerOptions
         {
             BindVolumes = _api is not null,
+            DriverServesNode = node,
             Identity = options.Identity,
             Metrics = _controllerMetrics,
         };

@@ -27,12 +27,13 @@ internal sealed class ControllerHarness : IAsyncDisposable
     public Kubernetes Client { get; }
 
     public static async Task<ControllerHarness> StartAsync(
-        string identity, CancellationToken ct, Interceptor? interceptor = null, TimeProvider? time = null)
+        string identity, CancellationToken ct, Interceptor? interceptor = null, TimeProvider? time = null, bool node = false)
     {
-        var harness = new ControllerHarness(await DriverStack.StartAsync($"dolly-{identity}-", ct));
+        var harness = new ControllerHarness(await DriverStack.StartAsync($"dolly-{identity}-", ct, node));
         var options = new ControllerOptions
         {
             BindVolumes = true,
+            DriverServesNode = node,
             Identity = identity,
             RetryBaseDelay = TimeSpan.FromMilliseconds(50),
             RetryMaxDelay = TimeSpan.FromMilliseconds(500),

@@ -18,14 +18,23 @@ internal sealed class DriverStack : IAsyncDisposable
     private readonly ApiServer _api;
     private readonly CsiServer _csi;
 
-    private DriverStack(string dir, ApiServer api, Pool pool, CsiServer csi)
+    private readonly Dolly.Nbd.NbdServer? _nbd;
+
+    private DriverStack(string dir, ApiServer api, Pool pool, CsiServer csi, Dolly.Nbd.NbdServer? nbd = null)
     {
         _dir = dir;
         _api = api;
         Pool = pool;
         _csi = csi;
+        _nbd = nbd;
         Channel = DollyControllers.ConnectCsi(CsiSocket);
     }
+
+    /// <summary>The scratch directory (node staging paths go under it).</summary>
+    public string Directory => _dir;
+
+    /// <summary>Whether the driver also serves the Node service (and Dolly's node service), attaching through an NBD server over the pool.</summary>
+    public bool ServesNode => _nbd is not null;
 
     public Pool Pool { get; }
 
@@ -39,16 +48,27 @@ internal sealed class DriverStack : IAsyncDisposable
     /// <summary>A new client of the API server; the caller disposes it.</summary>
     public Kubernetes NewClient() => new(KubernetesClientConfiguration.BuildConfigFromConfigFile(_api.KubeconfigPath));
 
-    public static async Task<DriverStack> StartAsync(string prefix, CancellationToken ct)
+    /// <summary>A stack; with <paramref name="node"/>, the driver serves this machine as its one node too, as on <c>dolly up</c>.</summary>
+    public static async Task<DriverStack> StartAsync(string prefix, CancellationToken ct, bool node = false)
     {
         string dir = Path.Combine(Path.GetTempPath(), prefix + Guid.NewGuid().ToString("N")[..10]);
-        Directory.CreateDirectory(dir);
+        System.IO.Directory.CreateDirectory(dir);
         var api = new ApiServer(new ApiServerOptions(Path.Combine(dir, "api"), "127.0.0.1", 0));
         await api.StartAsync(ct);
         var pool = Pool.Create(Path.Combine(dir, "pool")).Value;
-        var csi = new CsiServer(pool, new CsiServerOptions { SocketPath = Path.Combine(dir, "csi.sock") });
+        var options = new CsiServerOptions { SocketPath = Path.Combine(dir, "csi.sock") };
+        Dolly.Nbd.NbdServer? nbd = null;
+        if (node)
+        {
+            string nbdSocket = Path.Combine(dir, "nbd.sock");
+            nbd = new Dolly.Nbd.NbdServer(new Dolly.Nbd.ExportCatalog(pool), new Dolly.Nbd.NbdServerOptions { UnixSocketPath = nbdSocket });
+            nbd.Start();
+            options = options with { NodeId = "node-1", NbdSocketPath = nbdSocket, NodeStateDirectory = Path.Combine(dir, "node"), NodeAttach = NodeAttachMode.Nbdfuse };
+        }
+
+        var csi = new CsiServer(pool, options);
         await csi.StartAsync(ct);
-        return new DriverStack(dir, api, pool, csi);
+        return new DriverStack(dir, api, pool, csi, nbd);
     }
 
     /// <summary>StorageClass <c>dolly</c> (Delete, expansion allowed) and a default VolumeSnapshotClass, both of Dolly's driver.</summary>
@@ -90,8 +110,13 @@ internal sealed class DriverStack : IAsyncDisposable
     {
         Channel.Dispose();
         await _csi.DisposeAsync();
+        if (_nbd is not null)
+        {
+            await _nbd.DisposeAsync();
+        }
+
         Pool.Dispose();
         await _api.DisposeAsync();
-        Directory.Delete(_dir, recursive: true);
+        System.IO.Directory.Delete(_dir, recursive: true);
     }
 }

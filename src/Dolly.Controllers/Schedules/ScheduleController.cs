@@ -115,7 +115,8 @@ internal sealed class ScheduleController : Reconciler
             ?? (schedule.IsCluster ? LabelSelectors.Problem(schedule.Spec.NamespaceSelector, "spec.namespaceSelector") : null)
             ?? (schedule.Spec.SnapshotClassName is { Length: > 0 } cls && _c.Cluster.SnapshotClasses.Get(cls) is null
                 ? $"spec.snapshotClassName \"{cls}\" names no VolumeSnapshotClass; no snapshot is taken until it exists (every run would leave one that never becomes ready)"
-                : null);
+                : null)
+            ?? HooksProblem(schedule.Spec.Hooks);
         if (timing is null || error is not null)
         {
             if (status.Error != error)
@@ -144,6 +145,7 @@ internal sealed class ScheduleController : Reconciler
             await _c.Events.RecordAsync(schedule, results.Any(r => r.Result == Failed) ? EventRecorder.Warning : EventRecorder.Normal, "ScheduledRun", summary, cancellationToken).ConfigureAwait(false);
         }
 
+        FreezeResults(next);
         var nextRun = suspended ? null : timing.Next(now > anchor ? now : anchor);
         next.NextRun = nextRun?.UtcDateTime;
         await CheckUnchangedAsync(schedule, next, cancellationToken).ConfigureAwait(false);
@@ -215,6 +217,16 @@ internal sealed class ScheduleController : Reconciler
             annotations[ScheduleNames.CompareWithAnnotation] = previous.Metadata.Name;
         }
 
+        if (schedule.Spec.Hooks is { Freeze: true } hooks)
+        {
+            annotations[FreezeNames.FreezeAnnotation] = "true";
+            annotations[FreezeNames.OnErrorAnnotation] = hooks.OnError ?? FreezeNames.Fail;
+            if (hooks.FreezeTimeout is { } timeout)
+            {
+                annotations[FreezeNames.TimeoutAnnotation] = timeout;
+            }
+        }
+
         var snapshot = new VolumeSnapshot
         {
             Metadata = new V1ObjectMeta
@@ -250,6 +262,30 @@ internal sealed class ScheduleController : Reconciler
         catch (HttpOperationException ex) when (ex.Response.StatusCode is HttpStatusCode.Forbidden or HttpStatusCode.UnprocessableEntity or HttpStatusCode.BadRequest or HttpStatusCode.NotFound)
         {
             return Set(result, Failed, null, $"creating VolumeSnapshot {claim.Metadata.NamespaceProperty}/{name} was refused: {(int)ex.Response.StatusCode} {ex.Response.Content}");
+        }
+    }
+
+    /// <summary>Why spec.hooks is invalid; null when it is valid or absent.</summary>
+    internal static string? HooksProblem(ScheduleHooks? hooks) => hooks switch
+    {
+        null => null,
+        { FreezeTimeout: { } t } when FreezeRequest.ParseTimeout(t) is null =>
+            $"spec.hooks.freezeTimeout \"{t}\" is not a duration of 1ms to 60s such as 500ms, 2s or 1s500ms",
+        { OnError: { } e } when e is not (FreezeNames.Fail or FreezeNames.Continue) =>
+            $"spec.hooks.onError \"{e}\" must be {FreezeNames.Fail} or {FreezeNames.Continue}",
+        _ => null,
+    };
+
+    /// <summary>Copies each claim's freeze outcome, written on its snapshot after the cut, into the run's results.</summary>
+    private void FreezeResults(SnapshotScheduleStatus status)
+    {
+        foreach (var r in status.Claims ?? [])
+        {
+            if (r.Snapshot is { } name && _c.Cluster.Snapshots.Get(r.Namespace, name) is { } s && Cluster.Annotation(s.Metadata, FreezeNames.ResultAnnotation) is { } summary)
+            {
+                r.Freeze = summary;
+                r.FrozenMicroseconds = long.TryParse(Cluster.Annotation(s.Metadata, FreezeNames.FrozenMicrosecondsAnnotation), NumberStyles.None, CultureInfo.InvariantCulture, out long us) ? us : null;
+            }
         }
     }
 

@@ -58,6 +58,25 @@ public sealed class SnapshotScheduleSpec
 
     /// <summary>Which snapshots to keep; all when absent.</summary>
     [JsonPropertyName("retention")] public RetentionSpec? Retention { get; set; }
+
+    /// <summary>Consistency hooks around each snapshot's cut.</summary>
+    [JsonPropertyName("hooks")] public ScheduleHooks? Hooks { get; set; }
+}
+
+/// <summary>
+/// Consistency hooks: with <see cref="Freeze"/>, each snapshot is annotated <c>dolly.io/freeze: "true"</c> (with
+/// the timeout and onError), so it is cut while the node that stages the claim holds its file system frozen.
+/// </summary>
+public sealed class ScheduleHooks
+{
+    /// <summary>Freeze each claim's mounted file system around its snapshot's cut.</summary>
+    [JsonPropertyName("freeze")] public bool? Freeze { get; set; }
+
+    /// <summary>The node thaws by itself this long after the freeze whatever happens (1ms..60s, default 2s).</summary>
+    [JsonPropertyName("freezeTimeout")] public string? FreezeTimeout { get; set; }
+
+    /// <summary><c>Fail</c> (default): a failed freeze fails that snapshot; <c>Continue</c>: it is cut unfrozen and the failure reported.</summary>
+    [JsonPropertyName("onError")] public string? OnError { get; set; }
 }
 
 /// <summary>
@@ -124,6 +143,12 @@ public sealed class ClaimRunResult
 
     /// <summary>Why it was skipped or failed.</summary>
     [JsonPropertyName("message")] public string? Message { get; set; }
+
+    /// <summary>With hooks.freeze: how the freeze around the cut went, once the snapshot is cut.</summary>
+    [JsonPropertyName("freeze")] public string? Freeze { get; set; }
+
+    /// <summary>With hooks.freeze: microseconds the file system was frozen (FIFREEZE to FITHAW), once cut frozen.</summary>
+    [JsonPropertyName("frozenMicroseconds")] public long? FrozenMicroseconds { get; set; }
 }
 
 /// <summary>A snapshot the schedule keeps, and why.</summary>
