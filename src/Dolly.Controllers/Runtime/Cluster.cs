@@ -73,6 +73,7 @@ internal sealed partial class Cluster
             log);
         Schedules = Custom<SnapshotSchedule>(client, ScheduleNames.NamespacedKind, ScheduleNames.Group, ScheduleNames.Version, ScheduleNames.NamespacedPlural, log);
         ClusterSchedules = Custom<SnapshotSchedule>(client, ScheduleNames.ClusterKind, ScheduleNames.Group, ScheduleNames.Version, ScheduleNames.ClusterPlural, log);
+        Goldens = Custom<Golden.GoldenSnapshot>(client, Golden.GoldenNames.Kind, Golden.GoldenNames.Group, Golden.GoldenNames.Version, Golden.GoldenNames.Plural, log);
     }
 
     public IKubernetes Client { get; }
@@ -106,7 +107,7 @@ internal sealed partial class Cluster
     /// Informers of Dolly's own kinds (dolly.io). Kept apart from <see cref="All"/>: on a cluster without their CRDs
     /// they never sync, and that must hold up only the controllers that read them.
     /// </summary>
-    public IEnumerable<IInformer> Own => [Schedules, ClusterSchedules];
+    public IEnumerable<IInformer> Own => [Schedules, ClusterSchedules, Goldens];
 
     /// <summary>Resync: every handler sees every cached object again.</summary>
     public void Touch()
