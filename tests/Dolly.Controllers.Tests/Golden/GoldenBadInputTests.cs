@@ -106,6 +106,32 @@ public sealed class GoldenBadInputTests(GoldenBadInputFixture fx) : IClassFixtur
         Assert.Equal(0x77, await g.FirstByteAsync("team-b", "fixed"));
     }
 
+    [Fact]
+    public async Task NamespaceBeingDeleted_GetsNothingNew_AndIsReported()
+    {
+        var g = fx.G;
+        var ct = TestContext.Current.CancellationToken;
+        await g.NamespaceAsync("leaving");
+
+        // A finalizer on something inside keeps the namespace Terminating for as long as the test needs.
+        await g.K.CoreV1.CreateNamespacedConfigMapAsync(new k8s.Models.V1ConfigMap { Metadata = new k8s.Models.V1ObjectMeta { Name = "hold", Finalizers = ["test.dolly.io/hold"] } }, "leaving", cancellationToken: ct);
+        await g.K.CoreV1.DeleteNamespaceAsync("leaving", cancellationToken: ct);
+        await Eventually.Until(async () => (await g.K.CoreV1.ReadNamespaceAsync("leaving", cancellationToken: ct)).Status?.Phase == "Terminating", "leaving Terminating");
+        try
+        {
+            await g.CreateGoldenAsync("to-leaving", new { source = Base, namespaces = new[] { "team-a", "leaving" }, snapshotName = "to-leaving" });
+            var golden = await g.StatusAsync("to-leaving", x => x.Status?.Ready == "1/2" && x.Status.Namespaces?.Any(n => n.Name == "leaving" && n.Message is not null) == true, "leaving reported, team-a published");
+            Assert.Equal("the namespace is being deleted: nothing new is published to it", golden.Status!.Namespaces!.Single(n => n.Name == "leaving").Message);
+            Assert.Empty(await g.ObjectsInAsync("leaving", "to-leaving"));
+            Assert.Equal(["VolumeSnapshot/to-leaving", "VolumeSnapshot/to-leaving-r1"], await g.ObjectsInAsync("team-a", "to-leaving"));
+            await Eventually.Until(async () => (await g.EventsAsync("to-leaving")).Any(e => e.Type == "Warning" && e.Reason == "NamespaceBlocked" && e.Message.StartsWith("namespace leaving: the namespace is being deleted", StringComparison.Ordinal)), "the NamespaceBlocked event");
+        }
+        finally
+        {
+            await g.K.CoreV1.PatchNamespacedConfigMapAsync(new k8s.Models.V1Patch("{\"metadata\":{\"finalizers\":null}}", k8s.Models.V1Patch.PatchType.MergePatch), "hold", "leaving", cancellationToken: ct);
+        }
+    }
+
     private object Spec(string name) => name switch
     {
         "both-sources" => new { source = new { volumeSnapshot = new { @namespace = "prod", name = "base" }, persistentVolumeClaim = new { @namespace = "prod", name = "db" } }, namespaceSelector = Selector, snapshotName = name },
