@@ -13,7 +13,7 @@ namespace Dolly.Controllers;
 /// <summary>
 /// Runs Dolly's controllers against an API server (the embedded one or a real cluster's) and a CSI
 /// driver: the snapshot controller, the csi-snapshotter's part, the provisioner with its source guard
-/// and volume reaper, the resizer, snapshot schedules and, when <see cref="ControllerOptions.BindVolumes"/>, the volume
+/// and volume reaper, the resizer, snapshot schedules, golden snapshots and, when <see cref="ControllerOptions.BindVolumes"/>, the volume
 /// binder and the StatefulSet claim maker. With <see cref="ControllerOptions.LeaderElection"/> they run only while this replica holds the
 /// Lease, and <see cref="RunAsync"/> returns when it loses it (the process should then exit and restart).
 /// </summary>
@@ -144,6 +144,7 @@ public static class DollyControllers
         // Made now, so its change handlers see every event; run once the dolly.io informers have listed.
         var schedules = new ScheduleController(context);
         var reverts = new Revert.RevertController(context);
+        var goldens = new Golden.GoldenController(context);
         StatefulSetClaims? statefulSets = null;
         if (options.BindVolumes)
         {
@@ -160,6 +161,7 @@ public static class DollyControllers
             var workers = reconcilers.Select(r => r.RunAsync(options.Workers, stop.Token)).ToList();
             workers.Add(RunWhenSyncedAsync(schedules, [cluster.Schedules, cluster.ClusterSchedules], options.Workers, stop.Token));
             workers.Add(RunWhenSyncedAsync(reverts, [cluster.Reverts], options.Workers, stop.Token));
+            workers.Add(RunWhenSyncedAsync(goldens, [cluster.Goldens], options.Workers, stop.Token));
             if (statefulSets is not null)
             {
                 workers.Add(statefulSets.RunWithInformerAsync(options.Workers, stop.Token));

@@ -483,6 +483,13 @@ internal sealed class SnapshotController : Reconciler
             return;
         }
 
+        // The source of a GoldenSnapshot revision keeps its content (the data every namespace restores from) until the
+        // revision is retired: GoldenController lifts this finalizer then.
+        if (Cluster.HasFinalizer(meta, Golden.GoldenNames.SourceFinalizer))
+        {
+            return;
+        }
+
         // A restore already under way keeps the snapshot until its volume exists; a claim that only names the
         // snapshot does not (the provisioner refuses it: the deletion came first). The cache may lag behind a
         // restore recorded a moment ago, so "none" is confirmed with a fresh read before the deletion goes on.

@@ -73,6 +73,7 @@ internal sealed partial class Cluster
             log);
         Schedules = Custom<SnapshotSchedule>(client, ScheduleNames.NamespacedKind, ScheduleNames.Group, ScheduleNames.Version, ScheduleNames.NamespacedPlural, log);
         ClusterSchedules = Custom<SnapshotSchedule>(client, ScheduleNames.ClusterKind, ScheduleNames.Group, ScheduleNames.Version, ScheduleNames.ClusterPlural, log);
+        Goldens = Custom<Golden.GoldenSnapshot>(client, Golden.GoldenNames.Kind, Golden.GoldenNames.Group, Golden.GoldenNames.Version, Golden.GoldenNames.Plural, log);
         Reverts = Custom<Revert.VolumeRevert>(client, Revert.RevertNames.Kind, Revert.RevertNames.Group, Revert.RevertNames.Version, Revert.RevertNames.Plural, log);
         Indexes.AddTo(this);
     }
@@ -111,7 +112,7 @@ internal sealed partial class Cluster
     /// Informers of Dolly's own kinds (dolly.io). Kept apart from <see cref="All"/>: on a cluster without their CRDs
     /// they never sync, and that must hold up only the controllers that read them.
     /// </summary>
-    public IEnumerable<IInformer> Own => [Schedules, ClusterSchedules, Reverts];
+    public IEnumerable<IInformer> Own => [Schedules, ClusterSchedules, Reverts, Goldens];
 
     /// <summary>Resync: every handler sees every cached object again.</summary>
     public void Touch()

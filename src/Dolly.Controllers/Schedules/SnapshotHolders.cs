@@ -16,7 +16,7 @@ internal interface ISnapshotHolder
 /// <summary>The holders retention asks before it deletes a snapshot.</summary>
 internal static class SnapshotHolders
 {
-    public static IReadOnlyList<ISnapshotHolder> For(Cluster cluster) => [new RestoreSourceHolder(cluster), new KeepAnnotationHolder()];
+    public static IReadOnlyList<ISnapshotHolder> For(Cluster cluster) => [new RestoreSourceHolder(cluster), new KeepAnnotationHolder(), new Golden.GoldenSourceHolder()];
 
     /// <summary>Everything that holds <paramref name="snapshot"/>, in the order of <paramref name="holders"/>.</summary>
     public static List<string> Of(IReadOnlyList<ISnapshotHolder> holders, VolumeSnapshot snapshot) =>
