@@ -97,7 +97,9 @@ internal static class Cli
         root.Subcommands.Add(PoolCommands.Build(context));
         root.Subcommands.Add(VolumeCommands.Build(context));
         root.Subcommands.Add(SnapshotCommands.Build(context));
-        root.Subcommands.Add(RepoCommands.Build(context));
+        var repo = RepoCommands.Build(context);
+        repo.Subcommands.Add(RepoDevServer.Build(context));
+        root.Subcommands.Add(repo);
         root.Subcommands.Add(NbdCommands.Build(context));
         root.Subcommands.Add(UpCommand.Build(context));
         foreach (var command in MountCommands.Build(context))

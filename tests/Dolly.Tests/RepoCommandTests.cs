@@ -69,6 +69,40 @@ public sealed class RepoCommandTests : CliTestBase
         Assert.Equal(await Export("db-2"), await Export("copy2"));
     }
 
+    public static TheoryData<string, Dictionary<string, string?>, int, string> S3Locations => new()
+    {
+        { "s3:///prefix", S3Env(), ExitCodes.InvalidArgument, "no bucket" },
+        { "s3://Bad_Bucket/p", S3Env(), ExitCodes.InvalidArgument, "Bad_Bucket" },
+        { "gs://bucket/p", S3Env(), ExitCodes.InvalidArgument, "unknown scheme 'gs://'" },
+        { "s3://bucket/p", S3Env(without: "AWS_ENDPOINT_URL"), ExitCodes.Usage, "$AWS_ENDPOINT_URL is not set" },
+        { "s3://bucket/p", S3Env(without: "AWS_SECRET_ACCESS_KEY"), ExitCodes.Usage, "$AWS_SECRET_ACCESS_KEY is not set" },
+        { "s3://bucket/p", S3Env(endpoint: "ftp://127.0.0.1:1"), ExitCodes.InvalidArgument, "is not an http:// or https:// URL" },
+        { "s3://bucket/p", S3Env(endpoint: "http://127.0.0.1:1/path"), ExitCodes.InvalidArgument, "has a path or query" },
+    };
+
+    [Theory]
+    [MemberData(nameof(S3Locations))]
+    public async Task S3Location_BadUrlOrMissingVariable_NamesTheProblem(string location, Dictionary<string, string?> s3, int exitCode, string message)
+    {
+        var env = new Dictionary<string, string?>(s3) { ["DOLLY_POOL"] = PoolDir, ["DOLLY_REPO"] = location, ["DOLLY_REPO_KEY"] = Key };
+
+        await RepoFails(exitCode, message, env, "list");
+    }
+
+    private static Dictionary<string, string?> S3Env(string? without = null, string endpoint = "http://127.0.0.1:1")
+    {
+        var env = new Dictionary<string, string?>
+        {
+            ["AWS_ENDPOINT_URL"] = endpoint, ["AWS_ACCESS_KEY_ID"] = "key", ["AWS_SECRET_ACCESS_KEY"] = "secret",
+        };
+        if (without is not null)
+        {
+            env[without] = null;
+        }
+
+        return env;
+    }
+
     [Fact]
     public async Task BadInput_GivesClearErrorsAndExitCodes()
     {

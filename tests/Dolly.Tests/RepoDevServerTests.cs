@@ -74,6 +74,60 @@ public sealed class RepoDevServerTests : CliTestBase
         }
     }
 
+    [Fact]
+    public async Task RepoOnS3_WithTheKeysItPrints_UploadsIncrementallyAndRestoresEqual()
+    {
+        RequireCeph();
+        var dir = Path.Combine(Root, "s3");
+        try
+        {
+            var started = await DevServer("--dir", dir, "--bucket", "backups");
+            var env = new Dictionary<string, string?>
+            {
+                ["DOLLY_POOL"] = PoolDir, ["DOLLY_REPO"] = "s3://backups/team-a", ["DOLLY_REPO_KEY"] = "a key for the S3 test",
+                ["AWS_ENDPOINT_URL"] = Field(started, "endpoint:"), ["AWS_ACCESS_KEY_ID"] = Field(started, "access key:"),
+                ["AWS_SECRET_ACCESS_KEY"] = Field(started, "secret key:"), ["AWS_DEFAULT_REGION"] = Field(started, "region:"),
+            };
+            async Task<CliRun> Dolly(byte[]? input, params string[] args)
+            {
+                var r = await Run(args, input, env, null);
+                Assert.True(r.ExitCode == 0, $"dolly {string.Join(' ', args)} failed: {r}");
+                return r;
+            }
+
+            await Dolly(null, "repo", "init", "--chunk-size", "1Mi");
+            await Dolly(RandomBytes(3 << 20, 11), "volume", "import", "db", "-", "--size", "8Mi");
+            await Dolly(null, "snapshot", "create", "db", "db-1");
+            var first = await Dolly(null, "repo", "upload", "db-1");
+            Assert.Contains("3 sent", first.Out, StringComparison.Ordinal);
+            using (var pool = global::Dolly.Storage.Pool.Open(PoolDir).Value)
+            {
+                Assert.True(pool.OpenDevice("db").Value.Write((1 << 20) + 8192, RandomBytes(4096, 12)).IsOk);
+            }
+
+            await Dolly(null, "snapshot", "create", "db", "db-2");
+            var second = await Dolly(null, "repo", "upload", "db-2");
+            Assert.Contains("1 sent", second.Out, StringComparison.Ordinal);
+            string id = second.Out.Split("manifest ")[1][..32];
+
+            await Dolly(null, "repo", "restore", id, "copy");
+            Assert.Equal((await Dolly(null, "volume", "export", "db-2", "-")).Binary, (await Dolly(null, "volume", "export", "copy", "-")).Binary);
+
+            // The same bucket with a wrong secret: refused, naming the repository, nothing printed as success.
+            env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret";
+            var refused = await Run(["repo", "list"], null, env, null);
+            Assert.NotEqual(0, refused.ExitCode);
+            Assert.Contains("backups", refused.Err, StringComparison.Ordinal);
+        }
+        finally
+        {
+            if (File.Exists(Path.Combine(dir, "ceph.conf")))
+            {
+                await new S3DevServer(dir).DestroyAsync(CancellationToken.None);
+            }
+        }
+    }
+
     [Theory]
     [InlineData("--stop")]
     [InlineData("--destroy")]

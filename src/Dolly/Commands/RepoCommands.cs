@@ -11,8 +11,9 @@ using Spectre.Console;
 namespace Dolly.Commands;
 
 /// <summary>
-/// <c>dolly repo init|list|verify|prune|delete|upload|restore</c>: snapshot repositories in a directory (or, once
-/// an object store is registered for its scheme, an <c>s3://bucket/prefix</c> URL), all through IObjectStore.
+/// <c>dolly repo init|list|verify|prune|delete|upload|restore|dev-server</c>: snapshot repositories in a directory
+/// or an S3 bucket (<c>s3://bucket/prefix</c>, endpoint and keys from the standard AWS variables), all through
+/// IObjectStore.
 /// </summary>
 internal static class RepoCommands
 {
@@ -22,11 +23,11 @@ internal static class RepoCommands
     /// <summary>Environment variable holding the repository key when --key-file is not given.</summary>
     public const string KeyVariable = "DOLLY_REPO_KEY";
 
-    /// <summary>
-    /// Object stores for URL schemes (<c>s3</c>): given the URL and the host, the store. A location with no
-    /// <c>scheme://</c> is a directory. The S3 store registers itself here.
-    /// </summary>
-    public static readonly Dictionary<string, Func<string, CliHost, IObjectStore>> Schemes = new(StringComparer.Ordinal);
+    /// <summary>Environment variable holding the S3 endpoint (the AWS tools' name for it).</summary>
+    public const string EndpointVariable = "AWS_ENDPOINT_URL";
+
+    /// <summary>Environment variables holding the S3 access key, secret key and region.</summary>
+    public const string AccessKeyVariable = "AWS_ACCESS_KEY_ID", SecretKeyVariable = "AWS_SECRET_ACCESS_KEY", RegionVariable = "AWS_DEFAULT_REGION";
 
     /// <summary>The <c>repo</c> group; more subcommands (<c>dev-server</c>) attach with <c>group.Subcommands.Add</c>.</summary>
     public static Command Build(CliContext context)
@@ -228,12 +229,53 @@ internal static class RepoCommands
         if (scheme > 0)
         {
             string name = location[..scheme];
-            return Schemes.TryGetValue(name, out var open)
-                ? open(location, a.Context.Host)
-                : throw new CliFailureException(ExitCodes.InvalidArgument, $"repository '{location}': no object store for '{name}://' in this build (known: a directory path{string.Concat(Schemes.Keys.Order().Select(k => $", {k}://"))})");
+            return name == "s3"
+                ? OpenS3(location, a.Context.Host)
+                : throw new CliFailureException(ExitCodes.InvalidArgument, $"repository '{location}': unknown scheme '{name}://' (a repository is a directory path or s3://bucket/prefix)");
         }
 
         return create ? DirectoryObjectStore.Create(location) : new DirectoryObjectStore(location);
+    }
+
+    /// <summary>
+    /// An <c>s3://bucket/prefix</c> location: the endpoint, keys and region come from the variables the AWS tools
+    /// read, so one shell set up for <c>aws</c> or restic (or by <c>dolly repo dev-server</c>) works here too.
+    /// Addressing is path style, as radosgw and MinIO expect.
+    /// </summary>
+    internal static S3ObjectStore OpenS3(string location, CliHost host)
+    {
+        string rest = location["s3://".Length..];
+        int slash = rest.IndexOf('/', StringComparison.Ordinal);
+        string bucket = slash < 0 ? rest : rest[..slash];
+        string prefix = slash < 0 ? string.Empty : rest[(slash + 1)..].Trim('/');
+        if (bucket.Length == 0)
+        {
+            throw new CliFailureException(ExitCodes.InvalidArgument, $"repository '{location}': no bucket (expected s3://bucket/prefix)");
+        }
+
+        string Required(string variable) => host.GetEnvironmentVariable(variable) is { Length: > 0 } value
+            ? value
+            : throw new CliFailureException(ExitCodes.Usage, $"repository '{location}': ${variable} is not set (S3 repositories take the endpoint and keys from ${EndpointVariable}, ${AccessKeyVariable} and ${SecretKeyVariable})");
+
+        string endpoint = Required(EndpointVariable);
+        if (!Uri.TryCreate(endpoint, UriKind.Absolute, out var endpointUri) || (endpointUri.Scheme != Uri.UriSchemeHttp && endpointUri.Scheme != Uri.UriSchemeHttps))
+        {
+            throw new CliFailureException(ExitCodes.InvalidArgument, $"${EndpointVariable} '{endpoint}' is not an http:// or https:// URL");
+        }
+
+        var options = new S3ObjectStoreOptions
+        {
+            Endpoint = endpointUri,
+            Bucket = bucket,
+            Prefix = prefix,
+            AccessKey = Required(AccessKeyVariable),
+            SecretKey = Required(SecretKeyVariable),
+            Region = host.GetEnvironmentVariable(RegionVariable) is { Length: > 0 } region ? region : "us-east-1",
+        };
+        var problems = options.Validate();
+        return problems.Count == 0
+            ? new S3ObjectStore(options)
+            : throw new CliFailureException(ExitCodes.InvalidArgument, $"repository '{location}': {string.Join("; ", problems)}");
     }
 
     private static byte[] ReadKey(RepoArgs a, ParseResult parse)

@@ -135,7 +135,8 @@ internal static class RepoDevServer
         o.WriteLine("  addressing:  path style (http://host:port/bucket/key)");
         o.WriteLine();
         o.WriteLine("For S3 tools (aws, restic, rclone):");
-        o.WriteLine($"  export AWS_ACCESS_KEY_ID={e.AccessKey} AWS_SECRET_ACCESS_KEY={e.SecretKey} AWS_DEFAULT_REGION={e.Region}");
+        o.WriteLine($"  export AWS_ENDPOINT_URL={e.Endpoint.GetLeftPart(UriPartial.Authority)} AWS_ACCESS_KEY_ID={e.AccessKey} AWS_SECRET_ACCESS_KEY={e.SecretKey} AWS_DEFAULT_REGION={e.Region}");
+        o.WriteLine($"  dolly repo init --repo s3://{bucket}/dolly");
         o.WriteLine($"  restic -r s3:{e.Endpoint.GetLeftPart(UriPartial.Authority)}/{bucket}/restic init");
         o.WriteLine();
         o.WriteLine("To use it from 'dolly up' (kubectl apply -f -; the SnapshotRepository kind is dolly.io/v1alpha1):");
