@@ -8,17 +8,20 @@ namespace Dolly.Storage;
 // written into their pages, the overlay's sectors (in-place overwrites not yet in any batch) are laid out as a
 // journal batch of the new generation, the fresh pages are sealed and the transaction number moves on, so
 // nothing prepared is modified afterwards (later writes copy those pages and treat those blocks as committed).
-// Then, with no lock held, so reads and writes of every volume go on, it is made durable, each step before the
+// It is also the checkpoint: the journalled sectors (in durable batches, not yet in their blocks) are written to
+// their blocks, because the new superblock retires every record before its own batch. Then, with no lock held, so reads and writes of every volume go on, it is made durable, each step before the
 // next: the batch is written and the journal synced; the data file synced (every block the new state
 // references holds its bytes); the pages written and synced; the superblock written into the slot the durable
 // state does not use and synced. A crash before the last sync leaves the previous superblock, whose pages were
 // never overwritten, and a torn superblock fails its checksum. Finally, under the lock again, pages and blocks
-// the previous state referenced become reusable and the batch's sectors are written to their blocks.
+// the previous state referenced become reusable and the batch's sectors are journalled (they wait in the overlay
+// for the next checkpoint).
 //
 // A journal-only commit makes in-place overwrites durable without a new state: when nothing since the last
-// full commit allocated or freed a block, a flush writes the overlay's sectors as one batch of the durable
-// generation, syncs the journal (one sync), then writes the sectors to their blocks. After a crash, opening the
-// pool replays the complete batches that follow the superblock's journal start and carry its generation.
+// full commit allocated or freed a block, a flush writes the overlay's dirty sectors as one batch of the durable
+// generation and syncs the journal: one write and one sync. The sectors stay in the overlay, journalled, until
+// the next full commit writes them to their blocks. After a crash, opening the pool replays the complete
+// batches that follow the superblock's journal start and carry its generation.
 //
 // Group commit: a flush waits for the committer; when its turn comes, a commit that started after its writes
 // may already have covered them (then it returns at once), otherwise it runs one covering every change so far.
@@ -175,7 +178,7 @@ public sealed partial class Pool
     private CommitPlan? Prepare(bool journalOnlyAllowed)
     {
         long covers = _changeSeq;
-        if (!_dirty && _overlay.DirtySectors == 0)
+        if (!_dirty && _overlay.DirtySectors == 0 && (journalOnlyAllowed || _overlay.JournalledSectors == 0))
         {
             _durableSeq = Math.Max(_durableSeq, covers);
             return null;
@@ -196,6 +199,16 @@ public sealed partial class Pool
             return new CommitPlan { Covers = covers, Batch = BuildBatch(_generation, id), BatchId = id };
         }
 
+        // The checkpoint: this commit's superblock retires every record before it, so the sectors those records
+        // carry go into their blocks now, and the data file is synced before the superblock is written. A run that
+        // cannot be written is dirty again and travels in this commit's batch instead.
+        if (_overlay.WriteJournalled(WriteRunInPlace) > 0)
+        {
+            _dataDirty = true;
+        }
+
+        sectors = _overlay.DirtySectors;
+        advance = sectors > 0 ? _journal.Advance(sectors) : 0;
         if (_journal.Live + advance > _journal.Size)
         {
             // Cannot happen while the overlay stays below its bound and journal-only commits below half the ring.
@@ -350,18 +363,18 @@ public sealed partial class Pool
         if (plan.Batch is { } done)
         {
             _journal.Completed(done);
-            _overlay.Complete(plan.BatchId, WriteSectorsInPlace);
+            _overlay.Complete(plan.BatchId);
         }
 
         _durableSeq = Math.Max(_durableSeq, plan.Covers);
     }
 
-    /// <summary>Writes a journaled sector to its block; false (it stays in the overlay) when the write fails.</summary>
-    private bool WriteSectorsInPlace(uint block, int sector, byte[] bytes)
+    /// <summary>Writes journalled sectors (a run within one block) to their block; false (they stay in the overlay) when the write fails.</summary>
+    private bool WriteRunInPlace(uint block, int firstSector, ReadOnlySpan<byte> bytes)
     {
         try
         {
-            _data.Write(((long)block * _blockSize) + ((long)sector * Layout.SectorSize), bytes);
+            _data.Write(((long)block * _blockSize) + ((long)firstSector * Layout.SectorSize), bytes);
             _dataDirty = true;
             return true;
         }

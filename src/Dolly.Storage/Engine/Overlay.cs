@@ -1,13 +1,20 @@
 namespace Dolly.Storage.Engine;
 
 /// <summary>
-/// Sectors overwritten in place in committed blocks, held in memory until the journal has them durably and they
-/// are written to their blocks. Until then the data file still holds the committed bytes, which is what makes a
-/// crash before the flush read back the old content. Reads and partial writes of such a block see these sectors
-/// instead of the file's. Guarded by the pool's lock (readers share it, changes hold it exclusively).
+/// Sectors overwritten in place in committed blocks, held in memory until the journal has them durably and the
+/// next checkpoint (full commit) writes them to their blocks. Until then the data file still holds the committed
+/// bytes, which is what makes a crash before the flush read back the old content. Reads and partial writes of such
+/// a block see these sectors instead of the file's. Each sector is dirty (no batch carries it yet), carried by a
+/// batch being made durable, or journalled (a durable batch has it; it waits for the checkpoint). Holding
+/// journalled sectors until the checkpoint makes a flush one journal write and one sync, and a sector written
+/// again and again between checkpoints reaches its block once. Guarded by the pool's lock (readers share it,
+/// changes hold it exclusively).
 /// </summary>
 internal sealed class Overlay
 {
+    /// <summary>The batch mark of a sector that a durable batch carries and that is not in its block yet.</summary>
+    private const ulong Journalled = ulong.MaxValue;
+
     private readonly Dictionary<uint, Block> _blocks = [];
     private readonly Stack<byte[]> _spare = new();
     private readonly int _sectorsPerBlock;
@@ -19,6 +26,9 @@ internal sealed class Overlay
 
     /// <summary>Sectors held that no batch is carrying yet.</summary>
     public int DirtySectors { get; private set; }
+
+    /// <summary>Sectors held that a durable batch carries, waiting for the checkpoint that writes them to their blocks.</summary>
+    public int JournalledSectors { get; private set; }
 
     public bool IsEmpty => _blocks.Count == 0;
 
@@ -90,6 +100,11 @@ internal sealed class Overlay
         }
         else if (b.Batch[sector] != 0)
         {
+            if (b.Batch[sector] == Journalled)
+            {
+                JournalledSectors--;
+            }
+
             b.Batch[sector] = 0;
             DirtySectors++;
         }
@@ -113,6 +128,10 @@ internal sealed class Overlay
                 if (b.Batch[s] == 0)
                 {
                     DirtySectors--;
+                }
+                else if (b.Batch[s] == Journalled)
+                {
+                    JournalledSectors--;
                 }
 
                 Recycle(data);
@@ -155,31 +174,74 @@ internal sealed class Overlay
 
     /// <summary>
     /// After <paramref name="batch"/> became durable: each sector it carried that was not written again since is
-    /// handed to <paramref name="write"/> (block, sector, bytes) and, when that succeeds, dropped. A sector whose
-    /// write fails stays, dirty, for the next batch.
+    /// journalled; it stays here (reads see it) until <see cref="WriteJournalled"/> puts it into its block.
     /// </summary>
-    public void Complete(ulong batch, Func<uint, int, byte[], bool> write)
+    public void Complete(ulong batch)
     {
-        var emptied = new List<uint>();
-        foreach (var (p, b) in _blocks)
+        foreach (var b in _blocks.Values)
         {
             for (int s = 0; s < _sectorsPerBlock; s++)
             {
-                if (b.Batch[s] != batch || b.Data[s] is not { } data)
+                if (b.Batch[s] == batch && b.Data[s] is not null)
                 {
+                    b.Batch[s] = Journalled;
+                    JournalledSectors++;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The checkpoint's part: hands every run of consecutive journalled sectors of a block to <paramref name="write"/>
+    /// (block, first sector, bytes) as one piece and drops the sectors it wrote. A run whose write fails becomes
+    /// dirty, so the next batch carries it again (its old record may be retired by the commit that follows). Returns
+    /// the number of sectors written.
+    /// </summary>
+    public int WriteJournalled(Func<uint, int, ReadOnlySpan<byte>, bool> write)
+    {
+        if (JournalledSectors == 0)
+        {
+            return 0;
+        }
+
+        int written = 0;
+        var buffer = new byte[_sectorsPerBlock * Layout.SectorSize];
+        var emptied = new List<uint>();
+        foreach (var (p, b) in _blocks)
+        {
+            int s = 0;
+            while (s < _sectorsPerBlock)
+            {
+                if (b.Batch[s] != Journalled)
+                {
+                    s++;
                     continue;
                 }
 
-                b.Batch[s] = 0;
-                if (write(p, s, data))
+                int first = s;
+                while (s < _sectorsPerBlock && b.Batch[s] == Journalled)
                 {
-                    b.Data[s] = null;
-                    Sectors--;
-                    Recycle(data);
+                    b.Data[s]!.CopyTo(buffer, (s - first) * Layout.SectorSize);
+                    s++;
                 }
-                else
+
+                bool ok = write(p, first, buffer.AsSpan(0, (s - first) * Layout.SectorSize));
+                for (int k = first; k < s; k++)
                 {
-                    DirtySectors++;
+                    JournalledSectors--;
+                    if (ok)
+                    {
+                        Recycle(b.Data[k]!);
+                        b.Data[k] = null;
+                        b.Batch[k] = 0;
+                        Sectors--;
+                        written++;
+                    }
+                    else
+                    {
+                        b.Batch[k] = 0;
+                        DirtySectors++;
+                    }
                 }
             }
 
@@ -193,6 +255,8 @@ internal sealed class Overlay
         {
             _blocks.Remove(p);
         }
+
+        return written;
     }
 
     /// <summary>A batch failed: the sectors it carried are dirty again.</summary>
@@ -217,6 +281,7 @@ internal sealed class Overlay
         _spare.Clear();
         Sectors = 0;
         DirtySectors = 0;
+        JournalledSectors = 0;
     }
 
     private sealed class Block(ulong device, long logicalBlock, int sectors)
