@@ -1,3 +1,4 @@
+using System.Buffers;
 using Dolly.Storage.Engine;
 
 namespace Dolly.Storage;
@@ -8,9 +9,10 @@ namespace Dolly.Storage;
 // written into their pages, the overlay's sectors (in-place overwrites not yet in any batch) are laid out as a
 // journal batch of the new generation, the fresh pages are sealed and the transaction number moves on, so
 // nothing prepared is modified afterwards (later writes copy those pages and treat those blocks as committed).
-// It is also the checkpoint: the journalled sectors (in durable batches, not yet in their blocks) are written to
-// their blocks, because the new superblock retires every record before its own batch. Then, with no lock held, so reads and writes of every volume go on, it is made durable, each step before the
-// next: the batch is written and the journal synced; the data file synced (every block the new state
+// It is also the checkpoint: the journalled sectors (in durable batches, not yet in their blocks) are taken, to be
+// written to their blocks before the data file's sync, because the new superblock retires every record before
+// its own batch. Then, with no lock held, so reads and writes of every volume go on, it is made durable, each step before the
+// next: the batch is written and the journal synced; the checkpoint's sectors written and the data file synced (every block the new state
 // references holds its bytes); the pages written and synced; the superblock written into the slot the durable
 // state does not use and synced. A crash before the last sync leaves the previous superblock, whose pages were
 // never overwritten, and a torn superblock fails its checksum. Finally, under the lock again, pages and blocks
@@ -86,6 +88,9 @@ public sealed partial class Pool
         public List<(uint Id, byte[] Page)> Pages { get; init; } = [];
 
         public bool DataDirty { get; init; }
+
+        /// <summary>Journalled sectors to write into their blocks before the data file is synced (a full commit only).</summary>
+        public List<CheckpointRun> Checkpoint { get; init; } = [];
 
         public int Slot { get; init; }
 
@@ -200,20 +205,14 @@ public sealed partial class Pool
         }
 
         // The checkpoint: this commit's superblock retires every record before it, so the sectors those records
-        // carry go into their blocks now, and the data file is synced before the superblock is written. A run that
-        // cannot be written is dirty again and travels in this commit's batch instead.
-        if (_overlay.WriteJournalled(WriteRunInPlace) > 0)
-        {
-            _dataDirty = true;
-        }
-
-        sectors = _overlay.DirtySectors;
-        advance = sectors > 0 ? _journal.Advance(sectors) : 0;
+        // carry are written into their blocks while it is made durable (no lock held), before the data file's sync.
         if (_journal.Live + advance > _journal.Size)
         {
             // Cannot happen while the overlay stays below its bound and journal-only commits below half the ring.
             throw new StorageException($"pool '{_directory}': the journal has no room for the overlay's {sectors} sectors");
         }
+
+        var checkpoint = _overlay.TakeJournalled();
 
         WriteDeviceRecords();
         ulong generation = ++_lastGeneration;
@@ -231,7 +230,8 @@ public sealed partial class Pool
                 _blockSize, _poolId, generation, _deviceRoot, _deviceDepth, _devices.NextId, _pages.HighWater, _blocks.HighWater,
                 start, startSeq, (uint)(_journal.Size / Layout.PageSize)),
             Pages = _pages.TakeUnwritten(),
-            DataDirty = _dataDirty,
+            Checkpoint = checkpoint,
+            DataDirty = _dataDirty || checkpoint.Count > 0,
             RetiredPages = _pages.TakeRetired(),
             Retired = _blocks.TakeRetired(),
         };
@@ -269,7 +269,7 @@ public sealed partial class Pool
             if (_fs.ConcurrentFiles && (plan.Batch is not null || plan.DataDirty))
             {
                 var journal = plan.Batch is null ? Task.CompletedTask : Task.Run(() => WriteJournal(plan));
-                var data = plan.DataDirty ? Task.Run(_data.Sync) : Task.CompletedTask;
+                var data = plan.DataDirty ? Task.Run(() => WriteDataAndSync(plan)) : Task.CompletedTask;
                 WritePages(plan);
                 try
                 {
@@ -285,7 +285,7 @@ public sealed partial class Pool
                 WriteJournal(plan);
                 if (plan.DataDirty)
                 {
-                    _data.Sync();
+                    WriteDataAndSync(plan);
                 }
 
                 WritePages(plan);
@@ -315,6 +315,37 @@ public sealed partial class Pool
         }
     }
 
+    /// <summary>
+    /// Writes the checkpoint's runs into their blocks (one call per run; a failure fails the commit, and the sectors
+    /// stay journalled for the next one), then syncs the data file.
+    /// </summary>
+    private void WriteDataAndSync(CommitPlan plan)
+    {
+        if (plan.Checkpoint.Count > 0)
+        {
+            byte[] buffer = ArrayPool<byte>.Shared.Rent(_blockSize);
+            try
+            {
+                foreach (var run in plan.Checkpoint)
+                {
+                    for (int k = 0; k < run.Sectors.Length; k++)
+                    {
+                        run.Sectors[k].CopyTo(buffer, k * Layout.SectorSize);
+                    }
+
+                    long at = ((long)run.Block * _blockSize) + ((long)run.FirstSector * Layout.SectorSize);
+                    _data.Write(at, buffer.AsSpan(0, run.Sectors.Length * Layout.SectorSize));
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
+        }
+
+        _data.Sync();
+    }
+
     private void WritePages(CommitPlan plan)
     {
         foreach (var (id, page) in plan.Pages)
@@ -328,6 +359,11 @@ public sealed partial class Pool
     /// <summary>After the durable part, under the write lock: adopt the new state, or put the plan back for a retry.</summary>
     private void Finish(CommitPlan plan, Result result)
     {
+        if (plan.Checkpoint.Count > 0)
+        {
+            _overlay.EndCheckpoint(result.IsOk);
+        }
+
         if (!result.IsOk)
         {
             _journalClean = false;

@@ -6,8 +6,9 @@ namespace Dolly.Storage.Tests;
 /// <summary>
 /// The overlay on its own, against a model of every sector's bytes and state (dirty, carried by the batch in flight,
 /// journalled): a batch takes exactly the dirty sectors, a durable batch makes its sectors journalled unless they
-/// were written again, the checkpoint hands every journalled run to the block once with its current bytes (a failed
-/// run becomes dirty), and reads always see the newest bytes.
+/// were written again, a checkpoint takes every journalled run once, as long as it can be, with arrays that nothing
+/// changes until it ends (writes meanwhile make the sector dirty in a new array), a durable checkpoint drops what it
+/// wrote and a failed one leaves it journalled, and reads always see the newest bytes.
 /// </summary>
 public sealed class OverlayTests
 {
@@ -19,12 +20,13 @@ public sealed class OverlayTests
         Dirty,
         InFlight,
         Journalled,
+        Checkpointing,
     }
 
     [Fact]
     public void RandomOperations_FollowTheModel()
     {
-        Gen.Select(Gen.Int[0, 6], Gen.Int[0, (Blocks * SectorsPerBlock) - 1], Gen.Byte).Array[1, 200].Sample(Run, iter: 200);
+        Gen.Select(Gen.Int[0, 7], Gen.Int[0, (Blocks * SectorsPerBlock) - 1], Gen.Byte).Array[1, 200].Sample(Run, iter: 200);
     }
 
     private static void Run((int Op, int Sector, byte Value)[] ops)
@@ -33,6 +35,8 @@ public sealed class OverlayTests
         var model = new Dictionary<(uint Block, int Sector), (byte Value, State State)>();
         ulong batch = 0;
         bool inFlight = false;
+        List<CheckpointRun>? checkpoint = null;
+        List<byte[]>? checkpointBytes = null;
         foreach (var (op, at, value) in ops)
         {
             uint block = (uint)(at / SectorsPerBlock) + 10;
@@ -65,41 +69,54 @@ public sealed class OverlayTests
                     Mark(State.InFlight, State.Dirty);
                     inFlight = false;
                     break;
-                case 5 when !inFlight:
-                    bool fail = value % 4 == 0;
+                case 5 when checkpoint is null:
+                    checkpoint = overlay.TakeJournalled();
+                    var journalled = model.Where(kv => kv.Value.State == State.Journalled).Select(kv => kv.Key).ToList();
                     var handed = new List<(uint, int)>();
-                    int written = overlay.WriteJournalled((b, first, bytes) =>
+                    foreach (var run in checkpoint)
                     {
-                        Assert.Equal(0, bytes.Length % Layout.SectorSize);
-                        for (int k = 0; k < bytes.Length / Layout.SectorSize; k++)
+                        for (int k = 0; k < run.Sectors.Length; k++)
                         {
-                            Assert.Equal(State.Journalled, model[(b, first + k)].State);
-                            Assert.Equal(model[(b, first + k)].Value, bytes[k * Layout.SectorSize]);
-                            handed.Add((b, first + k));
+                            Assert.Equal(model[(run.Block, run.FirstSector + k)].Value, run.Sectors[k][0]);
+                            handed.Add((run.Block, run.FirstSector + k));
                         }
 
                         // A run ends where the next sector is not journalled: runs are as long as they can be.
-                        int next = first + (bytes.Length / Layout.SectorSize);
-                        Assert.False(next < SectorsPerBlock && model.TryGetValue((b, next), out var n) && n.State == State.Journalled);
-                        return !fail;
-                    });
-                    var journalled = model.Where(kv => kv.Value.State == State.Journalled).Select(kv => kv.Key).ToList();
+                        int next = run.FirstSector + run.Sectors.Length;
+                        Assert.False(next < SectorsPerBlock && model.TryGetValue((run.Block, next), out var n) && n.State == State.Journalled);
+                    }
+
                     Assert.Equal(journalled.Order(), handed.Order());
-                    Assert.Equal(fail ? 0 : journalled.Count, written);
-                    foreach (var key in journalled)
+                    checkpointBytes = checkpoint.Select(r => r.Sectors.Select(x => x[0]).ToArray()).ToList();
+                    Mark(State.Journalled, State.Checkpointing);
+                    break;
+                case 7 when checkpoint is not null:
+                    // The checkpoint wrote from the arrays it was handed: whatever happened since, they are unchanged.
+                    for (int r = 0; r < checkpoint.Count; r++)
                     {
-                        if (fail)
+                        for (int k = 0; k < checkpoint[r].Sectors.Length; k++)
                         {
-                            model[key] = (model[key].Value, State.Dirty);
-                        }
-                        else
-                        {
-                            model.Remove(key);
+                            Assert.True(checkpoint[r].Sectors[k].AsSpan().IndexOfAnyExcept(checkpointBytes![r][k]) < 0);
                         }
                     }
 
+                    bool durable = value % 4 != 0;
+                    overlay.EndCheckpoint(durable);
+                    foreach (var key in model.Where(kv => kv.Value.State == State.Checkpointing).Select(kv => kv.Key).ToList())
+                    {
+                        if (durable)
+                        {
+                            model.Remove(key);
+                        }
+                        else
+                        {
+                            model[key] = (model[key].Value, State.Journalled);
+                        }
+                    }
+
+                    checkpoint = null;
                     break;
-                case 6 when !inFlight:
+                case 6:
                     overlay.Remove(block);
                     foreach (var key in model.Keys.Where(k => k.Block == block).ToList())
                     {

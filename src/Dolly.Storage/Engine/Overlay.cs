@@ -15,6 +15,9 @@ internal sealed class Overlay
     /// <summary>The batch mark of a sector that a durable batch carries and that is not in its block yet.</summary>
     private const ulong Journalled = ulong.MaxValue;
 
+    /// <summary>The mark of a journalled sector a checkpoint is writing to its block (its bytes must not change).</summary>
+    private const ulong Checkpointing = ulong.MaxValue - 1;
+
     private readonly Dictionary<uint, Block> _blocks = [];
     private readonly Stack<byte[]> _spare = new();
     private readonly int _sectorsPerBlock;
@@ -104,6 +107,11 @@ internal sealed class Overlay
             {
                 JournalledSectors--;
             }
+            else if (b.Batch[sector] == Checkpointing)
+            {
+                // The checkpoint is writing the old bytes from this very array: the new ones get their own.
+                b.Data[sector] = _spare.Count > 0 ? _spare.Pop() : new byte[Layout.SectorSize];
+            }
 
             b.Batch[sector] = 0;
             DirtySectors++;
@@ -134,7 +142,11 @@ internal sealed class Overlay
                     JournalledSectors--;
                 }
 
-                Recycle(data);
+                if (b.Batch[s] != Checkpointing)
+                {
+                    // A checkpoint may still be writing from that array: leave it to the collector.
+                    Recycle(data);
+                }
             }
         }
     }
@@ -174,7 +186,7 @@ internal sealed class Overlay
 
     /// <summary>
     /// After <paramref name="batch"/> became durable: each sector it carried that was not written again since is
-    /// journalled; it stays here (reads see it) until <see cref="WriteJournalled"/> puts it into its block.
+    /// journalled; it stays here (reads see it) until a checkpoint (<see cref="TakeJournalled"/>) puts it into its block.
     /// </summary>
     public void Complete(ulong batch)
     {
@@ -192,21 +204,18 @@ internal sealed class Overlay
     }
 
     /// <summary>
-    /// The checkpoint's part: hands every run of consecutive journalled sectors of a block to <paramref name="write"/>
-    /// (block, first sector, bytes) as one piece and drops the sectors it wrote. A run whose write fails becomes
-    /// dirty, so the next batch carries it again (its old record may be retired by the commit that follows). Returns
-    /// the number of sectors written.
+    /// The checkpoint's part, under the lock: every run of consecutive journalled sectors of a block, marked as being
+    /// written. The arrays handed out are not changed until <see cref="EndCheckpoint"/> (a write to such a sector
+    /// meanwhile gets a new array and makes the sector dirty), so the runs can be written with no lock held.
     /// </summary>
-    public int WriteJournalled(Func<uint, int, ReadOnlySpan<byte>, bool> write)
+    public List<CheckpointRun> TakeJournalled()
     {
+        var runs = new List<CheckpointRun>();
         if (JournalledSectors == 0)
         {
-            return 0;
+            return runs;
         }
 
-        int written = 0;
-        var buffer = new byte[_sectorsPerBlock * Layout.SectorSize];
-        var emptied = new List<uint>();
         foreach (var (p, b) in _blocks)
         {
             int s = 0;
@@ -221,27 +230,51 @@ internal sealed class Overlay
                 int first = s;
                 while (s < _sectorsPerBlock && b.Batch[s] == Journalled)
                 {
-                    b.Data[s]!.CopyTo(buffer, (s - first) * Layout.SectorSize);
+                    b.Batch[s] = Checkpointing;
+                    JournalledSectors--;
                     s++;
                 }
 
-                bool ok = write(p, first, buffer.AsSpan(0, (s - first) * Layout.SectorSize));
-                for (int k = first; k < s; k++)
+                var sectors = new byte[s - first][];
+                for (int k = 0; k < sectors.Length; k++)
                 {
-                    JournalledSectors--;
-                    if (ok)
-                    {
-                        Recycle(b.Data[k]!);
-                        b.Data[k] = null;
-                        b.Batch[k] = 0;
-                        Sectors--;
-                        written++;
-                    }
-                    else
-                    {
-                        b.Batch[k] = 0;
-                        DirtySectors++;
-                    }
+                    sectors[k] = b.Data[first + k]!;
+                }
+
+                runs.Add(new CheckpointRun(p, first, sectors));
+            }
+        }
+
+        return runs;
+    }
+
+    /// <summary>
+    /// After the checkpoint's commit: when it is durable the sectors it wrote leave the overlay (those written again
+    /// meanwhile stay, dirty); when it failed they are journalled again, for the next checkpoint.
+    /// </summary>
+    public void EndCheckpoint(bool durable)
+    {
+        var emptied = new List<uint>();
+        foreach (var (p, b) in _blocks)
+        {
+            for (int s = 0; s < _sectorsPerBlock; s++)
+            {
+                if (b.Batch[s] != Checkpointing)
+                {
+                    continue;
+                }
+
+                if (durable)
+                {
+                    Recycle(b.Data[s]!);
+                    b.Data[s] = null;
+                    b.Batch[s] = 0;
+                    Sectors--;
+                }
+                else
+                {
+                    b.Batch[s] = Journalled;
+                    JournalledSectors++;
                 }
             }
 
@@ -255,8 +288,6 @@ internal sealed class Overlay
         {
             _blocks.Remove(p);
         }
-
-        return written;
     }
 
     /// <summary>A batch failed: the sectors it carried are dirty again.</summary>
@@ -296,3 +327,6 @@ internal sealed class Overlay
         public ulong[] Batch { get; } = new ulong[sectors];
     }
 }
+
+/// <summary>Journalled sectors [<see cref="FirstSector"/>, ...) of one block, consecutive, for the checkpoint to write with one call.</summary>
+internal readonly record struct CheckpointRun(uint Block, int FirstSector, byte[][] Sectors);
