@@ -26,6 +26,7 @@ public sealed partial class Pool
     private uint AllocBlock(out bool zeroed)
     {
         uint p = _blocks.Allocate(out zeroed);
+        _reserved.Remove(p);
         _dataDirty = true;
         return p;
     }
