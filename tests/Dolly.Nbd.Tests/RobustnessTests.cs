@@ -343,7 +343,9 @@ public sealed class RobustnessTests
         Assert.NotNull(new NbdServerOptions { UnixSocketPath = "/tmp/x", MaxPayload = 100 }.Validate());
         Assert.NotNull(new NbdServerOptions { UnixSocketPath = "/tmp/x", MaxConnections = 0 }.Validate());
 
-        var server = new NbdServer(new ExportCatalog(null!), exposed);
+        using var dir = new TempDir();
+        using var pool = Dolly.Storage.Pool.Create(dir.Sub("pool")).Value;
+        var server = new NbdServer(new ExportCatalog(pool), exposed);
         var e = Assert.Throws<InvalidOperationException>(server.Start);
         Assert.Contains("without TLS", e.Message, StringComparison.Ordinal);
     }
