@@ -1,4 +1,3 @@
-using System.Buffers;
 using Dolly.Storage.Engine;
 
 namespace Dolly.Storage;
@@ -9,21 +8,17 @@ namespace Dolly.Storage;
 // written into their pages, the overlay's sectors (in-place overwrites not yet in any batch) are laid out as a
 // journal batch of the new generation, the fresh pages are sealed and the transaction number moves on, so
 // nothing prepared is modified afterwards (later writes copy those pages and treat those blocks as committed).
-// It is also the checkpoint: the journalled sectors (in durable batches, not yet in their blocks) are taken, to be
-// written to their blocks before the data file's sync, because the new superblock retires every record before
-// its own batch. Then, with no lock held, so reads and writes of every volume go on, it is made durable, each step before the
-// next: the batch is written and the journal synced; the checkpoint's sectors written and the data file synced (every block the new state
+// Then, with no lock held, so reads and writes of every volume go on, it is made durable, each step before the
+// next: the batch is written and the journal synced; the data file synced (every block the new state
 // references holds its bytes); the pages written and synced; the superblock written into the slot the durable
 // state does not use and synced. A crash before the last sync leaves the previous superblock, whose pages were
 // never overwritten, and a torn superblock fails its checksum. Finally, under the lock again, pages and blocks
-// the previous state referenced become reusable and the batch's sectors are journalled (they wait in the overlay
-// for the next checkpoint).
+// the previous state referenced become reusable and the batch's sectors are written to their blocks.
 //
 // A journal-only commit makes in-place overwrites durable without a new state: when nothing since the last
-// full commit allocated or freed a block, a flush writes the overlay's dirty sectors as one batch of the durable
-// generation and syncs the journal: one write and one sync. The sectors stay in the overlay, journalled, until
-// the next full commit writes them to their blocks. After a crash, opening the pool replays the complete
-// batches that follow the superblock's journal start and carry its generation.
+// full commit allocated or freed a block, a flush writes the overlay's sectors as one batch of the durable
+// generation, syncs the journal (one sync), then writes the sectors to their blocks. After a crash, opening the
+// pool replays the complete batches that follow the superblock's journal start and carry its generation.
 //
 // Group commit: a flush waits for the committer; when its turn comes, a commit that started after its writes
 // may already have covered them (then it returns at once), otherwise it runs one covering every change so far.
@@ -88,9 +83,6 @@ public sealed partial class Pool
         public List<(uint Id, byte[] Page)> Pages { get; init; } = [];
 
         public bool DataDirty { get; init; }
-
-        /// <summary>Journalled sectors to write into their blocks before the data file is synced (a full commit only).</summary>
-        public List<CheckpointRun> Checkpoint { get; init; } = [];
 
         public int Slot { get; init; }
 
@@ -183,7 +175,7 @@ public sealed partial class Pool
     private CommitPlan? Prepare(bool journalOnlyAllowed)
     {
         long covers = _changeSeq;
-        if (!_dirty && _overlay.DirtySectors == 0 && (journalOnlyAllowed || _overlay.JournalledSectors == 0))
+        if (!_dirty && _overlay.DirtySectors == 0)
         {
             _durableSeq = Math.Max(_durableSeq, covers);
             return null;
@@ -204,15 +196,11 @@ public sealed partial class Pool
             return new CommitPlan { Covers = covers, Batch = BuildBatch(_generation, id), BatchId = id };
         }
 
-        // The checkpoint: this commit's superblock retires every record before it, so the sectors those records
-        // carry are written into their blocks while it is made durable (no lock held), before the data file's sync.
         if (_journal.Live + advance > _journal.Size)
         {
             // Cannot happen while the overlay stays below its bound and journal-only commits below half the ring.
             throw new StorageException($"pool '{_directory}': the journal has no room for the overlay's {sectors} sectors");
         }
-
-        var checkpoint = _overlay.TakeJournalled();
 
         WriteDeviceRecords();
         ulong generation = ++_lastGeneration;
@@ -230,8 +218,7 @@ public sealed partial class Pool
                 _blockSize, _poolId, generation, _deviceRoot, _deviceDepth, _devices.NextId, _pages.HighWater, _blocks.HighWater,
                 start, startSeq, (uint)(_journal.Size / Layout.PageSize)),
             Pages = _pages.TakeUnwritten(),
-            Checkpoint = checkpoint,
-            DataDirty = _dataDirty || checkpoint.Count > 0,
+            DataDirty = _dataDirty,
             RetiredPages = _pages.TakeRetired(),
             Retired = _blocks.TakeRetired(),
         };
@@ -269,7 +256,7 @@ public sealed partial class Pool
             if (_fs.ConcurrentFiles && (plan.Batch is not null || plan.DataDirty))
             {
                 var journal = plan.Batch is null ? Task.CompletedTask : Task.Run(() => WriteJournal(plan));
-                var data = plan.DataDirty ? Task.Run(() => WriteDataAndSync(plan)) : Task.CompletedTask;
+                var data = plan.DataDirty ? Task.Run(_data.Sync) : Task.CompletedTask;
                 WritePages(plan);
                 try
                 {
@@ -285,7 +272,7 @@ public sealed partial class Pool
                 WriteJournal(plan);
                 if (plan.DataDirty)
                 {
-                    WriteDataAndSync(plan);
+                    _data.Sync();
                 }
 
                 WritePages(plan);
@@ -315,37 +302,6 @@ public sealed partial class Pool
         }
     }
 
-    /// <summary>
-    /// Writes the checkpoint's runs into their blocks (one call per run; a failure fails the commit, and the sectors
-    /// stay journalled for the next one), then syncs the data file.
-    /// </summary>
-    private void WriteDataAndSync(CommitPlan plan)
-    {
-        if (plan.Checkpoint.Count > 0)
-        {
-            byte[] buffer = ArrayPool<byte>.Shared.Rent(_blockSize);
-            try
-            {
-                foreach (var run in plan.Checkpoint)
-                {
-                    for (int k = 0; k < run.Sectors.Length; k++)
-                    {
-                        run.Sectors[k].CopyTo(buffer, k * Layout.SectorSize);
-                    }
-
-                    long at = ((long)run.Block * _blockSize) + ((long)run.FirstSector * Layout.SectorSize);
-                    _data.Write(at, buffer.AsSpan(0, run.Sectors.Length * Layout.SectorSize));
-                }
-            }
-            finally
-            {
-                ArrayPool<byte>.Shared.Return(buffer);
-            }
-        }
-
-        _data.Sync();
-    }
-
     private void WritePages(CommitPlan plan)
     {
         foreach (var (id, page) in plan.Pages)
@@ -359,11 +315,6 @@ public sealed partial class Pool
     /// <summary>After the durable part, under the write lock: adopt the new state, or put the plan back for a retry.</summary>
     private void Finish(CommitPlan plan, Result result)
     {
-        if (plan.Checkpoint.Count > 0)
-        {
-            _overlay.EndCheckpoint(result.IsOk);
-        }
-
         if (!result.IsOk)
         {
             _journalClean = false;
@@ -399,18 +350,18 @@ public sealed partial class Pool
         if (plan.Batch is { } done)
         {
             _journal.Completed(done);
-            _overlay.Complete(plan.BatchId);
+            _overlay.Complete(plan.BatchId, WriteSectorsInPlace);
         }
 
         _durableSeq = Math.Max(_durableSeq, plan.Covers);
     }
 
-    /// <summary>Writes journalled sectors (a run within one block) to their block; false (they stay in the overlay) when the write fails.</summary>
-    private bool WriteRunInPlace(uint block, int firstSector, ReadOnlySpan<byte> bytes)
+    /// <summary>Writes a journaled sector to its block; false (it stays in the overlay) when the write fails.</summary>
+    private bool WriteSectorsInPlace(uint block, int sector, byte[] bytes)
     {
         try
         {
-            _data.Write(((long)block * _blockSize) + ((long)firstSector * Layout.SectorSize), bytes);
+            _data.Write(((long)block * _blockSize) + ((long)sector * Layout.SectorSize), bytes);
             _dataDirty = true;
             return true;
         }

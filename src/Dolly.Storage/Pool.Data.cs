@@ -5,16 +5,13 @@ using Dolly.Storage.Engine;
 namespace Dolly.Storage;
 
 // The data path. Every 4 KiB sector carries a checksum in its leaf entry; a read verifies each sector it
-// returns, and a sector that fails is reported, never returned. A write to a block that another device shares
-// goes to a new block (redirect-on-write). A block this device alone references is overwritten in place:
-// directly when it was allocated in this transaction (no durable state holds it), through the overlay and the
-// journal when it is committed (Pool.Journal.cs), so committed bytes change only after a synced journal record
-// vouches for the new ones and a crash can only lose what no flush acknowledged.
+// returns, and a sector that fails is reported, never returned. A write to a block that is committed or
+// shared goes to a new block (redirect-on-write), so committed data is never overwritten and a crash can
+// only lose what no flush acknowledged.
 public sealed partial class Pool
 {
     private static readonly uint ZeroSectorSum = Layout.Checksum(new byte[Layout.SectorSize]);
 
-    private readonly ReservedBlocks _reserved = new();
     private bool _dataDirty;
     private byte[] _zeroSums = [];
 
@@ -277,7 +274,6 @@ public sealed partial class Pool
             var b = run[k];
             HashSectors(bytes.Slice(k * _blockSize, _blockSize), sums, 0, _sectorsPerBlock);
             _tree.SetLeafEntry(b.Leaf, b.Slot, runStart + (uint)k, sums);
-            _reserved.Add(runStart + (uint)k);
             if (b.Old != NoBlock)
             {
                 DecBlock(b.Old, replaced: true);
@@ -312,23 +308,8 @@ public sealed partial class Pool
 
             // Committed and referenced by this device alone: overwrite in place through the journal, unless the
             // overlay is at twice its flush point (a flush that keeps failing), when copying bounds the memory.
-            if (data.Length < _blockSize && _overlay.DirtySectors + (s1 - s0) <= 2 * _overlayFlushSectors)
+            if (data.Length < _blockSize && _overlay.Sectors + (s1 - s0) <= 2 * _overlayFlushSectors)
             {
-                if (!_reserved.Contains(old))
-                {
-                    // The checkpoint writes these sectors into the block later: make sure it will have the space.
-                    try
-                    {
-                        _data.Reserve((long)old * _blockSize, _blockSize);
-                    }
-                    catch (IOException ex)
-                    {
-                        return IoFailure(d, lb, ex);
-                    }
-
-                    _reserved.Add(old);
-                }
-
                 return WriteJournaled(d, lb, leaf, slot, old, bo, data, s0, s1);
             }
         }
@@ -415,11 +396,6 @@ public sealed partial class Pool
             }
 
             _tree.SetLeafEntry(leaf, slot, p, sums);
-            if (!zeroed)
-            {
-                _reserved.Add(p);
-            }
-
             return Result.Ok;
         }
         finally
@@ -463,7 +439,6 @@ public sealed partial class Pool
         }
 
         _tree.SetLeafEntry(leaf, slot, p, sums);
-        _reserved.Add(p);
         if (old != NoBlock)
         {
             DecBlock(old, replaced: true);

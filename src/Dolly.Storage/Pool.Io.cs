@@ -112,11 +112,11 @@ public sealed partial class Pool
 
     /// <summary>
     /// True when the engine should flush on its own after a write: a transaction has allocated
-    /// <see cref="AutoCommitBytes"/> (1 GiB) of new blocks, or the overlay holds an eighth of the journal in sectors no flush has journalled yet. Committing
+    /// <see cref="AutoCommitBytes"/> (1 GiB) of new blocks, or the overlay holds an eighth of the journal. Committing
     /// in slices bounds the work of the next flush and the memory held, and lets a long overwrite reuse the space
     /// its own first part freed instead of growing the data file by the whole amount.
     /// </summary>
-    private bool FlushDue() => _blocks.AllocatedSinceCommit * _blockSize >= AutoCommitBytes || _overlay.DirtySectors >= _overlayFlushSectors;
+    private bool FlushDue() => _blocks.AllocatedSinceCommit * _blockSize >= AutoCommitBytes || _overlay.Sectors >= _overlayFlushSectors;
 
     /// <summary>
     /// After a successful write, outside the lock: flush when the client asked (FUA; its result is the write's) or

@@ -5,10 +5,9 @@ namespace Dolly.Storage;
 
 // In-place overwrites of committed blocks. A partial write into a block that only one device references and that
 // a durable state already holds does not copy the block: its sectors go to the overlay (memory) and the leaf
-// takes their new checksums in memory. A flush writes them to the journal and syncs it; the next full commit (the
-// checkpoint) writes them into their blocks and syncs the data file before its superblock retires the records.
-// So the data file never holds bytes that neither the durable state's checksums nor a durable journal record
-// vouch for. Opening the pool replays the complete batches after the superblock's journal start.
+// takes their new checksums in memory. A flush writes them to the journal and syncs it, and only then writes them
+// into the block, so the data file never holds bytes that neither the durable state's checksums nor a durable
+// journal record vouch for. Opening the pool replays the complete batches after the superblock's journal start.
 public sealed partial class Pool
 {
     private void SetUpJournal(Superblock sb)
@@ -93,7 +92,7 @@ public sealed partial class Pool
             Touch();
         }
 
-        if (applyInPlace && WriteRunInPlace(e.Block, e.Sector, sector))
+        if (applyInPlace && WriteSectorsInPlace(e.Block, e.Sector, sector))
         {
             Touch();
         }

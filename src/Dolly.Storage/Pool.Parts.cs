@@ -26,7 +26,6 @@ public sealed partial class Pool
     private uint AllocBlock(out bool zeroed)
     {
         uint p = _blocks.Allocate(out zeroed);
-        _reserved.Remove(p);
         _dataDirty = true;
         return p;
     }

@@ -49,64 +49,6 @@ public sealed class GroupCommitTests
     }
 
     [Fact]
-    public async Task CheckpointStuckInItsDataSync_WritesToTheSectorsItIsWritingGoOn_AndTheNewestEndsUpDurable()
-    {
-        using var tmp = new TempDir(memory: true);
-        string dir = tmp.Sub("pool");
-        var fs = new GatedFileSystem();
-        var pool = Pool.Create(dir, new PoolCreateOptions { BlockSize = 65536 }, fs).Value;
-        pool.CreateVolume("v", 1 << 20).ThrowIfFailed();
-        var v = pool.OpenDevice("v").Value;
-        var model = Support.Pattern(4 * 65536, 1);
-        v.Write(0, model).ThrowIfFailed();
-        pool.Flush().ThrowIfFailed();
-
-        // In-place overwrites of committed blocks, journalled by a journal-only flush: they wait for the checkpoint.
-        Support.Pattern(4096, 2).CopyTo(model, 4096);
-        Support.Pattern(8192, 3).CopyTo(model, 65536 + 8192);
-        v.Write(4096, model.AsSpan(4096, 4096)).ThrowIfFailed();
-        v.Write(65536 + 8192, model.AsSpan(65536 + 8192, 8192)).ThrowIfFailed();
-        pool.Flush().ThrowIfFailed();
-
-        // A write into a new block makes the next flush a full commit: its checkpoint writes those sectors into their
-        // blocks, then waits in the data file's sync.
-        var fresh = Support.Pattern(65536, 5);
-        v.Write(8 * 65536, fresh).ThrowIfFailed();
-        fs.HoldSyncs();
-        var ct = TestContext.Current.CancellationToken;
-        var flush = Task.Run(() => pool.Flush(), ct);
-        Assert.True(fs.WaitUntilHeld(Stuck), "the commit never reached its sync");
-
-        // The block is this volume's alone: the write goes into the overlay, over a sector the checkpoint is writing.
-        var newer = Support.Pattern(4096, 4);
-        var write = await Within(Task.Run(() => v.Write(4096, newer), ct), "a write to a sector the checkpoint is writing waited for it");
-        Assert.True(write.IsOk, write.Error?.Message);
-        newer.CopyTo(model, 4096);
-        var read = await Within(Task.Run(() =>
-        {
-            var buf = new byte[2 * 65536];
-            v.Read(0, buf).ThrowIfFailed();
-            return buf;
-        }, ct), "a read waited for the checkpoint");
-        Assert.Equal(model.AsSpan(0, 2 * 65536).ToArray(), read);
-        Assert.False(flush.IsCompleted, "the flush returned before its commit was durable");
-
-        fs.ReleaseSyncs();
-        var flushed = await Within(flush, "the flush did not finish once its sync was released");
-        Assert.True(flushed.IsOk, flushed.Error?.Message);
-        Assert.Equal(model, Support.ReadAll(pool, "v").AsSpan(0, 4 * 65536).ToArray());
-        pool.Flush().ThrowIfFailed();
-        Support.AssertClean(pool.Check());
-        pool.Dispose();
-
-        using var reopened = Pool.Open(dir).Value;
-        var content = Support.ReadAll(reopened, "v");
-        Assert.Equal(model, content.AsSpan(0, 4 * 65536).ToArray());
-        Assert.Equal(fresh, content.AsSpan(8 * 65536, 65536).ToArray());
-        Support.AssertClean(reopened.Check());
-    }
-
-    [Fact]
     public async Task FlushesArrivingDuringACommit_JoinOneCommit_AndAllTheirWritesAreDurable()
     {
         using var tmp = new TempDir(memory: true);

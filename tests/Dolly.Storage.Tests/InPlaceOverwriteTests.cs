@@ -58,49 +58,6 @@ public sealed class InPlaceOverwriteTests
     }
 
     [Fact]
-    public void JournalOnlyFlushes_WriteNothingToTheDataFile_TheCheckpointWritesEachRunOnce()
-    {
-        var (fs, pool, dev) = NewVolumeWithCommittedData();
-        var model = Support.Pattern(8 * Block, 1);
-        fs.LogCalls = true;
-        fs.Log.Clear();
-
-        // Sectors 2..5 of logical block 1 (physical block 1), one write each and each flushed, sector 3 three times,
-        // and sector 9 once: two runs of one block.
-        for (int round = 0; round < 3; round++)
-        {
-            for (int s = round == 0 ? 2 : 3; s <= (round == 0 ? 5 : 3); s++)
-            {
-                Write(dev, model, Block + (s * 4096), 4096, (10 * round) + s);
-                pool.Flush().ThrowIfFailed();
-            }
-        }
-
-        Write(dev, model, Block + (9 * 4096), 4096, 99);
-        pool.Flush().ThrowIfFailed();
-        var dataWrites = fs.Log.Where(e => e.What == "write" && e.Path.EndsWith(Layout.DataFile, StringComparison.Ordinal)).ToList();
-        Assert.Empty(dataWrites);
-        Assert.Equal(model, Support.ReadAll(pool, "v").AsSpan(0, 8 * Block).ToArray());
-
-        pool.CreateSnapshot("v", "s").ThrowIfFailed(); // a full commit: the checkpoint
-        dataWrites = fs.Log.Where(e => e.What == "write" && e.Path.EndsWith(Layout.DataFile, StringComparison.Ordinal)).ToList();
-        Assert.Equal(
-            [(Block + (2 * 4096L), 4 * 4096L), (Block + (9 * 4096L), 4096L)],
-            dataWrites.Select(e => (e.Offset, e.Length)).Order().ToArray());
-        Assert.Equal(1, Syncs(fs, Layout.DataFile));
-
-        // What the checkpoint wrote is what a reader sees without the overlay: after a clean reopen (no replay
-        // needed, the superblock retired the records) and after a power loss right after it.
-        pool.Abandon();
-        var rebooted = fs.Reboot(new Random(5));
-        var opened = Pool.Open(Dir, rebooted).Value;
-        Assert.Equal(model, Support.ReadAll(opened, "v").AsSpan(0, 8 * Block).ToArray());
-        Assert.Equal(model, Support.ReadAll(opened, "s").AsSpan(0, 8 * Block).ToArray());
-        Support.AssertClean(opened.Check());
-        opened.Dispose();
-    }
-
-    [Fact]
     public void SharedThenUnsharedThenShared_CopyOnWriteOnlyWhileShared()
     {
         var (_, pool, dev) = NewVolumeWithCommittedData();

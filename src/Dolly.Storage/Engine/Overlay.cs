@@ -1,23 +1,13 @@
 namespace Dolly.Storage.Engine;
 
 /// <summary>
-/// Sectors overwritten in place in committed blocks, held in memory until the journal has them durably and the
-/// next checkpoint (full commit) writes them to their blocks. Until then the data file still holds the committed
-/// bytes, which is what makes a crash before the flush read back the old content. Reads and partial writes of such
-/// a block see these sectors instead of the file's. Each sector is dirty (no batch carries it yet), carried by a
-/// batch being made durable, or journalled (a durable batch has it; it waits for the checkpoint). Holding
-/// journalled sectors until the checkpoint makes a flush one journal write and one sync, and a sector written
-/// again and again between checkpoints reaches its block once. Guarded by the pool's lock (readers share it,
-/// changes hold it exclusively).
+/// Sectors overwritten in place in committed blocks, held in memory until the journal has them durably and they
+/// are written to their blocks. Until then the data file still holds the committed bytes, which is what makes a
+/// crash before the flush read back the old content. Reads and partial writes of such a block see these sectors
+/// instead of the file's. Guarded by the pool's lock (readers share it, changes hold it exclusively).
 /// </summary>
 internal sealed class Overlay
 {
-    /// <summary>The batch mark of a sector that a durable batch carries and that is not in its block yet.</summary>
-    private const ulong Journalled = ulong.MaxValue;
-
-    /// <summary>The mark of a journalled sector a checkpoint is writing to its block (its bytes must not change).</summary>
-    private const ulong Checkpointing = ulong.MaxValue - 1;
-
     private readonly Dictionary<uint, Block> _blocks = [];
     private readonly Stack<byte[]> _spare = new();
     private readonly int _sectorsPerBlock;
@@ -29,9 +19,6 @@ internal sealed class Overlay
 
     /// <summary>Sectors held that no batch is carrying yet.</summary>
     public int DirtySectors { get; private set; }
-
-    /// <summary>Sectors held that a durable batch carries, waiting for the checkpoint that writes them to their blocks.</summary>
-    public int JournalledSectors { get; private set; }
 
     public bool IsEmpty => _blocks.Count == 0;
 
@@ -103,16 +90,6 @@ internal sealed class Overlay
         }
         else if (b.Batch[sector] != 0)
         {
-            if (b.Batch[sector] == Journalled)
-            {
-                JournalledSectors--;
-            }
-            else if (b.Batch[sector] == Checkpointing)
-            {
-                // The checkpoint is writing the old bytes from this very array: the new ones get their own.
-                b.Data[sector] = _spare.Count > 0 ? _spare.Pop() : new byte[Layout.SectorSize];
-            }
-
             b.Batch[sector] = 0;
             DirtySectors++;
         }
@@ -137,16 +114,8 @@ internal sealed class Overlay
                 {
                     DirtySectors--;
                 }
-                else if (b.Batch[s] == Journalled)
-                {
-                    JournalledSectors--;
-                }
 
-                if (b.Batch[s] != Checkpointing)
-                {
-                    // A checkpoint may still be writing from that array: leave it to the collector.
-                    Recycle(data);
-                }
+                Recycle(data);
             }
         }
     }
@@ -186,95 +155,31 @@ internal sealed class Overlay
 
     /// <summary>
     /// After <paramref name="batch"/> became durable: each sector it carried that was not written again since is
-    /// journalled; it stays here (reads see it) until a checkpoint (<see cref="TakeJournalled"/>) puts it into its block.
+    /// handed to <paramref name="write"/> (block, sector, bytes) and, when that succeeds, dropped. A sector whose
+    /// write fails stays, dirty, for the next batch.
     /// </summary>
-    public void Complete(ulong batch)
-    {
-        foreach (var b in _blocks.Values)
-        {
-            for (int s = 0; s < _sectorsPerBlock; s++)
-            {
-                if (b.Batch[s] == batch && b.Data[s] is not null)
-                {
-                    b.Batch[s] = Journalled;
-                    JournalledSectors++;
-                }
-            }
-        }
-    }
-
-    /// <summary>
-    /// The checkpoint's part, under the lock: every run of consecutive journalled sectors of a block, marked as being
-    /// written. The arrays handed out are not changed until <see cref="EndCheckpoint"/> (a write to such a sector
-    /// meanwhile gets a new array and makes the sector dirty), so the runs can be written with no lock held.
-    /// </summary>
-    public List<CheckpointRun> TakeJournalled()
-    {
-        var runs = new List<CheckpointRun>();
-        if (JournalledSectors == 0)
-        {
-            return runs;
-        }
-
-        foreach (var (p, b) in _blocks)
-        {
-            int s = 0;
-            while (s < _sectorsPerBlock)
-            {
-                if (b.Batch[s] != Journalled)
-                {
-                    s++;
-                    continue;
-                }
-
-                int first = s;
-                while (s < _sectorsPerBlock && b.Batch[s] == Journalled)
-                {
-                    b.Batch[s] = Checkpointing;
-                    JournalledSectors--;
-                    s++;
-                }
-
-                var sectors = new byte[s - first][];
-                for (int k = 0; k < sectors.Length; k++)
-                {
-                    sectors[k] = b.Data[first + k]!;
-                }
-
-                runs.Add(new CheckpointRun(p, first, sectors));
-            }
-        }
-
-        return runs;
-    }
-
-    /// <summary>
-    /// After the checkpoint's commit: when it is durable the sectors it wrote leave the overlay (those written again
-    /// meanwhile stay, dirty); when it failed they are journalled again, for the next checkpoint.
-    /// </summary>
-    public void EndCheckpoint(bool durable)
+    public void Complete(ulong batch, Func<uint, int, byte[], bool> write)
     {
         var emptied = new List<uint>();
         foreach (var (p, b) in _blocks)
         {
             for (int s = 0; s < _sectorsPerBlock; s++)
             {
-                if (b.Batch[s] != Checkpointing)
+                if (b.Batch[s] != batch || b.Data[s] is not { } data)
                 {
                     continue;
                 }
 
-                if (durable)
+                b.Batch[s] = 0;
+                if (write(p, s, data))
                 {
-                    Recycle(b.Data[s]!);
                     b.Data[s] = null;
-                    b.Batch[s] = 0;
                     Sectors--;
+                    Recycle(data);
                 }
                 else
                 {
-                    b.Batch[s] = Journalled;
-                    JournalledSectors++;
+                    DirtySectors++;
                 }
             }
 
@@ -312,7 +217,6 @@ internal sealed class Overlay
         _spare.Clear();
         Sectors = 0;
         DirtySectors = 0;
-        JournalledSectors = 0;
     }
 
     private sealed class Block(ulong device, long logicalBlock, int sectors)
@@ -327,6 +231,3 @@ internal sealed class Overlay
         public ulong[] Batch { get; } = new ulong[sectors];
     }
 }
-
-/// <summary>Journalled sectors [<see cref="FirstSector"/>, ...) of one block, consecutive, for the checkpoint to write with one call.</summary>
-internal readonly record struct CheckpointRun(uint Block, int FirstSector, byte[][] Sectors);

@@ -55,15 +55,6 @@ public interface IStorageFile : IDisposable
     /// <summary>Deallocates a range; it reads back as zeros. Best effort where the file system lacks support.</summary>
     void PunchHole(long offset, long length);
 
-    /// <summary>
-    /// Allocates the disk space of a range without changing its bytes or the file's length (fallocate with
-    /// KEEP_SIZE), so later writes into it cannot fail for lack of space. Throws <see cref="IOException"/> when the
-    /// disk is full; does nothing where the file system lacks support.
-    /// </summary>
-    void Reserve(long offset, long length)
-    {
-    }
-
     /// <summary>Bytes the file occupies on disk (sparse files use less than their length).</summary>
     long AllocatedBytes { get; }
 }

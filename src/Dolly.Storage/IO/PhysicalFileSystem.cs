@@ -137,18 +137,6 @@ public sealed class PhysicalFileSystem : IFileSystem
             }
         }
 
-        public void Reserve(long offset, long length)
-        {
-            // FALLOC_FL_KEEP_SIZE. ENOSPC is the one failure that matters; a file system without fallocate
-            // (EOPNOTSUPP) simply reserves nothing, as before.
-            if (OperatingSystem.IsLinux() && NativeMethods.Fallocate(handle, 0x01, offset, length) != 0 && Marshal.GetLastPInvokeError() == NoSpaceErrno)
-            {
-                throw new IOException("No space left on device", NoSpaceErrno);
-            }
-        }
-
-        private const int NoSpaceErrno = 28;
-
         public void PunchHole(long offset, long length)
         {
             if (OperatingSystem.IsLinux())

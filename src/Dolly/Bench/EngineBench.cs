@@ -381,7 +381,6 @@ internal sealed partial class EngineBench(string root, BenchSizes sizes, int blo
         ];
         var engineBest = Enumerable.Repeat(new Timing(double.MaxValue, double.MaxValue), phases.Length).ToArray();
         var fileBest = engineBest.ToArray();
-        double checkpointBest = double.MaxValue;
         int count = 0;
         for (int round = 0; round < 2; round++)
         {
@@ -396,12 +395,8 @@ internal sealed partial class EngineBench(string root, BenchSizes sizes, int blo
                 {
                     if (phase == 2)
                     {
-                        // Every block is shared from here: each write copies its block. The snapshot is a full
-                        // commit, the checkpoint that writes the in-place overwrites journalled so far into their
-                        // blocks: its time is reported next to the in-place phase, which it completes.
-                        long snapStart = Stopwatch.GetTimestamp();
+                        // Every block is shared from here: each write copies its block.
                         pool.CreateSnapshot($"rw{round}", $"rw{round}-snap").OrFail();
-                        checkpointBest = Math.Min(checkpointBest, Seconds(snapStart));
                     }
 
                     var offsets = OnePerBlock(rng, span, blockSize);
@@ -450,8 +445,7 @@ internal sealed partial class EngineBench(string root, BenchSizes sizes, int blo
         for (int phase = 0; phase < phases.Length; phase++)
         {
             AddThroughput("random 4 KiB", phases[phase].Name, count / engineBest[phase].Total, count / fileBest[phase].Total, phases[phase].Target, "IOPS",
-                $"{count} writes, best of 2; engine {engineBest[phase]}; file {fileBest[phase].Describe("fsync")}" +
-                (phase == 1 ? $"; the checkpoint after it (a snapshot) {BenchReport.Num(checkpointBest)} s" : string.Empty));
+                $"{count} writes, best of 2; engine {engineBest[phase]}; file {fileBest[phase].Describe("fsync")}");
         }
 
         Drop(pool);
