@@ -39,46 +39,14 @@ internal sealed class E2eBench(string root, E2eSizes sizes, bool verbose, Action
 
     private Kubernetes Kube => _stack.Client;
 
-    public async Task<IReadOnlyList<BenchFigure>> RunAsync(CancellationToken ct)
-    {
-        try
-        {
-            return await RunStackAsync(ct).ConfigureAwait(false);
-        }
-        catch (k8s.Autorest.HttpOperationException ex)
-        {
-            // The API server refused one of the benchmark's own requests: say which and why, no stack trace.
-            string body = ex.Response.Content is { Length: > 0 } c ? c : ex.Message;
-            string message = body;
-            try
-            {
-                message = JsonDocument.Parse(body).RootElement.GetProperty("message").GetString() ?? body;
-            }
-            catch (Exception parse) when (parse is JsonException or KeyNotFoundException or InvalidOperationException)
-            {
-            }
-
-            throw new CliFailureException(ExitCodes.Unexpected, $"the API server of dolly up refused {ex.Request.Method} {ex.Request.RequestUri?.AbsolutePath}: {(int)ex.Response.StatusCode} {message}");
-        }
-        catch (HttpRequestException ex)
-        {
-            throw new CliFailureException(ExitCodes.Unexpected, $"lost the connection to the API server of dolly up: {ex.Message}");
-        }
-    }
+    public Task<IReadOnlyList<BenchFigure>> RunAsync(CancellationToken ct) => E2eStack.ExplainApiFailuresAsync(() => RunStackAsync(ct));
 
     private async Task<IReadOnlyList<BenchFigure>> RunStackAsync(CancellationToken ct)
     {
         log("starting dolly up (API server, controllers, CSI driver, NBD server) on a scratch pool");
         await using var stack = await E2eStack.StartAsync(Path.Combine(root, "pool"), verbose, log, ct).ConfigureAwait(false);
         _stack = stack;
-        await using var claims = new E2eWatch<V1PersistentVolumeClaim>(
-            "PersistentVolumeClaim",
-            async c =>
-            {
-                var l = await Kube.CoreV1.ListPersistentVolumeClaimForAllNamespacesAsync(cancellationToken: c).ConfigureAwait(false);
-                return (l.Items, l.Metadata.ResourceVersion);
-            },
-            (rv, c) => Kube.CoreV1.WatchListPersistentVolumeClaimForAllNamespacesAsync(allowWatchBookmarks: true, resourceVersion: rv, timeoutSeconds: 3600, cancellationToken: c));
+        await using var claims = stack.WatchAllClaims();
         await using var volumes = new E2eWatch<V1PersistentVolume>(
             "PersistentVolume",
             async c =>

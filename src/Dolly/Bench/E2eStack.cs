@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Text;
+using System.Text.Json;
 using k8s;
+using k8s.Models;
 
 namespace Dolly.Bench;
 
@@ -120,6 +122,46 @@ internal sealed class E2eStack : IAsyncDisposable
             await Task.Delay(20, ct).ConfigureAwait(false);
         }
     }
+
+    /// <summary>
+    /// Runs a benchmark over the stack with the API server's refusals and a lost connection turned into a
+    /// <see cref="CliFailureException"/> that says which request and why, with no stack trace.
+    /// </summary>
+    public static async Task<T> ExplainApiFailuresAsync<T>(Func<Task<T>> run)
+    {
+        try
+        {
+            return await run().ConfigureAwait(false);
+        }
+        catch (k8s.Autorest.HttpOperationException ex)
+        {
+            string body = ex.Response.Content is { Length: > 0 } c ? c : ex.Message;
+            string message = body;
+            try
+            {
+                message = JsonDocument.Parse(body).RootElement.GetProperty("message").GetString() ?? body;
+            }
+            catch (Exception parse) when (parse is JsonException or KeyNotFoundException or InvalidOperationException)
+            {
+            }
+
+            throw new CliFailureException(ExitCodes.Unexpected, $"the API server of dolly up refused {ex.Request.Method} {ex.Request.RequestUri?.AbsolutePath}: {(int)ex.Response.StatusCode} {message}");
+        }
+        catch (HttpRequestException ex)
+        {
+            throw new CliFailureException(ExitCodes.Unexpected, $"lost the connection to the API server of dolly up: {ex.Message}");
+        }
+    }
+
+    /// <summary>A watch over the claims of every namespace.</summary>
+    public E2eWatch<V1PersistentVolumeClaim> WatchAllClaims() => new(
+        "PersistentVolumeClaim",
+        async c =>
+        {
+            var l = await Client.CoreV1.ListPersistentVolumeClaimForAllNamespacesAsync(cancellationToken: c).ConfigureAwait(false);
+            return (l.Items, l.Metadata.ResourceVersion);
+        },
+        (rv, c) => Client.CoreV1.WatchListPersistentVolumeClaimForAllNamespacesAsync(allowWatchBookmarks: true, resourceVersion: rv, timeoutSeconds: 3600, cancellationToken: c));
 
     /// <summary>Throws when <c>up</c> has ended by itself, with what it printed.</summary>
     public void ThrowIfEnded()

@@ -50,35 +50,14 @@ internal sealed class ScaleBench(string root, ScaleSizes sizes, bool verbose, st
     /// <summary>Latency and CPU of one phase.</summary>
     private sealed record Phase(int Present, List<double> Ready, List<double> Bound, double CpuMsPerRound);
 
-    public async Task<IReadOnlyList<BenchFigure>> RunAsync(CancellationToken ct)
-    {
-        try
-        {
-            return await RunStackAsync(ct).ConfigureAwait(false);
-        }
-        catch (k8s.Autorest.HttpOperationException ex)
-        {
-            throw new CliFailureException(ExitCodes.Unexpected, $"the API server of dolly up refused {ex.Request.Method} {ex.Request.RequestUri?.AbsolutePath}: {(int)ex.Response.StatusCode} {Message(ex.Response.Content)}");
-        }
-        catch (HttpRequestException ex)
-        {
-            throw new CliFailureException(ExitCodes.Unexpected, $"lost the connection to the API server of dolly up: {ex.Message}");
-        }
-    }
+    public Task<IReadOnlyList<BenchFigure>> RunAsync(CancellationToken ct) => E2eStack.ExplainApiFailuresAsync(() => RunStackAsync(ct));
 
     private async Task<IReadOnlyList<BenchFigure>> RunStackAsync(CancellationToken ct)
     {
         log("starting dolly up (API server, controllers, CSI driver, NBD server) on a scratch pool");
         await using var stack = await E2eStack.StartAsync(Path.Combine(root, "pool"), verbose, log, ct).ConfigureAwait(false);
         _stack = stack;
-        await using var claims = new E2eWatch<V1PersistentVolumeClaim>(
-            "PersistentVolumeClaim",
-            async c =>
-            {
-                var l = await Kube.CoreV1.ListPersistentVolumeClaimForAllNamespacesAsync(cancellationToken: c).ConfigureAwait(false);
-                return (l.Items, l.Metadata.ResourceVersion);
-            },
-            (rv, c) => Kube.CoreV1.WatchListPersistentVolumeClaimForAllNamespacesAsync(allowWatchBookmarks: true, resourceVersion: rv, timeoutSeconds: 3600, cancellationToken: c));
+        await using var claims = stack.WatchAllClaims();
         await using var snapshots = new E2eWatch<VolumeSnapshot>(
             "VolumeSnapshot",
             async c =>
@@ -330,21 +309,4 @@ internal sealed class ScaleBench(string root, ScaleSizes sizes, bool verbose, st
     }
 
     private static string Status(object? status) => status is null ? "none" : KubernetesJson.Serialize(status);
-
-    private static string Message(string? body)
-    {
-        if (string.IsNullOrEmpty(body))
-        {
-            return "(no body)";
-        }
-
-        try
-        {
-            return JsonDocument.Parse(body).RootElement.GetProperty("message").GetString() ?? body;
-        }
-        catch (Exception parse) when (parse is JsonException or KeyNotFoundException or InvalidOperationException)
-        {
-            return body;
-        }
-    }
 }
