@@ -71,6 +71,9 @@ public sealed class WebViewBrowserTests : IAsyncLifetime
         using var playwright = await Playwright.CreateAsync();
         await using var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = Chromium, Headless = true, Args = ["--no-sandbox"] });
         var page = await browser.NewPageAsync(new() { ViewportSize = new() { Width = 1400, Height = 900 } });
+        // The suite shares two cores with every other test assembly: waits are for conditions, with room to spare.
+        page.SetDefaultTimeout(60_000);
+        Assertions.SetDefaultExpectTimeout(30_000);
         page.Console += (_, m) =>
         {
             if (m.Type == "error")
@@ -89,8 +92,11 @@ public sealed class WebViewBrowserTests : IAsyncLifetime
         };
 
         // The printed link logs the browser in and lands on the overview.
-        await page.GotoAsync(up.FirstLogin.ToString());
-        await page.WaitForURLAsync(new Uri(up.Listener, "/ui/").ToString());
+        var login = await page.GotoAsync(up.FirstLogin.ToString());
+        Assert.Equal(200, login?.Status);
+        // The logged-in page moves on by itself; poll the address rather than wait for one navigation event,
+        // which can be missed when the move lands before the wait starts.
+        await Assertions.Expect(page).ToHaveURLAsync(new Uri(up.Listener, "/ui/").ToString(), new() { Timeout = 60_000 });
         await Assertions.Expect(page.Locator("h1")).ToHaveTextAsync("Pool");
         await Assertions.Expect(page.Locator("#live")).ToHaveTextAsync("live");
         Assert.Equal("4", await page.Locator("#pool-volumes dd").TextContentAsync());

@@ -63,7 +63,7 @@ public sealed class WebViewScaleTests
             await using var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = WebViewBrowserTests.Chromium, Headless = true, Args = ["--no-sandbox"] });
             var page = await browser.NewPageAsync();
             await page.GotoAsync(up.FirstLogin.ToString());
-            await page.WaitForURLAsync(new Uri(up.Listener, "/ui/").ToString());
+            await Assertions.Expect(page).ToHaveURLAsync(new Uri(up.Listener, "/ui/").ToString(), new() { Timeout = 60_000 });
             foreach (var (path, total) in new[] { ("/ui/", -1), ("/ui/volumes", volumes), ("/ui/snapshots", volumes), ("/ui/lineage", volumes), ($"/ui/volumes?page={volumes / 50}", volumes) })
             {
                 // Twice: the first visit of a page includes the server's first render of it (JIT, the name order).

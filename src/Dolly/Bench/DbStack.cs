@@ -92,15 +92,23 @@ internal sealed partial class DbStack : IAsyncDisposable
         }
 
         _disposed = true;
-        if (File.Exists(Path.Combine(_pgData, "postmaster.pid")))
+        if (PostmasterRunning())
         {
-            var stop = await AsPostgresAsync(_tools.Pg("pg_ctl"), ["-D", _pgData, "stop", "-m", "fast", "-w", "-t", "30"]).ConfigureAwait(false);
+            // The shutdown checkpoint writes through nbdfuse and can take long on a busy machine: wait for it.
+            var stop = await AsPostgresAsync(_tools.Pg("pg_ctl"), ["-D", _pgData, "stop", "-m", "fast", "-w", "-t", "120"], TimeSpan.FromSeconds(150)).ConfigureAwait(false);
             if (!stop.Ok)
             {
-                stop = await AsPostgresAsync(_tools.Pg("pg_ctl"), ["-D", _pgData, "stop", "-m", "immediate", "-w", "-t", "10"]).ConfigureAwait(false);
+                _log($"{Name}: pg_ctl stop -m fast failed: {stop.Err.Trim()}");
             }
 
-            if (!stop.Ok)
+            // A failed stop may still have stopped it (the server exits between pg_ctl's timeout and the next
+            // look): only a postmaster that is still alive needs the immediate stop.
+            if (!stop.Ok && PostmasterRunning())
+            {
+                stop = await AsPostgresAsync(_tools.Pg("pg_ctl"), ["-D", _pgData, "stop", "-m", "immediate", "-w", "-t", "30"], TimeSpan.FromSeconds(60)).ConfigureAwait(false);
+            }
+
+            if (!stop.Ok && PostmasterRunning())
             {
                 _leftovers.Add($"PostgreSQL still runs: runuser -u postgres -- {_tools.Pg("pg_ctl")} -D {_pgData} stop -m immediate ({stop.Err.Trim()})");
             }
@@ -220,8 +228,34 @@ internal sealed partial class DbStack : IAsyncDisposable
     private Task<string> AsPostgresOrFailAsync(string program, string[] args, CancellationToken ct) =>
         BenchProcess.RunAsync(_tools.Runuser, ["-u", DbTools.PostgresUser, "--", program, .. args], ct);
 
-    private Task<ProcessOutcome> AsPostgresAsync(string program, string[] args) =>
-        BenchProcess.TryWithinAsync(_tools.Runuser, ["-u", DbTools.PostgresUser, "--", program, .. args], TimeSpan.FromSeconds(60));
+    private Task<ProcessOutcome> AsPostgresAsync(string program, string[] args, TimeSpan timeout) =>
+        BenchProcess.TryWithinAsync(_tools.Runuser, ["-u", DbTools.PostgresUser, "--", program, .. args], timeout);
+
+    /// <summary>
+    /// Whether the cluster's postmaster is alive: its pid file names a process that exists. A pid file left by a
+    /// server that died (or that is removing it as it exits) names none.
+    /// </summary>
+    private bool PostmasterRunning()
+    {
+        string pidFile = Path.Combine(_pgData, "postmaster.pid");
+        string? first;
+        try
+        {
+            using var reader = new StreamReader(pidFile);
+            first = reader.ReadLine();
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return false;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Unreadable is not proof that it stopped: let pg_ctl decide.
+            return true;
+        }
+
+        return int.TryParse(first, NumberStyles.None, CultureInfo.InvariantCulture, out int pid) && Directory.Exists($"/proc/{pid}");
+    }
 
     [GeneratedRegex(@"^tps = ([0-9.]+) \(without initial connection time\)", RegexOptions.Multiline)]
     private static partial Regex TpsLine();

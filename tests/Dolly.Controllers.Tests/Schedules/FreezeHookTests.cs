@@ -159,7 +159,8 @@ public sealed class FreezeHookStackTests : IAsyncLifetime
         await RunAsync("fsfreeze", "-f", dbStaging);
         try
         {
-            await SnapshotAsync("db-fail", "db", new() { [FreezeNames.FreezeAnnotation] = "true", [FreezeNames.TimeoutAnnotation] = "500ms" });
+            // A timeout far above what refusing takes, even on a busy machine: the failure must be the refusal, not the clock.
+            await SnapshotAsync("db-fail", "db", new() { [FreezeNames.FreezeAnnotation] = "true", [FreezeNames.TimeoutAnnotation] = "30s" });
             await SnapshotAsync("db-continue", "db", new() { [FreezeNames.FreezeAnnotation] = "true", [FreezeNames.OnErrorAnnotation] = FreezeNames.Continue });
             var failed = await Until(async () => await ReadAsync("db-fail") is { Status.Error.Message: { } m } ? m : null, "db-fail's error");
             Assert.Contains("the freeze failed, so the snapshot was not cut (onError Fail)", failed, StringComparison.Ordinal);
@@ -188,7 +189,7 @@ public sealed class FreezeHookStackTests : IAsyncLifetime
                 ["spec"] = new Dictionary<string, object>
                 {
                     ["schedule"] = "@daily",
-                    ["hooks"] = new Dictionary<string, object> { ["freeze"] = true, ["freezeTimeout"] = "1s", ["onError"] = "Fail" },
+                    ["hooks"] = new Dictionary<string, object> { ["freeze"] = true, ["freezeTimeout"] = "10s", ["onError"] = "Fail" },
                 },
             },
             ScheduleNames.Group, ScheduleNames.Version, Ns, ScheduleNames.NamespacedPlural, cancellationToken: Ct);
@@ -203,7 +204,7 @@ public sealed class FreezeHookStackTests : IAsyncLifetime
         var scheduled = await ReadAsync(db.Snapshot!);
         Assert.NotNull(scheduled.Metadata.Annotations);
         Assert.Equal("true", scheduled.Metadata.Annotations[FreezeNames.FreezeAnnotation]);
-        Assert.Equal("1s", scheduled.Metadata.Annotations[FreezeNames.TimeoutAnnotation]);
+        Assert.Equal("10s", scheduled.Metadata.Annotations[FreezeNames.TimeoutAnnotation]);
         Assert.Equal("Fail", scheduled.Metadata.Annotations[FreezeNames.OnErrorAnnotation]);
 
         // A malformed annotation is named in the snapshot's error; nothing is cut.
