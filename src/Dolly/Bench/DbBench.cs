@@ -42,7 +42,10 @@ internal sealed class DbBench(string root, DbBenchOptions options, DbTools tools
         using var pool = Pool.Create(Path.Combine(root, "pool")).OrFail();
         pool.CreateVolume(Volume, options.VolumeSize).OrFail();
         var server = new NbdServer(new ExportCatalog(pool), new NbdServerOptions { UnixSocketPath = dollySocket });
-        using var kit = BenchProcess.StartBackground(tools.Setsid, [tools.Nbdkit, "--foreground", "--exit-with-parent", "-U", kitSocket, "file", raw], new System.Text.StringBuilder());
+        // Not --exit-with-parent: nbdkit ties it to the parent *thread* (PR_SET_PDEATHSIG), and the thread-pool
+        // thread that started it can retire mid-run, which takes the baseline's disk away (EIO in PostgreSQL).
+        // The finally below kills it.
+        using var kit = BenchProcess.StartBackground(tools.Setsid, [tools.Nbdkit, "--foreground", "-U", kitSocket, "file", raw], new System.Text.StringBuilder());
         DbStack? dolly = null, plain = null;
         try
         {

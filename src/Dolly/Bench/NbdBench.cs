@@ -194,7 +194,9 @@ internal sealed class NbdBench(string root, long size, int rounds, TimeSpan fioR
     internal static Process StartNbdkit(string socket, string raw)
     {
         var psi = new ProcessStartInfo("nbdkit") { UseShellExecute = false, RedirectStandardError = true };
-        foreach (var a in new[] { "--foreground", "--exit-with-parent", "-U", socket, "file", raw })
+        // Not --exit-with-parent: it ties nbdkit's life to the thread-pool thread that starts it (PR_SET_PDEATHSIG
+        // follows the parent thread), which can retire mid-run. Callers kill it when done.
+        foreach (var a in new[] { "--foreground", "-U", socket, "file", raw })
         {
             psi.ArgumentList.Add(a);
         }
