@@ -135,7 +135,7 @@ public sealed class ClientTests(ServerFixture fx) : IClassFixture<ServerFixture>
         await client.CoreV1.DeleteNamespacedPersistentVolumeClaimAsync("second", ns, propagationPolicy: "Orphan", cancellationToken: Ct);
 
         await client.CoreV1.DeleteNamespacedPersistentVolumeClaimAsync("owner", ns, cancellationToken: Ct);
-        await Poll.UntilAsync(async () => await Names(client, ns), names => names == "orphaned", TimeSpan.FromSeconds(10));
+        await Poll.UntilAsync(async () => await Names(client, ns), names => names == "orphaned", TimeSpan.FromSeconds(60));
     }
 
     private static async Task<string> Names(Kubernetes client, string ns)
@@ -156,7 +156,7 @@ public sealed class ClientTests(ServerFixture fx) : IClassFixture<ServerFixture>
         await client.CoreV1.DeleteNamespacedPersistentVolumeClaimAsync("before", ns, cancellationToken: Ct);
 
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
-        cts.CancelAfter(TimeSpan.FromSeconds(20));
+        cts.CancelAfter(TimeSpan.FromSeconds(60));
         var seen = new List<string>();
         await foreach (var (type, item) in client.CoreV1.WatchListNamespacedPersistentVolumeClaimAsync(ns, resourceVersion: rv, cancellationToken: cts.Token))
         {
@@ -177,7 +177,7 @@ public sealed class ClientTests(ServerFixture fx) : IClassFixture<ServerFixture>
         string ns = await NamespaceAsync(client, "c-watch2");
         await client.CustomObjects.CreateNamespacedCustomObjectAsync(Snapshot("one"), Group, Version, ns, Plural, cancellationToken: Ct);
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
-        cts.CancelAfter(TimeSpan.FromSeconds(20));
+        cts.CancelAfter(TimeSpan.FromSeconds(60));
         var events = new List<string>();
         bool created = false;
         await foreach (var (type, obj) in client.CustomObjects.WatchListNamespacedCustomObjectAsync(Group, Version, ns, Plural, allowWatchBookmarks: true, cancellationToken: cts.Token))
@@ -258,7 +258,7 @@ public sealed class ClientTests(ServerFixture fx) : IClassFixture<ServerFixture>
         await client.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(Pvc("p"), ns, cancellationToken: Ct);
         var list = await client.CoreV1.ListNamespacedPersistentVolumeClaimAsync(ns, cancellationToken: Ct);
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
-        cts.CancelAfter(TimeSpan.FromSeconds(20));
+        cts.CancelAfter(TimeSpan.FromSeconds(60));
         var on = new V1Patch("""{"metadata":{"labels":{"sel":"yes"}}}""", V1Patch.PatchType.MergePatch);
         var off = new V1Patch("""{"metadata":{"labels":{"sel":"no"}}}""", V1Patch.PatchType.MergePatch);
         await client.CoreV1.PatchNamespacedPersistentVolumeClaimAsync(on, "p", ns, cancellationToken: Ct);

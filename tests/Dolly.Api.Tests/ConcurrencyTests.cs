@@ -23,7 +23,7 @@ public sealed class ConcurrencyTests(ServerFixture fx) : IClassFixture<ServerFix
         }, "race", cancellationToken: Ct);
 
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
-        cts.CancelAfter(TimeSpan.FromSeconds(60));
+        cts.CancelAfter(TimeSpan.FromSeconds(120));
         var seen = new List<(long Rv, int Value)>();
         const int writers = 6, perWriter = 25, total = writers * perWriter;
         var watching = Task.Run(async () =>
@@ -61,7 +61,7 @@ public sealed class ConcurrencyTests(ServerFixture fx) : IClassFixture<ServerFix
             }
         });
 
-        await watching.WaitAsync(TimeSpan.FromSeconds(30), Ct);
+        await watching.WaitAsync(TimeSpan.FromSeconds(120), Ct);
         var final = await client.CoordinationV1.ReadNamespacedLeaseAsync("counter", "race", cancellationToken: Ct);
         Assert.Equal(total, final.Spec.LeaseTransitions);
         Assert.Equal(Enumerable.Range(1, total), seen.Select(s => s.Value));

@@ -27,14 +27,14 @@ public sealed class ControllerPatternTests(ServerFixture fx) : IClassFixture<Ser
         elector.OnStartedLeading += () => leading.TrySetResult();
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
         var run = elector.RunUntilLeadershipLostAsync(cts.Token);
-        await leading.Task.WaitAsync(TimeSpan.FromSeconds(20), Ct);
+        await leading.Task.WaitAsync(TimeSpan.FromSeconds(60), Ct);
         var lease = await client.CoordinationV1.ReadNamespacedLeaseAsync("dolly-controllers", "kube-system", cancellationToken: Ct);
         Assert.Equal("replica-1", lease.Spec.HolderIdentity);
         Assert.NotNull(lease.Spec.RenewTime);
         await cts.CancelAsync();
         try
         {
-            await run.WaitAsync(TimeSpan.FromSeconds(20), Ct);
+            await run.WaitAsync(TimeSpan.FromSeconds(60), Ct);
         }
         catch (OperationCanceledException)
         {

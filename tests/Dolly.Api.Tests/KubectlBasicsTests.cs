@@ -154,7 +154,7 @@ public sealed class KubectlBasicsTests(ServerFixture fx) : IClassFixture<ServerF
                           ready: {type: boolean}
             """;
         (await fx.KubectlWithInputAsync(crd, "apply", "-f", "-")).ShouldSucceed();
-        (await fx.KubectlAsync("wait", "--for", "condition=established", "crd/widgets.example.dolly.io", "--timeout=10s")).ShouldSucceed();
+        (await fx.KubectlAsync("wait", "--for", "condition=established", "crd/widgets.example.dolly.io", "--timeout=60s")).ShouldSucceed();
         (await fx.KubectlAsync("create", "ns", "widgets")).ShouldSucceed();
         const string widget = "apiVersion: example.dolly.io/v1\nkind: Widget\nmetadata: {name: w1, namespace: widgets}\nspec: {size: 3}\n";
         (await fx.KubectlWithInputAsync(widget, "apply", "-f", "-")).ShouldSucceed();
@@ -178,7 +178,7 @@ public sealed class KubectlBasicsTests(ServerFixture fx) : IClassFixture<ServerF
         var explain = (await fx.KubectlAsync("explain", "widget.spec")).ShouldSucceed();
         Assert.Contains("size\t<integer> -required-", explain.Stdout, StringComparison.Ordinal);
 
-        (await fx.KubectlAsync("delete", "crd", "widgets.example.dolly.io", "--timeout=10s")).ShouldSucceed();
+        (await fx.KubectlAsync("delete", "crd", "widgets.example.dolly.io", "--timeout=60s")).ShouldSucceed();
         var gone = await fx.KubectlAsync("get", "widgets.example.dolly.io", "-n", "widgets");
         gone.ShouldFail();
     }
@@ -198,7 +198,7 @@ public sealed class KubectlBasicsTests(ServerFixture fx) : IClassFixture<ServerF
         Assert.Equal("Always Always Pending", defaults.Stdout);
 
         // No scheduler or kubelet: deleting an unscheduled pod removes it at once, as kube-apiserver does.
-        (await fx.KubectlAsync("delete", "pod", "p", "-n", "podless", "--timeout=10s")).ShouldSucceed();
+        (await fx.KubectlAsync("delete", "pod", "p", "-n", "podless", "--timeout=60s")).ShouldSucceed();
         Assert.Contains("NotFound", (await fx.KubectlAsync("get", "pod", "p", "-n", "podless")).ShouldFail().Stderr, StringComparison.Ordinal);
         var info = (await fx.KubectlAsync("cluster-info")).ShouldSucceed();
         Assert.Contains("Kubernetes control plane is running at " + fx.Server.Url!.ToString().TrimEnd('/'), info.Stdout, StringComparison.Ordinal);

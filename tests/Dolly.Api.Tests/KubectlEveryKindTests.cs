@@ -61,7 +61,7 @@ public sealed class KubectlEveryKindTests(ServerFixture fx) : IClassFixture<Serv
         (await fx.KubectlAsync(["patch", resource, name, "--type", "merge", "-p", """{"metadata":{"annotations":{"patched":"yes"}}}""", .. scope])).ShouldSucceed();
         (await fx.KubectlAsync(["describe", resource, name, .. scope])).ShouldSucceed();
 
-        (await fx.KubectlAsync(["delete", resource, name, "--timeout=20s", .. scope])).ShouldSucceed();
+        (await fx.KubectlAsync(["delete", resource, name, "--timeout=60s", .. scope])).ShouldSucceed();
         var gone = (await fx.KubectlAsync(["get", resource, name, .. scope])).ShouldFail();
         Assert.Contains("NotFound", gone.Stderr, StringComparison.Ordinal);
     }

@@ -65,7 +65,7 @@ public sealed class KubectlMutationTests(ServerFixture fx) : IClassFixture<Serve
     {
         string ns = await NamespaceAsync("status");
         (await fx.KubectlWithInputAsync(Snapshot(ns, "s"), "apply", "-f", "-")).ShouldSucceed();
-        using var wait = fx.StartKubectl("wait", "--for=jsonpath={.status.readyToUse}=true", "vs/s", "-n", ns, "--timeout=20s");
+        using var wait = fx.StartKubectl("wait", "--for=jsonpath={.status.readyToUse}=true", "vs/s", "-n", ns, "--timeout=60s");
         // A status written through the main resource is ignored.
         (await fx.KubectlAsync("patch", "vs", "s", "-n", ns, "--type", "merge", "-p", """{"status":{"readyToUse":true}}""")).ShouldSucceed();
         var ignored = (await fx.KubectlAsync("get", "vs", "s", "-n", ns, "-o", "jsonpath={.status}")).ShouldSucceed();
@@ -134,13 +134,13 @@ public sealed class KubectlMutationTests(ServerFixture fx) : IClassFixture<Serve
         var refused = (await fx.KubectlWithInputAsync(Pvc(ns, "late"), "create", "-f", "-")).ShouldFail();
         Assert.Contains("unable to create new content in namespace cascade because it is being terminated", refused.Stderr, StringComparison.Ordinal);
         await Poll.UntilAsync(async () => (await fx.KubectlAsync("get", "vs", "-n", ns, "-o", "name")).Stdout,
-            o => o == "volumesnapshot.snapshot.storage.k8s.io/held\n", TimeSpan.FromSeconds(10));
+            o => o == "volumesnapshot.snapshot.storage.k8s.io/held\n", TimeSpan.FromSeconds(60));
         await Poll.UntilAsync(async () => (await fx.KubectlAsync("get", "ns", ns, "-o", "jsonpath={.status.conditions[?(@.type==\"NamespaceFinalizersRemaining\")].message}")).Stdout,
-            o => o == "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances", TimeSpan.FromSeconds(10));
+            o => o == "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances", TimeSpan.FromSeconds(60));
 
-        using var waitDelete = fx.StartKubectl("delete", "ns", ns, "--timeout=20s");
+        using var waitDelete = fx.StartKubectl("delete", "ns", ns, "--timeout=60s");
         (await fx.KubectlAsync("patch", "vs", "held", "-n", ns, "--type", "merge", "-p", """{"metadata":{"finalizers":null}}""")).ShouldSucceed();
-        (await fx.KubectlAsync("wait", "--for=delete", "ns/" + ns, "--timeout=20s")).ShouldSucceed();
+        (await fx.KubectlAsync("wait", "--for=delete", "ns/" + ns, "--timeout=60s")).ShouldSucceed();
         var immortal = (await fx.KubectlAsync("delete", "ns", "default")).ShouldFail();
         Assert.Contains("this namespace may not be deleted", immortal.Stderr, StringComparison.Ordinal);
     }
@@ -223,10 +223,10 @@ public sealed class KubectlMutationTests(ServerFixture fx) : IClassFixture<Serve
         var finalizers = (await fx.KubectlAsync("get", "pvc", "owner", "-n", ns, "-o", "jsonpath={.metadata.finalizers}")).ShouldSucceed();
         Assert.Contains("foregroundDeletion", finalizers.Stdout, StringComparison.Ordinal);
         await Poll.UntilAsync(async () => (await fx.KubectlAsync("get", "vs", "dep", "-n", ns, "-o", "jsonpath={.metadata.deletionTimestamp}")).Stdout,
-            ts => ts.Length > 0, TimeSpan.FromSeconds(10));
+            ts => ts.Length > 0, TimeSpan.FromSeconds(60));
         (await fx.KubectlAsync("get", "pvc", "owner", "-n", ns)).ShouldSucceed();
 
         (await fx.KubectlAsync("patch", "vs", "dep", "-n", ns, "--type", "merge", "-p", """{"metadata":{"finalizers":null}}""")).ShouldSucceed();
-        (await fx.KubectlAsync("wait", "--for=delete", "pvc/owner", "-n", ns, "--timeout=20s")).ShouldSucceed();
+        (await fx.KubectlAsync("wait", "--for=delete", "pvc/owner", "-n", ns, "--timeout=60s")).ShouldSucceed();
     }
 }

@@ -119,7 +119,7 @@ public sealed class ServerFixture : IAsyncLifetime
 
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
         await process.WaitForExitAsync(timeout.Token);
         return new KubectlResult(process.ExitCode, await stdout, await stderr);
     }
@@ -207,7 +207,7 @@ public sealed class KubectlProcess : IDisposable
 
     /// <summary>Polls the output until it satisfies <paramref name="condition"/> or the timeout passes.</summary>
     public Task<string> WaitForOutputAsync(Func<string, bool> condition, TimeSpan? timeout = null) =>
-        Poll.UntilAsync(() => Output, condition, timeout ?? TimeSpan.FromSeconds(20));
+        Poll.UntilAsync(() => Output, condition, timeout ?? TimeSpan.FromSeconds(60));
 
     public void Dispose()
     {

@@ -66,7 +66,7 @@ internal static class Eventually
     /// Polls <paramref name="probe"/> until it gives a value (not null, and not <c>false</c>) or the time is up; the
     /// timeout's message names what never happened and the last value seen.
     /// </summary>
-    public static async Task<T> Until<T>(Func<Task<T?>> probe, Func<string> what, int seconds = 30)
+    public static async Task<T> Until<T>(Func<Task<T?>> probe, Func<string> what, int seconds = 60)
     {
         var ct = TestContext.Current.CancellationToken;
         var deadline = DateTime.UtcNow.AddSeconds(seconds);
@@ -85,5 +85,5 @@ internal static class Eventually
         throw new TimeoutException(what() + " (last: " + last + ")");
     }
 
-    public static Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 30) => Until(probe, () => what, seconds);
+    public static Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 60) => Until(probe, () => what, seconds);
 }

@@ -66,7 +66,7 @@ public sealed class DriverFaultTests : IAsyncLifetime
         }
     }
 
-    private static Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 30)
+    private static Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 60)
         => Eventually.Until(probe, what, seconds);
 
     private async Task<V1PersistentVolumeClaim> ClaimAsync(string name, string size = "1Gi")

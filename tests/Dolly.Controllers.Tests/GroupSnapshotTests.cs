@@ -52,7 +52,7 @@ public sealed class GroupSnapshotTests : IAsyncLifetime
         }
     }
 
-    private static Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 30)
+    private static Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 60)
         => Eventually.Until(probe, what, seconds);
 
     private static async Task<JsonElement> UntilFound(Func<Task<JsonElement?>> probe, string what) =>
@@ -411,7 +411,12 @@ public sealed class GroupSnapshotTests : IAsyncLifetime
             60) is JsonElement found ? found : throw new InvalidOperationException("not a JSON object");
         Assert.Equal(expected, Str(group, "status", "error", "message"));
         Assert.Equal("False", Str(group, "status", "readyToUse"));
-        Assert.Contains(expected, await Until(async () => await Events(name, setUp == "no-default" ? "SetDefaultGroupSnapshotClassFailed" : setUp == "content-missing" ? "GroupSnapshotContentMisbound" : "GroupSnapshotCreationFailed") is { Length: > 0 } e ? e : null, "no event"), StringComparison.Ordinal);
+        // Likewise the events: an earlier attempt may have recorded another message under the same reason, and the
+        // one named here may be recorded a moment after the status reads it, so wait for it rather than the first.
+        string reason = setUp == "no-default" ? "SetDefaultGroupSnapshotClassFailed" : setUp == "content-missing" ? "GroupSnapshotContentMisbound" : "GroupSnapshotCreationFailed";
+        string events = "";
+        await Eventually.Until(async () => (events = await Events(name, reason)).Contains(expected, StringComparison.Ordinal), () => $"no {reason} event saying \"{expected}\"; events: \"{events}\"");
+        Assert.Contains(expected, events, StringComparison.Ordinal);
         Assert.Empty(await List(Group, Version, "volumegroupsnapshotcontents", cluster: true));
         Assert.Empty(S.Pool.ListDevices(Storage.DeviceKind.Snapshot));
         Assert.Equal(0, _calls.Count("CreateVolumeGroupSnapshot"));

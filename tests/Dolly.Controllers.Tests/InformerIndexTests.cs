@@ -87,7 +87,7 @@ public sealed class InformerIndexTests
         var informer = new Informer<V1PersistentVolumeClaim>("PersistentVolumeClaim", api.List, api.Watch, NullLogger.Instance);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(Ct);
         var run = informer.RunAsync(stop.Token);
-        await informer.Synced.WaitAsync(TimeSpan.FromSeconds(5), Ct);
+        await informer.Synced.WaitAsync(TimeSpan.FromSeconds(60), Ct);
 
         // Added after the first list: built from what is cached.
         informer.AddIndex(BySource, SourceOf);
@@ -149,12 +149,14 @@ public sealed class InformerIndexTests
             informer.List().Count() == truth.Count
             && truth.All(t => informer.Get(t.Key)?.Metadata.ResourceVersion == t.Value.Metadata.ResourceVersion);
 
-        for (int i = 0; i < 1000 && !Same(); i++)
+        // A deadline, not a count of short sleeps (1000 sleeps of 5 ms is seconds, which a busy machine can exceed).
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (!Same() && DateTime.UtcNow < deadline)
         {
             await Task.Delay(5, Ct);
         }
 
-        Assert.True(Same(), "the informer never caught up with the server's objects");
+        Assert.True(Same(), $"the informer never caught up with the server's objects: it holds {informer.List().Count()} of {truth.Count}, {truth.Count(t => informer.Get(t.Key)?.Metadata.ResourceVersion != t.Value.Metadata.ResourceVersion)} at another version");
     }
 
     private static void Check(Informer<V1PersistentVolumeClaim> informer)

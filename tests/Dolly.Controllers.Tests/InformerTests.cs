@@ -68,14 +68,16 @@ public sealed class InformerTests
         return (informer, seen);
     }
 
-    private static async Task Until(Func<bool> condition)
+    private static async Task Until(Func<bool> condition, [System.Runtime.CompilerServices.CallerArgumentExpression(nameof(condition))] string what = "")
     {
-        for (int i = 0; i < 500 && !condition(); i++)
+        // A deadline, not a count of short sleeps: 500 sleeps of 10 ms is a few seconds, which a busy machine can exceed.
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (!condition() && DateTime.UtcNow < deadline)
         {
             await Task.Delay(10, Ct);
         }
 
-        Assert.True(condition());
+        Assert.True(condition(), $"not within 60 s: {what}");
     }
 
     [Fact]
@@ -86,7 +88,7 @@ public sealed class InformerTests
         var (informer, seen) = Make(api);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(Ct);
         var run = informer.RunAsync(stop.Token);
-        await informer.Synced.WaitAsync(TimeSpan.FromSeconds(5), Ct);
+        await informer.Synced.WaitAsync(TimeSpan.FromSeconds(60), Ct);
         Assert.Equal("1", informer.Get("ns/a")!.Metadata.ResourceVersion);
 
         await api.Events.Writer.WriteAsync((WatchEventType.Modified, Claim("a", "u1", "2")), Ct);
@@ -110,7 +112,7 @@ public sealed class InformerTests
         var (informer, _) = Make(api);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(Ct);
         var run = informer.RunAsync(stop.Token);
-        await informer.Synced.WaitAsync(TimeSpan.FromSeconds(5), Ct);
+        await informer.Synced.WaitAsync(TimeSpan.FromSeconds(60), Ct);
 
         await api.Events.Writer.WriteAsync((WatchEventType.Deleted, Claim("a", "u1", "3", deleting: true)), Ct);
         await Until(() => informer.Get("ns/a") is null);
@@ -136,7 +138,7 @@ public sealed class InformerTests
         var (informer, _) = Make(api);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(Ct);
         var run = informer.RunAsync(stop.Token);
-        await informer.Synced.WaitAsync(TimeSpan.FromSeconds(5), Ct);
+        await informer.Synced.WaitAsync(TimeSpan.FromSeconds(60), Ct);
         informer.Remember(Claim("a", "u1", "9"));
         Assert.Equal("10", informer.Get("ns/a")!.Metadata.ResourceVersion);
         informer.Remember(Claim("a", "u1", "11"));
@@ -154,7 +156,7 @@ public sealed class InformerTests
         var (informer, seen) = Make(api);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(Ct);
         var run = informer.RunAsync(stop.Token);
-        await informer.Synced.WaitAsync(TimeSpan.FromSeconds(5), Ct);
+        await informer.Synced.WaitAsync(TimeSpan.FromSeconds(60), Ct);
 
         api.Items.RemoveAt(1);
         await api.Events.Writer.WriteAsync((WatchEventType.Error, Claim("", "", "")), Ct);

@@ -46,18 +46,24 @@ public sealed class LeaderElectionTests : IAsyncLifetime
             BindVolumes = true,
             LeaderElection = true,
             Identity = identity,
-            LeaseDuration = TimeSpan.FromSeconds(2),
-            RenewDeadline = TimeSpan.FromSeconds(1.5),
+            // A deadline a busy machine cannot miss while leading: with 1.5 s, a stalled renewal handed the Lease to
+            // the other replica mid-test, and events then came from both. The standby's takeover waits out
+            // LeaseDuration, so it stays well under the waits below.
+            LeaseDuration = TimeSpan.FromSeconds(12),
+            RenewDeadline = TimeSpan.FromSeconds(8),
             RetryPeriod = TimeSpan.FromMilliseconds(200),
         };
         var run = DollyControllers.RunAsync(client, channel.CreateCallInvoker(), options, NullLoggerFactory.Instance, stop.Token);
         return new Replica(identity, stop, run, client, channel);
     }
 
-    private static async Task<T> Until<T>(Func<Task<T?>> probe, string what)
+    private static Task<T> Until<T>(Func<Task<T?>> probe, string what)
+        where T : class => Until(probe, () => what);
+
+    private static async Task<T> Until<T>(Func<Task<T?>> probe, Func<string> what)
         where T : class
     {
-        var deadline = DateTime.UtcNow.AddSeconds(30);
+        var deadline = DateTime.UtcNow.AddSeconds(60);
         while (DateTime.UtcNow < deadline)
         {
             if (await probe() is { } value)
@@ -68,7 +74,7 @@ public sealed class LeaderElectionTests : IAsyncLifetime
             await Task.Delay(100, Ct);
         }
 
-        throw new TimeoutException(what);
+        throw new TimeoutException($"{what()} within 60 s");
     }
 
     private static async Task<string?> Holder(Kubernetes client)
@@ -119,8 +125,9 @@ public sealed class LeaderElectionTests : IAsyncLifetime
 
         // The leader stops; once its lease runs out the standby holds it and provisions.
         await active.Stop.CancelAsync();
-        await active.Run.WaitAsync(TimeSpan.FromSeconds(30), Ct);
-        await Until(async () => await Holder(admin) == standby.Identity ? "yes" : null, "the standby never took the lease");
+        await active.Run.WaitAsync(TimeSpan.FromSeconds(60), Ct);
+        string? holder = null;
+        await Until(async () => (holder = await Holder(admin)) == standby.Identity ? "yes" : null, () => $"the standby never took the lease (holder: {holder})");
         await CreateClaimAsync(admin, "second");
         await BoundAsync(admin, "second");
         var second = await admin.CoreV1.ListNamespacedEventAsync("default", fieldSelector: "involvedObject.name=second", cancellationToken: Ct);
@@ -128,6 +135,6 @@ public sealed class LeaderElectionTests : IAsyncLifetime
         Assert.Equal(2, (await admin.CoreV1.ListPersistentVolumeAsync(cancellationToken: Ct)).Items.Count);
 
         await standby.Stop.CancelAsync();
-        await standby.Run.WaitAsync(TimeSpan.FromSeconds(30), Ct);
+        await standby.Run.WaitAsync(TimeSpan.FromSeconds(60), Ct);
     }
 }

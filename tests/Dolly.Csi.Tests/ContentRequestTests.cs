@@ -245,7 +245,7 @@ public sealed class ContentRequestTests : IAsyncLifetime
 
     private static async Task<T> Until<T>(Func<T?> probe, string what)
     {
-        var deadline = DateTime.UtcNow.AddSeconds(20);
+        var deadline = DateTime.UtcNow.AddSeconds(60);
         while (DateTime.UtcNow < deadline)
         {
             if (probe() is { } v && !(v is bool b && !b))
@@ -256,7 +256,7 @@ public sealed class ContentRequestTests : IAsyncLifetime
             await Task.Delay(20, Token);
         }
 
-        throw new TimeoutException(what);
+        throw new TimeoutException(what + " within 60 s");
     }
 }
 

@@ -230,10 +230,10 @@ public sealed class NodeFreezeTests : CsiTestBase
 
     private static async Task UntilAsync(Func<bool> condition, string what)
     {
-        var give = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        var give = DateTime.UtcNow + TimeSpan.FromSeconds(60);
         while (!condition())
         {
-            Assert.True(DateTime.UtcNow < give, $"timed out waiting for {what}");
+            Assert.True(DateTime.UtcNow < give, $"timed out after 60 s waiting for {what}");
             await Task.Delay(20, Token);
         }
     }

@@ -211,7 +211,7 @@ public sealed class DollyUp : IAsyncLifetime
     }
 
     /// <summary>Polls until the condition holds or the time is up; returns whether it held.</summary>
-    public static async Task<bool> Eventually(Func<Task<bool>> condition, int seconds = 30)
+    public static async Task<bool> Eventually(Func<Task<bool>> condition, int seconds = 60)
     {
         var deadline = DateTime.UtcNow.AddSeconds(seconds);
         while (DateTime.UtcNow < deadline)

@@ -146,10 +146,12 @@ public sealed class FreezeTests(DollyUp up)
                 await hung.RequestStream.WriteAsync(Freeze(handle, 3000), Ct);
                 Assert.True(await hung.ResponseStream.MoveNext(Ct));
                 Assert.True(await IsFrozenAsync(dir), "not frozen after the frozen answer");
-                Assert.True(await DollyUp.Eventually(async () => !await IsFrozenAsync(dir), 15), "never thawed by the deadline");
+                // Without the deadline it would stay frozen until the channel closes; the upper bound only has to
+                // tell those apart, and a busy machine can be seconds late with the timer and the probe.
+                Assert.True(await DollyUp.Eventually(async () => !await IsFrozenAsync(dir), 60), "never thawed by the deadline");
                 double after = (DateTime.UtcNow - asked).TotalMilliseconds;
                 output.WriteLine($"a hung caller's freeze was seen thawed {after:F0} ms after it was asked for (deadline 3000 ms)");
-                Assert.InRange(after, 2900, 10_000);
+                Assert.InRange(after, 2900, 30_000);
             }
 
             // Gone: a caller that dies (its connection reset) long before the deadline is thawed at once.
@@ -159,7 +161,7 @@ public sealed class FreezeTests(DollyUp up)
             Assert.True(await IsFrozenAsync(dir));
             gone.Dispose();
             channel.Dispose();
-            Assert.True(await DollyUp.Eventually(async () => !await IsFrozenAsync(dir), 10), "not thawed after the caller went away");
+            Assert.True(await DollyUp.Eventually(async () => !await IsFrozenAsync(dir), 30), "not thawed after the caller went away (its 60 s deadline not reached)");
         });
     }
 
@@ -192,7 +194,8 @@ public sealed class FreezeTests(DollyUp up)
                 var lag = DateTimeOffset.Parse(created, CultureInfo.InvariantCulture) - DateTimeOffset.Parse(due, CultureInfo.InvariantCulture);
                 output.WriteLine($"schedule firing lag (due {due} -> VolumeSnapshot created {created}, 1 s resolution): {lag.TotalSeconds:F0} s; {frozen}");
                 Assert.StartsWith("frozen ", frozen, StringComparison.Ordinal);
-                Assert.InRange(lag.TotalSeconds, 0, 5);
+                // Less than half the period: this minute's run, not the next one's (a busy machine can be seconds late).
+                Assert.InRange(lag.TotalSeconds, 0, 30);
             }
             finally
             {

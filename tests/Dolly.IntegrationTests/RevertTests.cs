@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace Dolly.IntegrationTests;
@@ -80,8 +81,11 @@ public sealed class RevertTests(DollyUp up)
         {
             // Sequence number n goes to wal, durably, then to data: at any instant data <= wal <= data + 1.
             using var stop = new CancellationTokenSource();
-            var writer = Task.Run(() => Alternate(wal, data, stop.Token), Ct);
-            await Task.Delay(1500, Ct);
+            // Progress is waited for, not slept on: on a busy machine the writer may not have written anything 1.5 s
+            // in, and the snapshot would then be cut before it started.
+            var done = new StrongBox<long>();
+            var writer = Task.Run(() => Alternate(wal, data, done, stop.Token), Ct);
+            Assert.True(await DollyUp.Eventually(() => Task.FromResult(Volatile.Read(ref done.Value) > 0)), "the writer never wrote");
             (await up.Apply($$$"""
                 apiVersion: groupsnapshot.storage.k8s.io/v1beta2
                 kind: VolumeGroupSnapshot
@@ -92,7 +96,8 @@ public sealed class RevertTests(DollyUp up)
                       matchLabels: {app: ledger}
                 """)).ShouldSucceed();
             await up.WaitFor("volumegroupsnapshot/ledger-1", Ns, ".status.readyToUse", "true");
-            await Task.Delay(500, Ct);
+            long atReady = Volatile.Read(ref done.Value);
+            Assert.True(await DollyUp.Eventually(() => Task.FromResult(Volatile.Read(ref done.Value) > atReady)), $"the writer stopped at {atReady}");
             await stop.CancelAsync();
             written = await writer;
         }
@@ -179,7 +184,7 @@ public sealed class RevertTests(DollyUp up)
     }
 
     /// <summary>Writes sequence numbers 1, 2, ... to wal then data, each made durable before the next write; returns the last one.</summary>
-    private static long Alternate(string wal, string data, CancellationToken stop)
+    private static long Alternate(string wal, string data, StrongBox<long> done, CancellationToken stop)
     {
         using var w = new FileStream(Path.Combine(wal, "seq"), FileMode.Create, FileAccess.Write);
         using var d = new FileStream(Path.Combine(data, "seq"), FileMode.Create, FileAccess.Write);
@@ -194,6 +199,8 @@ public sealed class RevertTests(DollyUp up)
                 f.Write(bytes);
                 f.Flush(flushToDisk: true);
             }
+
+            Volatile.Write(ref done.Value, n);
         }
 
         return n;

@@ -105,10 +105,10 @@ public sealed class AttachmentTests
 
     private static async Task Until(Func<bool> condition)
     {
-        var deadline = DateTime.UtcNow.AddSeconds(15);
+        var deadline = DateTime.UtcNow.AddSeconds(60);
         while (!condition())
         {
-            Assert.True(DateTime.UtcNow < deadline, "timed out");
+            Assert.True(DateTime.UtcNow < deadline, "timed out after 60 s");
             await Task.Delay(10, TestContext.Current.CancellationToken);
         }
     }

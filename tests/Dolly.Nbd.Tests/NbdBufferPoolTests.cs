@@ -49,8 +49,8 @@ public sealed class NbdBufferPoolTests
         Assert.False(small.IsCompleted);
 
         pool.Return(a);
-        var bigBuffer = await big.WaitAsync(TimeSpan.FromSeconds(10), ct);
-        var smallBuffer = await small.WaitAsync(TimeSpan.FromSeconds(10), ct);
+        var bigBuffer = await big.WaitAsync(TimeSpan.FromSeconds(60), ct);
+        var smallBuffer = await small.WaitAsync(TimeSpan.FromSeconds(60), ct);
         Assert.True(pool.PeakHeldBytes <= 8 * Mi, $"peak {pool.PeakHeldBytes}");
         pool.Return(b);
         pool.Return(bigBuffer);
@@ -73,7 +73,7 @@ public sealed class NbdBufferPoolTests
         small.ForEach(pool.Return);
         Assert.Equal(8 * Mi, pool.HeldBytes);
 
-        var big = await pool.RentAsync(8 * Mi, NoReserve, ct).AsTask().WaitAsync(TimeSpan.FromSeconds(10), ct);
+        var big = await pool.RentAsync(8 * Mi, NoReserve, ct).AsTask().WaitAsync(TimeSpan.FromSeconds(60), ct);
         Assert.Equal(8 * Mi, pool.HeldBytes);
         pool.Return(big);
     }
@@ -99,7 +99,7 @@ public sealed class NbdBufferPoolTests
         Assert.Equal(pool.Capacity - NbdBufferPool.ReservePerConnection, pool.HeldBytes);
 
         pool.Return(reserved[0]);
-        pool.Return(await beyond.WaitAsync(TimeSpan.FromSeconds(10), ct));
+        pool.Return(await beyond.WaitAsync(TimeSpan.FromSeconds(60), ct));
         reserved.Skip(1).ToList().ForEach(pool.Return);
         pool.Return(hog);
         Assert.Equal(0, reservation.Used);
@@ -119,7 +119,7 @@ public sealed class NbdBufferPoolTests
 
         await cancel.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => head);
-        var b = await behind.WaitAsync(TimeSpan.FromSeconds(10), ct);
+        var b = await behind.WaitAsync(TimeSpan.FromSeconds(60), ct);
         Assert.Equal(3 * Mi, pool.RentedBytes);
         pool.Return(half);
         pool.Return(b);
@@ -178,7 +178,7 @@ public sealed class NbdBufferPoolTests
         rented.ForEach(pool.Return);
         foreach (var w in waiting)
         {
-            pool.Return(await w.WaitAsync(TimeSpan.FromSeconds(10), ct));
+            pool.Return(await w.WaitAsync(TimeSpan.FromSeconds(60), ct));
         }
 
         pool.ReleaseFree();

@@ -108,7 +108,9 @@ public sealed class S3ObjectStoreRgwFaultTests(RgwFixture rgw) : IAsyncLifetime
     public async Task GatewayFrozen_RequestTimesOutAsUnreachable_ThenAnswersWhenThawed()
     {
         var bucket = await rgw.NewBucketAsync(Ct);
-        using var store = rgw.Store(bucket, adjust: o => o with { RequestTimeout = TimeSpan.FromSeconds(2), MaxRetries = 0 });
+        // The timeout is what ends the frozen request, but the same store's requests before and after the freeze must
+        // not hit it: with 2 s, radosgw answering slowly on a busy machine failed the first PUT.
+        using var store = rgw.Store(bucket, adjust: o => o with { RequestTimeout = TimeSpan.FromSeconds(15), MaxRetries = 0 });
         var data = Bytes(1000, seed: 13);
         await store.PutAsync("k", data, Ct);
         var pid = rgw.Server.GatewayProcessId() ?? throw new InvalidOperationException("radosgw has no pid file");

@@ -103,7 +103,7 @@ public sealed class BenchE2eTests : CliTestBase
         var done = watch.Expect("ns", "late", m => m.Data?["state"] == "done");
         await events.Writer.WriteAsync((WatchEventType.Added, Map("late", "pending")), Token);
         await events.Writer.WriteAsync((WatchEventType.Modified, Map("late", "done")), Token);
-        long t = await done.WaitAsync(TimeSpan.FromSeconds(10), Token);
+        long t = await done.WaitAsync(TimeSpan.FromSeconds(60), Token);
         Assert.NotNull(watch.FirstSeen("ns", "late"));
         Assert.True(t >= watch.FirstSeen("ns", "late"));
         Assert.Equal("done", watch.Last("ns", "late")!.Data["state"]);
@@ -125,7 +125,7 @@ public sealed class BenchE2eTests : CliTestBase
         await watch.StartAsync();
         var waiting = watch.Expect("ns", "never", _ => true);
         release.SetResult();
-        var ex = await Assert.ThrowsAsync<IOException>(() => waiting.WaitAsync(TimeSpan.FromSeconds(10), Token));
+        var ex = await Assert.ThrowsAsync<IOException>(() => waiting.WaitAsync(TimeSpan.FromSeconds(60), Token));
         Assert.Contains("the watch on ConfigMap failed 3 times in a row: connection reset", ex.Message, StringComparison.Ordinal);
 
         // Later waiters fail at once too.

@@ -83,7 +83,7 @@ public sealed class NodeCommandTests : CliTestBase
             cts.Token);
 
         var waited = System.Diagnostics.Stopwatch.StartNew();
-        while (!File.Exists(csi) && !run.IsCompleted && waited.Elapsed < TimeSpan.FromSeconds(30))
+        while (!File.Exists(csi) && !run.IsCompleted && waited.Elapsed < TimeSpan.FromSeconds(60))
         {
             await Task.Delay(20, TestContext.Current.CancellationToken);
         }

@@ -114,7 +114,7 @@ public sealed partial class DollyUpProcess : IAsyncDisposable
     /// </summary>
     public async Task<Uri> TakeLoginAsync()
     {
-        var deadline = DateTime.UtcNow.AddSeconds(20);
+        var deadline = DateTime.UtcNow.AddSeconds(60);
         while (true)
         {
             var links = AnyLoginLine().Matches(Stdout).Select(m => m.Groups[1].Value).ToList();

@@ -195,7 +195,7 @@ public sealed partial class WebAuthTests(WebAuthTests.Up fixture) : IClassFixtur
 
     private static async Task<bool> Eventually(Func<bool> condition)
     {
-        var deadline = DateTime.UtcNow.AddSeconds(20);
+        var deadline = DateTime.UtcNow.AddSeconds(60);
         while (DateTime.UtcNow < deadline)
         {
             if (condition())

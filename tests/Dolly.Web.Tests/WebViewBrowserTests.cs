@@ -133,7 +133,7 @@ public sealed class WebViewBrowserTests : IAsyncLifetime
         await Assertions.Expect(page.Locator("#live")).ToHaveTextAsync("live");
         await page.EvaluateAsync("() => { window.__notReloaded = true; }");
         (await up.Apply(Scenario.Late)).ShouldSucceed();
-        await Assertions.Expect(page.Locator("td[data-field=kubernetes]", new() { HasTextString = "shop/late" })).ToBeVisibleAsync(new() { Timeout = 30_000 });
+        await Assertions.Expect(page.Locator("td[data-field=kubernetes]", new() { HasTextString = "shop/late" })).ToBeVisibleAsync(new() { Timeout = 60_000 });
         Assert.True(await page.EvaluateAsync<bool>("() => window.__notReloaded === true"), "the page was reloaded rather than updated");
         await page.ScreenshotAsync(new() { Path = Path.Combine(ScreenshotDirectory, "web-view-volumes.png"), FullPage = true });
         var volumeRows = await Rows(page);

@@ -309,7 +309,7 @@ public sealed class RevertControllerTests : IAsyncLifetime
 
     private static T Deserialize<T>(object o) => o is JsonElement e ? KubernetesJson.Deserialize<T>(e.GetRawText()) : KubernetesJson.Deserialize<T>(KubernetesJson.Serialize(o));
 
-    private static Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 30) => Eventually.Until(probe, what, seconds);
+    private static Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 60) => Eventually.Until(probe, what, seconds);
 
     private static async Task Until(Func<Task<bool>> probe, string what) => await Eventually.Until<object>(async () => await probe() ? true : null, what);
 }

@@ -274,7 +274,7 @@ public sealed class ScheduleControllerTests : IAsyncLifetime
     private async Task<List<VolumeSnapshot>> ReadySnapshotsAsync(string schedule) =>
         [.. (await SnapshotsAsync(schedule)).Where(s => s.Status?.ReadyToUse == true)];
 
-    private static Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 30)
+    private static Task<T> Until<T>(Func<Task<T?>> probe, string what, int seconds = 60)
         => Eventually.Until(probe, what, seconds);
 
     private static async Task Until(Func<Task<bool>> probe, string what) => await Until<object>(async () => await probe() ? true : null, what);

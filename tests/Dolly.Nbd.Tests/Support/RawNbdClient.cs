@@ -42,7 +42,7 @@ internal sealed record CommandReply(uint Error, string? Message, byte[] Data, IR
 /// </summary>
 internal sealed class RawNbdClient : IAsyncDisposable
 {
-    public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(15);
+    public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
 
     private readonly Socket? _socket;
     private readonly Stream _stream;
