@@ -20,6 +20,9 @@ public sealed class StatusCodeTests(ServerFixture fx) : IClassFixture<ServerFixt
     private const string Claims = "/api/v1/namespaces/" + Ns + "/persistentvolumeclaims";
     private const string Snapshots = "/apis/snapshot.storage.k8s.io/v1/namespaces/" + Ns + "/volumesnapshots";
     private const string StorageClasses = "/apis/storage.k8s.io/v1/storageclasses";
+    private const string Volumes = "/api/v1/persistentvolumes";
+    private const string Csi = "\"csi\":{\"driver\":\"csi.dolly.io\",\"volumeHandle\":\"h1\"}";
+    private const string Sized = "\"capacity\":{\"storage\":\"1Gi\"},\"accessModes\":[\"ReadWriteOnce\"]";
     private const string AccessModeList = "\"ReadOnlyMany\", \"ReadWriteMany\", \"ReadWriteOnce\", \"ReadWriteOncePod\"";
     private const string PatchRejected = "the server rejected our request due to an error in our request";
     private const string UnknownFormat = "the body of the request was in an unknown format - accepted media types include: ";
@@ -52,8 +55,27 @@ public sealed class StatusCodeTests(ServerFixture fx) : IClassFixture<ServerFixt
             "StorageClass.storage.k8s.io \"" + name + "\" is invalid: " + causeField + ": " + causeMessage, causeField, causeReason, causeMessage,
             DetailsGroup: "storage.k8s.io", DetailsKind: "StorageClass", DetailsName: name);
 
+    private static Case Volume(string name, string method, string path, string contentType, string body, string causeField, string causeReason, string causeMessage) =>
+        new("volume " + name + ": " + causeField + " " + causeReason, method, path, contentType, body, 422, "Invalid",
+            "PersistentVolume \"" + name + "\" is invalid: " + causeField + ": " + causeMessage, causeField, causeReason, causeMessage,
+            DetailsKind: "PersistentVolume", DetailsName: name);
+
     public static TheoryData<Case> Cases =>
     [
+        // ValidatePersistentVolumeSpec and ValidatePersistentVolumeUpdate.
+        Volume("pv-nosource", "POST", Volumes, "application/json", "{\"metadata\":{\"name\":\"pv-nosource\"},\"spec\":{" + Sized + "}}",
+            "spec", "FieldValueRequired", "Required value: must specify a volume type"),
+        Volume("pv-twosources", "POST", Volumes, "application/json", "{\"metadata\":{\"name\":\"pv-twosources\"},\"spec\":{" + Sized + ",\"hostPath\":{\"path\":\"/srv\"}," + Csi + "}}",
+            "spec.csi", "FieldValueForbidden", "Forbidden: may not specify more than 1 volume type"),
+        Volume("pv-nomodes", "POST", Volumes, "application/json", "{\"metadata\":{\"name\":\"pv-nomodes\"},\"spec\":{\"capacity\":{\"storage\":\"1Gi\"}," + Csi + "}}",
+            "spec.accessModes", "FieldValueRequired", "Required value"),
+        Volume("pv-nocapacity", "POST", Volumes, "application/json", "{\"metadata\":{\"name\":\"pv-nocapacity\"},\"spec\":{\"accessModes\":[\"ReadWriteOnce\"]," + Csi + "}}",
+            "spec.capacity", "FieldValueRequired", "Required value"),
+        Volume("pv-reclaim", "POST", Volumes, "application/json", "{\"metadata\":{\"name\":\"pv-reclaim\"},\"spec\":{" + Sized + ",\"persistentVolumeReclaimPolicy\":\"Keep\"," + Csi + "}}",
+            "spec.persistentVolumeReclaimPolicy", "FieldValueNotSupported", "Unsupported value: \"Keep\": supported values: \"Delete\", \"Recycle\", \"Retain\""),
+        Volume("codes-pv", "PATCH", Volumes + "/codes-pv", "application/merge-patch+json", """{"spec":{"csi":{"volumeHandle":"h2"}}}""",
+            "spec.persistentvolumesource", "FieldValueForbidden", "Forbidden: is immutable after creation"),
+
         // ValidatePersistentVolumeClaimSpec: access modes, volume mode.
         ClaimSpec("am-none", """{"accessModes":[],"resources":{"requests":{"storage":"1Gi"}}}""",
             "spec.accessModes", "FieldValueRequired", "Required value: at least 1 access mode is required"),
@@ -149,6 +171,9 @@ public sealed class StatusCodeTests(ServerFixture fx) : IClassFixture<ServerFixt
         using var sc = await http.PostAsync(new Uri(StorageClasses, UriKind.Relative),
             new StringContent("""{"metadata":{"name":"codes-base"},"provisioner":"csi.dolly.io"}""", Encoding.UTF8, "application/json"), Ct);
         Assert.True(sc.StatusCode is HttpStatusCode.Created or HttpStatusCode.Conflict);
+        using var pv = await http.PostAsync(new Uri(Volumes, UriKind.Relative),
+            new StringContent("{\"metadata\":{\"name\":\"codes-pv\"},\"spec\":{" + Sized + "," + Csi + "}}", Encoding.UTF8, "application/json"), Ct);
+        Assert.True(pv.StatusCode is HttpStatusCode.Created or HttpStatusCode.Conflict);
     }
 
     [Theory]

@@ -16,7 +16,7 @@ internal sealed class ClaimStrategy : IKindStrategy
     private static readonly string[] AccessModes = ["ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", ReadWriteOncePod];
 
     /// <summary>supportedVolumeModes, sorted.</summary>
-    private static readonly string[] VolumeModes = ["Block", "Filesystem"];
+    internal static readonly string[] VolumeModes = ["Block", "Filesystem"];
 
     public void Default(JsonObject obj, bool create)
     {
@@ -63,12 +63,19 @@ internal sealed class ClaimStrategy : IKindStrategy
 
     private static void ValidateAccessModes(JsonObject spec, List<FieldCause> errors)
     {
-        if (spec["accessModes"] is not JsonArray { Count: > 0 } modes)
+        if (spec["accessModes"] is not JsonArray { Count: > 0 })
         {
             errors.Add(FieldCause.Required("spec.accessModes", "at least 1 access mode is required"));
             return;
         }
 
+        ValidateAccessModeValues(spec, errors);
+    }
+
+    /// <summary>Each access mode supported, and ReadWriteOncePod alone (claims and volumes share the rule).</summary>
+    internal static void ValidateAccessModeValues(JsonObject spec, List<FieldCause> errors)
+    {
+        var modes = spec["accessModes"] as JsonArray ?? [];
         bool once = false, other = false;
         foreach (var node in modes)
         {

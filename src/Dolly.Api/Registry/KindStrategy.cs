@@ -26,6 +26,7 @@ internal static class KindStrategies
     private static readonly Dictionary<(string Group, string Plural), IKindStrategy> ByKind = new()
     {
         [("", "persistentvolumeclaims")] = new ClaimStrategy(),
+        [("", "persistentvolumes")] = new VolumeStrategy(),
         [("storage.k8s.io", "storageclasses")] = new StorageClassStrategy(),
     };
 

@@ -187,19 +187,6 @@ internal static partial class Strategies
                     break;
                 }
 
-            case "persistentvolumes" when type.Group.Length == 0:
-                {
-                    var spec = Child(obj, "spec");
-                    spec["persistentVolumeReclaimPolicy"] ??= "Retain";
-                    spec["volumeMode"] ??= "Filesystem";
-                    if (create)
-                    {
-                        Child(obj, "status")["phase"] = "Available";
-                    }
-
-                    break;
-                }
-
             case "csidrivers" when type.Group == "storage.k8s.io":
                 {
                     var spec = Child(obj, "spec");
