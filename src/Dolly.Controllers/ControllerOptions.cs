@@ -48,7 +48,7 @@ public sealed record ControllerOptions
     /// <summary>Deadline of one CSI call (upstream sidecars use one minute).</summary>
     public TimeSpan CsiTimeout { get; init; } = TimeSpan.FromMinutes(1);
 
-    /// <summary>The clock of snapshot schedules and their retention (a fake one in tests).</summary>
+    /// <summary>The controllers' clock: schedules and retention, retry delays, event and condition times (a fake one in tests).</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
     /// <summary>How often every object is reconciled again even without a change.</summary>
@@ -63,4 +63,7 @@ public sealed record ControllerOptions
 
     /// <summary>Where the controllers record upstream's snapshot and CSI call series; none when null.</summary>
     public ControllerMetrics? Metrics { get; init; }
+
+    /// <summary>Shown the controllers' cluster cache once it is made (tests read its informers' walk counts).</summary>
+    internal Action<Runtime.Cluster>? CacheCreated { get; init; }
 }

@@ -125,7 +125,8 @@ public static class DollyControllers
         }
 
         var cluster = new Cluster(client, loggers);
-        var events = new EventRecorder(client, "dolly-controllers", options.Identity, loggers.CreateLogger<EventRecorder>());
+        options.CacheCreated?.Invoke(cluster);
+        var events = new EventRecorder(client, "dolly-controllers", options.Identity, loggers.CreateLogger<EventRecorder>(), options.TimeProvider);
         var context = new ControllerContext(cluster, events, csi, options, loggers);
         var snapshots = new SnapshotController(context);
         var reconcilers = new List<IController>

@@ -250,7 +250,7 @@ internal sealed class GroupContentController : Reconciler
     {
         if (content.Status?.Error?.Message != message)
         {
-            var error = new JsonObject { ["time"] = FormatTime(DateTime.UtcNow), ["message"] = message };
+            var error = new JsonObject { ["time"] = FormatTime(_c.Options.TimeProvider.GetUtcNow().UtcDateTime), ["message"] = message };
             await _c.Cluster.PatchGroupContentAsync(content, new JsonObject { ["status"] = new JsonObject { ["error"] = error, ["readyToUse"] = false } }, status: true, ct).ConfigureAwait(false);
         }
 

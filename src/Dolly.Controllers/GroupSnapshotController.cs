@@ -58,20 +58,23 @@ internal sealed class GroupSnapshotController : Reconciler
         {
             if (claim is not null)
             {
-                RetryUnbound(claim.Metadata.NamespaceProperty);
+                RetryUnbound(Indexes.UnboundGroupSnapshotByNamespace, claim.Metadata.NamespaceProperty);
             }
         });
-        cluster.GroupClasses.OnChange((_, _) => RetryUnbound(null));
+
+        // A class concerns the unbound group snapshots that name it, and those that take their driver's default.
+        cluster.GroupClasses.OnChange((old, now) =>
+        {
+            RetryUnbound(Indexes.UnboundGroupSnapshotByClass, (now ?? old)?.Metadata.Name ?? "");
+            RetryUnbound(Indexes.UnboundGroupSnapshotByClass, "");
+        });
     }
 
-    private void RetryUnbound(string? ns)
+    private void RetryUnbound(string index, string value)
     {
-        foreach (var g in _c.Cluster.GroupSnapshots.List())
+        foreach (var g in _c.Cluster.GroupSnapshots.ByIndex(index, value))
         {
-            if ((ns is null || g.Metadata.NamespaceProperty == ns) && string.IsNullOrEmpty(g.Status?.BoundVolumeGroupSnapshotContentName))
-            {
-                Queue.Add(Informer<VolumeGroupSnapshot>.Key(g));
-            }
+            Queue.Add(Informer<VolumeGroupSnapshot>.Key(g));
         }
     }
 
@@ -169,8 +172,8 @@ internal sealed class GroupSnapshotController : Reconciler
             return;
         }
 
-        var claims = _c.Cluster.Claims.List()
-            .Where(c => c.Metadata.NamespaceProperty == ns && LabelSelectors.Matches(selector, c.Metadata.Labels))
+        var claims = _c.Cluster.Claims.InNamespace(ns)
+            .Where(c => LabelSelectors.Matches(selector, c.Metadata.Labels))
             .OrderBy(c => c.Metadata.Name, StringComparer.Ordinal)
             .ToList();
         if (claims.Count == 0)
@@ -273,8 +276,7 @@ internal sealed class GroupSnapshotController : Reconciler
             return (named, group);
         }
 
-        var defaults = _c.Cluster.GroupClasses.List()
-            .Where(c => c.Driver == driver && Cluster.Annotation(c.Metadata, GroupNames.DefaultClassAnnotation) == "true")
+        var defaults = _c.Cluster.GroupClasses.ByIndex(Indexes.DefaultGroupClassByDriver, driver)
             .OrderBy(c => c.Metadata.Name, StringComparer.Ordinal)
             .ToList();
         if (defaults.Count != 1)
@@ -407,7 +409,8 @@ internal sealed class GroupSnapshotController : Reconciler
 
     private V1ObjectReference? ClaimOf(string? volumeHandle) =>
         string.IsNullOrEmpty(volumeHandle) ? null
-            : _c.Cluster.Volumes.List().FirstOrDefault(v => v.Spec.Csi?.VolumeHandle == volumeHandle && v.Spec.Csi.Driver == _c.Options.DriverName)?.Spec.ClaimRef;
+            : _c.Cluster.Volumes.ByIndex(Indexes.VolumeByHandle, Indexes.Handle(_c.Options.DriverName, volumeHandle))
+                .OrderBy(v => v.Metadata.Name, StringComparer.Ordinal).FirstOrDefault()?.Spec.ClaimRef;
 
     private static bool IsMemberOf(VolumeSnapshot snapshot, VolumeGroupSnapshot group) =>
         snapshot.Metadata.OwnerReferences?.Any(o => o.Uid == group.Metadata.Uid) == true;
@@ -423,7 +426,8 @@ internal sealed class GroupSnapshotController : Reconciler
 
         // Members first: each lifts its in-group protection and goes through the snapshot controller (which waits
         // for restores from it to finish); their contents' snapshots are deleted with the group below, in one call.
-        var members = _c.Cluster.Snapshots.List().Where(s => s.Metadata.NamespaceProperty == group.Metadata.NamespaceProperty && IsMemberOf(s, group)).ToList();
+        var members = _c.Cluster.Snapshots.ByIndex(Indexes.SnapshotByOwnerUid, group.Metadata.Uid)
+            .Where(s => s.Metadata.NamespaceProperty == group.Metadata.NamespaceProperty && IsMemberOf(s, group)).ToList();
         foreach (var member in members)
         {
             if (Cluster.FinalizerPatch(member.Metadata, GroupNames.InGroupFinalizer, false) is { } lift)
@@ -474,7 +478,7 @@ internal sealed class GroupSnapshotController : Reconciler
     {
         if (group.Status?.Error?.Message != message)
         {
-            var error = new JsonObject { ["time"] = GroupContentController.FormatTime(DateTime.UtcNow), ["message"] = message };
+            var error = new JsonObject { ["time"] = GroupContentController.FormatTime(_c.Options.TimeProvider.GetUtcNow().UtcDateTime), ["message"] = message };
             await _c.Cluster.PatchGroupSnapshotAsync(group, new JsonObject { ["status"] = new JsonObject { ["error"] = error, ["readyToUse"] = false } }, status: true, ct).ConfigureAwait(false);
             await _c.Events.RecordAsync(group, EventRecorder.Warning, reason, message, ct).ConfigureAwait(false);
         }

@@ -94,7 +94,7 @@ internal sealed class Resizer : Reconciler
             {
                 ["type"] = "FileSystemResizePending",
                 ["status"] = "True",
-                ["lastTransitionTime"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture),
+                ["lastTransitionTime"] = _c.Options.TimeProvider.GetUtcNow().UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture),
                 ["message"] = "Waiting for user to (re-)start a pod to finish file system resize of volume on node.",
             });
         }

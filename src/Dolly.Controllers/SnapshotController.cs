@@ -280,8 +280,7 @@ internal sealed class SnapshotController : Reconciler
         string? className = snapshot.Spec.VolumeSnapshotClassName;
         if (string.IsNullOrEmpty(className))
         {
-            var defaults = _c.Cluster.SnapshotClasses.List()
-                .Where(k => k.Driver == driver && Cluster.Annotation(k.Metadata, Names.DefaultSnapshotClassAnnotation) == "true")
+            var defaults = _c.Cluster.SnapshotClasses.ByIndex(Indexes.DefaultSnapshotClassByDriver, driver)
                 .Select(k => k.Metadata.Name)
                 .Order(StringComparer.Ordinal)
                 .ToList();

@@ -19,6 +19,11 @@ public sealed class StatusCodeTests(ServerFixture fx) : IClassFixture<ServerFixt
     private const string ConfigMaps = "/api/v1/namespaces/" + Ns + "/configmaps";
     private const string Claims = "/api/v1/namespaces/" + Ns + "/persistentvolumeclaims";
     private const string Snapshots = "/apis/snapshot.storage.k8s.io/v1/namespaces/" + Ns + "/volumesnapshots";
+    private const string StorageClasses = "/apis/storage.k8s.io/v1/storageclasses";
+    private const string Volumes = "/api/v1/persistentvolumes";
+    private const string Csi = "\"csi\":{\"driver\":\"csi.dolly.io\",\"volumeHandle\":\"h1\"}";
+    private const string Sized = "\"capacity\":{\"storage\":\"1Gi\"},\"accessModes\":[\"ReadWriteOnce\"]";
+    private const string AccessModeList = "\"ReadOnlyMany\", \"ReadWriteMany\", \"ReadWriteOnce\", \"ReadWriteOncePod\"";
     private const string PatchRejected = "the server rejected our request due to an error in our request";
     private const string UnknownFormat = "the body of the request was in an unknown format - accepted media types include: ";
 
@@ -40,8 +45,63 @@ public sealed class StatusCodeTests(ServerFixture fx) : IClassFixture<ServerFixt
             "spec.resources.requests[storage]", "FieldValueInvalid", "Invalid value: \"" + shown + "\": must be greater than zero",
             DetailsKind: "PersistentVolumeClaim", DetailsName: "size-" + storage.ToLowerInvariant().Replace("-", "minus", StringComparison.Ordinal));
 
+    private static Case ClaimSpec(string name, string spec, string causeField, string causeReason, string causeMessage) =>
+        new("claim: " + name, "POST", Claims, "application/json", "{\"metadata\":{\"name\":\"" + name + "\"},\"spec\":" + spec + "}", 422, "Invalid",
+            "PersistentVolumeClaim \"" + name + "\" is invalid: " + causeField + ": " + causeMessage, causeField, causeReason, causeMessage,
+            DetailsKind: "PersistentVolumeClaim", DetailsName: name);
+
+    private static Case StorageClass(string name, string method, string path, string contentType, string body, string causeField, string causeReason, string causeMessage) =>
+        new("storage class " + name + ": " + causeField + " " + causeReason, method, path, contentType, body, 422, "Invalid",
+            "StorageClass.storage.k8s.io \"" + name + "\" is invalid: " + causeField + ": " + causeMessage, causeField, causeReason, causeMessage,
+            DetailsGroup: "storage.k8s.io", DetailsKind: "StorageClass", DetailsName: name);
+
+    private static Case Volume(string name, string method, string path, string contentType, string body, string causeField, string causeReason, string causeMessage) =>
+        new("volume " + name + ": " + causeField + " " + causeReason, method, path, contentType, body, 422, "Invalid",
+            "PersistentVolume \"" + name + "\" is invalid: " + causeField + ": " + causeMessage, causeField, causeReason, causeMessage,
+            DetailsKind: "PersistentVolume", DetailsName: name);
+
     public static TheoryData<Case> Cases =>
     [
+        // ValidatePersistentVolumeSpec and ValidatePersistentVolumeUpdate.
+        Volume("pv-nosource", "POST", Volumes, "application/json", "{\"metadata\":{\"name\":\"pv-nosource\"},\"spec\":{" + Sized + "}}",
+            "spec", "FieldValueRequired", "Required value: must specify a volume type"),
+        Volume("pv-twosources", "POST", Volumes, "application/json", "{\"metadata\":{\"name\":\"pv-twosources\"},\"spec\":{" + Sized + ",\"hostPath\":{\"path\":\"/srv\"}," + Csi + "}}",
+            "spec.csi", "FieldValueForbidden", "Forbidden: may not specify more than 1 volume type"),
+        Volume("pv-nomodes", "POST", Volumes, "application/json", "{\"metadata\":{\"name\":\"pv-nomodes\"},\"spec\":{\"capacity\":{\"storage\":\"1Gi\"}," + Csi + "}}",
+            "spec.accessModes", "FieldValueRequired", "Required value"),
+        Volume("pv-nocapacity", "POST", Volumes, "application/json", "{\"metadata\":{\"name\":\"pv-nocapacity\"},\"spec\":{\"accessModes\":[\"ReadWriteOnce\"]," + Csi + "}}",
+            "spec.capacity", "FieldValueRequired", "Required value"),
+        Volume("pv-reclaim", "POST", Volumes, "application/json", "{\"metadata\":{\"name\":\"pv-reclaim\"},\"spec\":{" + Sized + ",\"persistentVolumeReclaimPolicy\":\"Keep\"," + Csi + "}}",
+            "spec.persistentVolumeReclaimPolicy", "FieldValueNotSupported", "Unsupported value: \"Keep\": supported values: \"Delete\", \"Recycle\", \"Retain\""),
+        Volume("codes-pv", "PATCH", Volumes + "/codes-pv", "application/merge-patch+json", """{"spec":{"csi":{"volumeHandle":"h2"}}}""",
+            "spec.persistentvolumesource", "FieldValueForbidden", "Forbidden: is immutable after creation"),
+
+        // ValidatePersistentVolumeClaimSpec: access modes, volume mode.
+        ClaimSpec("am-none", """{"accessModes":[],"resources":{"requests":{"storage":"1Gi"}}}""",
+            "spec.accessModes", "FieldValueRequired", "Required value: at least 1 access mode is required"),
+        ClaimSpec("am-bogus", """{"accessModes":["ReadWriteSometimes"],"resources":{"requests":{"storage":"1Gi"}}}""",
+            "spec.accessModes", "FieldValueNotSupported", "Unsupported value: \"ReadWriteSometimes\": supported values: " + AccessModeList),
+        ClaimSpec("am-rwop-mixed", """{"accessModes":["ReadWriteOncePod","ReadWriteOnce"],"resources":{"requests":{"storage":"1Gi"}}}""",
+            "spec.accessModes", "FieldValueForbidden", "Forbidden: may not use ReadWriteOncePod with other access modes"),
+        ClaimSpec("vm-bogus", """{"accessModes":["ReadWriteOnce"],"volumeMode":"Raw","resources":{"requests":{"storage":"1Gi"}}}""",
+            "spec.volumeMode", "FieldValueNotSupported", "Unsupported value: \"Raw\": supported values: \"Block\", \"Filesystem\""),
+
+        // ValidateStorageClass and ValidateStorageClassUpdate.
+        StorageClass("sc-no-provisioner", "POST", StorageClasses, "application/json", """{"metadata":{"name":"sc-no-provisioner"}}""",
+            "provisioner", "FieldValueRequired", "Required value"),
+        StorageClass("sc-bad-provisioner", "POST", StorageClasses, "application/json", """{"metadata":{"name":"sc-bad-provisioner"},"provisioner":"csi dolly"}""",
+            "provisioner", "FieldValueInvalid", "Invalid value: \"csi dolly\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"),
+        StorageClass("sc-reclaim", "POST", StorageClasses, "application/json", """{"metadata":{"name":"sc-reclaim"},"provisioner":"csi.dolly.io","reclaimPolicy":"Recycle"}""",
+            "reclaimPolicy", "FieldValueNotSupported", "Unsupported value: \"Recycle\": supported values: \"Delete\", \"Retain\""),
+        StorageClass("sc-binding", "POST", StorageClasses, "application/json", """{"metadata":{"name":"sc-binding"},"provisioner":"csi.dolly.io","volumeBindingMode":"Later"}""",
+            "volumeBindingMode", "FieldValueNotSupported", "Unsupported value: \"Later\": supported values: \"Immediate\", \"WaitForFirstConsumer\""),
+        StorageClass("sc-binding-empty", "POST", StorageClasses, "application/json", """{"metadata":{"name":"sc-binding-empty"},"provisioner":"csi.dolly.io","volumeBindingMode":""}""",
+            "volumeBindingMode", "FieldValueNotSupported", "Unsupported value: \"\": supported values: \"Immediate\", \"WaitForFirstConsumer\""),
+        StorageClass("codes-base", "PATCH", StorageClasses + "/codes-base", "application/merge-patch+json", """{"volumeBindingMode":"WaitForFirstConsumer"}""",
+            "volumeBindingMode", "FieldValueInvalid", "Invalid value: \"WaitForFirstConsumer\": field is immutable"),
+        StorageClass("codes-base", "PATCH", StorageClasses + "/codes-base", "application/merge-patch+json", """{"reclaimPolicy":"Retain"}""",
+            "reclaimPolicy", "FieldValueForbidden", "Forbidden: updates to reclaimPolicy are forbidden."),
+
         // JSON patch: a document that is not a list of operations cannot be decoded (400); an operation that
         // cannot apply is 422 with a fixed message (patch.go: NewGenericServerResponse(422, ...)).
         new Case("json patch: not a list", "PATCH", ConfigMaps + "/base", "application/json-patch+json", """{"op":"add","path":"/data/x","value":"y"}""",
@@ -108,6 +168,12 @@ public sealed class StatusCodeTests(ServerFixture fx) : IClassFixture<ServerFixt
         using var cm = await http.PostAsync(new Uri(ConfigMaps, UriKind.Relative),
             new StringContent("""{"metadata":{"name":"base"},"data":{"k":"v"}}""", Encoding.UTF8, "application/json"), Ct);
         Assert.True(cm.StatusCode is HttpStatusCode.Created or HttpStatusCode.Conflict);
+        using var sc = await http.PostAsync(new Uri(StorageClasses, UriKind.Relative),
+            new StringContent("""{"metadata":{"name":"codes-base"},"provisioner":"csi.dolly.io"}""", Encoding.UTF8, "application/json"), Ct);
+        Assert.True(sc.StatusCode is HttpStatusCode.Created or HttpStatusCode.Conflict);
+        using var pv = await http.PostAsync(new Uri(Volumes, UriKind.Relative),
+            new StringContent("{\"metadata\":{\"name\":\"codes-pv\"},\"spec\":{" + Sized + "," + Csi + "}}", Encoding.UTF8, "application/json"), Ct);
+        Assert.True(pv.StatusCode is HttpStatusCode.Created or HttpStatusCode.Conflict);
     }
 
     [Theory]

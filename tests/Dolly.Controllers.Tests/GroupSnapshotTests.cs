@@ -42,7 +42,14 @@ public sealed class GroupSnapshotTests : IAsyncLifetime
         }
     }
 
-    public async ValueTask InitializeAsync() => _h = await ControllerHarness.StartAsync("groups", Ct, _calls);
+    private Dolly.Controllers.Runtime.Cluster? _cache;
+
+    public async ValueTask InitializeAsync() => _h = await ControllerHarness.StartAsync("groups", Ct, _calls, cache: c => _cache = c);
+
+    /// <summary>How often the controllers walked a whole cache of a kind a group snapshot touches (each must answer from an index).</summary>
+    private long Walks() =>
+        _cache!.Claims.Walks + _cache.Volumes.Walks + _cache.Snapshots.Walks + _cache.Contents.Walks + _cache.GroupSnapshots.Walks
+        + _cache.GroupContents.Walks + _cache.GroupClasses.Walks + _cache.SnapshotClasses.Walks;
 
     public async ValueTask DisposeAsync()
     {
@@ -245,6 +252,9 @@ public sealed class GroupSnapshotTests : IAsyncLifetime
         Assert.Empty(S.Pool.ListDevices(Storage.DeviceKind.Snapshot));
         Assert.Equal(1, _calls.Count("DeleteVolumeGroupSnapshot"));
         Assert.Equal(0, _calls.Count("DeleteSnapshot"));
+
+        // The whole life (claims, cut, members, restores, deletion) found every related object through an index.
+        Assert.Equal(0, Walks());
     }
 
     [Fact]

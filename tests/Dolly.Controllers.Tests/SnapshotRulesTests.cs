@@ -119,6 +119,96 @@ public sealed class SnapshotRulesTests(SnapshotRulesTests.Stack stack) : IClassF
                 Assert.Equal(s.Metadata.Uid, content!.Spec.VolumeSnapshotRef.Uid);
                 Assert.Equal(r.Prefix + "-content", s.Status!.BoundVolumeSnapshotContentName);
             }),
+        ["a pre-provisioned content naming the snapshot but another UID: no theft"] = new(
+            async r =>
+            {
+                string handle = await HandleAsync(r);
+                await CreateContentAsync(r.Kube, r.Prefix + "-content", handle, snapshotName: r.Prefix + "-snap", uid: "6a1c0ffe-0000-4000-8000-000000000001");
+                return FromContent(r.Prefix + "-content");
+            },
+            new Expected(false, "belongs to VolumeSnapshot default/", "SnapshotContentMisbound"),
+            async (r, s) =>
+            {
+                var content = await ReadContentAsync(r, r.Prefix + "-content");
+                Assert.Equal("6a1c0ffe-0000-4000-8000-000000000001", content!.Spec.VolumeSnapshotRef.Uid);
+                Assert.True(string.IsNullOrEmpty(s.Status?.BoundVolumeSnapshotContentName));
+            }),
+        ["a pre-provisioned content naming a snapshot of that name in another namespace: no theft"] = new(
+            async r =>
+            {
+                string handle = await HandleAsync(r);
+                await CreateContentAsync(r.Kube, r.Prefix + "-content", handle, snapshotName: r.Prefix + "-snap", uid: "", ns: "elsewhere");
+                return FromContent(r.Prefix + "-content");
+            },
+            new Expected(false, "belongs to VolumeSnapshot elsewhere/", "SnapshotContentMisbound"),
+            async (r, s) =>
+            {
+                var content = await ReadContentAsync(r, r.Prefix + "-content");
+                Assert.Equal(("elsewhere", ""), (content!.Spec.VolumeSnapshotRef.NamespaceProperty, content.Spec.VolumeSnapshotRef.Uid ?? ""));
+            }),
+        ["status flows from the content: creationTime and restoreSize"] = new(
+            async r => FromClaim((await BoundClaimAsync(r, "src")).Metadata.Name),
+            new Expected(Ready: true),
+            async (r, s) =>
+            {
+                var content = await ReadContentAsync(r, s.Status!.BoundVolumeSnapshotContentName!);
+                Assert.Equal(1L << 30, content!.Status!.RestoreSize);
+                Assert.Equal(1L << 30, s.Status.RestoreSize!.ToInt64());
+                var cut = DateTimeOffset.FromUnixTimeMilliseconds(content.Status.CreationTime!.Value / 1_000_000).UtcDateTime;
+                Assert.Equal(cut.ToString("yyyy-MM-ddTHH:mm:ss", System.Globalization.CultureInfo.InvariantCulture), s.Status.CreationTime!.Value.ToUniversalTime().ToString("yyyy-MM-ddTHH:mm:ss", System.Globalization.CultureInfo.InvariantCulture));
+            }),
+        ["deletion policy Delete: the content goes with the snapshot"] = new(
+            async r => FromClaim((await BoundClaimAsync(r, "src")).Metadata.Name),
+            new Expected(Ready: true),
+            async (r, s) =>
+            {
+                string contentName = s.Status!.BoundVolumeSnapshotContentName!;
+                await DeleteSnapshotAsync(r, s.Metadata.Name);
+                await Eventually.Until(async () => await ReadSnapshotAsync(r, s.Metadata.Name) is null, () => $"snapshot {s.Metadata.Name} never went");
+                await Eventually.Until(async () => await ReadContentAsync(r, contentName) is null, () => $"content {contentName} never went");
+            }),
+        ["deletion policy Retain: the content and its snapshot handle outlive the snapshot"] = new(
+            async r =>
+            {
+                await CreateClassAsync(r.Kube, r.Prefix + "-keep", "csi.dolly.io", isDefault: false, policy: "Retain");
+                return FromClaim((await BoundClaimAsync(r, "src")).Metadata.Name, r.Prefix + "-keep");
+            },
+            new Expected(Ready: true),
+            async (r, s) =>
+            {
+                string contentName = s.Status!.BoundVolumeSnapshotContentName!;
+                await DeleteSnapshotAsync(r, s.Metadata.Name);
+                await Eventually.Until(async () => await ReadSnapshotAsync(r, s.Metadata.Name) is null, () => $"snapshot {s.Metadata.Name} never went");
+                var content = await ReadContentAsync(r, contentName);
+                Assert.NotNull(content);
+                Assert.Null(content.Metadata.DeletionTimestamp);
+                Assert.Equal("Retain", content.Spec.DeletionPolicy);
+                Assert.False(string.IsNullOrEmpty(content.Status?.SnapshotHandle));
+            }),
+        ["deletion waits while a pending claim restores from the snapshot (SnapshotDeletePending), then completes"] = new(
+            async r => FromClaim((await BoundClaimAsync(r, "src")).Metadata.Name),
+            new Expected(Ready: true),
+            async (r, s) =>
+            {
+                // A class another provisioner serves: the claim stays Pending, restoring from the snapshot.
+                await r.Kube.StorageV1.CreateStorageClassAsync(
+                    new V1StorageClass { Metadata = new V1ObjectMeta { Name = r.Prefix + "-foreign" }, Provisioner = "other.csi.example.com" }, cancellationToken: Ct);
+                var restore = DriverStack.Claim(r.Prefix + "-restore", "1Gi", new V1TypedLocalObjectReference { ApiGroup = Group, Kind = "VolumeSnapshot", Name = s.Metadata.Name });
+                restore.Spec.StorageClassName = r.Prefix + "-foreign";
+                await r.Kube.CoreV1.CreateNamespacedPersistentVolumeClaimAsync(restore, Ns, cancellationToken: Ct);
+                await DeleteSnapshotAsync(r, s.Metadata.Name);
+                await Eventually.Until(
+                    async () => (await r.Kube.CoreV1.ListNamespacedEventAsync(Ns, fieldSelector: $"involvedObject.name={s.Metadata.Name},reason={Reasons.SnapshotDeletePending}", cancellationToken: Ct)).Items.Count > 0,
+                    () => $"no {Reasons.SnapshotDeletePending} event for {s.Metadata.Name}");
+                var held = await ReadSnapshotAsync(r, s.Metadata.Name);
+                Assert.NotNull(held?.Metadata.DeletionTimestamp);
+                Assert.NotNull(await ReadContentAsync(r, s.Status!.BoundVolumeSnapshotContentName!));
+
+                // The restore given up: the deletion completes, content included.
+                await r.Kube.CoreV1.DeleteNamespacedPersistentVolumeClaimAsync(restore.Metadata.Name, Ns, cancellationToken: Ct);
+                await Eventually.Until(async () => await ReadSnapshotAsync(r, s.Metadata.Name) is null, () => $"snapshot {s.Metadata.Name} never went after the restore was deleted");
+                await Eventually.Until(async () => await ReadContentAsync(r, s.Status!.BoundVolumeSnapshotContentName!) is null, () => "its content never went");
+            }),
     };
 
     public static TheoryData<string> RuleNames => [.. Rules.Keys];
@@ -212,14 +302,14 @@ public sealed class SnapshotRulesTests(SnapshotRulesTests.Stack stack) : IClassF
             "volumesnapshotclasses",
             cancellationToken: Ct);
 
-    private static Task<object> CreateContentAsync(Kubernetes kube, string name, string handle, string snapshotName, string uid) =>
+    private static Task<object> CreateContentAsync(Kubernetes kube, string name, string handle, string snapshotName, string uid, string ns = Ns) =>
         kube.CustomObjects.CreateClusterCustomObjectAsync(
             new VolumeSnapshotContent
             {
                 Metadata = new V1ObjectMeta { Name = name },
                 Spec = new VolumeSnapshotContentSpec
                 {
-                    VolumeSnapshotRef = new V1ObjectReference { Name = snapshotName, NamespaceProperty = Ns, Uid = uid.Length == 0 ? null : uid },
+                    VolumeSnapshotRef = new V1ObjectReference { Name = snapshotName, NamespaceProperty = ns, Uid = uid.Length == 0 ? null : uid },
                     DeletionPolicy = "Retain",
                     Driver = "csi.dolly.io",
                     Source = new VolumeSnapshotContentSource { SnapshotHandle = handle },
@@ -229,6 +319,9 @@ public sealed class SnapshotRulesTests(SnapshotRulesTests.Stack stack) : IClassF
             Version,
             "volumesnapshotcontents",
             cancellationToken: Ct);
+
+    private static Task<object> DeleteSnapshotAsync(Rig r, string name) =>
+        r.Kube.CustomObjects.DeleteNamespacedCustomObjectAsync(Group, Version, Ns, "volumesnapshots", name, cancellationToken: Ct);
 
     // ---- reading ----------------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Dolly.Api.Http;
+using Dolly.Api.Registry;
 using Dolly.Api.Resources;
 
 namespace Dolly.Api.Semantics;
@@ -41,6 +42,44 @@ internal static partial class Strategies
                     "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')");
             }
         }
+    }
+
+    private const string QualifiedNameFormat = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+
+    /// <summary>
+    /// What apimachinery's IsQualifiedName says is wrong with <paramref name="value"/> (an optional DNS subdomain prefix
+    /// and '/', then a name of at most 63 characters), or null when nothing is.
+    /// </summary>
+    public static string? QualifiedNameProblem(string value)
+    {
+        string[] parts = value.Split('/');
+        string name;
+        switch (parts.Length)
+        {
+            case 1:
+                name = parts[0];
+                break;
+            case 2:
+                if (parts[0].Length == 0)
+                {
+                    return "prefix part must be non-empty";
+                }
+
+                if (parts[0].Length > 253 || !Subdomain().IsMatch(parts[0]))
+                {
+                    return "prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+                }
+
+                name = parts[1];
+                break;
+            default:
+                return "a qualified name " + QualifiedNameFormat + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')";
+        }
+
+        return name.Length == 0 ? "name part must be non-empty"
+            : name.Length > 63 ? "name part must be no more than 63 characters"
+            : !QualifiedName().IsMatch(name) ? "name part " + QualifiedNameFormat
+            : null;
     }
 
     /// <summary>Name checks: DNS-1123 label for namespaces, DNS-1123 subdomain for everything else.</summary>
@@ -124,6 +163,12 @@ internal static partial class Strategies
             return;
         }
 
+        if (KindStrategies.For(type) is { } strategy)
+        {
+            strategy.Default(obj, create);
+            return;
+        }
+
         switch (type.Plural)
         {
             case "namespaces" when type.Group.Length == 0:
@@ -142,35 +187,6 @@ internal static partial class Strategies
                     break;
                 }
 
-            case "persistentvolumeclaims" when type.Group.Length == 0:
-                {
-                    var spec = Child(obj, "spec");
-                    spec["volumeMode"] ??= "Filesystem";
-                    if (create)
-                    {
-                        Child(obj, "status")["phase"] = "Pending";
-                    }
-
-                    break;
-                }
-
-            case "persistentvolumes" when type.Group.Length == 0:
-                {
-                    var spec = Child(obj, "spec");
-                    spec["persistentVolumeReclaimPolicy"] ??= "Retain";
-                    spec["volumeMode"] ??= "Filesystem";
-                    if (create)
-                    {
-                        Child(obj, "status")["phase"] = "Available";
-                    }
-
-                    break;
-                }
-
-            case "storageclasses" when type.Group == "storage.k8s.io":
-                obj["reclaimPolicy"] ??= "Delete";
-                obj["volumeBindingMode"] ??= "Immediate";
-                break;
             case "csidrivers" when type.Group == "storage.k8s.io":
                 {
                     var spec = Child(obj, "spec");
@@ -189,16 +205,7 @@ internal static partial class Strategies
         }
     }
 
-    private static JsonObject Child(JsonObject parent, string key)
-    {
-        if (parent[key] is not JsonObject child)
-        {
-            child = new JsonObject();
-            parent[key] = child;
-        }
-
-        return child;
-    }
+    private static JsonObject Child(JsonObject parent, string key) => KindStrategies.Child(parent, key);
 
     private static void DefaultCrd(JsonObject crd, bool create)
     {
@@ -262,24 +269,14 @@ internal static partial class Strategies
             return errors;
         }
 
+        if (KindStrategies.For(type) is { } strategy)
+        {
+            strategy.Validate(obj, old, errors);
+            return errors;
+        }
+
         switch (type.Group, type.Plural)
         {
-            case ("", "persistentvolumeclaims"):
-                ValidatePvc(obj, old, errors);
-                break;
-            case ("storage.k8s.io", "storageclasses"):
-                if (old is not null)
-                {
-                    foreach (var field in new[] { "provisioner", "parameters", "reclaimPolicy", "volumeBindingMode" })
-                    {
-                        if (!Json.Same(obj[field], old[field]))
-                        {
-                            errors.Add(FieldCause.Forbidden(field, "updates to " + field + " are forbidden."));
-                        }
-                    }
-                }
-
-                break;
             case ("apiextensions.k8s.io", "customresourcedefinitions"):
                 ValidateCrd(obj, old, errors);
                 break;
@@ -289,53 +286,6 @@ internal static partial class Strategies
         }
 
         return errors;
-    }
-
-    private static void ValidatePvc(JsonObject obj, JsonObject? old, List<FieldCause> errors)
-    {
-        var spec = obj["spec"] as JsonObject ?? [];
-        if (spec["accessModes"] is not JsonArray { Count: > 0 })
-        {
-            errors.Add(FieldCause.Required("spec.accessModes"));
-        }
-
-        if (spec["resources"]?["requests"]?["storage"] is null)
-        {
-            errors.Add(FieldCause.Required("spec.resources[storage]"));
-        }
-        else if (!Quantity.TryParse(spec["resources"]!["requests"]!["storage"]!.ToString(), out decimal storage))
-        {
-            errors.Add(FieldCause.Invalid("spec.resources.requests[storage]", spec["resources"]!["requests"]!["storage"], "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"));
-        }
-        else if (storage <= 0)
-        {
-            // kube-apiserver's ValidatePositiveQuantityValue; it prints zero in canonical form ("0").
-            string shown = storage == 0 ? "0" : spec["resources"]!["requests"]!["storage"]!.ToString().Trim();
-            errors.Add(FieldCause.Invalid("spec.resources.requests[storage]", JsonValue.Create(shown), "must be greater than zero"));
-        }
-
-        if (old?["spec"] is JsonObject oldSpec)
-        {
-            var a = (JsonObject)spec.DeepClone();
-            var b = (JsonObject)oldSpec.DeepClone();
-            foreach (var s in new[] { a, b })
-            {
-                (s["resources"] as JsonObject)?.Remove("requests");
-                s.Remove("volumeAttributesClassName");
-            }
-
-            // The binder fills volumeName once; that transition is allowed.
-            if (Json.Str(b["volumeName"]) is null or "")
-            {
-                a.Remove("volumeName");
-                b.Remove("volumeName");
-            }
-
-            if (!Json.Same(a, b))
-            {
-                errors.Add(FieldCause.Forbidden("spec", "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"));
-            }
-        }
     }
 
     private static void ValidateCrd(JsonObject crd, JsonObject? old, List<FieldCause> errors)

@@ -1,3 +1,4 @@
+using Dolly.Controllers.Model;
 using Dolly.Controllers.Schedules;
 using k8s.Models;
 
@@ -55,6 +56,27 @@ internal static class Indexes
     /// <summary>PersistentVolumes by CSI driver and volume handle, <c>driver/handle</c>.</summary>
     public const string VolumeByHandle = "volume-by-handle";
 
+    /// <summary>VolumeSnapshots by the UID of each owner reference (a group snapshot finds its members by its UID).</summary>
+    public const string SnapshotByOwnerUid = "snapshot-by-owner-uid";
+
+    /// <summary>VolumeSnapshotClasses annotated as their driver's default, by driver.</summary>
+    public const string DefaultSnapshotClassByDriver = "default-snapshot-class-by-driver";
+
+    /// <summary>VolumeGroupSnapshots not bound to a content yet, by namespace: a claim there may be what they wait for.</summary>
+    public const string UnboundGroupSnapshotByNamespace = "unbound-group-snapshot-by-namespace";
+
+    /// <summary>
+    /// VolumeGroupSnapshots not bound to a content yet, by the class they name (empty for "the driver's default"): a
+    /// class change concerns only these.
+    /// </summary>
+    public const string UnboundGroupSnapshotByClass = "unbound-group-snapshot-by-class";
+
+    /// <summary>VolumeGroupSnapshotClasses annotated as their driver's default, by driver.</summary>
+    public const string DefaultGroupClassByDriver = "default-group-class-by-driver";
+
+    /// <summary>SnapshotSchedules and ClusterSnapshotSchedules by the VolumeSnapshotClass they name (none when they name none).</summary>
+    public const string ScheduleByClass = "schedule-by-class";
+
     /// <summary>The index value of a data source.</summary>
     public static string DataSourceValue(string kind, string ns, string name) => kind + ":" + new ObjectKey(ns, name);
 
@@ -105,6 +127,18 @@ internal static class Indexes
 
             return values;
         });
+        cluster.Snapshots.AddIndex(SnapshotByOwnerUid, s =>
+            s.Metadata.OwnerReferences is { Count: > 0 } owners ? owners.Select(o => o.Uid).Where(u => !string.IsNullOrEmpty(u)) : None);
+        cluster.SnapshotClasses.AddIndex(DefaultSnapshotClassByDriver, c =>
+            Cluster.Annotation(c.Metadata, Names.DefaultSnapshotClassAnnotation) == "true" ? [c.Driver ?? ""] : None);
+        cluster.GroupSnapshots.AddIndex(UnboundGroupSnapshotByNamespace, g =>
+            string.IsNullOrEmpty(g.Status?.BoundVolumeGroupSnapshotContentName) ? [g.Metadata.NamespaceProperty ?? ""] : None);
+        cluster.GroupSnapshots.AddIndex(UnboundGroupSnapshotByClass, g =>
+            string.IsNullOrEmpty(g.Status?.BoundVolumeGroupSnapshotContentName) ? [g.Spec?.VolumeGroupSnapshotClassName ?? ""] : None);
+        cluster.GroupClasses.AddIndex(DefaultGroupClassByDriver, c =>
+            Cluster.Annotation(c.Metadata, GroupNames.DefaultClassAnnotation) == "true" ? [c.Driver ?? ""] : None);
+        cluster.Schedules.AddIndex(ScheduleByClass, ClassOf);
+        cluster.ClusterSchedules.AddIndex(ScheduleByClass, ClassOf);
         cluster.Contents.AddIndex(ContentBySnapshotRef, c =>
             c.Spec?.VolumeSnapshotRef is { Name.Length: > 0 } r ? [Key(r.NamespaceProperty, r.Name)] : None);
 
@@ -126,6 +160,9 @@ internal static class Indexes
         cluster.Volumes.AddIndex(VolumeByHandle, v =>
             v.Spec?.Csi is { Driver.Length: > 0, VolumeHandle.Length: > 0 } csi ? [Handle(csi.Driver, csi.VolumeHandle)] : None);
     }
+
+    private static IEnumerable<string> ClassOf(SnapshotSchedule s) =>
+        s.Spec?.SnapshotClassName is { Length: > 0 } name ? [name] : None;
 
     private static bool IsPending(V1PersistentVolumeClaim claim) =>
         string.IsNullOrEmpty(claim.Spec?.VolumeName) && claim.Metadata.DeletionTimestamp is null;

@@ -17,11 +17,13 @@ internal sealed class EventRecorder
     private readonly string _component;
     private readonly string _instance;
     private readonly ILogger _logger;
+    private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, (string Name, string Namespace, int Count)> _recent = new(StringComparer.Ordinal);
 
-    public EventRecorder(IKubernetes client, string component, string instance, ILogger logger)
+    public EventRecorder(IKubernetes client, string component, string instance, ILogger logger, TimeProvider? time = null)
     {
         _client = client;
+        _time = time ?? TimeProvider.System;
         _component = component;
         _instance = instance;
         _logger = logger;
@@ -38,14 +40,14 @@ internal sealed class EventRecorder
         // Events of cluster-scoped objects live in "default", as upstream records them.
         string ns = string.IsNullOrEmpty(obj.Metadata.NamespaceProperty) ? "default" : obj.Metadata.NamespaceProperty;
         string dedupe = $"{obj.Metadata.Uid}\n{type}\n{reason}\n{message}";
-        var now = DateTime.UtcNow;
+        var now = _time.GetUtcNow().UtcDateTime;
         try
         {
             if (_recent.TryGetValue(dedupe, out var seen))
             {
                 int count = seen.Count + 1;
                 var patch = new V1Patch(
-                    $$"""{"count":{{count}},"lastTimestamp":"{{now:yyyy-MM-ddTHH:mm:ssZ}}"}""",
+                    $$"""{"count":{{count}},"lastTimestamp":"{{now.ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture)}}"}""",
                     V1Patch.PatchType.MergePatch);
                 try
                 {

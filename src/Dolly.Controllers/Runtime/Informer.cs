@@ -32,6 +32,7 @@ internal sealed class Informer<T> : IInformer
     private readonly Dictionary<string, CacheIndex> _indexes = new(StringComparer.Ordinal);
     private readonly ILogger _logger;
     private readonly TaskCompletionSource _synced = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _walks;
 
     public Informer(
         string kind,
@@ -60,8 +61,19 @@ internal sealed class Informer<T> : IInformer
     /// <summary>The cached object.</summary>
     public T? Get(string? ns, string name) => Get(Key(ns, name));
 
-    /// <summary>Every cached object.</summary>
-    public IEnumerable<T> List() => _items.Values;
+    /// <summary>
+    /// Every cached object: a walk of the whole cache, so its cost grows with the cluster. Event handlers and
+    /// reconciles ask an index instead (<see cref="ByIndex"/>, <see cref="InNamespace"/>); <see cref="Walks"/> counts
+    /// the calls so tests can prove a path never walks.
+    /// </summary>
+    public IEnumerable<T> List()
+    {
+        Interlocked.Increment(ref _walks);
+        return _items.Values;
+    }
+
+    /// <summary>How many times <see cref="List"/> has walked this cache.</summary>
+    public long Walks => Interlocked.Read(ref _walks);
 
     /// <summary>
     /// Adds a secondary index: <paramref name="values"/> gives the index values of an object (none, one or several;
@@ -150,6 +162,27 @@ internal sealed class Informer<T> : IInformer
             _items.TryGetValue(key, out var previous);
             _items[key] = item;
             Reindex(key, previous, item);
+        }
+    }
+
+    /// <summary>
+    /// Takes one watch event as the watch does (cache, indexes, then the handlers): the fake-cluster seam through
+    /// which handler tests feed a cache without an API server.
+    /// </summary>
+    public void Deliver(WatchEventType type, T item)
+    {
+        ArgumentNullException.ThrowIfNull(item);
+        if (type == WatchEventType.Deleted)
+        {
+            Remove(item);
+        }
+        else if (type is WatchEventType.Added or WatchEventType.Modified)
+        {
+            Apply(item);
+        }
+        else
+        {
+            throw new ArgumentException($"a {type} event carries no object to deliver", nameof(type));
         }
     }
 

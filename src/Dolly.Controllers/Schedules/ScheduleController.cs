@@ -48,7 +48,7 @@ internal sealed class ScheduleController : Reconciler
         cluster.SnapshotClasses.OnChange((old, now) =>
         {
             string? name = (now ?? old)?.Metadata.Name;
-            foreach (var s in cluster.Schedules.List().Concat(cluster.ClusterSchedules.List()).Where(s => s.Spec.SnapshotClassName == name))
+            foreach (var s in name is null ? [] : cluster.Schedules.ByIndex(Indexes.ScheduleByClass, name).Concat(cluster.ClusterSchedules.ByIndex(Indexes.ScheduleByClass, name)))
             {
                 Enqueue(s);
             }
@@ -188,7 +188,7 @@ internal sealed class ScheduleController : Reconciler
         var namespaces = schedule.IsCluster
             ? _c.Cluster.Namespaces.List().Where(n => LabelSelectors.Matches(schedule.Spec.NamespaceSelector, n.Metadata.Labels)).Select(n => n.Metadata.Name).ToHashSet(StringComparer.Ordinal)
             : [schedule.Metadata.NamespaceProperty];
-        return _c.Cluster.Claims.List().Where(c => namespaces.Contains(c.Metadata.NamespaceProperty) && LabelSelectors.Matches(schedule.Spec.ClaimSelector, c.Metadata.Labels));
+        return namespaces.SelectMany(_c.Cluster.Claims.InNamespace).Where(c => LabelSelectors.Matches(schedule.Spec.ClaimSelector, c.Metadata.Labels));
     }
 
     private async Task<ClaimRunResult> SnapshotClaimAsync(SnapshotSchedule schedule, V1PersistentVolumeClaim claim, DateTimeOffset at, CancellationToken ct)
@@ -336,7 +336,8 @@ internal sealed class ScheduleController : Reconciler
     private IEnumerable<VolumeSnapshot> Mine(SnapshotSchedule schedule)
     {
         string label = ScheduleNames.LabelFor(schedule.IsCluster);
-        return _c.Cluster.Snapshots.List().Where(s => s.Metadata.DeletionTimestamp is null
+        string value = schedule.IsCluster ? schedule.Metadata.Name : Indexes.Key(schedule.Metadata.NamespaceProperty, schedule.Metadata.Name);
+        return _c.Cluster.Snapshots.ByIndex(Indexes.SnapshotBySchedule, value).Where(s => s.Metadata.DeletionTimestamp is null
             && s.Metadata.Labels?.TryGetValue(label, out var owner) == true && owner == schedule.Metadata.Name
             && (schedule.IsCluster || s.Metadata.NamespaceProperty == schedule.Metadata.NamespaceProperty));
     }
