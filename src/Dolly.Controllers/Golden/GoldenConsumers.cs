@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Text.Json.Nodes;
 using Dolly.Controllers.Runtime;
 using k8s.Models;
@@ -24,12 +25,42 @@ internal sealed class GoldenConsumers(ControllerContext context, IGoldenRefreshe
 {
     private readonly ControllerContext _c = context;
 
+    /// <summary>Requests of claims deleted while they stood (claim uid to revision): withdrawn at the next look.</summary>
+    private readonly ConcurrentDictionary<string, int> _orphans = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// A claim is gone: a refresh request it named is withdrawn at the next look, so the driver keeps no record
+    /// of a request that nothing names any more. Returns whether there was one.
+    /// </summary>
+    public bool Forget(V1PersistentVolumeClaim claim)
+    {
+        if (GoldenObjects.RefreshRequest(claim) is not { } revision || string.IsNullOrEmpty(claim.Metadata.Uid))
+        {
+            return false;
+        }
+
+        _orphans[claim.Metadata.Uid] = revision;
+        return true;
+    }
+
+    private async Task ReleaseOrphansAsync(CancellationToken ct)
+    {
+        foreach (var (uid, revision) in _orphans)
+        {
+            if ((await refresher.ReleaseAsync(uid, revision, ct).ConfigureAwait(false)).State != GoldenRefreshState.Unreachable)
+            {
+                _orphans.TryRemove(new KeyValuePair<string, int>(uid, revision));
+            }
+        }
+    }
+
     /// <summary>Looks at every consumer; adds each waiting or refused refresh to its namespace's status.</summary>
     public async Task<GoldenRefreshSummary> TrackAsync(
         GoldenSnapshot golden, GoldenRevision? current, GoldenIndex index, HashSet<string> active, List<GoldenNamespaceStatus> statuses, CancellationToken ct)
     {
+        await ReleaseOrphansAsync(ct).ConfigureAwait(false);
         var byName = statuses.ToDictionary(s => s.Name, StringComparer.Ordinal);
-        int waiting = 0, blocked = 0;
+        int waiting = 0, blocked = _orphans.IsEmpty ? 0 : 1;
         foreach (var (ns, consumers) in index.Consumers)
         {
             foreach (var consumer in consumers)

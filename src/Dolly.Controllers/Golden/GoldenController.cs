@@ -78,6 +78,12 @@ internal sealed class GoldenController : Reconciler
         cluster.Contents.OnChange((old, now) => Enqueue(GoldenObjects.GoldenOf((now ?? old)!.Metadata)));
         cluster.Claims.OnChange((old, now) =>
         {
+            if (now is null && old is not null && _consumers.Forget(old))
+            {
+                // Any golden snapshot's look withdraws it: the request is named by the claim, not the golden.
+                Enqueue(cluster.Goldens.List().FirstOrDefault()?.Metadata.Name);
+            }
+
             foreach (var claim in new[] { old, now })
             {
                 if (claim is null)

@@ -135,6 +135,32 @@ public sealed class GoldenRefreshTests
     }
 
     [Fact]
+    public async Task ClaimDeletedWhileItsRefreshWaits_TheDriversRequestIsWithdrawn()
+    {
+        await using var h = await ControllerHarness.StartAsync("golden-orphan", Ct, node: true);
+        var g = new GoldenStack(h);
+        string first = PoolSnapshot(h, "first", 64 << 20, 0x61);
+        string second = PoolSnapshot(h, "second", 64 << 20, 0x62);
+        await g.NamespaceAsync("team");
+        await g.CreateGoldenAsync("orphan", new { source = new { snapshotHandle = first }, namespaces = new[] { "team" }, snapshotName = "orphan" });
+        await g.StatusAsync("orphan", x => x.Status is { CurrentRevision: 1, Ready: "1/1" }, "revision 1", Patience);
+        await ConsumerAsync(g, "team", "mine", "orphan", "64Mi");
+        string uid = (await ClaimAsync(g, "team", "mine")).Metadata.Uid;
+        string requests = Path.Combine(h.Stack.Pool.Directory, "content-requests");
+        string request = Path.Combine(requests, GoldenRefresher.RequestId(uid, 2) + ".json");
+
+        using (await NbdHold.OpenAsync(h.Stack.NbdSocket, await VolumeHandleAsync(g, "team", "mine")))
+        {
+            await g.PatchGoldenAsync("orphan", new { spec = new { source = new { snapshotHandle = second } } });
+            await g.StatusAsync("orphan", x => x.Status!.Namespaces!.Single().RefreshPending is [var p] && p.Contains("at its next attach", StringComparison.Ordinal), "the refresh waiting for the holder", Patience);
+            Assert.True(File.Exists(request));
+
+            await g.K.CoreV1.DeleteNamespacedPersistentVolumeClaimAsync("mine", "team", cancellationToken: Ct);
+            await Eventually.Until(() => Task.FromResult(!File.Exists(request)), "the deleted claim's request withdrawn", Patience);
+        }
+    }
+
+    [Fact]
     public async Task DriverUnreachable_ReportedAndRetried_ThenRefreshed()
     {
         var outage = new ContentServiceOutage();
