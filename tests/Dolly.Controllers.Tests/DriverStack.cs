@@ -40,6 +40,9 @@ internal sealed class DriverStack : IAsyncDisposable
 
     public string CsiSocket => Path.Combine(_dir, "csi.sock");
 
+    /// <summary>The NBD server's socket, when the driver serves the node.</summary>
+    public string NbdSocket => Path.Combine(_dir, "nbd.sock");
+
     /// <summary>A channel to the driver (the controllers' own, or the test's).</summary>
     public GrpcChannel Channel { get; }
 
@@ -61,9 +64,11 @@ internal sealed class DriverStack : IAsyncDisposable
         if (node)
         {
             string nbdSocket = Path.Combine(dir, "nbd.sock");
-            nbd = new Dolly.Nbd.NbdServer(new Dolly.Nbd.ExportCatalog(pool), new Dolly.Nbd.NbdServerOptions { UnixSocketPath = nbdSocket });
+            // One record of NBD clients for the NBD server and the driver, as on `dolly up`: content changes wait for them.
+            var attachments = new Dolly.Nbd.ExportAttachments();
+            nbd = new Dolly.Nbd.NbdServer(new Dolly.Nbd.ExportCatalog(pool, attachments), new Dolly.Nbd.NbdServerOptions { UnixSocketPath = nbdSocket });
             nbd.Start();
-            options = options with { NodeId = "node-1", NbdSocketPath = nbdSocket, NodeStateDirectory = Path.Combine(dir, "node"), NodeAttach = NodeAttachMode.Nbdfuse };
+            options = options with { NodeId = "node-1", NbdSocketPath = nbdSocket, NodeStateDirectory = Path.Combine(dir, "node"), NodeAttach = NodeAttachMode.Nbdfuse, Attachments = attachments };
         }
 
         var csi = new CsiServer(pool, options);

@@ -10,14 +10,20 @@ namespace Dolly.Controllers.Golden;
 
 /// <summary>
 /// Runs GoldenSnapshots: turns the source into revisions (<see cref="GoldenSources"/>), publishes the current one to
-/// every opted-in namespace (<see cref="GoldenFanOut"/>), records which revision each consumer claim holds, reports
-/// OnNextAttach consumers that wait for a refresh, and retires revisions beyond revisionHistoryLimit once nothing
+/// every opted-in namespace (<see cref="GoldenFanOut"/>), moves OnNextAttach consumers to the current revision when
+/// their volume is not attached (<see cref="GoldenConsumers"/>), and retires revisions beyond revisionHistoryLimit once nothing
 /// holds them (<see cref="GoldenRetention"/>). A namespace that does not opt in is never written to
 /// (<see cref="GoldenTargets"/>); one that stops opting in keeps what it has.
 /// </summary>
 internal sealed class GoldenController : Reconciler
 {
     private const int FanOutParallelism = 16;
+
+    /// <summary>
+    /// How often a golden snapshot with consumers waiting for (or refused) a refresh looks again: the driver applies
+    /// a refresh when the volume's last NBD client lets go, which no Kubernetes object tells.
+    /// </summary>
+    internal static readonly TimeSpan RefreshPoll = TimeSpan.FromSeconds(5);
 
     /// <summary>The longest sleep between looks at a scheduled golden snapshot, so a clock that jumps is noticed within the hour.</summary>
     private static readonly TimeSpan MaxSleep = TimeSpan.FromHours(1);
@@ -26,7 +32,7 @@ internal sealed class GoldenController : Reconciler
     private readonly TimeProvider _time;
     private readonly GoldenSources _sources;
     private readonly GoldenFanOut _fanOut;
-    private readonly IGoldenRefresher? _refresher;
+    private readonly GoldenConsumers _consumers;
 
     public GoldenController(ControllerContext context, IGoldenRefresher? refresher = null)
         : base("golden-snapshots", context.Options.RetryBaseDelay, context.Options.RetryMaxDelay, context.Loggers.CreateLogger<GoldenController>())
@@ -35,7 +41,7 @@ internal sealed class GoldenController : Reconciler
         _time = context.Options.TimeProvider;
         _sources = new GoldenSources(context);
         _fanOut = new GoldenFanOut(context);
-        _refresher = refresher;
+        _consumers = new GoldenConsumers(context, refresher ?? new GoldenRefresher(context));
         var cluster = context.Cluster;
         cluster.Goldens.OnChange((old, now) => Enqueue((now ?? old)?.Metadata.Name));
         cluster.Namespaces.OnChange((old, now) =>
@@ -72,6 +78,12 @@ internal sealed class GoldenController : Reconciler
         cluster.Contents.OnChange((old, now) => Enqueue(GoldenObjects.GoldenOf((now ?? old)!.Metadata)));
         cluster.Claims.OnChange((old, now) =>
         {
+            if (now is null && old is not null && _consumers.Forget(old))
+            {
+                // Any golden snapshot's look withdraws it: the request is named by the claim, not the golden.
+                Enqueue(cluster.Goldens.List().FirstOrDefault()?.Metadata.Name);
+            }
+
             foreach (var claim in new[] { old, now })
             {
                 if (claim is null)
@@ -188,7 +200,7 @@ internal sealed class GoldenController : Reconciler
 
         var targeted = targets.Select(t => t.Namespace).ToHashSet(StringComparer.Ordinal);
         statuses.AddRange(index.Snapshots.Keys.Where(ns => !targeted.Contains(ns)).Order(StringComparer.Ordinal).Select(ns => _fanOut.Leftover(golden, ns)));
-        await TrackConsumersAsync(golden, current, index, statuses, cancellationToken).ConfigureAwait(false);
+        var refreshes = await _consumers.TrackAsync(golden, current, index, active, statuses, cancellationToken).ConfigureAwait(false);
         next.Namespaces = statuses;
         foreach (var r in next.Revisions ?? [])
         {
@@ -203,18 +215,20 @@ internal sealed class GoldenController : Reconciler
         bool rolledOut = current is not null && outcomes.Where(o => active.Contains(o.Status.Name)).All(o => o.Status.Revision == current.Revision && o.Status.SnapshotReady);
         problem ??= conflict ? new GoldenProblem("Conflict", $"{outcomes.Count(o => o.Conflict)} namespace(s) have objects in the way (see status.namespaces)") : null;
         bool ready = current is not null && rolledOut && problem is null;
-        string? progressing = step.Cutting ? "Cutting" : current is not null && !rolledOut ? "RollingOut" : null;
-        await ReportAsync(golden, previous, next, problem, ready, progressing, cancellationToken).ConfigureAwait(false);
+        string? progressing = step.Cutting ? "Cutting" : current is not null && !rolledOut ? "RollingOut" : refreshes.Waiting > 0 ? "Refreshing" : null;
+        await ReportAsync(golden, previous, next, problem, ready, progressing, cancellationToken, refreshes.Waiting).ConfigureAwait(false);
         await ReportNamespacesAsync(golden, previous, next, cancellationToken).ConfigureAwait(false);
         await WriteStatusAsync(golden, next, cancellationToken).ConfigureAwait(false);
 
+        TimeSpan? wake = refreshes.LookAgain ? RefreshPoll : null;
         if (next.NextPublish is { } due)
         {
             var sleep = new DateTimeOffset(DateTime.SpecifyKind(due, DateTimeKind.Utc)) - _time.GetUtcNow();
-            return Outcome.After(sleep > MaxSleep ? MaxSleep : sleep < TimeSpan.FromMilliseconds(10) ? TimeSpan.FromMilliseconds(10) : sleep);
+            sleep = sleep > MaxSleep ? MaxSleep : sleep < TimeSpan.FromMilliseconds(10) ? TimeSpan.FromMilliseconds(10) : sleep;
+            wake = wake is { } w && w < sleep ? w : sleep;
         }
 
-        return Outcome.Done;
+        return wake is { } after ? Outcome.After(after) : Outcome.Done;
     }
 
     private async Task<List<NamespaceOutcome>> FanOutAsync(GoldenSnapshot golden, GoldenRevision current, List<GoldenTarget> targets, long? claimBytes, CancellationToken ct)
@@ -226,55 +240,6 @@ internal sealed class GoldenController : Reconciler
             new ParallelOptions { MaxDegreeOfParallelism = FanOutParallelism, CancellationToken = ct },
             async (i, token) => results[i] = await _fanOut.EnsureAsync(golden, current, targets[i], index, claimBytes, token).ConfigureAwait(false)).ConfigureAwait(false);
         return [.. Enumerable.Range(0, targets.Count).Select(i => results[i])];
-    }
-
-    /// <summary>
-    /// Records on each consumer claim the revision its data holds, and lists the OnNextAttach consumers that are behind
-    /// the current revision; with a refresher they are asked to refresh at their next attach.
-    /// </summary>
-    private async Task TrackConsumersAsync(GoldenSnapshot golden, GoldenRevision? current, GoldenIndex index, List<GoldenNamespaceStatus> statuses, CancellationToken ct)
-    {
-        var byName = statuses.ToDictionary(s => s.Name, StringComparer.Ordinal);
-        foreach (var (ns, consumers) in index.Consumers)
-        {
-            foreach (var consumer in consumers)
-            {
-                var claim = consumer.Claim;
-                int? revision = GoldenIndex.RevisionOf(consumer);
-                if (GoldenObjects.ClaimRevision(claim) is null && revision is { } r)
-                {
-                    claim = await _c.Cluster.PatchClaimAsync(claim, GoldenSources.Annotate(GoldenNames.ClaimRevisionAnnotation, GoldenSources.Format(r)), status: false, ct).ConfigureAwait(false);
-                }
-
-                if (current is null || revision is not { } held || held >= current.Revision || !GoldenObjects.RefreshesOnNextAttach(claim) || claim.Status?.Phase != "Bound")
-                {
-                    continue;
-                }
-
-                string note = $"{claim.Metadata.Name} (revision {held})";
-                if (_refresher is not null)
-                {
-                    var result = await _refresher.RequestAsync(claim, current.Revision, current.SnapshotHandle!, ct).ConfigureAwait(false);
-                    if (result.State == GoldenRefreshState.Done)
-                    {
-                        await _c.Cluster.PatchClaimAsync(claim, GoldenSources.Annotate(GoldenNames.ClaimRevisionAnnotation, GoldenSources.Format(current.Revision)), status: false, ct).ConfigureAwait(false);
-                        await _c.Events.RecordAsync(golden, EventRecorder.Normal, "Refreshed", $"claim {ns}/{claim.Metadata.Name} now holds revision {current.Revision}", ct).ConfigureAwait(false);
-                        continue;
-                    }
-
-                    note += result.State == GoldenRefreshState.Refused ? $": refused: {result.Message}" : ": at its next attach";
-                }
-                else
-                {
-                    note += ": waits for the driver's refresh-on-attach";
-                }
-
-                if (byName.TryGetValue(ns, out var status))
-                {
-                    status.RefreshPending = [.. status.RefreshPending ?? [], note];
-                }
-            }
-        }
     }
 
     /// <summary>What holds revision <paramref name="revision"/> beyond the history limit.</summary>
@@ -411,12 +376,12 @@ internal sealed class GoldenController : Reconciler
     }
 
     /// <summary>Sets Ready and Progressing; a problem not reported before gets a Warning event naming it.</summary>
-    private async Task ReportAsync(GoldenSnapshot golden, GoldenSnapshotStatus previous, GoldenSnapshotStatus next, GoldenProblem? problem, bool ready, string? progressing, CancellationToken ct)
+    private async Task ReportAsync(GoldenSnapshot golden, GoldenSnapshotStatus previous, GoldenSnapshotStatus next, GoldenProblem? problem, bool ready, string? progressing, CancellationToken ct, int refreshing = 0)
     {
         var now = _time.GetUtcNow().UtcDateTime;
         string publishedMessage = $"revision {next.CurrentRevision} is published to {next.NamespaceCount} namespace(s)";
-        SetCondition(next, GoldenNames.Ready, ready, ready ? "Published" : problem?.Reason ?? progressing ?? "NotPublished", ready ? publishedMessage : problem?.Message ?? Progress(progressing, next), now);
-        SetCondition(next, GoldenNames.Progressing, progressing is not null, progressing ?? problem?.Reason ?? "Complete", progressing is not null ? Progress(progressing, next) : problem?.Message ?? publishedMessage, now);
+        SetCondition(next, GoldenNames.Ready, ready, ready ? "Published" : problem?.Reason ?? progressing ?? "NotPublished", ready ? publishedMessage : problem?.Message ?? Progress(progressing, next, refreshing), now);
+        SetCondition(next, GoldenNames.Progressing, progressing is not null, progressing ?? problem?.Reason ?? "Complete", progressing is not null ? Progress(progressing, next, refreshing) : problem?.Message ?? publishedMessage, now);
         var before = previous.Conditions?.FirstOrDefault(x => x.Type == GoldenNames.Ready);
         if (problem is { } p && (before?.Reason != p.Reason || before.Message != p.Message))
         {
@@ -438,10 +403,11 @@ internal sealed class GoldenController : Reconciler
         }
     }
 
-    private static string Progress(string? progressing, GoldenSnapshotStatus next) => progressing switch
+    private static string Progress(string? progressing, GoldenSnapshotStatus next, int refreshing) => progressing switch
     {
         "Cutting" => $"snapshotting the source for revision {next.Revisions?.FirstOrDefault()?.Revision}",
         "RollingOut" => $"moving {next.Namespaces?.Count(n => n.Revision != next.CurrentRevision || !n.SnapshotReady)} namespace(s) to revision {next.CurrentRevision}",
+        "Refreshing" => $"{refreshing} OnNextAttach claim(s) take revision {next.CurrentRevision} when their volume is let go (see status.namespaces)",
         _ => "nothing published yet",
     };
 

@@ -134,6 +134,10 @@ internal static class GoldenObjects
     public static int? ClaimRevision(V1PersistentVolumeClaim claim) =>
         Cluster.Annotation(claim.Metadata, GoldenNames.ClaimRevisionAnnotation) is { } r && int.TryParse(r, NumberStyles.None, CultureInfo.InvariantCulture, out int n) ? n : null;
 
+    /// <summary>The revision the controller asked the driver to refresh the claim's volume to, while that request stands.</summary>
+    public static int? RefreshRequest(V1PersistentVolumeClaim claim) =>
+        Cluster.Annotation(claim.Metadata, GoldenNames.RefreshRequestAnnotation) is { } r && int.TryParse(r, NumberStyles.None, CultureInfo.InvariantCulture, out int n) ? n : null;
+
     public static bool RefreshesOnNextAttach(V1PersistentVolumeClaim claim) =>
         Cluster.Annotation(claim.Metadata, GoldenNames.RefreshPolicyAnnotation) == GoldenNames.OnNextAttach;
 

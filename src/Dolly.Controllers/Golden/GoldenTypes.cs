@@ -194,7 +194,10 @@ public sealed class GoldenNamespaceStatus
     /// <summary>The revision the spec.claim claim's data holds.</summary>
     [JsonPropertyName("claimRevision")] public int? ClaimRevision { get; set; }
 
-    /// <summary>Consumers (claim names) that opted into OnNextAttach and wait for the current revision.</summary>
+    /// <summary>
+    /// Consumers that opted into OnNextAttach and are behind the current revision: "claim (revision held): what it
+    /// waits for" (its volume to be let go, or a refusal naming the problem).
+    /// </summary>
     [JsonPropertyName("refreshPending")] public IList<string>? RefreshPending { get; set; }
 
     /// <summary>Why nothing (more) is published here: a user's object in the way, the namespace being deleted, no longer opted in.</summary>
@@ -239,6 +242,12 @@ public static class GoldenNames
 
     /// <summary>On a consumer claim: the revision its data holds.</summary>
     public const string ClaimRevisionAnnotation = "dolly.io/golden-revision";
+
+    /// <summary>
+    /// On a consumer claim, set by the controller before it asks the driver to refresh the claim's volume: the
+    /// revision asked for, until the request is applied and forgotten, or withdrawn.
+    /// </summary>
+    public const string RefreshRequestAnnotation = "dolly.io/golden-refresh-request";
 
     /// <summary>On a consumer claim: <c>OnNextAttach</c> to take each new revision the next time it is attached.</summary>
     public const string RefreshPolicyAnnotation = "dolly.io/refresh-policy";

@@ -9,7 +9,7 @@ namespace Dolly.Controllers.Tests.Golden;
 /// <summary>
 /// GoldenSnapshots on the embedded stack (API server, controllers, CSI driver over a real pool): publishing from a
 /// claim to opted-in namespaces only, the data restored there, namespaces joining and leaving, a second revision,
-/// OnNextAttach consumers reported as waiting, retirement only after the last holder lets go, the schedule on a fake
+/// detached OnNextAttach consumers refreshed at once (not in a namespace that left), retirement only after the last holder lets go, the schedule on a fake
 /// clock, conflicts with a user's objects, and a source deleted after publishing.
 /// </summary>
 public sealed class GoldenControllerTests : IAsyncLifetime
@@ -94,17 +94,27 @@ public sealed class GoldenControllerTests : IAsyncLifetime
         Assert.StartsWith("no longer opted in", left.Message, StringComparison.Ordinal);
         Assert.Equal(3, (await G.ObjectsInAsync("sandbox-b", "prod-db")).Count);
 
-        // Revision 2 on publish-now: every opted-in namespace moves; sandbox-b stays on 1; the claims keep their data and
-        // wait for a refresh, which holds revision 1 (the history limit alone would retire it).
+        // Revision 2 on publish-now: every opted-in namespace moves; sandbox-b stays on 1. The OnNextAttach claims of
+        // the opted-in namespaces are not attached, so they take revision 2 at once; sandbox-b's claim is never
+        // refreshed (its namespace left) and holds revision 1 (the history limit alone would retire it).
         await G.WriteAsync(source, 0x22);
         await G.PatchGoldenAsync("prod-db", new { metadata = new { annotations = new Dictionary<string, string> { [GoldenNames.PublishNowAnnotation] = "1" } } });
-        g = await G.StatusAsync("prod-db", x => x.Status is { CurrentRevision: 2, Ready: "3/3" }, "revision 2 everywhere");
+        g = await G.StatusAsync("prod-db", x => x.Status is { CurrentRevision: 2, Ready: "3/3" } s && s.Namespaces!.Count(n => n.ClaimRevision == 2) == 3 && GoldenStack.Condition(x, GoldenNames.Progressing)?.Status == "False", "revision 2 everywhere, the claims refreshed");
         Assert.Equal(["listed", "other", "sandbox-a", "sandbox-b"], g.Status!.Namespaces!.Select(n => n.Name));
         Assert.Equal([2, 2, 2, 1], g.Status.Namespaces!.Select(n => n.Revision!.Value));
-        Assert.All(g.Status.Namespaces!.Where(n => n.Name != "sandbox-b"), n => Assert.Equal(["db (revision 1): waits for the driver's refresh-on-attach"], n.RefreshPending!));
+        Assert.Equal([2, 2, 2, 1], g.Status.Namespaces!.Select(n => n.ClaimRevision!.Value));
+        Assert.All(g.Status.Namespaces!, n => Assert.Null(n.RefreshPending));
+        Assert.Equal(0x11, await G.FirstByteAsync("sandbox-b", "db"));
+        foreach (string ns in new[] { "listed", "other", "sandbox-a" })
+        {
+            Assert.Equal(0x22, await G.FirstByteAsync(ns, "db"));
+            var refreshed = await G.K.CoreV1.ReadNamespacedPersistentVolumeClaimAsync("db", ns, cancellationToken: Ct);
+            Assert.False(refreshed.Metadata.Annotations.ContainsKey(GoldenNames.RefreshRequestAnnotation));
+        }
+
+        Assert.Equal(3, (await G.EventsAsync("prod-db")).Count(e => e.Reason == "Refreshed" && e.Message.EndsWith(" now holds revision 2", StringComparison.Ordinal)));
         var held = g.Status.Revisions!.Single(r => r.Revision == 1).HeldBy!;
-        Assert.Contains("namespace sandbox-b keeps it (no longer opted in, or being deleted)", held);
-        Assert.Contains("not yet refreshed: claim listed/db", held);
+        Assert.Equal(["namespace sandbox-b keeps it (no longer opted in, or being deleted)", "not yet refreshed: claim sandbox-b/db"], held);
         Assert.Equal(["2", "1"], g.Status.Revisions!.Select(r => r.Revision.ToString(System.Globalization.CultureInfo.InvariantCulture)));
         foreach (string ns in new[] { "listed", "other", "sandbox-a" })
         {
@@ -118,13 +128,18 @@ public sealed class GoldenControllerTests : IAsyncLifetime
         await Eventually.Until(async () => await G.K.CoreV1.ReadNamespacedPersistentVolumeClaimAsync("fresh", "sandbox-a", cancellationToken: Ct) is { Status.Phase: "Bound" } c && c.Metadata.Annotations?[GoldenNames.ClaimRevisionAnnotation] == "2", "the new consumer bound and stamped with revision 2");
         Assert.Equal(0x22, await G.FirstByteAsync("sandbox-a", "fresh"));
 
-        // Holders let go one by one; revision 1 goes only after the last. A spec.claim claim deleted in an opted-in
-        // namespace is made again, from the current revision.
+        // A spec.claim claim deleted in an opted-in namespace is made again, from the current revision.
         foreach (string ns in new[] { "listed", "other", "sandbox-a" })
         {
+            var before = await G.K.CoreV1.ReadNamespacedPersistentVolumeClaimAsync("db", ns, cancellationToken: Ct);
             await G.K.CoreV1.DeleteNamespacedPersistentVolumeClaimAsync("db", ns, cancellationToken: Ct);
+            await Eventually.Until(
+                async () => (await G.K.CoreV1.ListNamespacedPersistentVolumeClaimAsync(ns, cancellationToken: Ct)).Items.FirstOrDefault(c => c.Metadata.Name == "db") is { Status.Phase: "Bound" } c
+                    && c.Metadata.Uid != before.Metadata.Uid && c.Metadata.Annotations?[GoldenNames.ClaimRevisionAnnotation] == "2",
+                $"claim {ns}/db made again on revision 2");
         }
 
+        // Holders let go one by one; revision 1 goes only after the last.
         g = await G.StatusAsync("prod-db", x => x.Status!.Revisions!.Single(r => r.Revision == 1).HeldBy!.Count == 2 && x.Status.Namespaces!.All(n => n.ClaimPhase == "Bound" && n.ClaimRevision == (n.Name == "sandbox-b" ? 1 : 2)), "only sandbox-b holds revision 1");
         Assert.Equal(["namespace sandbox-b keeps it (no longer opted in, or being deleted)", "not yet refreshed: claim sandbox-b/db"], g.Status!.Revisions!.Single(r => r.Revision == 1).HeldBy);
         Assert.Equal([2, 2, 2, 1], g.Status.Namespaces!.Select(n => n.ClaimRevision!.Value));
