@@ -61,6 +61,16 @@ public sealed record ControllerOptions
     /// </summary>
     public bool DriverServesNode { get; init; }
 
+    /// <summary>
+    /// Pods on this API server run containers (a real cluster), so schedules' exec hooks run through pods/exec. Off
+    /// for the embedded API server of <c>dolly up</c>, which runs no pods: there a schedule with exec hooks reports
+    /// that they cannot run.
+    /// </summary>
+    public bool PodsRunContainers { get; init; } = true;
+
+    /// <summary>Tests: what runs exec hooks instead of pods/exec.</summary>
+    internal Hooks.IPodExec? PodExec { get; init; }
+
     /// <summary>Where the controllers record upstream's snapshot and CSI call series; none when null.</summary>
     public ControllerMetrics? Metrics { get; init; }
 

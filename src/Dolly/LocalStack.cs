@@ -224,6 +224,7 @@ internal sealed class LocalStack : IAsyncDisposable
         {
             BindVolumes = _api is not null,
             DriverServesNode = node,
+            PodsRunContainers = _api is null,
             Identity = options.Identity,
             Metrics = _controllerMetrics,
         };

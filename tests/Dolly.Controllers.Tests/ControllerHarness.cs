@@ -27,7 +27,7 @@ internal sealed class ControllerHarness : IAsyncDisposable
     public Kubernetes Client { get; }
 
     public static async Task<ControllerHarness> StartAsync(
-        string identity, CancellationToken ct, Interceptor? interceptor = null, TimeProvider? time = null, bool node = false, Action<Dolly.Controllers.Runtime.Cluster>? cache = null)
+        string identity, CancellationToken ct, Interceptor? interceptor = null, TimeProvider? time = null, bool node = false, Action<Dolly.Controllers.Runtime.Cluster>? cache = null, bool podsRun = true, Dolly.Controllers.Hooks.IPodExec? podExec = null)
     {
         var harness = new ControllerHarness(await DriverStack.StartAsync($"dolly-{identity}-", ct, node));
         var options = new ControllerOptions
@@ -39,6 +39,8 @@ internal sealed class ControllerHarness : IAsyncDisposable
             RetryMaxDelay = TimeSpan.FromMilliseconds(500),
             TimeProvider = time ?? TimeProvider.System,
             CacheCreated = cache,
+            PodsRunContainers = podsRun,
+            PodExec = podExec,
         };
         CallInvoker csi = interceptor is null ? harness.Stack.Csi : harness.Stack.Channel.Intercept(interceptor);
         harness._controllers = DollyControllers.RunAsync(harness.Client, csi, options, NullLoggerFactory.Instance, harness._stop.Token);

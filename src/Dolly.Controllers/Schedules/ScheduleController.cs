@@ -18,7 +18,7 @@ namespace Dolly.Controllers.Schedules;
 /// retention, which never deletes a snapshot something holds. All time comes from the options' TimeProvider.
 /// A run is idempotent: the names derive from the run time, so a run repeated after a crash finds its snapshots.
 /// </summary>
-internal sealed class ScheduleController : Reconciler
+internal sealed partial class ScheduleController : Reconciler
 {
     private const string NamespacedPrefix = ScheduleNames.NamespacedKind + ":";
     private const string ClusterPrefix = ScheduleNames.ClusterKind + ":";
@@ -32,6 +32,7 @@ internal sealed class ScheduleController : Reconciler
     private readonly TimeProvider _time;
     private readonly IReadOnlyList<ISnapshotHolder> _holders;
     private readonly UnchangedCheck _unchanged;
+    private readonly ScheduleExecHooks _hooks;
 
     public ScheduleController(ControllerContext context)
         : base("snapshot-schedules", context.Options.RetryBaseDelay, context.Options.RetryMaxDelay, context.Loggers.CreateLogger<ScheduleController>())
@@ -40,6 +41,7 @@ internal sealed class ScheduleController : Reconciler
         _time = context.Options.TimeProvider;
         _holders = SnapshotHolders.For(context.Cluster);
         _unchanged = new UnchangedCheck(context);
+        _hooks = new ScheduleExecHooks(context);
         var cluster = context.Cluster;
         cluster.Schedules.OnChange((_, s) => Enqueue(s));
         cluster.ClusterSchedules.OnChange((_, s) => Enqueue(s));
@@ -57,6 +59,20 @@ internal sealed class ScheduleController : Reconciler
         {
             EnqueueOwner(old);
             EnqueueOwner(now);
+            if ((now ?? old) is { } s)
+            {
+                _hooks.Changed(s.Metadata.NamespaceProperty + "/" + s.Metadata.Name);
+                EnqueueGroupOwner(s);
+            }
+        });
+        cluster.GroupSnapshots.OnChange((old, now) =>
+        {
+            EnqueueOwner(old?.Metadata);
+            EnqueueOwner(now?.Metadata);
+            if ((now ?? old) is { } g)
+            {
+                _hooks.Changed(GroupKeyPrefix + g.Metadata.NamespaceProperty + "/" + g.Metadata.Name);
+            }
         });
 
         // A claim that binds releases the snapshot it restored from; a new restore holds one.
@@ -66,7 +82,11 @@ internal sealed class ScheduleController : Reconciler
             {
                 if (claim is not null && Provisioner.Source(claim) is { Kind: "VolumeSnapshot", ApiGroup: Names.SnapshotGroup } s)
                 {
-                    EnqueueOwner(cluster.Snapshots.Get(s.Namespace, s.Name));
+                    if (cluster.Snapshots.Get(s.Namespace, s.Name) is { } source)
+                    {
+                        EnqueueOwner(source);
+                        EnqueueGroupOwner(source);
+                    }
                 }
             }
         });
@@ -80,16 +100,19 @@ internal sealed class ScheduleController : Reconciler
         }
     }
 
-    private void EnqueueOwner(VolumeSnapshot? snapshot)
+    private void EnqueueOwner(VolumeSnapshot? snapshot) => EnqueueOwner(snapshot?.Metadata);
+
+    /// <summary>The schedule whose label <paramref name="meta"/> (a snapshot's or a group snapshot's) carries.</summary>
+    private void EnqueueOwner(V1ObjectMeta? meta)
     {
-        if (snapshot?.Metadata.Labels is not { } labels)
+        if (meta?.Labels is not { } labels)
         {
             return;
         }
 
         if (labels.TryGetValue(ScheduleNames.ScheduleLabel, out var name))
         {
-            Queue.Add(NamespacedPrefix + snapshot.Metadata.NamespaceProperty + "/" + name);
+            Queue.Add(NamespacedPrefix + meta.NamespaceProperty + "/" + name);
         }
 
         if (labels.TryGetValue(ScheduleNames.ClusterScheduleLabel, out var clusterName))
@@ -116,7 +139,8 @@ internal sealed class ScheduleController : Reconciler
             ?? (schedule.Spec.SnapshotClassName is { Length: > 0 } cls && _c.Cluster.SnapshotClasses.Get(cls) is null
                 ? $"spec.snapshotClassName \"{cls}\" names no VolumeSnapshotClass; no snapshot is taken until it exists (every run would leave one that never becomes ready)"
                 : null)
-            ?? HooksProblem(schedule.Spec.Hooks);
+            ?? HooksProblem(schedule.Spec.Hooks)
+            ?? GroupProblem(schedule.Spec);
         if (timing is null || error is not null)
         {
             if (status.Error != error)
@@ -174,6 +198,11 @@ internal sealed class ScheduleController : Reconciler
     /// <summary>One snapshot per selected claim for the run at <paramref name="at"/>.</summary>
     private async Task<List<ClaimRunResult>> RunAsync(SnapshotSchedule schedule, DateTimeOffset at, CancellationToken ct)
     {
+        if (schedule.Spec.Group == true)
+        {
+            return await RunGroupsAsync(schedule, at, ct).ConfigureAwait(false);
+        }
+
         var claims = SelectedClaims(schedule).OrderBy(c => c.Metadata.NamespaceProperty, StringComparer.Ordinal).ThenBy(c => c.Metadata.Name, StringComparer.Ordinal).ToList();
         var results = new ConcurrentDictionary<int, ClaimRunResult>();
         await Parallel.ForEachAsync(
@@ -242,26 +271,40 @@ internal sealed class ScheduleController : Reconciler
                 VolumeSnapshotClassName = string.IsNullOrEmpty(schedule.Spec.SnapshotClassName) ? null : schedule.Spec.SnapshotClassName,
             },
         };
+        if (schedule.Spec.Hooks is { HasExec: true } exec)
+        {
+            return await SnapshotWithHooksAsync(schedule, claim, snapshot, exec, result, ct).ConfigureAwait(false);
+        }
+
+        return await CreateSnapshotAsync(schedule, snapshot, ct).ConfigureAwait(false) is { } refused
+            ? Set(result, Failed, null, refused)
+            : Set(result, Created, name, null);
+    }
+
+    /// <summary>Creates a scheduled snapshot; null when it exists now (made by this run before), else why not.</summary>
+    private async Task<string?> CreateSnapshotAsync(SnapshotSchedule schedule, VolumeSnapshot snapshot, CancellationToken ct)
+    {
+        string ns = snapshot.Metadata.NamespaceProperty;
+        string name = snapshot.Metadata.Name;
+        string label = ScheduleNames.LabelFor(schedule.IsCluster);
         try
         {
             object written = await _c.Cluster.Client.CustomObjects.CreateNamespacedCustomObjectAsync(
-                snapshot, Names.SnapshotGroup, "v1", claim.Metadata.NamespaceProperty, "volumesnapshots", cancellationToken: ct).ConfigureAwait(false);
+                snapshot, Names.SnapshotGroup, "v1", ns, "volumesnapshots", cancellationToken: ct).ConfigureAwait(false);
             _c.Cluster.Snapshots.Remember(KubernetesJson.Deserialize<VolumeSnapshot>(KubernetesJson.Serialize(written)));
-            return Set(result, Created, name, null);
+            return null;
         }
         catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.Conflict)
         {
             // This run made it before (a run repeated after a crash), or someone else owns the name.
-            var existing = _c.Cluster.Snapshots.Get(claim.Metadata.NamespaceProperty, name);
+            var existing = _c.Cluster.Snapshots.Get(ns, name);
             bool ours = existing is null
-                || (existing.Metadata.Labels?.TryGetValue(label, out var owner) == true && owner == schedule.Metadata.Name && existing.Spec.Source.PersistentVolumeClaimName == claim.Metadata.Name);
-            return ours
-                ? Set(result, Created, name, null)
-                : Set(result, Failed, null, $"a VolumeSnapshot {claim.Metadata.NamespaceProperty}/{name} already exists and was not made by this schedule");
+                || (existing.Metadata.Labels?.TryGetValue(label, out var owner) == true && owner == schedule.Metadata.Name && existing.Spec.Source.PersistentVolumeClaimName == snapshot.Spec.Source.PersistentVolumeClaimName);
+            return ours ? null : $"a VolumeSnapshot {ns}/{name} already exists and was not made by this schedule";
         }
         catch (HttpOperationException ex) when (ex.Response.StatusCode is HttpStatusCode.Forbidden or HttpStatusCode.UnprocessableEntity or HttpStatusCode.BadRequest or HttpStatusCode.NotFound)
         {
-            return Set(result, Failed, null, $"creating VolumeSnapshot {claim.Metadata.NamespaceProperty}/{name} was refused: {(int)ex.Response.StatusCode} {ex.Response.Content}");
+            return $"creating VolumeSnapshot {ns}/{name} was refused: {(int)ex.Response.StatusCode} {ex.Response.Content}";
         }
     }
 
@@ -273,7 +316,7 @@ internal sealed class ScheduleController : Reconciler
             $"spec.hooks.freezeTimeout \"{t}\" is not a duration of 1ms to 60s such as 500ms, 2s or 1s500ms",
         { OnError: { } e } when e is not (FreezeNames.Fail or FreezeNames.Continue) =>
             $"spec.hooks.onError \"{e}\" must be {FreezeNames.Fail} or {FreezeNames.Continue}",
-        _ => null,
+        _ => Hooks.ExecHookNames.Problem(hooks.Pre, "spec.hooks.pre") ?? Hooks.ExecHookNames.Problem(hooks.Post, "spec.hooks.post"),
     };
 
     /// <summary>Copies each claim's freeze outcome, written on its snapshot after the cut, into the run's results.</summary>
@@ -304,22 +347,31 @@ internal sealed class ScheduleController : Reconciler
     private async Task<(List<KeptSnapshot> Kept, DateTimeOffset? Recheck)> ApplyRetentionAsync(SnapshotSchedule schedule, ScheduleTiming timing, DateTimeOffset now, CancellationToken ct)
     {
         var mine = Mine(schedule).ToDictionary(s => (s.Metadata.NamespaceProperty, s.Metadata.Name));
+        var groups = MyGroups(schedule).ToDictionary(g => (g.Metadata.NamespaceProperty, g.Metadata.Name));
         var retained = mine.Values.Select(s => new RetainedSnapshot(
             s.Metadata.NamespaceProperty,
             s.Metadata.Name,
             s.Metadata.NamespaceProperty + "/" + s.Spec.Source.PersistentVolumeClaimName,
             RunTime(s),
             s.Status?.ReadyToUse == true && Cluster.Annotation(s.Metadata, ScheduleNames.CompareWithAnnotation) is null,
-            SnapshotHolders.Of(_holders, s)));
+            SnapshotHolders.Of(_holders, s))).Concat(groups.Values.Select(RetainedGroup)).ToList();
+        var isGroup = retained.ToDictionary(r => r, r => r.Claim.EndsWith(GroupSeries, StringComparison.Ordinal));
         var decisions = Retention.Decide(retained, timing.Retention, timing.Zone, now);
         foreach (var d in decisions.Where(d => d.Delete))
         {
-            await DeleteAsync(mine[(d.Snapshot.Namespace, d.Snapshot.Name)], ct).ConfigureAwait(false);
+            if (isGroup[d.Snapshot])
+            {
+                await DeleteGroupAsync(groups[(d.Snapshot.Namespace, d.Snapshot.Name)], ct).ConfigureAwait(false);
+            }
+            else
+            {
+                await DeleteAsync(mine[(d.Snapshot.Namespace, d.Snapshot.Name)], ct).ConfigureAwait(false);
+            }
         }
 
         var kept = decisions.Where(d => !d.Delete)
             .OrderBy(d => d.Snapshot.Namespace, StringComparer.Ordinal).ThenBy(d => d.Snapshot.Name, StringComparer.Ordinal)
-            .Select(d => new KeptSnapshot { Namespace = d.Snapshot.Namespace, Name = d.Snapshot.Name, Reason = d.KeepReason! }).ToList();
+            .Select(d => new KeptSnapshot { Namespace = d.Snapshot.Namespace, Name = d.Snapshot.Name, Reason = d.KeepReason!, Kind = isGroup[d.Snapshot] ? GroupKind : null }).ToList();
         DateTimeOffset? recheck = null;
         if (timing.Retention.MaxAge is { } age)
         {

@@ -61,6 +61,15 @@ public sealed class SnapshotScheduleSpec
 
     /// <summary>Consistency hooks around each snapshot's cut.</summary>
     [JsonPropertyName("hooks")] public ScheduleHooks? Hooks { get; set; }
+
+    /// <summary>
+    /// One VolumeGroupSnapshot per namespace and run of all the selected claims (cut at one instant) instead of one
+    /// VolumeSnapshot each; retention then counts group snapshots.
+    /// </summary>
+    [JsonPropertyName("group")] public bool? Group { get; set; }
+
+    /// <summary>With <see cref="Group"/>: the VolumeGroupSnapshotClass; the driver's default when empty.</summary>
+    [JsonPropertyName("volumeGroupSnapshotClassName")] public string? VolumeGroupSnapshotClassName { get; set; }
 }
 
 /// <summary>
@@ -77,6 +86,15 @@ public sealed class ScheduleHooks
 
     /// <summary><c>Fail</c> (default): a failed freeze fails that snapshot; <c>Continue</c>: it is cut unfrozen and the failure reported.</summary>
     [JsonPropertyName("onError")] public string? OnError { get; set; }
+
+    /// <summary>Commands run through pods/exec in the pods that mount a selected claim, before the cut.</summary>
+    [JsonPropertyName("pre")] public IList<Hooks.ExecHook>? Pre { get; set; }
+
+    /// <summary>Commands run after the cut in every pod a pre hook was started in; they always run, to undo what pre did.</summary>
+    [JsonPropertyName("post")] public IList<Hooks.ExecHook>? Post { get; set; }
+
+    /// <summary>Whether any exec hook is set.</summary>
+    [JsonIgnore] public bool HasExec => Pre is { Count: > 0 } || Post is { Count: > 0 };
 }
 
 /// <summary>
@@ -149,6 +167,12 @@ public sealed class ClaimRunResult
 
     /// <summary>With hooks.freeze: microseconds the file system was frozen (FIFREEZE to FITHAW), once cut frozen.</summary>
     [JsonPropertyName("frozenMicroseconds")] public long? FrozenMicroseconds { get; set; }
+
+    /// <summary>With group: the run's VolumeGroupSnapshot, which holds this claim's snapshot.</summary>
+    [JsonPropertyName("groupSnapshot")] public string? GroupSnapshot { get; set; }
+
+    /// <summary>With hooks.pre or hooks.post: how the exec hooks went.</summary>
+    [JsonPropertyName("hooks")] public string? Hooks { get; set; }
 }
 
 /// <summary>A snapshot the schedule keeps, and why.</summary>
@@ -162,6 +186,9 @@ public sealed class KeptSnapshot
 
     /// <summary>Why it is kept, for example <c>retention: daily 2026-12-03</c> or <c>in use: restore source of team-a/db-copy</c>.</summary>
     [JsonPropertyName("reason")] public string Reason { get; set; } = "";
+
+    /// <summary><c>VolumeGroupSnapshot</c> for a group schedule's group snapshots; absent for VolumeSnapshots.</summary>
+    [JsonPropertyName("kind")] public string? Kind { get; set; }
 }
 
 /// <summary>Names shared by the schedule kinds, their snapshots and their CRDs.</summary>
@@ -211,6 +238,10 @@ public static class ScheduleNames
 
     /// <summary>The label that marks the snapshots of a schedule of this kind.</summary>
     public static string LabelFor(bool cluster) => cluster ? ClusterScheduleLabel : ScheduleLabel;
+
+    /// <summary>A group schedule's VolumeGroupSnapshot of one run: <c>&lt;schedule&gt;-&lt;UTC yyyyMMddHHmm&gt;</c>.</summary>
+    public static string GroupSnapshotName(string schedule, DateTimeOffset run) =>
+        $"{schedule}-{run.UtcDateTime.ToString("yyyyMMddHHmm", System.Globalization.CultureInfo.InvariantCulture)}";
 
     /// <summary><c>&lt;claim&gt;-&lt;schedule&gt;-&lt;UTC yyyyMMddHHmm&gt;</c>.</summary>
     public static string SnapshotName(string claim, string schedule, DateTimeOffset run) =>
