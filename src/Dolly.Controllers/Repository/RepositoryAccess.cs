@@ -63,10 +63,13 @@ internal static class RepositoryAccess
             return (null, credProblem);
         }
 
-        var missing = new[] { RepositoryNames.AccessKeyIdKey, RepositoryNames.SecretAccessKeyKey }.Where(k => !creds!.TryGetValue(k, out var v) || v.Length == 0).ToList();
-        if (missing.Count > 0)
+        byte[]? accessKey = Either(creds!, RepositoryNames.AccessKeyIdKey, RepositoryNames.AwsAccessKeyIdKey);
+        byte[]? secretKey = Either(creds!, RepositoryNames.SecretAccessKeyKey, RepositoryNames.AwsSecretAccessKeyKey);
+        if (accessKey is null || secretKey is null)
         {
-            return (null, new("InvalidCredentials", $"Secret {credRef.Namespace}/{credRef.Name} (the S3 credentials of SnapshotRepository {name}) lacks {string.Join(" and ", missing)}"));
+            string missing = string.Join(" and ", new[] { (accessKey, RepositoryNames.AccessKeyIdKey, RepositoryNames.AwsAccessKeyIdKey), (secretKey, RepositoryNames.SecretAccessKeyKey, RepositoryNames.AwsSecretAccessKeyKey) }
+                .Where(k => k.Item1 is null).Select(k => $"{k.Item2} (or {k.Item3})"));
+            return (null, new("InvalidCredentials", $"Secret {credRef.Namespace}/{credRef.Name} (the S3 credentials of SnapshotRepository {name}) lacks {missing}"));
         }
 
         location.S3 = new S3Store
@@ -75,12 +78,16 @@ internal static class RepositoryAccess
             Region = s3.Region ?? string.Empty,
             Bucket = s3.Bucket,
             Prefix = s3.Prefix ?? string.Empty,
-            AccessKeyId = System.Text.Encoding.UTF8.GetString(creds![RepositoryNames.AccessKeyIdKey]),
-            SecretAccessKey = System.Text.Encoding.UTF8.GetString(creds[RepositoryNames.SecretAccessKeyKey]),
+            AccessKeyId = System.Text.Encoding.UTF8.GetString(accessKey),
+            SecretAccessKey = System.Text.Encoding.UTF8.GetString(secretKey),
             PathStyle = s3.PathStyle != false,
         };
         return (location, null);
     }
+
+    /// <summary>The first of two data keys present with a value, or null.</summary>
+    private static byte[]? Either(IDictionary<string, byte[]> data, string first, string second) =>
+        data.TryGetValue(first, out var a) && a.Length > 0 ? a : data.TryGetValue(second, out var b) && b.Length > 0 ? b : null;
 
     private static async Task<(IDictionary<string, byte[]>? Data, RepositoryProblem? Problem)> ReadSecretAsync(IKubernetes client, string repository, SecretKeyRef reference, string what, CancellationToken ct)
     {

@@ -56,7 +56,7 @@ public sealed class S3Repository
     /// <summary>Path-style addressing (true when absent: what radosgw and MinIO expect).</summary>
     [JsonPropertyName("pathStyle")] public bool? PathStyle { get; set; }
 
-    /// <summary>A Secret with <c>accessKeyId</c> and <c>secretAccessKey</c>.</summary>
+    /// <summary>A Secret with <c>accessKeyId</c> and <c>secretAccessKey</c> (or <c>AWS_ACCESS_KEY_ID</c> and <c>AWS_SECRET_ACCESS_KEY</c>).</summary>
     [JsonPropertyName("credentialsSecretRef")] public SecretKeyRef? CredentialsSecretRef { get; set; }
 }
 
@@ -150,6 +150,12 @@ public static class RepositoryNames
 
     /// <summary>The data key of the secret access key in the credentials Secret.</summary>
     public const string SecretAccessKeyKey = "secretAccessKey";
+
+    /// <summary>The access key id under the name S3 tools use (read when <see cref="AccessKeyIdKey"/> is absent).</summary>
+    public const string AwsAccessKeyIdKey = "AWS_ACCESS_KEY_ID";
+
+    /// <summary>The secret access key under the name S3 tools use (read when <see cref="SecretAccessKeyKey"/> is absent).</summary>
+    public const string AwsSecretAccessKeyKey = "AWS_SECRET_ACCESS_KEY";
 
     /// <summary>On an uploaded content: the handle that restores it in any cluster with the repository.</summary>
     public const string HandleAnnotation = "dolly.io/repository-handle";

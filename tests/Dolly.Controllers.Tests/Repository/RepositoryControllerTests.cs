@@ -77,12 +77,12 @@ public sealed class RepositoryControllerTests : IAsyncLifetime
             },
             _ => S3Spec("http://127.0.0.1:1", "creds", "k"),
             "InvalidCredentials",
-            "lacks secretAccessKey"),
+            "lacks secretAccessKey (or AWS_SECRET_ACCESS_KEY)"),
         ["S3 server not there"] = new(
             async t =>
             {
                 await t.A.SecretAsync("k", new() { ["key"] = Key });
-                await t.A.SecretAsync("creds", new() { ["accessKeyId"] = "dolly"u8.ToArray(), ["secretAccessKey"] = "secret"u8.ToArray() });
+                await t.A.SecretAsync("creds", new() { ["AWS_ACCESS_KEY_ID"] = "dolly"u8.ToArray(), ["AWS_SECRET_ACCESS_KEY"] = "secret"u8.ToArray() });
             },
             _ => S3Spec("http://127.0.0.1:1", "creds", "k"),
             "Unreachable",
