@@ -96,9 +96,9 @@ public sealed class SnapshotRepositoryServiceTests : CsiTestBase
         await repos.RestoreSnapshotAsync(new P.RestoreSnapshotRequest { Repository = Location(), SnapshotHandle = handle }, cancellationToken: Token);
         var restored = await UntilAsync(() => repos.GetRestoreAsync(new P.GetRestoreRequest { SnapshotHandle = handle }, cancellationToken: Token).ResponseAsync);
         Assert.Equal(P.TransferPhase.Succeeded, restored.Phase);
-        Assert.Equal(16 * MiB, restored.BytesTotal);
+        Assert.True(restored.BytesTotal > 0 && restored.BytesDone == restored.BytesTotal, $"{restored.BytesDone} of {restored.BytesTotal}");
         var copy = Pool.GetDevice(handle).Value;
-        Assert.Equal(Storage.DeviceKind.Snapshot, copy.Kind);
+        Assert.Equal((Storage.DeviceKind.Snapshot, 16 * MiB), (copy.Kind, copy.Size));
         var read = new byte[data.Length];
         Pool.OpenDevice(handle).Value.Read(5 * MiB, read).ThrowIfFailed();
         Assert.Equal(data, read);
