@@ -146,6 +146,8 @@ public static class DollyControllers
         var schedules = new ScheduleController(context);
         var reverts = new Revert.RevertController(context);
         var goldens = new Golden.GoldenController(context);
+        var repositories = new Repository.RepositoryController(context);
+        var transfers = new Repository.TransferController(context);
         StatefulSetClaims? statefulSets = null;
         if (options.BindVolumes)
         {
@@ -163,6 +165,8 @@ public static class DollyControllers
             workers.Add(RunWhenSyncedAsync(schedules, [cluster.Schedules, cluster.ClusterSchedules], options.Workers, stop.Token));
             workers.Add(RunWhenSyncedAsync(reverts, [cluster.Reverts], options.Workers, stop.Token));
             workers.Add(RunWhenSyncedAsync(goldens, [cluster.Goldens], options.Workers, stop.Token));
+            workers.Add(RunWhenSyncedAsync(repositories, [cluster.Repositories], options.Workers, stop.Token));
+            workers.Add(RunWhenSyncedAsync(transfers, [cluster.Repositories], options.Workers, stop.Token));
             if (statefulSets is not null)
             {
                 workers.Add(statefulSets.RunWithInformerAsync(options.Workers, stop.Token));

@@ -24,6 +24,7 @@ public sealed class CsiServer : IAsyncDisposable
     private readonly ILogger _logger;
     private WebApplication? _app;
     private ContentRequests? _contentRequests;
+    private RepositoryTransfers? _repositoryTransfers;
 
     /// <summary>Creates a server; nothing listens until <see cref="StartAsync"/>.</summary>
     public CsiServer(Pool pool, CsiServerOptions options, ILoggerFactory? loggerFactory = null)
@@ -99,6 +100,11 @@ public sealed class CsiServer : IAsyncDisposable
             _contentRequests ??= ContentRequests.Open(_pool, _options.Attachments ?? new Dolly.Nbd.ExportAttachments(), _loggerFactory.CreateLogger<ContentRequests>());
             builder.Services.AddSingleton(_contentRequests);
             builder.Services.AddSingleton<VolumeContentService>();
+
+            // Snapshot repositories: uploads and restores run here, next to the pool.
+            _repositoryTransfers ??= new RepositoryTransfers(_pool, RepositoryStateDirectory(_options), TimeProvider.System, _loggerFactory.CreateLogger<RepositoryTransfers>());
+            builder.Services.AddSingleton(_repositoryTransfers);
+            builder.Services.AddSingleton<SnapshotRepositoryService>();
         }
 
         if (_options.ServesNode)
@@ -126,6 +132,7 @@ public sealed class CsiServer : IAsyncDisposable
             app.MapGrpcService<GroupControllerService>();
             app.MapGrpcService<SnapshotMetadataService>();
             app.MapGrpcService<VolumeContentService>();
+            app.MapGrpcService<SnapshotRepositoryService>();
         }
         if (_options.ServesNode)
         {
@@ -170,9 +177,20 @@ public sealed class CsiServer : IAsyncDisposable
 
             _contentRequests?.Dispose();
             _contentRequests = null;
+            if (_repositoryTransfers is not null)
+            {
+                // Transfers in flight stop (an upload resumes from its journal when asked again).
+                await _repositoryTransfers.DisposeAsync().ConfigureAwait(false);
+                _repositoryTransfers = null;
+            }
+
             CsiLog.Stopped(_logger, SocketPath);
         }
     }
+
+    /// <summary>Where upload journals live: <see cref="CsiServerOptions.RepositoryStateDirectory"/>, or <c>repository</c> next to the socket.</summary>
+    internal static string RepositoryStateDirectory(CsiServerOptions options) =>
+        Path.GetFullPath(options.RepositoryStateDirectory ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.SocketPath))!, "repository"));
 
     /// <inheritdoc />
     public async ValueTask DisposeAsync() => await StopAsync().ConfigureAwait(false);

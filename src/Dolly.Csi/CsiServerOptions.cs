@@ -69,4 +69,10 @@ public sealed record CsiServerOptions
     /// NBD: then nobody can hold a volume through it.
     /// </summary>
     public Dolly.Nbd.ExportAttachments? Attachments { get; init; }
+
+    /// <summary>
+    /// Where snapshot repository uploads keep their journals (resuming after a crash) and the record of what was
+    /// uploaded (the parent of the next incremental upload); defaults to <c>repository</c> next to <see cref="SocketPath"/>.
+    /// </summary>
+    public string? RepositoryStateDirectory { get; init; }
 }

@@ -75,6 +75,7 @@ internal sealed partial class Cluster
         ClusterSchedules = Custom<SnapshotSchedule>(client, ScheduleNames.ClusterKind, ScheduleNames.Group, ScheduleNames.Version, ScheduleNames.ClusterPlural, log);
         Goldens = Custom<Golden.GoldenSnapshot>(client, Golden.GoldenNames.Kind, Golden.GoldenNames.Group, Golden.GoldenNames.Version, Golden.GoldenNames.Plural, log);
         Reverts = Custom<Revert.VolumeRevert>(client, Revert.RevertNames.Kind, Revert.RevertNames.Group, Revert.RevertNames.Version, Revert.RevertNames.Plural, log);
+        Repositories = Custom<Repository.SnapshotRepository>(client, Repository.RepositoryNames.Kind, Repository.RepositoryNames.Group, Repository.RepositoryNames.Version, Repository.RepositoryNames.Plural, log);
         Indexes.AddTo(this);
     }
 
@@ -112,7 +113,7 @@ internal sealed partial class Cluster
     /// Informers of Dolly's own kinds (dolly.io). Kept apart from <see cref="All"/>: on a cluster without their CRDs
     /// they never sync, and that must hold up only the controllers that read them.
     /// </summary>
-    public IEnumerable<IInformer> Own => [Schedules, ClusterSchedules, Reverts, Goldens];
+    public IEnumerable<IInformer> Own => [Schedules, ClusterSchedules, Reverts, Goldens, Repositories];
 
     /// <summary>Resync: every handler sees every cached object again.</summary>
     public void Touch()
