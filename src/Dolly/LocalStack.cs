@@ -67,6 +67,7 @@ internal sealed class LocalStack : IAsyncDisposable
     private Task? _controllers;
     private ControllerMetrics? _controllerMetrics;
     private PoolMetrics? _poolMetrics;
+    private NbdMetrics? _nbdMetrics;
     private MetricsServer? _metrics;
     private Web.WebView? _web;
     private bool _disposed;
@@ -173,12 +174,19 @@ internal sealed class LocalStack : IAsyncDisposable
         ct.ThrowIfCancellationRequested();
         if (options.Nbd is { } nbdOptions)
         {
+            if (options.Metrics is not null)
+            {
+                _nbdMetrics = new NbdMetrics();
+                nbdOptions = nbdOptions with { Metrics = _nbdMetrics };
+            }
+
             if (nbdOptions.Validate() is { } problem)
             {
                 throw new CliFailureException(ExitCodes.InvalidArgument, problem);
             }
 
             _nbd = new NbdServer(new ExportCatalog(pool, attachments), nbdOptions, loggers.CreateLogger<NbdServer>());
+            _nbdMetrics?.TrackConnections(_nbd);
             try
             {
                 _nbd.Start();
@@ -210,7 +218,22 @@ internal sealed class LocalStack : IAsyncDisposable
 
             try
             {
-                _metrics = await MetricsServer.StartAsync(metricsEndpoint, _controllerMetrics, _poolMetrics, _web, loggers, ct).ConfigureAwait(false);
+                List<MetricsServer.MeterSource> sources =
+                [
+                    new(ControllerMetrics.MeterName, _controllerMetrics.Owns),
+                    new(PoolMetrics.MeterName, _poolMetrics.Owns),
+                ];
+                if (_api is not null)
+                {
+                    sources.Add(new(Dolly.Api.Http.ApiMetrics.MeterName, _api.Metrics.Owns));
+                }
+
+                if (_nbdMetrics is not null)
+                {
+                    sources.Add(new(NbdMetrics.MeterName, _nbdMetrics.Owns));
+                }
+
+                _metrics = await MetricsServer.StartAsync(metricsEndpoint, sources, _web, loggers, ct).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is IOException or InvalidOperationException)
             {
@@ -302,6 +325,8 @@ internal sealed class LocalStack : IAsyncDisposable
             {
                 await _nbd.DisposeAsync().ConfigureAwait(false);
             }
+
+            _nbdMetrics?.Dispose();
 
             if (_csi is not null)
             {
