@@ -68,6 +68,7 @@ internal sealed class LocalStack : IAsyncDisposable
     private ControllerMetrics? _controllerMetrics;
     private PoolMetrics? _poolMetrics;
     private NbdMetrics? _nbdMetrics;
+    private CsiMetrics? _csiMetrics;
     private MetricsServer? _metrics;
     private Web.WebView? _web;
     private bool _disposed;
@@ -151,6 +152,7 @@ internal sealed class LocalStack : IAsyncDisposable
 
         // Shared: the NBD server records who holds each volume; the driver applies content requests only to volumes nobody holds.
         var attachments = new ExportAttachments();
+        _csiMetrics = options.Metrics is null ? null : new CsiMetrics();
         _csi = new CsiServer(
             pool,
             new CsiServerOptions
@@ -160,6 +162,7 @@ internal sealed class LocalStack : IAsyncDisposable
                 NbdSocketPath = node ? options.Nbd!.UnixSocketPath : null,
                 NodeAttach = options.NodeAttach,
                 Attachments = attachments,
+                Metrics = _csiMetrics,
             },
             loggers);
         try
@@ -222,6 +225,7 @@ internal sealed class LocalStack : IAsyncDisposable
                 [
                     new(ControllerMetrics.MeterName, _controllerMetrics.Owns),
                     new(PoolMetrics.MeterName, _poolMetrics.Owns),
+                    new(CsiMetrics.MeterName, _csiMetrics!.Owns),
                 ];
                 if (_api is not null)
                 {
@@ -327,6 +331,7 @@ internal sealed class LocalStack : IAsyncDisposable
             }
 
             _nbdMetrics?.Dispose();
+            _csiMetrics?.Dispose();
 
             if (_csi is not null)
             {

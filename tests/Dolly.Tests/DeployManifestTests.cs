@@ -209,6 +209,16 @@ public sealed class DeployManifestTests : IAsyncLifetime
         string port = Scalar((YamlMappingNode)Sequence(Map(service, "spec"), "ports").Single(), "port");
         Assert.Equal($"{Scalar(Map(service, "metadata"), "name")}.{Scalar(Map(service, "metadata"), "namespace")}.svc:{port}", Arg(args, "--nbd"));
         Assert.Equal("Bidirectional", Scalar(VolumeMount(containers["dolly"], "kubelet-dir"), "mountPropagation"));
+
+        // Metrics on the pod's address, at the port the container names and the scrape annotations say.
+        Assert.Contains("--metrics-allow-remote", args);
+        string metricsPort = Arg(args, "--metrics").Split(':')[^1];
+        var ports = Sequence(containers["dolly"], "ports").Cast<YamlMappingNode>().ToDictionary(p => Scalar(p, "name"), StringComparer.Ordinal);
+        Assert.Equal(metricsPort, Scalar(ports["metrics"], "containerPort"));
+        var annotations = Map(Map(Map(Map(daemonSet, "spec"), "template"), "metadata"), "annotations");
+        Assert.Equal("true", Scalar(annotations, "prometheus.io/scrape"));
+        Assert.Equal(metricsPort, Scalar(annotations, "prometheus.io/port"));
+        Assert.Equal("/metrics", Scalar(annotations, "prometheus.io/path"));
     }
 
     [Fact]

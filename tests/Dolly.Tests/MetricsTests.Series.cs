@@ -61,6 +61,13 @@ public sealed partial class MetricsTests
         var missing = await Assert.ThrowsAsync<HttpOperationException>(() => kube.CoreV1.ReadNamespacedPersistentVolumeClaimAsync("no-such-claim", Ns, cancellationToken: Ct));
         Assert.Equal(HttpStatusCode.NotFound, missing.Response.StatusCode);
 
+        // A CSI call the driver refuses, made straight to its socket.
+        using (var channel = Controllers.DollyControllers.ConnectCsi(stack.Csi.SocketPath))
+        {
+            var refused = await Assert.ThrowsAsync<Grpc.Core.RpcException>(async () => await new Csi.V1.Controller.ControllerClient(channel).DeleteSnapshotAsync(new Csi.V1.DeleteSnapshotRequest(), cancellationToken: Ct));
+            Assert.Equal(Grpc.Core.StatusCode.InvalidArgument, refused.StatusCode);
+        }
+
         // A real NBD client writes 1 MiB and reads it back; then the volume's snapshot shares every block.
         await QemuIoAsync(socket, "plain", $"write -P 0x5a 0 {Written}", $"read -P 0x5a 0 {Written}");
         _ = pool.CreateSnapshot("plain", "plain-snap").Value;
@@ -107,6 +114,11 @@ public sealed partial class MetricsTests
         Assert.True(scrape.Value(ApiMetrics.LongRunning, apiLabels.With("verb", "WATCH").With("resource", "persistentvolumeclaims").With("scope", "cluster")) >= 1);
         Assert.True(scrape.Value(ApiMetrics.RequestSeconds + "_count", apiLabels.With("verb", "LIST").With("resource", "persistentvolumeclaims").With("scope", "cluster")) >= 1);
         Assert.DoesNotContain(scrape.Samples, s => s.Name == ApiMetrics.RequestSeconds + "_count" && s.Labels["verb"] == "WATCH");
+
+        // The driver's side of CSI: the controllers' calls, and the refused one under its code.
+        var served = Labels(("driver_name", Driver));
+        Assert.True(scrape.Value(Csi.CsiMetrics.OperationSeconds + "_count", served.With("method_name", "/csi.v1.Controller/CreateVolume").With("grpc_status_code", "OK")) >= 1);
+        Assert.Equal(1, scrape.Value(Csi.CsiMetrics.OperationSeconds + "_count", served.With("method_name", "/csi.v1.Controller/DeleteSnapshot").With("grpc_status_code", "InvalidArgument")));
 
         // Space: each device's figures as the engine reports them, and sharing saves the snapshot's copy.
         var plain = pool.GetSpace("plain").Value;
