@@ -164,9 +164,11 @@ public sealed class ControllerMetricsTests : IDisposable
 
         var controller = new Dictionary<string, string?> { ["controller"] = "scripted" };
         var total = Assert.Single(_recorded, r => r.Instrument == ControllerMetrics.ReconcileTotal);
-        Assert.Equal((1.0, new Dictionary<string, string?>(controller) { ["result"] = result }), (total.Value, total.Tags));
+        Assert.Equal(1, total.Value);
+        Assert.Equal(new Dictionary<string, string?>(controller) { ["result"] = result }, total.Tags);
         var time = Assert.Single(_recorded, r => r.Instrument == ControllerMetrics.ReconcileSeconds);
-        Assert.Equal((2.0, controller), (time.Value, time.Tags));
+        Assert.Equal(2, time.Value);
+        Assert.Equal(controller, time.Tags);
         Assert.Equal(failed ? 1 : 0, _recorded.Count(r => r.Instrument == ControllerMetrics.ReconcileErrors && r.Tags.SequenceEqual(controller)));
         Assert.Equal(failed ? 1 : 0, _recorded.Count(r => r.Instrument == ControllerMetrics.QueueRetries && r.Tags["name"] == "scripted"));
 
@@ -175,7 +177,8 @@ public sealed class ControllerMetricsTests : IDisposable
         reconciler.Queue.Add("default/y");
         _listener.RecordObservableInstruments();
         var depth = Assert.Single(_recorded, r => r.Instrument == ControllerMetrics.QueueDepth);
-        Assert.Equal((1.0, new Dictionary<string, string?> { ["name"] = "scripted" }), (depth.Value, depth.Tags));
+        Assert.Equal(1, depth.Value);
+        Assert.Equal(new Dictionary<string, string?> { ["name"] = "scripted" }, depth.Tags);
         reconciler.Queue.Dispose();
     }
 

@@ -135,6 +135,16 @@ public sealed partial class MetricsTests
         }
 
         Assert.Equal(Written, scrape.Value(PoolMetrics.SavedBytes, Labels()));
+
+        // A deleted device's series go with it; nothing is saved any more.
+        pool.Delete("plain-snap").ThrowIfFailed();
+        await UntilAsync(
+            async () => await ScrapeAsync(http, stack.MetricsUrl!) is var s
+                && !s.Samples.Any(x => x.Name.StartsWith("dolly_device_", StringComparison.Ordinal) && x.Labels["device"] == "plain-snap")
+                && s.Find(PoolMetrics.SavedBytes, Labels()) is { Value: 0 },
+            "the deleted snapshot's series gone and no bytes saved");
+        scrape = await ScrapeAsync(http, stack.MetricsUrl!);
+        Assert.Equal(Written, scrape.Value(PoolMetrics.DeviceExclusiveBytes, Labels(("device", "plain"), ("kind", "volume"))));
     }
 
     private static async Task QemuIoAsync(string socket, string export, params string[] commands)

@@ -27,6 +27,12 @@ internal sealed class MetricsServer : IAsyncDisposable
     /// <summary>The path Prometheus scrapes.</summary>
     public const string Path = "/metrics";
 
+    /// <summary>
+    /// Series per instrument for those with a series per volume, snapshot or export. The exporter's default (2,000)
+    /// would fold the rest of a pool of 10,000 volumes and snapshots into one overflow series.
+    /// </summary>
+    internal const int PerObjectSeriesLimit = 100_000;
+
     private readonly WebApplication _app;
     private readonly MeterProvider _provider;
 
@@ -73,7 +79,9 @@ internal sealed class MetricsServer : IAsyncDisposable
         var provider = Sdk.CreateMeterProviderBuilder()
             .AddMeter([.. sources.Select(s => s.MeterName).Distinct(StringComparer.Ordinal)])
             // Another stack in the same process (tests) has meters of the same names: only this one's count.
-            .AddView(instrument => sources.Any(s => s.Owns(instrument)) ? null : MetricStreamConfiguration.Drop)
+            .AddView(instrument => !sources.Any(s => s.Owns(instrument)) ? MetricStreamConfiguration.Drop
+                : PerObject(instrument) ? new MetricStreamConfiguration { CardinalityLimit = PerObjectSeriesLimit }
+                : null)
             .AddPrometheusExporter(o =>
             {
                 // Upstream's names exactly: no _total suffix (no instrument has a unit, so none is appended), and
@@ -118,6 +126,9 @@ internal sealed class MetricsServer : IAsyncDisposable
         await _app.DisposeAsync().ConfigureAwait(false);
         _provider.Dispose();
     }
+
+    private static bool PerObject(Instrument instrument) =>
+        instrument.Name.StartsWith("dolly_device_", StringComparison.Ordinal) || instrument.Name.StartsWith("dolly_nbd_", StringComparison.Ordinal);
 
     /// <summary>One meter to export, and which of the instruments of that name are this stack's.</summary>
     public sealed record MeterSource(string MeterName, Func<Instrument, bool> Owns);
