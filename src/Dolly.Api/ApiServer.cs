@@ -72,8 +72,12 @@ public sealed class ApiServer : IAsyncDisposable
         _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
         _logger = _loggerFactory.CreateLogger("Dolly.Api");
         _time = timeProvider ?? TimeProvider.System;
+        Metrics = new Http.ApiMetrics(_time);
         KubeconfigPath = Path.Combine(Path.GetFullPath(options.StateDirectory), "kubeconfig");
     }
+
+    /// <summary>The server's request and watch series, for a metrics exporter.</summary>
+    public Http.ApiMetrics Metrics { get; }
 
     /// <summary>The URL clients use, e.g. https://127.0.0.1:6443; null until started.</summary>
     public Uri? Url { get; private set; }
@@ -127,7 +131,7 @@ public sealed class ApiServer : IAsyncDisposable
         var service = new ResourceService(_store, registry, _time);
         Bootstrap(service);
         var listWatch = new ListWatch(service, _time, new WatchSettings(_options.BookmarkInterval, _options.MinRequestTimeout), _stopping.Token);
-        var handler = new ApiHandler(_credentials, service, listWatch, () => !_stopping.IsCancellationRequested, _logger);
+        var handler = new ApiHandler(_credentials, service, listWatch, () => !_stopping.IsCancellationRequested, Metrics, _logger);
         var controllers = new Controllers(service, _logger);
         _controllers = Task.Run(() => RunControllersAsync(controllers), CancellationToken.None);
 
@@ -273,5 +277,6 @@ public sealed class ApiServer : IAsyncDisposable
     {
         await StopAsync(CancellationToken.None).ConfigureAwait(false);
         _stopping.Dispose();
+        Metrics.Dispose();
     }
 }

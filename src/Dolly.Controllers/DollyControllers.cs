@@ -155,6 +155,14 @@ public static class DollyControllers
             statefulSets = new StatefulSetClaims(context);
         }
 
+        if (options.Metrics is { } meters)
+        {
+            foreach (IController controller in (IEnumerable<IController>)[.. reconcilers, schedules, reverts, goldens, .. (statefulSets is null ? [] : (IController[])[statefulSets])])
+            {
+                controller.Instrument(meters);
+            }
+        }
+
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var informers = cluster.All.Concat(cluster.Own).Select(i => i.RunAsync(stop.Token)).ToList();
         try

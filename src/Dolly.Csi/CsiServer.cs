@@ -117,7 +117,14 @@ public sealed class CsiServer : IAsyncDisposable
             builder.Services.AddSingleton(new NodeFreezeService(freezer));
         }
 
-        builder.Services.AddGrpc(grpc => grpc.Interceptors.Add<CsiLoggingInterceptor>());
+        builder.Services.AddGrpc(grpc =>
+        {
+            grpc.Interceptors.Add<CsiLoggingInterceptor>();
+            if (_options.Metrics is { } metrics)
+            {
+                grpc.Interceptors.Add<CsiMetricsInterceptor>(metrics, _options.DriverName);
+            }
+        });
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;

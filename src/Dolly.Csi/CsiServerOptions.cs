@@ -14,6 +14,9 @@ public sealed record CsiServerOptions
     /// <summary>The driver name reported by GetPluginInfo.</summary>
     public string DriverName { get; init; } = DefaultDriverName;
 
+    /// <summary>Where the calls served are timed; null records nothing.</summary>
+    public CsiMetrics? Metrics { get; init; }
+
     /// <summary>The version reported by GetPluginInfo; defaults to this assembly's informational version.</summary>
     public string VendorVersion { get; init; } =
         typeof(CsiServerOptions).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0";

@@ -243,10 +243,12 @@ internal sealed partial class NbdConnection
     private void Process(BlockDevice export, Request req, NbdBuffer? buffer, long budget)
     {
         bool posted = false;
+        long started = _options.Metrics?.Time.GetTimestamp() ?? 0;
         try
         {
             Handle(export, req, ref buffer, ref budget);
             posted = true;
+            _options.Metrics?.Record(export.Name, req.Type, req.Length, _options.Metrics.Time.GetElapsedTime(started));
         }
         catch (Exception ex)
         {

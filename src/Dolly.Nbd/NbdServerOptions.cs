@@ -54,6 +54,9 @@ public sealed record NbdServerOptions
     /// <summary>Largest option payload accepted during the handshake.</summary>
     public int MaxOptionLength { get; init; } = 64 << 10;
 
+    /// <summary>Where requests are counted and timed; null records nothing.</summary>
+    public NbdMetrics? Metrics { get; init; }
+
     /// <summary>
     /// Checks the options: at least one listener, and TLS for any TCP address that is not loopback.
     /// Returns the problem, or null.

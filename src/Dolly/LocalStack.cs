@@ -67,6 +67,8 @@ internal sealed class LocalStack : IAsyncDisposable
     private Task? _controllers;
     private ControllerMetrics? _controllerMetrics;
     private PoolMetrics? _poolMetrics;
+    private NbdMetrics? _nbdMetrics;
+    private CsiMetrics? _csiMetrics;
     private MetricsServer? _metrics;
     private Web.WebView? _web;
     private bool _disposed;
@@ -150,6 +152,7 @@ internal sealed class LocalStack : IAsyncDisposable
 
         // Shared: the NBD server records who holds each volume; the driver applies content requests only to volumes nobody holds.
         var attachments = new ExportAttachments();
+        _csiMetrics = options.Metrics is null ? null : new CsiMetrics();
         _csi = new CsiServer(
             pool,
             new CsiServerOptions
@@ -159,6 +162,7 @@ internal sealed class LocalStack : IAsyncDisposable
                 NbdSocketPath = node ? options.Nbd!.UnixSocketPath : null,
                 NodeAttach = options.NodeAttach,
                 Attachments = attachments,
+                Metrics = _csiMetrics,
             },
             loggers);
         try
@@ -173,12 +177,19 @@ internal sealed class LocalStack : IAsyncDisposable
         ct.ThrowIfCancellationRequested();
         if (options.Nbd is { } nbdOptions)
         {
+            if (options.Metrics is not null)
+            {
+                _nbdMetrics = new NbdMetrics();
+                nbdOptions = nbdOptions with { Metrics = _nbdMetrics };
+            }
+
             if (nbdOptions.Validate() is { } problem)
             {
                 throw new CliFailureException(ExitCodes.InvalidArgument, problem);
             }
 
             _nbd = new NbdServer(new ExportCatalog(pool, attachments), nbdOptions, loggers.CreateLogger<NbdServer>());
+            _nbdMetrics?.TrackConnections(_nbd);
             try
             {
                 _nbd.Start();
@@ -210,7 +221,23 @@ internal sealed class LocalStack : IAsyncDisposable
 
             try
             {
-                _metrics = await MetricsServer.StartAsync(metricsEndpoint, _controllerMetrics, _poolMetrics, _web, loggers, ct).ConfigureAwait(false);
+                List<MetricsServer.MeterSource> sources =
+                [
+                    new(ControllerMetrics.MeterName, _controllerMetrics.Owns),
+                    new(PoolMetrics.MeterName, _poolMetrics.Owns),
+                    new(CsiMetrics.MeterName, _csiMetrics!.Owns),
+                ];
+                if (_api is not null)
+                {
+                    sources.Add(new(Dolly.Api.Http.ApiMetrics.MeterName, _api.Metrics.Owns));
+                }
+
+                if (_nbdMetrics is not null)
+                {
+                    sources.Add(new(NbdMetrics.MeterName, _nbdMetrics.Owns));
+                }
+
+                _metrics = await MetricsServer.StartAsync(metricsEndpoint, sources, _web, loggers, ct).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is IOException or InvalidOperationException)
             {
@@ -303,6 +330,9 @@ internal sealed class LocalStack : IAsyncDisposable
             {
                 await _nbd.DisposeAsync().ConfigureAwait(false);
             }
+
+            _nbdMetrics?.Dispose();
+            _csiMetrics?.Dispose();
 
             if (_csi is not null)
             {

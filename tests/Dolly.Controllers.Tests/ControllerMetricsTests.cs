@@ -1,6 +1,10 @@
 using System.Diagnostics.Metrics;
+using System.Net;
 using Dolly.Controllers.Metrics;
+using Dolly.Controllers.Runtime;
 using Grpc.Core;
+using k8s.Autorest;
+using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 
 namespace Dolly.Controllers.Tests;
@@ -34,7 +38,27 @@ public sealed class ControllerMetricsTests : IDisposable
 
             _recorded.Add((instrument.Name, value, t));
         });
-        _listener.SetMeasurementEventCallback<int>((_, value, _, _) => _inFlight = value);
+        _listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+        {
+            var t = new Dictionary<string, string?>(StringComparer.Ordinal);
+            foreach (var tag in tags)
+            {
+                t[tag.Key] = tag.Value?.ToString();
+            }
+
+            _recorded.Add((instrument.Name, value, t));
+        });
+        _listener.SetMeasurementEventCallback<int>((instrument, value, tags, _) =>
+        {
+            if (instrument.Name == ControllerMetrics.OperationsInFlight)
+            {
+                _inFlight = value;
+            }
+            else
+            {
+                _recorded.Add((instrument.Name, value, tags.ToArray().ToDictionary(t => t.Key, t => t.Value?.ToString(), StringComparer.Ordinal)));
+            }
+        });
         _listener.Start();
     }
 
@@ -89,6 +113,73 @@ public sealed class ControllerMetricsTests : IDisposable
         Assert.Equal(1, InFlight());
         ops.Drop("uid-2");
         Assert.Equal(0, InFlight());
+    }
+
+    /// <summary>What one reconcile does, by name.</summary>
+    public enum Behaviour
+    {
+        Done,
+        RequeueAfter,
+        Conflict,
+        NotFound,
+        RetryLater,
+        Crash,
+    }
+
+    /// <summary>Reconciles one key as told, taking two seconds of the fake clock.</summary>
+    private sealed class Scripted(Behaviour behaviour, FakeTimeProvider time)
+        : Reconciler("scripted", TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10), NullLogger.Instance, time)
+    {
+        protected override Task<Outcome> ReconcileAsync(string key, CancellationToken cancellationToken)
+        {
+            time.Advance(TimeSpan.FromSeconds(2));
+            return behaviour switch
+            {
+                Behaviour.Done => Task.FromResult(Outcome.Done),
+                Behaviour.RequeueAfter => Task.FromResult(Outcome.After(TimeSpan.FromMinutes(1))),
+                Behaviour.Conflict => throw Status(HttpStatusCode.Conflict),
+                Behaviour.NotFound => throw Status(HttpStatusCode.NotFound),
+                Behaviour.RetryLater => throw new RetryLaterException("reported in an event"),
+                _ => throw new InvalidOperationException("a bug"),
+            };
+        }
+
+        private static HttpOperationException Status(HttpStatusCode status) =>
+            new($"status {status}") { Response = new HttpResponseMessageWrapper(new HttpResponseMessage(status), "{\"kind\":\"Status\"}") };
+    }
+
+    [Theory]
+    [InlineData(Behaviour.Done, "success", false)]
+    [InlineData(Behaviour.RequeueAfter, "requeue_after", false)]
+    [InlineData(Behaviour.Conflict, "requeue", false)]
+    [InlineData(Behaviour.NotFound, "error", true)]
+    [InlineData(Behaviour.RetryLater, "error", true)]
+    [InlineData(Behaviour.Crash, "error", true)]
+    public async Task AReconcile_IsCountedUnderItsResult_Timed_AndAFailureIsAnErrorAndARetry(Behaviour behaviour, string result, bool failed)
+    {
+        var reconciler = new Scripted(behaviour, _time);
+        reconciler.Instrument(_metrics);
+        reconciler.Queue.Add("default/x");
+        Assert.True(await reconciler.ProcessNextAsync(TestContext.Current.CancellationToken));
+
+        var controller = new Dictionary<string, string?> { ["controller"] = "scripted" };
+        var total = Assert.Single(_recorded, r => r.Instrument == ControllerMetrics.ReconcileTotal);
+        Assert.Equal(1, total.Value);
+        Assert.Equal(new Dictionary<string, string?>(controller) { ["result"] = result }, total.Tags);
+        var time = Assert.Single(_recorded, r => r.Instrument == ControllerMetrics.ReconcileSeconds);
+        Assert.Equal(2, time.Value);
+        Assert.Equal(controller, time.Tags);
+        Assert.Equal(failed ? 1 : 0, _recorded.Count(r => r.Instrument == ControllerMetrics.ReconcileErrors && r.Tags.SequenceEqual(controller)));
+        Assert.Equal(failed ? 1 : 0, _recorded.Count(r => r.Instrument == ControllerMetrics.QueueRetries && r.Tags["name"] == "scripted"));
+
+        // The queue's depth is read at collection: the key waits again only after a failure's backoff or a requeue's delay.
+        _recorded.Clear();
+        reconciler.Queue.Add("default/y");
+        _listener.RecordObservableInstruments();
+        var depth = Assert.Single(_recorded, r => r.Instrument == ControllerMetrics.QueueDepth);
+        Assert.Equal(1, depth.Value);
+        Assert.Equal(new Dictionary<string, string?> { ["name"] = "scripted" }, depth.Tags);
+        reconciler.Queue.Dispose();
     }
 
     [Theory]

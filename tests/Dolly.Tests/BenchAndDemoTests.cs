@@ -152,7 +152,7 @@ public sealed class BenchAndDemoTests : CliTestBase
     private static readonly string[] KubernetesSteps =
     [
         "Now the main job: instant copies of Kubernetes volumes",
-        "controllers  snapshot, snapshotter, provisioner, resizer, volume binder",
+        "controllers  snapshot, snapshotter, group snapshot, provisioner, resizer, volume binder, StatefulSet claims; dolly.io: schedules, golden snapshots, reverts",
         "storageclass.storage.k8s.io/dolly created",
         "volumesnapshotclass.snapshot.storage.k8s.io/dolly-snapshots created",
         "namespace/demo created",

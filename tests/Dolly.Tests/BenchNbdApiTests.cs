@@ -20,7 +20,7 @@ public sealed class BenchNbdApiTests : CliTestBase
         using var doc = System.Text.Json.JsonDocument.Parse(await File.ReadAllTextAsync(json, TestContext.Current.CancellationToken));
         var figures = doc.RootElement.GetProperty("figures").EnumerateArray().ToList();
         foreach (var name in new[] { "write: dolly / nbdkit", "read: dolly / nbdkit", "randread: dolly / nbdkit", "randwrite: dolly / nbdkit", "dolly: 1 vs 4 connections",
-            "flush after every write, iodepth 1: dolly / nbdkit", "flush every 32 writes, iodepth 4: dolly / nbdkit" })
+            "flush after every write, iodepth 1: dolly / nbdkit", "flush every 32 writes, iodepth 4: dolly / nbdkit", "dolly with metrics / without" })
         {
             var f = Assert.Single(figures, f => f.GetProperty("name").GetString() == name);
             double value = f.GetProperty("value").GetDouble();

@@ -73,7 +73,7 @@ public sealed class DeployManifestTests : IAsyncLifetime
                      "Namespace/dolly-system", "CustomResourceDefinition/volumesnapshots.snapshot.storage.k8s.io", "CustomResourceDefinition/referencegrants.gateway.networking.k8s.io", "CustomResourceDefinition/snapshotschedules.dolly.io",
                      "ServiceAccount/dolly-controller", "ClusterRole/dolly-controller", "ClusterRoleBinding/dolly-controller", "Role/dolly-controller-leader-election",
                      "RoleBinding/dolly-controller-leader-election", "ServiceAccount/dolly-node", "CSIDriver/csi.dolly.io", "Deployment/dolly-controller",
-                     "Service/dolly-nbd", "DaemonSet/dolly-node", "StorageClass/dolly", "VolumeSnapshotClass/dolly-snapshots",
+                     "Service/dolly-nbd", "Service/dolly-controller-metrics", "DaemonSet/dolly-node", "StorageClass/dolly", "VolumeSnapshotClass/dolly-snapshots",
                  })
         {
             Assert.Contains(expected, objects);
@@ -209,6 +209,16 @@ public sealed class DeployManifestTests : IAsyncLifetime
         string port = Scalar((YamlMappingNode)Sequence(Map(service, "spec"), "ports").Single(), "port");
         Assert.Equal($"{Scalar(Map(service, "metadata"), "name")}.{Scalar(Map(service, "metadata"), "namespace")}.svc:{port}", Arg(args, "--nbd"));
         Assert.Equal("Bidirectional", Scalar(VolumeMount(containers["dolly"], "kubelet-dir"), "mountPropagation"));
+
+        // Metrics on the pod's address, at the port the container names and the scrape annotations say.
+        Assert.Contains("--metrics-allow-remote", args);
+        string metricsPort = Arg(args, "--metrics").Split(':')[^1];
+        var ports = Sequence(containers["dolly"], "ports").Cast<YamlMappingNode>().ToDictionary(p => Scalar(p, "name"), StringComparer.Ordinal);
+        Assert.Equal(metricsPort, Scalar(ports["metrics"], "containerPort"));
+        var annotations = Map(Map(Map(Map(daemonSet, "spec"), "template"), "metadata"), "annotations");
+        Assert.Equal("true", Scalar(annotations, "prometheus.io/scrape"));
+        Assert.Equal(metricsPort, Scalar(annotations, "prometheus.io/port"));
+        Assert.Equal("/metrics", Scalar(annotations, "prometheus.io/path"));
     }
 
     [Fact]
@@ -226,6 +236,26 @@ public sealed class DeployManifestTests : IAsyncLifetime
         Assert.Equal("true", Scalar(Map(pod, "nodeSelector"), "dolly.io/storage-node"));
         Assert.Equal("2", Scalar(Map(deployment, "spec"), "replicas"));
         Assert.Contains("--init-pool", args);
+
+        // Metrics: served on the pod's address at the port the container names, the pod's and the Service's scrape
+        // annotations say, and the Service targets.
+        Assert.Contains("--metrics-allow-remote", args);
+        string metricsPort = Arg(args, "--metrics").Split(':')[^1];
+        var ports = Sequence(container, "ports").Cast<YamlMappingNode>().ToDictionary(p => Scalar(p, "name"), StringComparer.Ordinal);
+        Assert.Equal(metricsPort, Scalar(ports["metrics"], "containerPort"));
+        var podAnnotations = Map(Map(Map(Map(deployment, "spec"), "template"), "metadata"), "annotations");
+        var service = Load(Path.Combine(Deploy, "metrics-service.yaml")).Single();
+        foreach (var annotations in new[] { podAnnotations, Map(Map(service, "metadata"), "annotations") })
+        {
+            Assert.Equal("true", Scalar(annotations, "prometheus.io/scrape"));
+            Assert.Equal(metricsPort, Scalar(annotations, "prometheus.io/port"));
+            Assert.Equal("/metrics", Scalar(annotations, "prometheus.io/path"));
+        }
+
+        var servicePort = (YamlMappingNode)Sequence(Map(service, "spec"), "ports").Single();
+        Assert.Equal("metrics", Scalar(servicePort, "targetPort"));
+        Assert.Equal(metricsPort, Scalar(servicePort, "port"));
+        Assert.Equal(Scalar(Map(Map(Map(Map(deployment, "spec"), "template"), "metadata"), "labels"), "app.kubernetes.io/name"), Scalar(Map(Map(service, "spec"), "selector"), "app.kubernetes.io/name"));
 
         // Every option is known and has its value: the run gets as far as loading the TLS files, absent here.
         var run = await new CliRunner().RunAsync(args);

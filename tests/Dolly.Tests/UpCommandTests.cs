@@ -59,6 +59,46 @@ public sealed class UpCommandTests : CliTestBase
     }
 
     /// <summary>
+    /// --metrics-allow-remote lets /metrics listen off loopback (a pod's address in a cluster); the web view, whose
+    /// login cookie must not cross a network in clear text, is then not served. The start lists every controller.
+    /// </summary>
+    [Fact]
+    public async Task MetricsAllowRemote_ServesMetricsOnAnyAddress_AndNoWebView()
+    {
+        await Ok("pool", "init");
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        var outText = new StringWriter();
+        var errText = new StringWriter();
+        var env = new Dictionary<string, string?> { ["DOLLY_POOL"] = PoolDir };
+        var host = new CliHost(new SyncWriter(outText), new SyncWriter(errText), () => Stream.Null, () => Stream.Null, false, false, name => env.GetValueOrDefault(name));
+        var running = Cli.RunAsync(["up", "--port", "0", "--no-node", "--metrics", "0.0.0.0:0", "--metrics-allow-remote"], host, stop.Token);
+        var clock = Stopwatch.StartNew();
+        while (!outText.ToString().Contains("try: export KUBECONFIG", StringComparison.Ordinal))
+        {
+            Assert.False(running.IsCompleted, $"up ended early: {outText}{errText}");
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(120), $"up did not finish starting: {outText}{errText}");
+            await Task.Delay(100, Ct);
+        }
+
+        string shown = outText.ToString();
+        var printed = System.Text.RegularExpressions.Regex.Match(shown, @"  metrics      http://0\.0\.0\.0:(\d+)/metrics \(Prometheus, unauthenticated\)\n");
+        Assert.True(printed.Success, shown);
+        Assert.DoesNotContain("web view", shown, StringComparison.Ordinal);
+        Assert.Contains("  controllers  snapshot, snapshotter, group snapshot, provisioner, resizer, volume binder, StatefulSet claims; dolly.io: schedules, golden snapshots, reverts", shown, StringComparison.Ordinal);
+        using (var http = new HttpClient())
+        {
+            var root = new Uri($"http://127.0.0.1:{printed.Groups[1].Value}/");
+            string metrics = await http.GetStringAsync(new Uri(root, "metrics"), Ct);
+            Assert.Contains("dolly_pool_logical_bytes", metrics, StringComparison.Ordinal);
+            using var ui = await http.GetAsync(new Uri(root, "ui/"), Ct);
+            Assert.Equal(System.Net.HttpStatusCode.NotFound, ui.StatusCode);
+        }
+
+        await stop.CancelAsync();
+        Assert.Equal(0, await running.WaitAsync(TimeSpan.FromSeconds(60), Ct));
+    }
+
+    /// <summary>
     /// With --kubeconfig, no API server is embedded: the controllers provision against the one named, as on a
     /// real cluster (where kube-controller-manager, not Dolly, then binds the claim).
     /// </summary>

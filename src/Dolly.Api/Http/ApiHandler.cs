@@ -30,9 +30,11 @@ internal sealed partial class ApiHandler
     private readonly ListWatch _listWatch;
     private readonly ILogger _logger;
     private readonly Func<bool> _ready;
+    private readonly ApiMetrics _metrics;
 
-    public ApiHandler(Credentials credentials, ResourceService service, ListWatch listWatch, Func<bool> ready, ILogger logger)
+    public ApiHandler(Credentials credentials, ResourceService service, ListWatch listWatch, Func<bool> ready, ApiMetrics metrics, ILogger logger)
     {
+        _metrics = metrics;
         _credentials = credentials;
         _service = service;
         _registry = service.Registry;
@@ -46,6 +48,7 @@ internal sealed partial class ApiHandler
     public async Task HandleAsync(HttpContext context)
     {
         var ct = context.RequestAborted;
+        long started = _metrics.Time.GetTimestamp();
         try
         {
             await RouteAsync(context, ct).ConfigureAwait(false);
@@ -64,6 +67,10 @@ internal sealed partial class ApiHandler
             ApiServerLog.RequestFailed(_logger, e, context.Request.Method, context.Features.Get<IHttpRequestFeature>()?.RawTarget ?? context.Request.Path.Value ?? "");
             var error = new ApiErrorException(500, "InternalError", "Internal error occurred: " + e.Message);
             await Wire.WriteStatusAsync(context.Response, error, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            _metrics.Answered(context, started);
         }
     }
 
@@ -247,6 +254,7 @@ internal sealed partial class ApiHandler
             ("DELETE", true) => "deletecollection",
             _ => "delete",
         };
+        ApiMetrics.Resolved(context, rr, verb);
         if (!type.Verbs.Contains(verb) && !(verb is "update" or "patch" or "get" && rr.Subresource is not null))
         {
             throw Errors.RouteMethodNotAllowed();
@@ -280,6 +288,7 @@ internal sealed partial class ApiHandler
             case ("GET", true):
                 if (IsWatch(request))
                 {
+                    using var open = _metrics.Watching(context);
                     await _listWatch.WatchAsync(context, rr, ct).ConfigureAwait(false);
                 }
                 else

@@ -1,4 +1,5 @@
 using System.Net;
+using Dolly.Controllers.Metrics;
 using Grpc.Core;
 using k8s.Autorest;
 using Microsoft.Extensions.Logging;
@@ -43,6 +44,7 @@ internal abstract class Reconciler<TKey> : IController
 {
     private static readonly TimeSpan ConflictRetry = TimeSpan.FromMilliseconds(50);
     private readonly ILogger _logger;
+    private ControllerMetrics? _metrics;
 
     protected Reconciler(string name, WorkQueue<TKey> queue, ILogger logger)
     {
@@ -58,6 +60,13 @@ internal abstract class Reconciler<TKey> : IController
     protected ILogger Logger => _logger;
 
     protected abstract Task<Outcome> ReconcileAsync(TKey key, CancellationToken cancellationToken);
+
+    /// <inheritdoc />
+    public void Instrument(ControllerMetrics metrics)
+    {
+        _metrics = metrics;
+        metrics.TrackQueue(Name, () => Queue.Count);
+    }
 
     public async Task RunAsync(int workers, CancellationToken cancellationToken)
     {
@@ -96,12 +105,16 @@ internal abstract class Reconciler<TKey> : IController
         }
 
         string shown = key.ToString() ?? "";
+        long started = _metrics?.Time.GetTimestamp() ?? 0;
+        string? result = ControllerMetrics.ReconcileResults.Error;
         try
         {
             var outcome = await ReconcileAsync(key, cancellationToken).ConfigureAwait(false);
             Queue.Forget(key);
+            result = ControllerMetrics.ReconcileResults.Success;
             if (outcome.RequeueAfter is { } after)
             {
+                result = ControllerMetrics.ReconcileResults.RequeueAfter;
                 Queue.AddAfter(key, after);
             }
         }
@@ -109,37 +122,50 @@ internal abstract class Reconciler<TKey> : IController
         {
             // Stopping: whatever the interrupted call threw (a cancelled gRPC call is an RpcException), the
             // key is simply left for the next run, which starts from the API objects.
+            result = null;
             return false;
         }
         catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.Conflict)
         {
-            // Someone wrote the object first; the watch brings the new version, then try again.
+            // Someone wrote the object first; the watch brings the new version, then try again. Optimistic
+            // concurrency at work, not a failure: counted as a requeue.
+            result = ControllerMetrics.ReconcileResults.Requeue;
             Queue.AddAfter(key, ConflictRetry);
         }
         catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.NotFound)
         {
             // The object, or one it points to, is gone (a namespace being torn down deletes everything in it):
             // nothing went wrong. The watch brings the deletion and the retry finds nothing left to do.
-            var delay = Queue.AddWithBackoff(key);
+            var delay = Backoff(key);
             ControllerLog.ReconcileFailed(_logger, Name, shown, "an object it needs is gone (404)", delay);
         }
         catch (RetryLaterException ex)
         {
-            var delay = Queue.AddWithBackoff(key);
+            var delay = Backoff(key);
             ControllerLog.ReconcileFailed(_logger, Name, shown, ex.Message, delay);
         }
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
             // Anything else, a bug included, retries with backoff rather than killing this worker.
-            var delay = Queue.AddWithBackoff(key);
+            var delay = Backoff(key);
             ControllerLog.ReconcileCrashed(_logger, Name, shown, Describe(ex), delay);
         }
         finally
         {
             Queue.Done(key);
+            if (result is not null && _metrics is { } metrics)
+            {
+                metrics.RecordReconcile(Name, result, metrics.Time.GetElapsedTime(started));
+            }
         }
 
         return true;
+    }
+
+    private TimeSpan Backoff(TKey key)
+    {
+        _metrics?.RecordRetry(Name);
+        return Queue.AddWithBackoff(key);
     }
 
     private async Task WorkAsync(CancellationToken cancellationToken)
@@ -161,6 +187,9 @@ internal abstract class Reconciler<TKey> : IController
 internal interface IController
 {
     string Name { get; }
+
+    /// <summary>Counts this controller's reconciles into <paramref name="metrics"/> and reports its queue's depth.</summary>
+    void Instrument(ControllerMetrics metrics);
 
     Task RunAsync(int workers, CancellationToken cancellationToken);
 }

@@ -42,6 +42,19 @@ internal sealed class NbdBench(string root, long size, int rounds, TimeSpan fioR
         pool.CreateVolume(Volume, size).OrFail();
         await using var server = new NbdServer(new ExportCatalog(pool), new NbdServerOptions { UnixSocketPath = dollySocket });
         server.Start();
+
+        // The same server with its metrics on and exported as `dolly up` exports them, for the overhead row.
+        string meteredSocket = Path.Combine(root, "dolly-metered.sock");
+        using var nbdMetrics = new NbdMetrics();
+        await using var metered = new NbdServer(new ExportCatalog(pool), new NbdServerOptions { UnixSocketPath = meteredSocket, Metrics = nbdMetrics });
+        nbdMetrics.TrackConnections(metered);
+        metered.Start();
+        await using var exporter = await Metrics.MetricsServer.StartAsync(
+            new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0),
+            [new(NbdMetrics.MeterName, nbdMetrics.Owns)],
+            web: null,
+            Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance,
+            ct).ConfigureAwait(false);
         using var kit = StartNbdkit(kitSocket, raw);
         try
         {
@@ -74,18 +87,38 @@ internal sealed class NbdBench(string root, long size, int rounds, TimeSpan fioR
             AddRatio(figures, "sequential over data already written (nbdcopy, 256 KiB requests, 4 connections)", "write", writes[dolly], writes[nbdkit], 1.0);
             AddRatio(figures, "sequential over data already written (nbdcopy, 256 KiB requests, 4 connections)", "read", reads[dolly], reads[nbdkit], 1.0);
 
+            string withMetrics = $"nbd+unix:///{Volume}?socket={meteredSocket}";
             foreach (var mode in new[] { "randread", "randwrite" })
             {
                 var d = new List<double>();
                 var k = new List<double>();
+                var m = new List<double>();
                 for (int round = 0; round < rounds; round++)
                 {
-                    log($"round {round + 1}/{rounds}: fio {mode} on dolly and nbdkit");
+                    log($"round {round + 1}/{rounds}: fio {mode} on dolly and nbdkit{(mode == "randread" ? ", and on dolly with metrics" : "")}");
                     d.Add(await FioIopsAsync(dolly, mode, FioShape.Deep, ct).ConfigureAwait(false));
                     k.Add(await FioIopsAsync(nbdkit, mode, FioShape.Deep, ct).ConfigureAwait(false));
+                    if (mode == "randread")
+                    {
+                        m.Add(await FioIopsAsync(withMetrics, mode, FioShape.Deep, ct).ConfigureAwait(false));
+                    }
                 }
 
                 AddIops(figures, "4 KiB random (fio nbd engine, iodepth 16)", mode, d, k, mode == "randwrite" ? 0.9 : 0.8);
+                if (m.Count > 0)
+                {
+                    await ScrapeAsync(exporter.Url, ct).ConfigureAwait(false);
+                    double with = BenchReport.Median(m), without = BenchReport.Median(d), ratio = with / without;
+                    figures.Add(new BenchFigure(
+                        "metrics overhead (fio randread, iodepth 16)",
+                        "dolly with metrics / without",
+                        ratio,
+                        "ratio",
+                        $"{with:N0} vs {without:N0} IOPS = {ratio:0.000}",
+                        ">= 0.97",
+                        ratio >= 0.97,
+                        Details: new Dictionary<string, double> { ["with_metrics_iops"] = with, ["without_metrics_iops"] = without }));
+                }
             }
 
             foreach (var shape in new[] { FioShape.FlushEach, FioShape.FlushPer32 })
@@ -130,6 +163,17 @@ internal sealed class NbdBench(string root, long size, int rounds, TimeSpan fioR
         }
 
         double Throughput(TimeSpan t) => size / t.TotalSeconds;
+    }
+
+    /// <summary>Scrapes the metered server's /metrics once, so the row is measured with a working exporter, not a silent one.</summary>
+    private static async Task ScrapeAsync(Uri url, CancellationToken ct)
+    {
+        using var http = new HttpClient();
+        string text = await http.GetStringAsync(url, ct).ConfigureAwait(false);
+        if (!text.Contains(NbdMetrics.Requests, StringComparison.Ordinal))
+        {
+            throw new CliFailureException(ExitCodes.Unexpected, $"the metered NBD server's {url} has no {NbdMetrics.Requests} after fio ran against it");
+        }
     }
 
     private static void AddRatio(List<BenchFigure> figures, string group, string name, List<double> dolly, List<double> kit, double target)

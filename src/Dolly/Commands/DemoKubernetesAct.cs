@@ -79,7 +79,7 @@ internal sealed class DemoKubernetesAct(CliContext context, Pool pool)
         _stack = stack;
         Out.WriteLine($"API server   {stack.Api!.Url} (kubeconfig {stack.Api.KubeconfigPath})");
         Out.WriteLine($"CSI driver   {Driver} on {stack.Csi.SocketPath} (Identity, Controller, GroupController, SnapshotMetadata)");
-        Out.WriteLine($"controllers  snapshot, snapshotter, provisioner, resizer, volume binder");
+        Out.WriteLine("controllers  snapshot, snapshotter, group snapshot, provisioner, resizer, volume binder, StatefulSet claims; dolly.io: schedules, golden snapshots, reverts");
         Out.WriteLine($"started in {Took(started)}");
 
         var (last, t) = await RunStepsAsync(step, ct).ConfigureAwait(false);

@@ -25,13 +25,19 @@ internal static class NodeCommand
         var attach = AttachOption();
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log every RPC and attachment" };
         var logFormat = Logging.LogSetup.FormatOption();
+        var metrics = new Option<string?>("--metrics")
+        {
+            Description = "Serve Prometheus metrics (the CSI calls served) at http://ADDR:PORT/metrics, unauthenticated: loopback only unless --metrics-allow-remote. Default: none",
+            HelpName = "ADDR:PORT",
+        };
+        var metricsRemote = new Option<bool>("--metrics-allow-remote") { Description = "Let --metrics name any address, for a Prometheus in the cluster scraping the pod" };
         var node = new Command(
             "node",
             "Run the CSI node plugin of a cluster node until SIGTERM or Ctrl-C: Identity and Node services on --csi-socket, attaching volumes " +
             "(kernel nbd through nbd-client where /dev/nbd0 exists, else nbdfuse + loop device; see --attach) from the NBD server given by --nbd. " +
             "Needs root, and the nbd module with nbd-client, or /dev/fuse and loop devices.")
         {
-            nodeId, csiSocket, nbd, ca, cert, key, stateDir, attach, verbose, logFormat,
+            nodeId, csiSocket, nbd, ca, cert, key, stateDir, attach, verbose, logFormat, metrics, metricsRemote,
         };
         node.SetAction((parse, ct) => RunAsync(
             context,
@@ -45,12 +51,14 @@ internal static class NodeCommand
                 parse.GetValue(stateDir)!,
                 ParseAttach(parse.GetValue(attach)),
                 parse.GetValue(verbose),
-                parse.GetValue(logFormat)!),
+                parse.GetValue(logFormat)!,
+                parse.GetValue(metrics),
+                parse.GetValue(metricsRemote)),
             ct));
         return node;
     }
 
-    private sealed record NodeRequest(string? NodeId, string CsiSocket, string Nbd, string? Ca, string? Cert, string? Key, string StateDir, NodeAttachMode Attach, bool Verbose, string LogFormat);
+    private sealed record NodeRequest(string? NodeId, string CsiSocket, string Nbd, string? Ca, string? Cert, string? Key, string StateDir, NodeAttachMode Attach, bool Verbose, string LogFormat, string? Metrics, bool MetricsRemote);
 
     /// <summary>The --attach option of <c>dolly node</c> and <c>dolly up</c>.</summary>
     internal static Option<string> AttachOption()
@@ -82,6 +90,7 @@ internal static class NodeCommand
         }
 
         var endpoint = ParseEndpoint(request);
+        var metricsAt = request.Metrics is null ? null : Metrics.MetricsServer.ParseAddress(request.Metrics, "--metrics", request.MetricsRemote);
         var options = new CsiServerOptions
         {
             SocketPath = Path.GetFullPath(request.CsiSocket),
@@ -92,9 +101,25 @@ internal static class NodeCommand
         };
 
         using var loggers = Logging.LogSetup.Create(request.LogFormat, request.Verbose);
+        using var csiMetrics = metricsAt is null ? null : new CsiMetrics();
+        options = options with { Metrics = csiMetrics };
         var csi = new CsiServer(options, loggers);
         await using (csi.ConfigureAwait(false))
         {
+            Metrics.MetricsServer? metricsServer = null;
+            if (metricsAt is { } metricsEndpoint)
+            {
+                try
+                {
+                    metricsServer = await Metrics.MetricsServer.StartAsync(metricsEndpoint, [new(CsiMetrics.MeterName, csiMetrics!.Owns)], web: null, loggers, ct).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is IOException or InvalidOperationException)
+                {
+                    throw new CliFailureException(ExitCodes.IoError, $"cannot serve metrics on {metricsEndpoint}: {ex.Message}");
+                }
+            }
+
+            await using var stopMetrics = metricsServer;
             try
             {
                 await csi.StartAsync(ct).ConfigureAwait(false);
@@ -111,6 +136,11 @@ internal static class NodeCommand
             await o.WriteLineAsync($"  NBD server   {endpoint}{(endpoint.Tls is null ? string.Empty : endpoint.Tls.CertificateFile is null ? " (TLS)" : " (TLS, client certificate)")}").ConfigureAwait(false);
             await o.WriteLineAsync($"  attach       {AttachSummary(options)}").ConfigureAwait(false);
             await o.WriteLineAsync($"  state        {options.NodeStateDirectory}").ConfigureAwait(false);
+            if (metricsServer is not null)
+            {
+                await o.WriteLineAsync($"  metrics      {metricsServer.Url} (Prometheus, unauthenticated)").ConfigureAwait(false);
+            }
+
             await o.FlushAsync(ct).ConfigureAwait(false);
             try
             {

@@ -29,6 +29,7 @@ internal static class UpCommand
         bool InitPool,
         Dolly.Csi.NodeAttachMode Attach,
         string Metrics,
+        bool MetricsRemote,
         string LogFormat);
 
     /// <summary>The <c>--metrics</c> value that serves no metrics.</summary>
@@ -56,13 +57,17 @@ internal static class UpCommand
             DefaultValueFactory = _ => Dolly.Metrics.MetricsServer.DefaultAddress,
             HelpName = "ADDR:PORT",
         };
+        var metricsRemote = new Option<bool>("--metrics-allow-remote")
+        {
+            Description = "Let --metrics name any address, for a Prometheus in the cluster (as the snapshot-controller's --http-endpoint); /metrics stays unauthenticated and the web view is then not served",
+        };
         var up = new Command(
             "up",
             "Run Dolly on this machine until Ctrl-C: the Kubernetes-compatible API server (HTTPS, token; a kubeconfig is written next to the pool), " +
             "the controllers (snapshots, provisioning, restore, clone, expansion, binding), the CSI driver (csi.sock in the pool directory) and the NBD server (nbd.sock). " +
             "State: the pool directory and, beside it, the API server's directory (the pool's name + '-api').")
         {
-            address, port, verbose, kubeconfig, inCluster, noNode, leaderElect, nbdTcp, nbdCert, nbdKey, nbdClientCa, initPool, attach, metrics, logFormat,
+            address, port, verbose, kubeconfig, inCluster, noNode, leaderElect, nbdTcp, nbdCert, nbdKey, nbdClientCa, initPool, attach, metrics, metricsRemote, logFormat,
         };
         up.SetAction((parse, ct) => RunAsync(
             context,
@@ -82,6 +87,7 @@ internal static class UpCommand
                 parse.GetValue(initPool),
                 NodeCommand.ParseAttach(parse.GetValue(attach)),
                 parse.GetValue(metrics)!,
+                parse.GetValue(metricsRemote),
                 parse.GetValue(logFormat)!),
             ct));
         return up;
@@ -142,7 +148,7 @@ internal static class UpCommand
     }
 
     private static System.Net.IPEndPoint? MetricsEndpoint(UpRequest request) =>
-        request.Metrics == MetricsOff ? null : Dolly.Metrics.MetricsServer.ParseAddress(request.Metrics, "--metrics");
+        request.Metrics == MetricsOff ? null : Dolly.Metrics.MetricsServer.ParseAddress(request.Metrics, "--metrics", request.MetricsRemote);
 
     private static async Task<int> RunCoreAsync(
         CliContext context,
@@ -226,7 +232,8 @@ internal static class UpCommand
             NodeAttach = request.Attach,
             Identity = Identity(context.Host),
             Metrics = MetricsEndpoint(request),
-            Web = request.Metrics != MetricsOff,
+            // The web view's login cookie must not cross a network in clear text.
+            Web = MetricsEndpoint(request) is { } served && System.Net.IPAddress.IsLoopback(served.Address),
         };
         await using var stack = await LocalStack.StartAsync(pool, options, loggers, ct).ConfigureAwait(false);
         ct.ThrowIfCancellationRequested();
@@ -249,13 +256,13 @@ internal static class UpCommand
             await o.WriteLineAsync($"  API server   {stack.Config.Host} (external{(request.LeaderElect ? ", leader election on dolly-system/dolly-controllers" : "")})").ConfigureAwait(false);
         }
 
-        await o.WriteLineAsync($"  controllers  snapshot, snapshotter, provisioner, resizer{(api is not null ? ", volume binder" : "")}").ConfigureAwait(false);
+        await o.WriteLineAsync($"  controllers  snapshot, snapshotter, group snapshot, provisioner, resizer{(api is not null ? ", volume binder, StatefulSet claims" : "")}; dolly.io: schedules, golden snapshots, reverts").ConfigureAwait(false);
         await o.WriteLineAsync($"  pool         {pool.Directory}").ConfigureAwait(false);
         await o.WriteLineAsync($"  NBD          {nbdOptions.UnixSocketPath}{string.Concat(stack.Nbd!.LocalEndpoints.OfType<System.Net.IPEndPoint>().Select(e => $", tcp {e}"))}").ConfigureAwait(false);
         await o.WriteLineAsync($"  CSI          {stack.Csi.SocketPath} (Identity, Controller, GroupController, {(request.NoNode ? "" : "Node, ")}SnapshotMetadata)").ConfigureAwait(false);
         if (stack.MetricsUrl is { } metricsUrl)
         {
-            await o.WriteLineAsync($"  metrics      {metricsUrl} (Prometheus, unauthenticated, loopback)").ConfigureAwait(false);
+            await o.WriteLineAsync($"  metrics      {metricsUrl} (Prometheus, unauthenticated{(System.Net.IPAddress.IsLoopback(System.Net.IPAddress.Parse(metricsUrl.Host.Trim('[', ']'))) ? ", loopback" : "")})").ConfigureAwait(false);
         }
 
         if (stack.WebLoginUrl is { } login)

@@ -1,6 +1,6 @@
+using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Net;
-using Dolly.Controllers.Metrics;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -16,8 +16,8 @@ namespace Dolly.Metrics;
 
 /// <summary>
 /// Serves <c>/metrics</c> in the Prometheus text format over plain HTTP, with OpenTelemetry's exporter, for
-/// the instruments of one stack only (its controllers' and its pool's). It has no authentication, which is why
-/// <see cref="ParseAddress"/> accepts loopback addresses only.
+/// the instruments of one stack only (its controllers', API server's, NBD server's and pool's). It has no
+/// authentication, which is why <see cref="ParseAddress"/> accepts loopback addresses only.
 /// </summary>
 internal sealed class MetricsServer : IAsyncDisposable
 {
@@ -26,6 +26,12 @@ internal sealed class MetricsServer : IAsyncDisposable
 
     /// <summary>The path Prometheus scrapes.</summary>
     public const string Path = "/metrics";
+
+    /// <summary>
+    /// Series per instrument for those with a series per volume, snapshot or export. The exporter's default (2,000)
+    /// would fold the rest of a pool of 10,000 volumes and snapshots into one overflow series.
+    /// </summary>
+    internal const int PerObjectSeriesLimit = 100_000;
 
     private readonly WebApplication _app;
     private readonly MeterProvider _provider;
@@ -44,34 +50,38 @@ internal sealed class MetricsServer : IAsyncDisposable
     public Uri Root => new(Url, "/");
 
     /// <summary>
-    /// Parses <c>--metrics</c>: an address and port on loopback (port 0 picks a free one). Anything else is
-    /// refused, since the endpoint is unauthenticated.
+    /// Parses <c>--metrics</c>: an address and port on loopback (port 0 picks a free one). Any other address is
+    /// refused, since the endpoint is unauthenticated, unless <paramref name="allowRemote"/> says the operator
+    /// chose that (a Prometheus in the cluster scraping the pod, as upstream's sidecars are scraped).
     /// </summary>
-    public static IPEndPoint ParseAddress(string text, string option)
+    public static IPEndPoint ParseAddress(string text, string option, bool allowRemote = false)
     {
         if (!IPEndPoint.TryParse(text, out var endpoint) || !text.Contains(':', StringComparison.Ordinal))
         {
             throw new CliFailureException(ExitCodes.InvalidArgument, $"{option} '{text}' is not an address and port such as {DefaultAddress}");
         }
 
-        if (!IPAddress.IsLoopback(endpoint.Address))
+        if (!allowRemote && !IPAddress.IsLoopback(endpoint.Address))
         {
-            throw new CliFailureException(ExitCodes.InvalidArgument, $"{option} '{text}' is not a loopback address: /metrics has no authentication, so it is served on loopback only");
+            throw new CliFailureException(ExitCodes.InvalidArgument, $"{option} '{text}' is not a loopback address: /metrics has no authentication, so it is served on loopback only unless --metrics-allow-remote says otherwise");
         }
 
         return endpoint;
     }
 
     /// <summary>
-    /// Starts serving the instruments of <paramref name="controllers"/> and <paramref name="pool"/>, and
-    /// <paramref name="web"/> (the web view at /ui, which brings its own authentication) when given.
+    /// Starts serving the instruments of <paramref name="sources"/> (each a meter name and the test of whether an
+    /// instrument of that name is this stack's), and <paramref name="web"/> (the web view at /ui, which brings its
+    /// own authentication) when given.
     /// </summary>
-    public static async Task<MetricsServer> StartAsync(IPEndPoint endpoint, ControllerMetrics controllers, PoolMetrics pool, Web.WebView? web, ILoggerFactory loggers, CancellationToken ct)
+    public static async Task<MetricsServer> StartAsync(IPEndPoint endpoint, IReadOnlyList<MeterSource> sources, Web.WebView? web, ILoggerFactory loggers, CancellationToken ct)
     {
         var provider = Sdk.CreateMeterProviderBuilder()
-            .AddMeter(ControllerMetrics.MeterName, PoolMetrics.MeterName)
+            .AddMeter([.. sources.Select(s => s.MeterName).Distinct(StringComparer.Ordinal)])
             // Another stack in the same process (tests) has meters of the same names: only this one's count.
-            .AddView(instrument => controllers.Owns(instrument) || pool.Owns(instrument) ? null : MetricStreamConfiguration.Drop)
+            .AddView(instrument => !sources.Any(s => s.Owns(instrument)) ? MetricStreamConfiguration.Drop
+                : PerObject(instrument) ? new MetricStreamConfiguration { CardinalityLimit = PerObjectSeriesLimit }
+                : null)
             .AddPrometheusExporter(o =>
             {
                 // Upstream's names exactly: no _total suffix (no instrument has a unit, so none is appended), and
@@ -116,6 +126,12 @@ internal sealed class MetricsServer : IAsyncDisposable
         await _app.DisposeAsync().ConfigureAwait(false);
         _provider.Dispose();
     }
+
+    private static bool PerObject(Instrument instrument) =>
+        instrument.Name.StartsWith("dolly_device_", StringComparison.Ordinal) || instrument.Name.StartsWith("dolly_nbd_", StringComparison.Ordinal);
+
+    /// <summary>One meter to export, and which of the instruments of that name are this stack's.</summary>
+    public sealed record MeterSource(string MeterName, Func<Instrument, bool> Owns);
 
     /// <summary>Leaves console signals to <c>dolly up</c>, which stops this server itself (as the CSI server's host does).</summary>
     private sealed class HostLifetime : IHostLifetime
