@@ -4,7 +4,7 @@ namespace Dolly.Storage.Engine;
 /// Sectors overwritten in place in committed blocks, held in memory until the journal has them durably and they
 /// are written to their blocks. Until then the data file still holds the committed bytes, which is what makes a
 /// crash before the flush read back the old content. Reads and partial writes of such a block see these sectors
-/// instead of the file's. Guarded by the pool's lock (readers share it, changes hold it exclusively).
+/// instead of the file's. Guarded by the pool's locks (Pool.Io.cs: the pool lock held alone, or shared together with the parts' lock).
 /// </summary>
 internal sealed class Overlay
 {
