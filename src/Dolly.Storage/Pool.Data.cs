@@ -45,31 +45,29 @@ public sealed partial class Pool
                     sums = rented;
                 }
 
-                uint p;
-                long runBytes;
-                lock (_state)
+                // No lock over the parts here: the pages reachable from this device's root are either its own (changed
+                // only by its writes, which its lock keeps out) or shared and committed (never changed in place, only
+                // copied), and a page array that grows meanwhile still holds the same pages.
+                uint leaf = _tree.FindLeaf(d.Root, d.Depth, _tree.MapGeometry, lb, out int slot);
+                uint p = leaf == 0 ? NoBlock : _tree.LeafBlock(leaf, slot);
+                long runBytes = _blockSize - bo;
+                if (p != NoBlock)
                 {
-                    uint leaf = _tree.FindLeaf(d.Root, d.Depth, _tree.MapGeometry, lb, out int slot);
-                    p = leaf == 0 ? NoBlock : _tree.LeafBlock(leaf, slot);
-                    runBytes = _blockSize - bo;
-                    if (p != NoBlock)
+                    // Extend the run while the next logical block is the next physical block: one read for the
+                    // whole run, as sequential writes lay blocks out contiguously.
+                    _tree.LeafSums(leaf, slot).CopyTo(sums);
+                    int blocks = 1;
+                    while (runBytes < destination.Length - done)
                     {
-                        // Extend the run while the next logical block is the next physical block: one read for the
-                        // whole run, as sequential writes lay blocks out contiguously.
-                        _tree.LeafSums(leaf, slot).CopyTo(sums);
-                        int blocks = 1;
-                        while (runBytes < destination.Length - done)
+                        uint nextLeaf = _tree.FindLeaf(d.Root, d.Depth, _tree.MapGeometry, lb + blocks, out int nextSlot);
+                        if (nextLeaf == 0 || _tree.LeafBlock(nextLeaf, nextSlot) != p + (uint)blocks)
                         {
-                            uint nextLeaf = _tree.FindLeaf(d.Root, d.Depth, _tree.MapGeometry, lb + blocks, out int nextSlot);
-                            if (nextLeaf == 0 || _tree.LeafBlock(nextLeaf, nextSlot) != p + (uint)blocks)
-                            {
-                                break;
-                            }
-
-                            _tree.LeafSums(nextLeaf, nextSlot).CopyTo(sums[(blocks * sumBytes)..]);
-                            blocks++;
-                            runBytes += _blockSize;
+                            break;
                         }
+
+                        _tree.LeafSums(nextLeaf, nextSlot).CopyTo(sums[(blocks * sumBytes)..]);
+                        blocks++;
+                        runBytes += _blockSize;
                     }
                 }
 
@@ -152,11 +150,7 @@ public sealed partial class Pool
                 return Result.Fail(StorageErrorCode.IoError, $"{Describe(d)}: reading block {lb} failed: {ex.Message}");
             }
 
-            lock (_state)
-            {
-                _overlay.Merge(p, s0, buffer);
-            }
-
+            _overlay.Merge(p, s0, buffer);
             for (int s = s0; s < s1; s++)
             {
                 var sector = buffer.Slice((s - s0) * Layout.SectorSize, Layout.SectorSize);

@@ -12,9 +12,10 @@ namespace Dolly.Storage;
 //   d.Io       one per device: its reads share it, its writes hold it alone. It orders a device's own data
 //              (a read must not see a block between its new bytes and its new checksums); another device never
 //              touches that device's blocks: a block is written in place only while one device references it, and
-//              making a second reference (snapshot, clone) needs _rw alone.
+//              making a second reference (snapshot, clone) needs _rw alone. Reads take nothing more: what they
+//              walk (the device's pages, the overlay's sectors of its blocks) only its writers or _rw alone change.
 //   _state     the in-memory structures shared by all devices (pages, block allocator, overlay, device table,
-//              change counters). Held for in-memory work only: no file I/O, no other lock, inside it.
+//              change counters), taken by writes. Held for in-memory work only: no file I/O, no other lock, inside it.
 // The durable part of a commit (its syncs) holds none of them.
 public sealed partial class Pool
 {
