@@ -17,7 +17,11 @@ internal sealed partial class NbdConnection
     private void Read(BlockDevice export, Request req, ref NbdBuffer? buffer, ref long budget)
     {
         int length = (int)req.Length;
-        var r = export.Read((long)req.Offset, buffer!.GetSpan()[..length]);
+
+        // The read reports the unallocated ranges it met (no second walk of the map, no second lock).
+        List<ByteRange>? holes = _structured && (req.Flags & Nbd.CmdFlagDf) == 0 ? [] : null;
+        var target = buffer!.GetSpan()[..length];
+        var r = holes is null ? export.Read((long)req.Offset, target) : export.Read((long)req.Offset, target, holes);
         if (!r.IsOk)
         {
             var (error, message) = Map(r);
@@ -25,10 +29,9 @@ internal sealed partial class NbdConnection
             return;
         }
 
-        List<ByteRange>? holes = null;
-        if (_structured && (req.Flags & Nbd.CmdFlagDf) == 0)
+        if (holes is not null)
         {
-            holes = Holes(export, req);
+            WorthSending(holes, req.Offset);
         }
 
         Span<byte> header = stackalloc byte[32];
@@ -91,29 +94,23 @@ internal sealed partial class NbdConnection
         }
     }
 
-    /// <summary>Unallocated ranges (relative to the request) of at least 4 KiB, worth sending as holes.</summary>
-    private static List<ByteRange>? Holes(BlockDevice export, Request req)
+    /// <summary>
+    /// Keeps the unallocated ranges of at least 4 KiB (worth a hole chunk), made relative to the request at
+    /// <paramref name="offset"/>.
+    /// </summary>
+    private static void WorthSending(List<ByteRange> holes, ulong offset)
     {
-        var allocated = export.GetAllocatedRanges((long)req.Offset, req.Length);
-        if (!allocated.IsOk)
+        int kept = 0;
+        for (int i = 0; i < holes.Count; i++)
         {
-            return null;
-        }
-
-        var holes = new List<ByteRange>();
-        long pos = (long)req.Offset;
-        long end = pos + req.Length;
-        foreach (var a in allocated.Value.Append(new ByteRange(end, 0)))
-        {
-            if (a.Offset - pos >= 4096)
+            var h = holes[i];
+            if (h.Length >= 4096)
             {
-                holes.Add(new ByteRange(pos - (long)req.Offset, a.Offset - pos));
+                holes[kept++] = h with { Offset = h.Offset - (long)offset };
             }
-
-            pos = Math.Max(pos, a.End);
         }
 
-        return holes;
+        holes.RemoveRange(kept, holes.Count - kept);
     }
 
     private void BlockStatus(BlockDevice export, Request req)

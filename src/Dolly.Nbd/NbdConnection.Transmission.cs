@@ -162,7 +162,7 @@ internal sealed partial class NbdConnection
     /// Takes a request's share of the connection's budget, then a buffer from the server's pool; both are
     /// counted at the buffer's real (class) size. Waiting here stalls only this connection's receive loop.
     /// </summary>
-    private async Task<(NbdBuffer Buffer, long Budget)> RentAsync(int length, CancellationToken ct)
+    private async ValueTask<(NbdBuffer Buffer, long Budget)> RentAsync(int length, CancellationToken ct)
     {
         long budget = NbdBufferPool.ClassSize(length);
         await _budget!.AcquireAsync(budget, ct).ConfigureAwait(false);

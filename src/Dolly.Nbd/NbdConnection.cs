@@ -128,8 +128,8 @@ internal sealed partial class NbdConnection : IAsyncDisposable
         // disposed source throws. A source with no timer holds nothing that needs disposing.
     }
 
-    private async Task ReadExactAsync(Memory<byte> buffer, CancellationToken ct) =>
-        await _in.ReadExactlyAsync(buffer, ct).ConfigureAwait(false);
+    // Returned as it is, not awaited in an async method of its own: one state machine less per request.
+    private ValueTask ReadExactAsync(Memory<byte> buffer, CancellationToken ct) => _in.ReadExactlyAsync(buffer, ct);
 
     /// <summary>Runs option haggling; returns the export to serve, or null when the client aborted.</summary>
     private async Task<BlockDevice?> HandshakeAsync(CancellationToken ct)

@@ -36,10 +36,17 @@ public sealed class BlockDevice
     public Pool Pool => _pool;
 
     /// <summary>The current size in bytes, or -1 when the device was deleted.</summary>
-    public long Size => _pool.SizeOf(Id);
+    public long Size => _pool.SizeOf(State);
 
     /// <summary>Reads <c>destination.Length</c> bytes at <paramref name="offset"/>. Unwritten ranges read as zeros.</summary>
-    public Result Read(long offset, Span<byte> destination) => _pool.ReadDevice(this, offset, destination);
+    public Result Read(long offset, Span<byte> destination) => _pool.ReadDevice(this, offset, destination, null);
+
+    /// <summary>
+    /// Reads like <see cref="Read(long, Span{byte})"/> and appends to <paramref name="holes"/> the unallocated ranges
+    /// it met (device offsets, in order, adjacent ones merged; they read as zeros): the same answer as
+    /// <see cref="GetAllocatedRanges"/> for the range, found by the read's own walk of the map.
+    /// </summary>
+    public Result Read(long offset, Span<byte> destination, IList<ByteRange> holes) => _pool.ReadDevice(this, offset, destination, holes);
 
     /// <summary>Writes bytes; with <paramref name="fua"/> they are durable when this returns.</summary>
     public Result Write(long offset, ReadOnlySpan<byte> data, bool fua = false) => _pool.WriteDevice(this, offset, data, fua);

@@ -30,9 +30,10 @@ public sealed partial class Pool
     /// <summary>Verifies every invariant of the open pool: maps, reference counts, free space and checksums.</summary>
     public CheckReport Check(IProgress<double>? progress = null)
     {
-        // No commit may be half-way through writing pages while they are compared with the disk.
+        // No commit may be half-way through writing pages while they are compared with the disk, and no write
+        // half-way between a block's bytes and its checksums (the data path holds the pool lock shared).
         _commitGate.Wait();
-        _rw.EnterReadLock();
+        _rw.EnterWriteLock();
         try
         {
             ThrowIfDisposed();
@@ -116,7 +117,7 @@ public sealed partial class Pool
         }
         finally
         {
-            _rw.ExitReadLock();
+            _rw.ExitWriteLock();
             _commitGate.Release();
         }
     }

@@ -101,7 +101,10 @@ public sealed partial class Pool
         try
         {
             ThrowIfDisposed();
-            target = _changeSeq;
+            lock (_state)
+            {
+                target = _changeSeq;
+            }
         }
         finally
         {

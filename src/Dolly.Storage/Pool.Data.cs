@@ -5,9 +5,10 @@ using Dolly.Storage.Engine;
 namespace Dolly.Storage;
 
 // The data path. Every 4 KiB sector carries a checksum in its leaf entry; a read verifies each sector it
-// returns, and a sector that fails is reported, never returned. A write to a block that is committed or
-// shared goes to a new block (redirect-on-write), so committed data is never overwritten and a crash can
-// only lose what no flush acknowledged.
+// returns, and a sector that fails is reported, never returned. A write to a block that is shared goes to a new
+// block (redirect-on-write); a block only this device references is overwritten in place (Pool.InPlace.cs).
+// Callers hold the pool lock shared and the device's lock; every touch of the shared in-memory structures is in
+// a short _state section, and file I/O runs outside it, so devices read and write in parallel (Pool.Io.cs).
 public sealed partial class Pool
 {
     private static readonly uint ZeroSectorSum = Layout.Checksum(new byte[Layout.SectorSize]);
@@ -15,7 +16,11 @@ public sealed partial class Pool
     private bool _dataDirty;
     private byte[] _zeroSums = [];
 
-    internal Result ReadCore(DeviceState d, long offset, Span<byte> destination)
+    /// <summary>
+    /// Reads into <paramref name="destination"/>; when <paramref name="holes"/> is given, appends the ranges the read
+    /// found unmapped (they read as zeros), in order and merged, so a caller need not walk the map again.
+    /// </summary>
+    internal Result ReadCore(DeviceState d, long offset, Span<byte> destination, IList<ByteRange>? holes = null)
     {
         long pos = offset;
         int done = 0;
@@ -27,19 +32,6 @@ public sealed partial class Pool
             {
                 long lb = pos / _blockSize;
                 int bo = (int)(pos % _blockSize);
-                uint leaf = _tree.FindLeaf(d.Root, d.Depth, _tree.MapGeometry, lb, out int slot);
-                uint p = leaf == 0 ? NoBlock : _tree.LeafBlock(leaf, slot);
-                if (p == NoBlock)
-                {
-                    int hole = (int)Math.Min(_blockSize - bo, destination.Length - done);
-                    destination.Slice(done, hole).Clear();
-                    pos += hole;
-                    done += hole;
-                    continue;
-                }
-
-                // Extend the run while the next logical block is the next physical block: one read for the
-                // whole run, as sequential writes lay blocks out contiguously.
                 int sumBytes = _sectorsPerBlock * 4;
                 int maxBlocks = (int)(((long)bo + destination.Length - done + _blockSize - 1) / _blockSize);
                 if (sums.Length < maxBlocks * sumBytes)
@@ -53,20 +45,51 @@ public sealed partial class Pool
                     sums = rented;
                 }
 
-                _tree.LeafSums(leaf, slot).CopyTo(sums);
-                int blocks = 1;
+                // No lock over the parts here: the pages reachable from this device's root are either its own (changed
+                // only by its writes, which its lock keeps out) or shared and committed (never changed in place, only
+                // copied), and a page array that grows meanwhile still holds the same pages.
+                uint leaf = _tree.FindLeaf(d.Root, d.Depth, _tree.MapGeometry, lb, out int slot);
+                uint p = leaf == 0 ? NoBlock : _tree.LeafBlock(leaf, slot);
                 long runBytes = _blockSize - bo;
-                while (runBytes < destination.Length - done)
+                if (p != NoBlock)
                 {
-                    uint nextLeaf = _tree.FindLeaf(d.Root, d.Depth, _tree.MapGeometry, lb + blocks, out int nextSlot);
-                    if (nextLeaf == 0 || _tree.LeafBlock(nextLeaf, nextSlot) != p + (uint)blocks)
+                    // Extend the run while the next logical block is the next physical block: one read for the
+                    // whole run, as sequential writes lay blocks out contiguously.
+                    _tree.LeafSums(leaf, slot).CopyTo(sums);
+                    int blocks = 1;
+                    while (runBytes < destination.Length - done)
                     {
-                        break;
+                        uint nextLeaf = _tree.FindLeaf(d.Root, d.Depth, _tree.MapGeometry, lb + blocks, out int nextSlot);
+                        if (nextLeaf == 0 || _tree.LeafBlock(nextLeaf, nextSlot) != p + (uint)blocks)
+                        {
+                            break;
+                        }
+
+                        _tree.LeafSums(nextLeaf, nextSlot).CopyTo(sums[(blocks * sumBytes)..]);
+                        blocks++;
+                        runBytes += _blockSize;
+                    }
+                }
+
+                if (p == NoBlock)
+                {
+                    int hole = (int)Math.Min(runBytes, destination.Length - done);
+                    destination.Slice(done, hole).Clear();
+                    if (holes is not null)
+                    {
+                        if (holes.Count > 0 && holes[^1].End == pos)
+                        {
+                            holes[^1] = holes[^1] with { Length = holes[^1].Length + hole };
+                        }
+                        else
+                        {
+                            holes.Add(new ByteRange(pos, hole));
+                        }
                     }
 
-                    _tree.LeafSums(nextLeaf, nextSlot).CopyTo(sums[(blocks * sumBytes)..]);
-                    blocks++;
-                    runBytes += _blockSize;
+                    pos += hole;
+                    done += hole;
+                    continue;
                 }
 
                 int n = (int)Math.Min(runBytes, destination.Length - done);
@@ -74,6 +97,7 @@ public sealed partial class Pool
                 if (!r.IsOk)
                 {
                     destination.Clear();
+                    holes?.Clear();
                     return r;
                 }
 
@@ -198,18 +222,22 @@ public sealed partial class Pool
         for (int i = 0; i < count; i++)
         {
             long lb = firstLb + i;
-            uint root = d.Root;
-            uint leaf = _tree.LeafForWrite(ref root, d.Depth, _tree.MapGeometry, map: true, lb, out int slot);
-            if (root != d.Root)
+            uint leaf, old, p = NoBlock;
+            int slot;
+            bool inPlace;
+            lock (_state)
             {
-                d.Root = root;
-                MarkDirty(d);
+                leaf = LeafForWrite(d, lb, out slot);
+                old = _tree.LeafBlock(leaf, slot);
+                inPlace = old != NoBlock && _blocks.References(old) == 1 && _blocks.IsFresh(old);
+                if (!inPlace)
+                {
+                    p = AllocBlock();
+                }
             }
 
-            Touch();
-            uint old = _tree.LeafBlock(leaf, slot);
             var block = data.Slice(i * _blockSize, _blockSize);
-            if (old != NoBlock && _blocks.References(old) == 1 && _blocks.IsFresh(old))
+            if (inPlace)
             {
                 var flushed = FlushRun(d, firstLb, data, run, runStart, runFirst, sums);
                 run.Clear();
@@ -222,14 +250,17 @@ public sealed partial class Pool
                 continue;
             }
 
-            uint p = AllocBlock();
             if (run.Count > 0 && p != runStart + (uint)run.Count)
             {
                 var flushed = FlushRun(d, firstLb, data, run, runStart, runFirst, sums);
                 run.Clear();
                 if (!flushed.IsOk)
                 {
-                    DecBlock(p);
+                    lock (_state)
+                    {
+                        DecBlock(p);
+                    }
+
                     return flushed;
                 }
             }
@@ -261,9 +292,12 @@ public sealed partial class Pool
         }
         catch (IOException ex)
         {
-            for (int k = 0; k < run.Count; k++)
+            lock (_state)
             {
-                DecBlock(runStart + (uint)k);
+                for (int k = 0; k < run.Count; k++)
+                {
+                    DecBlock(runStart + (uint)k);
+                }
             }
 
             return IoFailure(d, firstLb + runFirst, ex);
@@ -273,10 +307,13 @@ public sealed partial class Pool
         {
             var b = run[k];
             HashSectors(bytes.Slice(k * _blockSize, _blockSize), sums, 0, _sectorsPerBlock);
-            _tree.SetLeafEntry(b.Leaf, b.Slot, runStart + (uint)k, sums);
-            if (b.Old != NoBlock)
+            lock (_state)
             {
-                DecBlock(b.Old, replaced: true);
+                _tree.SetLeafEntry(b.Leaf, b.Slot, runStart + (uint)k, sums);
+                if (b.Old != NoBlock)
+                {
+                    DecBlock(b.Old, replaced: true);
+                }
             }
         }
 
@@ -286,32 +323,32 @@ public sealed partial class Pool
     /// <summary>Writes bytes [bo, bo + data.Length) of logical block <paramref name="lb"/>.</summary>
     private Result WriteBlock(DeviceState d, long lb, int bo, ReadOnlySpan<byte> data)
     {
-        uint root = d.Root;
-        uint leaf = _tree.LeafForWrite(ref root, d.Depth, _tree.MapGeometry, map: true, lb, out int slot);
-        if (root != d.Root)
-        {
-            d.Root = root;
-            MarkDirty(d);
-        }
-
-        Touch();
-        uint old = _tree.LeafBlock(leaf, slot);
         int s0 = bo / Layout.SectorSize;
         int s1 = (bo + data.Length + Layout.SectorSize - 1) / Layout.SectorSize;
-
-        if (old != NoBlock && _blocks.References(old) == 1)
+        uint leaf, old;
+        int slot;
+        bool fresh = false, journaled = false;
+        lock (_state)
         {
-            if (_blocks.IsFresh(old))
+            leaf = LeafForWrite(d, lb, out slot);
+            old = _tree.LeafBlock(leaf, slot);
+            if (old != NoBlock && _blocks.References(old) == 1)
             {
-                return WriteInPlace(d, lb, leaf, slot, old, bo, data, s0, s1);
+                // Committed and referenced by this device alone: overwrite in place through the journal, unless
+                // the overlay is at twice its flush point (a flush that keeps failing), when copying bounds the memory.
+                fresh = _blocks.IsFresh(old);
+                journaled = !fresh && data.Length < _blockSize && _overlay.Sectors + (s1 - s0) <= 2 * _overlayFlushSectors;
             }
+        }
 
-            // Committed and referenced by this device alone: overwrite in place through the journal, unless the
-            // overlay is at twice its flush point (a flush that keeps failing), when copying bounds the memory.
-            if (data.Length < _blockSize && _overlay.Sectors + (s1 - s0) <= 2 * _overlayFlushSectors)
-            {
-                return WriteJournaled(d, lb, leaf, slot, old, bo, data, s0, s1);
-            }
+        if (fresh)
+        {
+            return WriteInPlace(d, lb, leaf, slot, old, bo, data, s0, s1);
+        }
+
+        if (journaled)
+        {
+            return WriteJournaled(d, lb, leaf, slot, old, bo, data, s0, s1);
         }
 
         if (data.Length == _blockSize)
@@ -332,15 +369,23 @@ public sealed partial class Pool
             var block = buffer.AsSpan(0, _blockSize);
             var newSums = sums.AsSpan(0, _sectorsPerBlock * 4);
             // A partial write (whole blocks took the direct path): start from the old block.
-            _tree.LeafSums(leaf, slot).CopyTo(newSums);
+            lock (_state)
+            {
+                _tree.LeafSums(leaf, slot).CopyTo(newSums);
+            }
+
             try
             {
                 _data.Read((long)old * _blockSize, block);
-                _overlay.Merge(old, 0, block);
             }
             catch (IOException ex)
             {
                 return Result.Fail(StorageErrorCode.IoError, $"{Describe(d)}: reading block {lb} failed: {ex.Message}");
+            }
+
+            lock (_state)
+            {
+                _overlay.Merge(old, 0, block);
             }
 
             // Sectors only partly overwritten merge old bytes: verify those first, so corruption is reported
@@ -369,7 +414,13 @@ public sealed partial class Pool
     /// </summary>
     private Result WriteIntoNewBlock(DeviceState d, long lb, uint leaf, int slot, int bo, ReadOnlySpan<byte> data, int s0, int s1)
     {
-        uint p = AllocBlock(out bool zeroed);
+        uint p;
+        bool zeroed;
+        lock (_state)
+        {
+            p = AllocBlock(out zeroed);
+        }
+
         int start = zeroed ? s0 * Layout.SectorSize : 0;
         int length = zeroed ? (s1 - s0) * Layout.SectorSize : _blockSize;
         byte[] buffer = ArrayPool<byte>.Shared.Rent(length);
@@ -391,11 +442,19 @@ public sealed partial class Pool
             }
             catch (IOException ex)
             {
-                DecBlock(p);
+                lock (_state)
+                {
+                    DecBlock(p);
+                }
+
                 return IoFailure(d, lb, ex);
             }
 
-            _tree.SetLeafEntry(leaf, slot, p, sums);
+            lock (_state)
+            {
+                _tree.SetLeafEntry(leaf, slot, p, sums);
+            }
+
             return Result.Ok;
         }
         finally
@@ -410,6 +469,24 @@ public sealed partial class Pool
         Span<byte> newSums = stackalloc byte[_sectorsPerBlock * 4];
         HashSectors(data, newSums, 0, _sectorsPerBlock);
         return PlaceBlock(d, lb, leaf, slot, old, data, newSums);
+    }
+
+    /// <summary>
+    /// The leaf holding logical block <paramref name="lb"/> of <paramref name="d"/>, copied first when shared or
+    /// committed, so the caller may change its entry; records the change. Holds <see cref="_state"/>.
+    /// </summary>
+    private uint LeafForWrite(DeviceState d, long lb, out int slot)
+    {
+        uint root = d.Root;
+        uint leaf = _tree.LeafForWrite(ref root, d.Depth, _tree.MapGeometry, map: true, lb, out slot);
+        if (root != d.Root)
+        {
+            d.Root = root;
+            MarkDirty(d);
+        }
+
+        Touch();
+        return leaf;
     }
 
     /// <summary>Sets the checksums of sectors [s0, s1) of <paramref name="block"/> (which starts at sector 0).</summary>
@@ -427,21 +504,33 @@ public sealed partial class Pool
     /// </summary>
     private Result PlaceBlock(DeviceState d, long lb, uint leaf, int slot, uint old, ReadOnlySpan<byte> block, ReadOnlySpan<byte> sums)
     {
-        uint p = AllocBlock();
+        uint p;
+        lock (_state)
+        {
+            p = AllocBlock();
+        }
+
         try
         {
             _data.Write((long)p * _blockSize, block);
         }
         catch (IOException ex)
         {
-            DecBlock(p);
+            lock (_state)
+            {
+                DecBlock(p);
+            }
+
             return IoFailure(d, lb, ex);
         }
 
-        _tree.SetLeafEntry(leaf, slot, p, sums);
-        if (old != NoBlock)
+        lock (_state)
         {
-            DecBlock(old, replaced: true);
+            _tree.SetLeafEntry(leaf, slot, p, sums);
+            if (old != NoBlock)
+            {
+                DecBlock(old, replaced: true);
+            }
         }
 
         return Result.Ok;
@@ -466,248 +555,6 @@ public sealed partial class Pool
         }
 
         return Result.Ok;
-    }
-
-    /// <summary>
-    /// Overwrites sectors of a committed block that only this device references: the new sectors go to the overlay
-    /// and their checksums into the (copied) leaf. Sectors the write covers only in part are completed from the
-    /// current bytes, which are verified first, so nothing is changed when they fail.
-    /// </summary>
-    private Result WriteJournaled(DeviceState d, long lb, uint leaf, int slot, uint p, int bo, ReadOnlySpan<byte> data, int s0, int s1)
-    {
-        var sums = _tree.LeafSums(leaf, slot);
-        Span<byte> first = stackalloc byte[Layout.SectorSize];
-        Span<byte> last = stackalloc byte[Layout.SectorSize];
-        bool firstPartial = bo % Layout.SectorSize != 0 || (s1 - s0 == 1 && data.Length != Layout.SectorSize);
-        bool lastPartial = s1 - s0 > 1 && (bo + data.Length) % Layout.SectorSize != 0;
-        if (firstPartial && CurrentSector(d, lb, p, s0, sums, first) is { } bad1)
-        {
-            return bad1;
-        }
-
-        if (lastPartial && CurrentSector(d, lb, p, s1 - 1, sums, last) is { } bad2)
-        {
-            return bad2;
-        }
-
-        Span<byte> sector = stackalloc byte[Layout.SectorSize];
-        for (int s = s0; s < s1; s++)
-        {
-            int start = s * Layout.SectorSize;
-            int from = Math.Max(bo, start);
-            int to = Math.Min(bo + data.Length, start + Layout.SectorSize);
-            if (s == s0 && firstPartial)
-            {
-                first.CopyTo(sector);
-            }
-            else if (s == s1 - 1 && lastPartial)
-            {
-                last.CopyTo(sector);
-            }
-
-            data.Slice(from - bo, to - from).CopyTo(sector[(from - start)..]);
-            _overlay.Put(p, d.Id, lb, s, sector);
-            BinaryPrimitives.WriteUInt32LittleEndian(sums[(s * 4)..], Layout.Checksum(sector));
-        }
-
-        return Result.Ok;
-    }
-
-    /// <summary>The current bytes of sector <paramref name="s"/> of committed block <paramref name="p"/>, verified; an error when they fail.</summary>
-    private StorageError? CurrentSector(DeviceState d, long lb, uint p, int s, ReadOnlySpan<byte> sums, Span<byte> target)
-    {
-        if (_overlay.TryGet(p, s, out var held))
-        {
-            held.CopyTo(target);
-            return null;
-        }
-
-        try
-        {
-            _data.Read(((long)p * _blockSize) + ((long)s * Layout.SectorSize), target);
-        }
-        catch (IOException ex)
-        {
-            return new StorageError(StorageErrorCode.IoError, $"{Describe(d)}: reading block {lb} failed: {ex.Message}");
-        }
-
-        return Layout.Checksum(target) == BinaryPrimitives.ReadUInt32LittleEndian(sums[(s * 4)..])
-            ? null
-            : new StorageError(
-                StorageErrorCode.Corrupt,
-                $"{Describe(d)}: data at byte offset {(lb * _blockSize) + ((long)s * Layout.SectorSize)} (block {lb}, sector {s}, physical block {p}) failed its checksum; the write that would merge with it was refused");
-    }
-
-    /// <summary>Overwrites part of a block allocated in this transaction and referenced only here.</summary>
-    private Result WriteInPlace(DeviceState d, long lb, uint leaf, int slot, uint p, int bo, ReadOnlySpan<byte> data, int s0, int s1)
-    {
-        var sums = _tree.LeafSums(leaf, slot);
-        long blockOffset = (long)p * _blockSize;
-        int start = s0 * Layout.SectorSize;
-        int length = (s1 - s0) * Layout.SectorSize;
-        bool aligned = bo == start && data.Length == length;
-        byte[]? rented = null;
-        try
-        {
-            ReadOnlySpan<byte> toWrite;
-            if (aligned)
-            {
-                toWrite = data;
-            }
-            else
-            {
-                rented = ArrayPool<byte>.Shared.Rent(length);
-                var buffer = rented.AsSpan(0, length);
-                try
-                {
-                    _data.Read(blockOffset + start, buffer);
-                }
-                catch (IOException ex)
-                {
-                    return Result.Fail(StorageErrorCode.IoError, $"{Describe(d)}: reading block {lb} failed: {ex.Message}");
-                }
-
-                var bad = VerifyPartialSectors(d, lb, p, buffer, sums, bo, data.Length, s0, s1, bufferStart: start);
-                if (!bad.IsOk)
-                {
-                    return bad;
-                }
-
-                data.CopyTo(buffer[(bo - start)..]);
-                toWrite = buffer;
-            }
-
-            try
-            {
-                _data.Write(blockOffset + start, toWrite);
-            }
-            catch (IOException ex)
-            {
-                // Part of an in-place write may have landed (a short write at ENOSPC, e.g. into sectors a fresh
-                // block left as a hole): re-seal the touched sectors from what is on disk now, so the block reads
-                // back (old or new bytes, as after any failed write) instead of failing its checksums for good.
-                ResealFromDisk(blockOffset + start, sums, s0, s1);
-                return IoFailure(d, lb, ex);
-            }
-
-            for (int s = s0; s < s1; s++)
-            {
-                var sector = toWrite.Slice((s - s0) * Layout.SectorSize, Layout.SectorSize);
-                BinaryPrimitives.WriteUInt32LittleEndian(sums[(s * 4)..], Layout.Checksum(sector));
-            }
-
-            return Result.Ok;
-        }
-        finally
-        {
-            if (rented is not null)
-            {
-                ArrayPool<byte>.Shared.Return(rented);
-            }
-        }
-    }
-
-    /// <summary>
-    /// Makes [offset, offset + length) read as zeros: whole blocks are unmapped (their space is freed once no
-    /// snapshot holds them), partial blocks get zeros written.
-    /// </summary>
-    internal Result ZeroCore(DeviceState d, long offset, long length)
-    {
-        if (length == 0)
-        {
-            return Result.Ok;
-        }
-
-        long end = offset + length;
-        long firstFull = (offset + _blockSize - 1) / _blockSize;
-        long endFull = end / _blockSize;
-        if (end == d.Size)
-        {
-            endFull = (end + _blockSize - 1) / _blockSize;
-        }
-
-        if (firstFull < endFull)
-        {
-            if (d.Root != 0)
-            {
-                uint root = _tree.UnmapRange(d.Root, d.Depth - 1, 0, firstFull, endFull);
-                if (root != d.Root)
-                {
-                    d.Root = root;
-                    MarkDirty(d);
-                }
-
-                Touch();
-            }
-
-            var head = WriteZeroBytes(d, offset, (firstFull * _blockSize) - offset);
-            return head.IsOk ? WriteZeroBytes(d, endFull * _blockSize, Math.Max(0, end - (endFull * _blockSize))) : head;
-        }
-
-        return WriteZeroBytes(d, offset, length);
-    }
-
-    /// <summary>Writes zeros into a range inside mapped blocks; unmapped blocks already read as zeros.</summary>
-    private Result WriteZeroBytes(DeviceState d, long offset, long length)
-    {
-        if (length <= 0)
-        {
-            return Result.Ok;
-        }
-
-        byte[] zeros = ArrayPool<byte>.Shared.Rent(_blockSize);
-        try
-        {
-            Array.Clear(zeros, 0, _blockSize);
-            long pos = offset;
-            long end = offset + length;
-            while (pos < end)
-            {
-                long lb = pos / _blockSize;
-                int bo = (int)(pos % _blockSize);
-                int n = (int)Math.Min(_blockSize - bo, end - pos);
-                uint leaf = _tree.FindLeaf(d.Root, d.Depth, _tree.MapGeometry, lb, out int slot);
-                if (leaf != 0 && _tree.LeafBlock(leaf, slot) != NoBlock)
-                {
-                    var r = WriteBlock(d, lb, bo, zeros.AsSpan(0, n));
-                    if (!r.IsOk)
-                    {
-                        return r;
-                    }
-                }
-
-                pos += n;
-            }
-
-            return Result.Ok;
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(zeros);
-        }
-    }
-
-    /// <summary>Recomputes the checksums of sectors [s0, s1) of a fresh, unshared block from its bytes on disk.</summary>
-    private void ResealFromDisk(long fileOffset, Span<byte> sums, int s0, int s1)
-    {
-        byte[] buffer = ArrayPool<byte>.Shared.Rent((s1 - s0) * Layout.SectorSize);
-        try
-        {
-            var span = buffer.AsSpan(0, (s1 - s0) * Layout.SectorSize);
-            _data.Read(fileOffset, span);
-            for (int s = s0; s < s1; s++)
-            {
-                BinaryPrimitives.WriteUInt32LittleEndian(sums[(s * 4)..], Layout.Checksum(span.Slice((s - s0) * Layout.SectorSize, Layout.SectorSize)));
-            }
-        }
-        catch (IOException)
-        {
-            // Unreadable too: the sectors keep their old checksums and reads report them, as for any media error.
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
     }
 
     private Result IoFailure(DeviceState d, long lb, IOException ex) =>

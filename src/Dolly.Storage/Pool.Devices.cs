@@ -14,7 +14,10 @@ public sealed partial class Pool
         try
         {
             ThrowIfDisposed();
-            return _devices.All.Where(d => kind is null || d.Kind == kind).OrderBy(d => d.Name, StringComparer.Ordinal).Select(ToInfo).ToList();
+            lock (_state)
+            {
+                return _devices.All.Where(d => kind is null || d.Kind == kind).OrderBy(d => d.Name, StringComparer.Ordinal).Select(ToInfo).ToList();
+            }
         }
         finally
         {
@@ -487,9 +490,13 @@ public sealed partial class Pool
         try
         {
             ThrowIfDisposed();
-            long used = _blocks.CountLive();
-
-            long pages = _pages.CountInUse();
+            long used, highWater, pages;
+            lock (_state)
+            {
+                used = _blocks.CountLive();
+                highWater = _blocks.HighWater;
+                pages = _pages.CountInUse();
+            }
 
             return new PoolInfo(
                 _directory,
@@ -499,7 +506,7 @@ public sealed partial class Pool
                 _devices.All.Count(d => d.Kind == DeviceKind.Volume),
                 _devices.All.Count(d => d.Kind == DeviceKind.Snapshot),
                 used,
-                _blocks.HighWater - used,
+                highWater - used,
                 _data.AllocatedBytes,
                 pages,
                 pages * Layout.PageSize,
@@ -610,7 +617,10 @@ public sealed partial class Pool
         try
         {
             ThrowIfDisposed();
-            return body();
+            lock (_state)
+            {
+                return body();
+            }
         }
         finally
         {

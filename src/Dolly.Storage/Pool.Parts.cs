@@ -5,10 +5,14 @@ namespace Dolly.Storage;
 // The parts the pool delegates its state to (src/Dolly.Storage/Engine, see docs/ARCHITECTURE.md "Parts"): the
 // PageStore holds tree pages and their counts, the BlockAllocator data blocks, the MapTree walks and copies the
 // trees over both, the DeviceTable holds the devices; the TxnClock they share says what is fresh (born in the
-// transaction being built, so no durable state reaches it). None does I/O or locks: the pool's lock guards them.
+// transaction being built, so no durable state reaches it). None does I/O or locks: the pool's locks guard them (Pool.Io.cs).
 public sealed partial class Pool
 {
     private readonly TxnClock _clock = new();
+
+    // Guards the parts below (and the overlay, the device table's dirty set and the change counters) while the data
+    // path holds the pool lock shared; see Pool.Io.cs for the order of the locks.
+    private readonly Lock _state = new();
     private readonly PageStore _pages;
     private readonly BlockAllocator _blocks;
     private MapTree _tree = null!;

@@ -268,6 +268,50 @@ public sealed class SpaceAndRangeTests : IDisposable
         return result;
     }
 
+    [Fact]
+    public void ReadReportingHoles_GivesTheComplementOfTheAllocatedRanges_AndTheSameBytes()
+    {
+        using var pool = NewPool();
+        const long Size = 64L * Bs;
+        pool.CreateVolume("v", Size).ThrowIfFailed();
+        var dev = pool.OpenDevice("v").Value;
+        var rng = new Random(Support.Seed(31));
+        foreach (int b in new[] { 1, 2, 5, 9, 10, 11, 30, 63 })
+        {
+            dev.Write((long)b * Bs, Support.Pattern(Bs, b)).ThrowIfFailed();
+        }
+
+        dev.Write((20 * Bs) + 100, Support.Pattern(700, 99)).ThrowIfFailed(); // a partial write maps its whole block
+        dev.Trim(10 * Bs, Bs).ThrowIfFailed();
+        for (int i = 0; i < 200; i++)
+        {
+            long offset = rng.NextInt64(Size);
+            int length = (int)rng.NextInt64(1, Math.Min(Size - offset, 12 * Bs) + 1);
+            var plain = new byte[length];
+            dev.Read(offset, plain).ThrowIfFailed();
+            var holes = new List<ByteRange> { new(-1, 1) }; // appended to, not replaced
+            var withHoles = new byte[length];
+            dev.Read(offset, withHoles, holes).ThrowIfFailed();
+            Assert.Equal(plain, withHoles);
+            Assert.Equal(new ByteRange(-1, 1), holes[0]);
+
+            var expected = new List<ByteRange>();
+            long pos = offset;
+            foreach (var a in dev.GetAllocatedRanges(offset, length).Value.Append(new ByteRange(offset + length, 0)))
+            {
+                if (a.Offset > pos)
+                {
+                    expected.Add(new ByteRange(pos, a.Offset - pos));
+                }
+
+                pos = Math.Max(pos, a.End);
+            }
+
+            Assert.Equal(expected, holes.Skip(1));
+            Assert.All(holes.Skip(1), h => Assert.True(plain.AsSpan((int)(h.Offset - offset), (int)h.Length).IndexOfAnyExcept((byte)0) < 0));
+        }
+    }
+
     private static List<ByteRange> Clip(List<ByteRange> ranges, long from, long to) =>
         ranges.Select(r => new ByteRange(Math.Max(r.Offset, from), Math.Min(r.End, to) - Math.Max(r.Offset, from)))
             .Where(r => r.Length > 0).ToList();

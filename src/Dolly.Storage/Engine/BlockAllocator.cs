@@ -46,8 +46,8 @@ internal sealed class RetiredBlocks(List<uint> dropped, List<uint> replaced)
 /// A call that breaks a transition (a reference to a block that is not live) is a bug and throws.
 /// </para>
 /// <para>
-/// Pure in-memory state: no I/O and no lock of its own; the pool's lock guards it (readers share it, changes hold it
-/// exclusively). Only <see cref="QueuedPunches"/> may be read without the lock.
+/// Pure in-memory state: no I/O and no lock of its own; the pool's locks guard it (Pool.Io.cs: the pool lock held
+/// alone, or shared together with the parts' lock). Only <see cref="QueuedPunches"/> may be read without them.
 /// </para>
 /// </summary>
 internal sealed class BlockAllocator

@@ -37,6 +37,12 @@ internal sealed class DeviceState
 
     public bool Deleted { get; set; }
 
+    /// <summary>
+    /// Orders the data path on this device: reads share it, writes hold it alone, so a read never sees a block
+    /// between its new bytes and its new checksums. Taken inside the pool's lock (shared), never across devices.
+    /// </summary>
+    public ReaderWriterLockSlim Io { get; } = new(LockRecursionPolicy.NoRecursion);
+
     public void WriteRecord(Span<byte> record)
     {
         record[..Layout.DeviceRecordSize].Clear();

@@ -9,7 +9,7 @@ namespace Dolly.Storage.Engine;
 /// below the high-water mark that no device holds; a new device takes the lowest free slot. A removed device is
 /// flagged deleted (open handles see it) and its record is written cleared before any record that reuses its slot.
 /// </para>
-/// <para>Pure in-memory state, no I/O and no lock of its own: the pool's lock guards it.</para>
+/// <para>Pure in-memory state, no I/O and no lock of its own: the pool's locks guard it (Pool.Io.cs).</para>
 /// </summary>
 internal sealed class DeviceTable
 {

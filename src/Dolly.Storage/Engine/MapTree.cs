@@ -11,7 +11,7 @@ namespace Dolly.Storage.Engine;
 /// <para>
 /// Holds no state of its own beyond the geometry: pages and their counts are the <see cref="PageStore"/>'s, data
 /// blocks the <see cref="BlockAllocator"/>'s. A block whose last reference a tree drops is reported to the owner
-/// (the pool forgets its in-place overwrites). Guarded by the pool's lock.
+/// (the pool forgets its in-place overwrites). Guarded by the pool's locks (Pool.Io.cs).
 /// </para>
 /// </summary>
 internal sealed class MapTree

@@ -1,14 +1,19 @@
+using System.Collections.Concurrent;
+
 namespace Dolly.Storage.Engine;
 
 /// <summary>
 /// Sectors overwritten in place in committed blocks, held in memory until the journal has them durably and they
 /// are written to their blocks. Until then the data file still holds the committed bytes, which is what makes a
 /// crash before the flush read back the old content. Reads and partial writes of such a block see these sectors
-/// instead of the file's. Guarded by the pool's lock (readers share it, changes hold it exclusively).
+/// instead of the file's. Guarded by the pool's locks (Pool.Io.cs: the pool lock held alone, or shared together with the parts' lock).
 /// </summary>
 internal sealed class Overlay
 {
-    private readonly Dictionary<uint, Block> _blocks = [];
+    // Concurrent so that reads (TryGet, Merge) need no lock: a block's sectors are only changed by the one device
+    // that references it, whose lock the reader holds, or with the pool lock held alone; the map itself may change
+    // under them for other devices' blocks.
+    private readonly ConcurrentDictionary<uint, Block> _blocks = new();
     private readonly Stack<byte[]> _spare = new();
     private readonly int _sectorsPerBlock;
 
@@ -20,7 +25,7 @@ internal sealed class Overlay
     /// <summary>Sectors held that no batch is carrying yet.</summary>
     public int DirtySectors { get; private set; }
 
-    public bool IsEmpty => _blocks.Count == 0;
+    public bool IsEmpty => _blocks.IsEmpty;
 
     public bool Contains(uint block) => _blocks.ContainsKey(block);
 
@@ -46,11 +51,6 @@ internal sealed class Overlay
     /// </summary>
     public void Merge(uint block, int firstSector, Span<byte> buffer)
     {
-        if (_blocks.Count == 0)
-        {
-            return;
-        }
-
         int count = buffer.Length / Layout.SectorSize;
         int firstBlock = firstSector / _sectorsPerBlock;
         int lastBlock = (firstSector + count - 1) / _sectorsPerBlock;
@@ -100,7 +100,7 @@ internal sealed class Overlay
     /// <summary>Forgets a block (it was unmapped or replaced; its committed copy stays until a commit frees it).</summary>
     public void Remove(uint block)
     {
-        if (!_blocks.Remove(block, out var b))
+        if (!_blocks.TryRemove(block, out var b))
         {
             return;
         }
@@ -133,8 +133,7 @@ internal sealed class Overlay
     public List<(uint Block, int Sector, ulong Device, long LogicalBlock, byte[] Bytes)> TakeDirty(ulong batch)
     {
         var list = new List<(uint, int, ulong, long, byte[])>(DirtySectors);
-        var keys = new uint[_blocks.Count];
-        _blocks.Keys.CopyTo(keys, 0);
+        var keys = _blocks.Keys.ToArray();
         Array.Sort(keys);
         foreach (uint p in keys)
         {
@@ -191,7 +190,7 @@ internal sealed class Overlay
 
         foreach (uint p in emptied)
         {
-            _blocks.Remove(p);
+            _blocks.TryRemove(p, out _);
         }
     }
 

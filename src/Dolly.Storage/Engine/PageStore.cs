@@ -25,7 +25,7 @@ internal enum PagePhase : byte
 /// other page's last reference makes it <see cref="PagePhase.Retiring"/>: committed pages are never overwritten
 /// while the durable superblock may reach them. A call that breaks a transition is a bug and throws.
 /// </para>
-/// <para>Pure in-memory state, no I/O and no lock of its own: the pool's lock guards it.</para>
+/// <para>Pure in-memory state, no I/O and no lock of its own: the pool's locks guard it (Pool.Io.cs).</para>
 /// </summary>
 internal sealed class PageStore
 {
