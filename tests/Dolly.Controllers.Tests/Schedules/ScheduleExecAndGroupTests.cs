@@ -112,6 +112,40 @@ public sealed class ScheduleExecAndGroupTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task PostHooks_LeftPendingByARestart_RunOnTheNextLook_PreHooksDoNot()
+    {
+        // What a controller that stopped between the cut and the post hooks leaves: the run's snapshot, still marked.
+        await ClaimAsync("db", "data");
+        await PodAsync("db-0", "db");
+        var start = _clock.GetUtcNow();
+        string name = ScheduleNames.SnapshotName("db", "resumed", start);
+        _exec.Snapshot = _ => name;
+        await K.CustomObjects.CreateNamespacedCustomObjectAsync(
+            new Dictionary<string, object>
+            {
+                ["apiVersion"] = "snapshot.storage.k8s.io/v1",
+                ["kind"] = "VolumeSnapshot",
+                ["metadata"] = new Dictionary<string, object>
+                {
+                    ["name"] = name,
+                    ["labels"] = new Dictionary<string, string> { [ScheduleNames.ScheduleLabel] = "resumed" },
+                    ["annotations"] = new Dictionary<string, string> { [ExecHookNames.PostPendingAnnotation] = "true" },
+                },
+                ["spec"] = new Dictionary<string, object> { ["source"] = new Dictionary<string, object> { ["persistentVolumeClaimName"] = "db" } },
+            },
+            Names.SnapshotGroup, "v1", Ns, "volumesnapshots", cancellationToken: Ct);
+        await Until(async () => (await ReadSnapshotAsync(name)).Status?.CreationTime is not null, "the snapshot cut");
+
+        await ScheduleAsync("resumed", group: false, hooks: Hooks(pre: ["quiesce"], post: ["resume"]));
+        var result = await Until(async () => await ReadScheduleAsync("resumed") is { Status.Claims: [{ Result: "Created" } r] } ? r : null, "the repeated run");
+        Assert.Equal(["db-0/app:resume:cut"], _exec.Log);
+        Assert.Equal("post hooks run after a restart: exec hooks in 1 pod: 0/0 pre ok, 1/1 post ok", result.Hooks);
+        var snapshot = await ReadSnapshotAsync(name);
+        Assert.False(snapshot.Metadata.Annotations.ContainsKey(ExecHookNames.PostPendingAnnotation));
+        Assert.Equal(result.Hooks, snapshot.Metadata.Annotations[ExecHookNames.ResultAnnotation]);
+    }
+
+    [Fact]
     public async Task GroupSchedule_OneGroupSnapshotPerRun_HooksAroundIt_RetentionByGroup()
     {
         await GroupClassAsync();
