@@ -55,7 +55,7 @@ internal sealed class TransferController : Reconciler
         {
             if ((now ?? old)?.Metadata.Name is { } name)
             {
-                foreach (var content in cluster.Contents.List().Where(c => c.Spec.VolumeSnapshotClassName == name))
+                foreach (var content in cluster.Contents.ByIndex(Indexes.ContentByClass, name))
                 {
                     Queue.Add(content.Metadata.Name);
                 }
@@ -63,7 +63,7 @@ internal sealed class TransferController : Reconciler
         });
         cluster.Repositories.OnChange((_, _) =>
         {
-            foreach (var content in cluster.Contents.List().Where(Waits))
+            foreach (var content in cluster.Contents.ByIndex(Indexes.ContentAwaitingRepository, ""))
             {
                 Queue.Add(content.Metadata.Name);
             }
@@ -71,7 +71,7 @@ internal sealed class TransferController : Reconciler
     }
 
     /// <summary>Whether a content waits on some repository (so a repository's change may let it go on).</summary>
-    private static bool Waits(VolumeSnapshotContent content)
+    internal static bool Waits(VolumeSnapshotContent content)
     {
         var a = content.Metadata.Annotations;
         return a is not null && ((a.TryGetValue(RepositoryNames.Upload.Phase, out var up) && up != RepositoryNames.Succeeded)

@@ -77,6 +77,12 @@ internal static class Indexes
     /// <summary>SnapshotSchedules and ClusterSnapshotSchedules by the VolumeSnapshotClass they name (none when they name none).</summary>
     public const string ScheduleByClass = "schedule-by-class";
 
+    /// <summary>VolumeSnapshotContents by spec.volumeSnapshotClassName (a class gaining a repository lets them upload).</summary>
+    public const string ContentByClass = "content-by-class";
+
+    /// <summary>VolumeSnapshotContents with an upload or restore to a repository not finished (value: empty string).</summary>
+    public const string ContentAwaitingRepository = "content-awaiting-repository";
+
     /// <summary>The index value of a data source.</summary>
     public static string DataSourceValue(string kind, string ns, string name) => kind + ":" + new ObjectKey(ns, name);
 
@@ -141,6 +147,10 @@ internal static class Indexes
         cluster.ClusterSchedules.AddIndex(ScheduleByClass, ClassOf);
         cluster.Contents.AddIndex(ContentBySnapshotRef, c =>
             c.Spec?.VolumeSnapshotRef is { Name.Length: > 0 } r ? [Key(r.NamespaceProperty, r.Name)] : None);
+        cluster.Contents.AddIndex(ContentByClass, c =>
+            c.Spec?.VolumeSnapshotClassName is { Length: > 0 } name ? [name] : None);
+        cluster.Contents.AddIndex(ContentAwaitingRepository, c =>
+            Repository.TransferController.Waits(c) ? [""] : None);
 
         cluster.Claims.AddIndex(ClaimByDataSource, c =>
             Provisioner.Source(c) is { } s ? [DataSourceValue(s.Kind, s.Namespace, s.Name)] : None);

@@ -86,6 +86,19 @@ public sealed class PhysicalFileSystem : IFileSystem
         }
     }
 
+    /// <summary>Writes zeros over [offset, offset + length), in pieces of at most 1 MiB.</summary>
+    internal static void WriteZeros(SafeFileHandle handle, long offset, long length)
+    {
+        var zeros = new byte[(int)Math.Min(length, 1 << 20)];
+        while (length > 0)
+        {
+            int n = (int)Math.Min(length, zeros.Length);
+            RandomAccess.Write(handle, zeros.AsSpan(0, n), offset);
+            offset += n;
+            length -= n;
+        }
+    }
+
     private sealed class PhysicalFile(SafeFileHandle handle) : IStorageFile
     {
         public long Length => RandomAccess.GetLength(handle);
@@ -139,11 +152,12 @@ public sealed class PhysicalFileSystem : IFileSystem
 
         public void PunchHole(long offset, long length)
         {
-            if (OperatingSystem.IsLinux())
+            // FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE. The engine counts on a punched range reading as zeros (a
+            // block handed out again is written only where the client writes), so a file system that cannot
+            // punch gets the zeros written instead: a space and time cost, never stale bytes.
+            if (!OperatingSystem.IsLinux() || NativeMethods.Fallocate(handle, 0x01 | 0x02, offset, length) != 0)
             {
-                // FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE. A file system without support keeps the bytes,
-                // which is only a space cost: freed blocks are never read before being rewritten.
-                _ = NativeMethods.Fallocate(handle, 0x01 | 0x02, offset, length);
+                WriteZeros(handle, offset, length);
             }
         }
 
