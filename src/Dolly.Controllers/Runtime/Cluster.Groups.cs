@@ -26,6 +26,22 @@ internal sealed partial class Cluster
     public Task<VolumeGroupSnapshotContent> PatchGroupContentAsync(VolumeGroupSnapshotContent content, JsonObject patch, bool status, CancellationToken ct) =>
         PatchCustomAsync(GroupContents, content, GroupNames.Group, GroupNames.Version, GroupContentsPlural, patch, status, ct);
 
+    /// <summary>A group snapshot read from the API server (not the cache), or null when there is none.</summary>
+    public async Task<VolumeGroupSnapshot?> ReadGroupSnapshotAsync(string ns, string name, CancellationToken ct)
+    {
+        try
+        {
+            object found = await Client.CustomObjects.GetNamespacedCustomObjectAsync(GroupNames.Group, GroupNames.Version, ns, GroupSnapshotsPlural, name, ct).ConfigureAwait(false);
+            var group = Convert<VolumeGroupSnapshot>(found);
+            GroupSnapshots.Remember(group);
+            return group;
+        }
+        catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.NotFound)
+        {
+            return null;
+        }
+    }
+
     /// <summary>Creates a group content; an existing one of that name is returned instead (from the server).</summary>
     public async Task<VolumeGroupSnapshotContent> CreateGroupContentAsync(VolumeGroupSnapshotContent content, CancellationToken ct)
     {

@@ -180,6 +180,22 @@ internal sealed partial class Cluster
         return written;
     }
 
+    /// <summary>
+    /// Sets or (with a null value) removes annotations of a namespaced custom object by a merge patch without a
+    /// resourceVersion: only for keys the caller alone writes, where a compare-and-set would fail for nothing
+    /// whenever another controller has written the object since the cache saw it.
+    /// </summary>
+    public async Task<T> PatchOwnAnnotationsAsync<T>(Informer<T> cache, T item, string group, string version, string plural, JsonObject annotations, CancellationToken ct)
+        where T : class, IKubernetesObject<V1ObjectMeta>
+    {
+        var body = new V1Patch(new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = annotations } }.ToJsonString(), V1Patch.PatchType.MergePatch);
+        object result = await Client.CustomObjects.PatchNamespacedCustomObjectAsync(
+            body, group, version, item.Metadata.NamespaceProperty, plural, item.Metadata.Name, cancellationToken: ct).ConfigureAwait(false);
+        var written = Convert<T>(result);
+        cache.Remember(written);
+        return written;
+    }
+
     /// <summary>Creates a content; an existing one of that name is returned instead (from the server, not the cache).</summary>
     public async Task<(VolumeSnapshotContent Content, bool Created)> CreateContentAsync(VolumeSnapshotContent content, CancellationToken ct)
     {

@@ -99,7 +99,8 @@ internal sealed partial class ScheduleController
         var names = claims.Select(c => c.Metadata.Name).ToHashSet(StringComparer.Ordinal);
         if (_c.Cluster.GroupSnapshots.Get(ns, name) is { } existing)
         {
-            string? summary = await PostPendingAsync(existing.Metadata, ns, names, hooks, key, () => GroupCut(ns, name), PatchGroupAnnotationsAsync(existing), ct).ConfigureAwait(false);
+            string? summary = await PostPendingAsync(
+                existing.Metadata, async t => (await _c.Cluster.ReadGroupSnapshotAsync(ns, name, t).ConfigureAwait(false))?.Metadata, ns, names, hooks, key, () => GroupCut(ns, name), PatchGroupAnnotationsAsync(existing), ct).ConfigureAwait(false);
             return Each(Created, name, null, summary);
         }
 
@@ -226,7 +227,9 @@ internal sealed partial class ScheduleController
     {
         try
         {
-            await _c.Cluster.PatchGroupSnapshotAsync(group, new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = annotations } }, status: false, ct).ConfigureAwait(false);
+            // Not compare-and-set: the group controller writes the group meanwhile, and a conflict here would leave
+            // the post-pending mark and run the post hooks again.
+            await _c.Cluster.PatchOwnAnnotationsAsync(_c.Cluster.GroupSnapshots, group, GroupNames.Group, GroupNames.Version, GroupSnapshotsPlural, annotations, ct).ConfigureAwait(false);
         }
         catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.NotFound)
         {

@@ -53,7 +53,8 @@ internal sealed partial class ScheduleController
         if (_c.Cluster.Snapshots.Get(ns, name) is { } existing)
         {
             // This run made it before: only post hooks a restart interrupted are left to run.
-            result.Hooks = await PostPendingAsync(existing.Metadata, ns, [claim.Metadata.Name], hooks, key, () => SnapshotCut(ns, name), PatchSnapshotAnnotationsAsync(existing), ct).ConfigureAwait(false);
+            result.Hooks = await PostPendingAsync(
+                existing.Metadata, async t => (await _c.Cluster.ReadSnapshotAsync(ns, name, t).ConfigureAwait(false))?.Metadata, ns, [claim.Metadata.Name], hooks, key, () => SnapshotCut(ns, name), PatchSnapshotAnnotationsAsync(existing), ct).ConfigureAwait(false);
             return Set(result, Created, name, null);
         }
 
@@ -93,12 +94,20 @@ internal sealed partial class ScheduleController
     /// then unmarks it. Returns the hooks' result for the status.
     /// </summary>
     private async Task<string?> PostPendingAsync(
-        V1ObjectMeta meta, string ns, IReadOnlyCollection<string> claims, ScheduleHooks hooks, string key, Func<(bool, string?)> cutProbe,
-        Func<JsonObject, CancellationToken, Task> annotate, CancellationToken ct)
+        V1ObjectMeta meta, Func<CancellationToken, Task<V1ObjectMeta?>> readFromServer, string ns, IReadOnlyCollection<string> claims, ScheduleHooks hooks, string key,
+        Func<(bool, string?)> cutProbe, Func<JsonObject, CancellationToken, Task> annotate, CancellationToken ct)
     {
         if (Cluster.Annotation(meta, ExecHookNames.PostPendingAnnotation) is null)
         {
             return Cluster.Annotation(meta, ExecHookNames.ResultAnnotation);
+        }
+
+        // The cache can still hold the mark this controller removed a moment ago (a run retried after its status
+        // write conflicted): only the server's copy tells an interrupted run from a finished one.
+        // Gone from the server: its post hooks still run, as they would have after the cut.
+        if (await readFromServer(ct).ConfigureAwait(false) is { } current && Cluster.Annotation(current, ExecHookNames.PostPendingAnnotation) is null)
+        {
+            return Cluster.Annotation(current, ExecHookNames.ResultAnnotation);
         }
 
         var pods = await _hooks.PodsMountingAsync(ns, claims.ToHashSet(StringComparer.Ordinal), ct).ConfigureAwait(false);
@@ -142,7 +151,9 @@ internal sealed partial class ScheduleController
     {
         try
         {
-            await _c.Cluster.PatchSnapshotAsync(snapshot, new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = annotations } }, status: false, ct).ConfigureAwait(false);
+            // Not compare-and-set: the snapshot controller writes the snapshot meanwhile, and a conflict here would
+            // leave the post-pending mark and run the post hooks again.
+            await _c.Cluster.PatchOwnAnnotationsAsync(_c.Cluster.Snapshots, snapshot, Names.SnapshotGroup, "v1", "volumesnapshots", annotations, ct).ConfigureAwait(false);
         }
         catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.NotFound)
         {

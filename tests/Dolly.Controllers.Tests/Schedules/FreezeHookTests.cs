@@ -162,10 +162,12 @@ public sealed class FreezeHookStackTests : IAsyncLifetime
         {
             // A timeout far above what refusing takes, even on a busy machine: the failure must be the refusal, not the clock.
             await SnapshotAsync("db-fail", "db", new() { [FreezeNames.FreezeAnnotation] = "true", [FreezeNames.TimeoutAnnotation] = "30s" });
-            await SnapshotAsync("db-continue", "db", new() { [FreezeNames.FreezeAnnotation] = "true", [FreezeNames.OnErrorAnnotation] = FreezeNames.Continue });
             var failed = await Until(async () => await ReadAsync("db-fail") is { Status.Error.Message: { } m } ? m : null, "db-fail's error");
             Assert.Contains("the freeze failed, so the snapshot was not cut (onError Fail)", failed, StringComparison.Ordinal);
-            Assert.Contains("already frozen", failed, StringComparison.Ordinal);
+            Assert.True(failed.Contains("already frozen", StringComparison.Ordinal), failed);
+            // One at a time: two freezes of one volume at once are refused by the node ("another freeze of this
+            // volume is in progress"), which is not the case under test.
+            await SnapshotAsync("db-continue", "db", new() { [FreezeNames.FreezeAnnotation] = "true", [FreezeNames.OnErrorAnnotation] = FreezeNames.Continue });
             var continued = await Until(async () => await ReadyAsync("db-continue"), "db-continue ready");
             Assert.StartsWith("not frozen (onError Continue):", continued.Metadata.Annotations[FreezeNames.ResultAnnotation], StringComparison.Ordinal);
             await Until(async () => (await EventsAsync("db-continue")).Any(e => e.Reason == "NotFrozen" && e.Type == "Warning"), "the NotFrozen warning");

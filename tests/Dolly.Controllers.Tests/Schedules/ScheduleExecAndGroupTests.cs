@@ -160,8 +160,8 @@ public sealed class ScheduleExecAndGroupTests : IAsyncLifetime
         var run = await Until(async () => await ReadScheduleAsync("nightly") is { Status.Claims: { Count: 2 } c } && c.All(r => r.Result == "Created") ? c : null, "the group run");
         Assert.Equal(["db", "wal"], run.Select(r => r.Name));
         Assert.All(run, r => Assert.Equal(first, r.GroupSnapshot));
-        Assert.All(run, r => Assert.Equal("exec hooks in 1 pod: 1/1 pre ok, 1/1 post ok", r.Hooks));
         Assert.Equal(["db-0/app:quiesce:none", "db-0/app:resume:none"], _exec.Log);
+        Assert.All(run, r => Assert.Equal("exec hooks in 1 pod: 1/1 pre ok, 1/1 post ok", r.Hooks));
         var group = await Until(async () => await ReadGroupAsync(first) is { Status.ReadyToUse: true } g ? g : null, "the group snapshot ready");
         Assert.NotNull(group.Status!.CreationTime);
         Assert.Equal("nightly", group.Metadata.Labels[ScheduleNames.ScheduleLabel]);
