@@ -61,7 +61,7 @@ public sealed class MaintenanceTests
         f.Store.Pause = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         f.Store.PauseAfterChunkPuts = 6;
         var upload = f.UploadAsync("s1");
-        await f.Store.Paused.Task.WaitAsync(Ct);
+        await f.Store.Paused.Task.WaitAsync(TimeSpan.FromSeconds(60), Ct);
 
         // A minute on: everything unreferenced is past the zero grace, but the upload's marker is fresh.
         var clock = new FakeTimeProvider(DateTimeOffset.UtcNow.AddMinutes(1));

@@ -29,6 +29,7 @@ internal sealed class TempDir : IDisposable
 internal sealed class CountingObjectStore(IObjectStore inner) : IObjectStore
 {
     private int _chunkPuts;
+    private int _chunkPutsStarted;
     private int _heads;
     private int _gets;
 
@@ -50,7 +51,11 @@ internal sealed class CountingObjectStore(IObjectStore inner) : IObjectStore
 
     public int CancelAtChunkPut { get; set; } = -1;
 
-    /// <summary>When set, chunk PUTs after <see cref="PauseAfterChunkPuts"/> wait for it.</summary>
+    /// <summary>
+    /// When set, chunk PUTs started after the first <see cref="PauseAfterChunkPuts"/> wait for it. Counted as they
+    /// start, not as they finish: an upload keeps several PUTs in flight, and counting finished ones let all of them
+    /// start before the count was reached, so none ever paused.
+    /// </summary>
     public TaskCompletionSource? Pause { get; set; }
 
     public int PauseAfterChunkPuts { get; set; } = -1;
@@ -61,7 +66,8 @@ internal sealed class CountingObjectStore(IObjectStore inner) : IObjectStore
     {
         FailIfUnreachable(key);
         bool chunk = key.StartsWith("chunks/", StringComparison.Ordinal);
-        if (chunk && Pause is not null && PauseAfterChunkPuts >= 0 && ChunkPuts >= PauseAfterChunkPuts)
+        int started = chunk ? Interlocked.Increment(ref _chunkPutsStarted) : 0;
+        if (chunk && Pause is not null && PauseAfterChunkPuts >= 0 && started > PauseAfterChunkPuts)
         {
             Paused.TrySetResult();
             await Pause.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -111,6 +117,7 @@ internal sealed class CountingObjectStore(IObjectStore inner) : IObjectStore
     public void ResetCounts()
     {
         Interlocked.Exchange(ref _chunkPuts, 0);
+        Interlocked.Exchange(ref _chunkPutsStarted, 0);
         Interlocked.Exchange(ref _heads, 0);
         Interlocked.Exchange(ref _gets, 0);
         lock (PutKeys)
