@@ -160,10 +160,25 @@ internal sealed partial class Cluster
     /// resourceVersion, so it is a compare-and-set; the object written goes into <paramref name="cache"/> at once. An
     /// object without a namespace is cluster-scoped.
     /// </summary>
-    public async Task<T> PatchCustomAsync<T>(Informer<T> cache, T item, string group, string version, string plural, JsonObject patch, bool status, CancellationToken ct)
+    public Task<T> PatchCustomAsync<T>(Informer<T> cache, T item, string group, string version, string plural, JsonObject patch, bool status, CancellationToken ct)
         where T : class, IKubernetesObject<V1ObjectMeta>
     {
         Precondition(patch, item.Metadata.ResourceVersion);
+        return SendPatchAsync(cache, item, group, version, plural, patch, status, ct);
+    }
+
+    /// <summary>
+    /// Sets or (with a null value) removes annotations of a custom object by a merge patch without a
+    /// resourceVersion: only for keys the caller alone writes, where a compare-and-set would fail for nothing
+    /// whenever another controller has written the object since the cache saw it.
+    /// </summary>
+    public Task<T> PatchOwnAnnotationsAsync<T>(Informer<T> cache, T item, string group, string version, string plural, JsonObject annotations, CancellationToken ct)
+        where T : class, IKubernetesObject<V1ObjectMeta> =>
+        SendPatchAsync(cache, item, group, version, plural, new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = annotations } }, status: false, ct);
+
+    private async Task<T> SendPatchAsync<T>(Informer<T> cache, T item, string group, string version, string plural, JsonObject patch, bool status, CancellationToken ct)
+        where T : class, IKubernetesObject<V1ObjectMeta>
+    {
         var body = new V1Patch(patch.ToJsonString(), V1Patch.PatchType.MergePatch);
         var api = Client.CustomObjects;
         string name = item.Metadata.Name;
@@ -175,22 +190,6 @@ internal sealed partial class Cluster
             (false, true) => await api.PatchNamespacedCustomObjectStatusAsync(body, group, version, ns, plural, name, cancellationToken: ct).ConfigureAwait(false),
             (false, false) => await api.PatchNamespacedCustomObjectAsync(body, group, version, ns, plural, name, cancellationToken: ct).ConfigureAwait(false),
         };
-        var written = Convert<T>(result);
-        cache.Remember(written);
-        return written;
-    }
-
-    /// <summary>
-    /// Sets or (with a null value) removes annotations of a namespaced custom object by a merge patch without a
-    /// resourceVersion: only for keys the caller alone writes, where a compare-and-set would fail for nothing
-    /// whenever another controller has written the object since the cache saw it.
-    /// </summary>
-    public async Task<T> PatchOwnAnnotationsAsync<T>(Informer<T> cache, T item, string group, string version, string plural, JsonObject annotations, CancellationToken ct)
-        where T : class, IKubernetesObject<V1ObjectMeta>
-    {
-        var body = new V1Patch(new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = annotations } }.ToJsonString(), V1Patch.PatchType.MergePatch);
-        object result = await Client.CustomObjects.PatchNamespacedCustomObjectAsync(
-            body, group, version, item.Metadata.NamespaceProperty, plural, item.Metadata.Name, cancellationToken: ct).ConfigureAwait(false);
         var written = Convert<T>(result);
         cache.Remember(written);
         return written;
